@@ -1,0 +1,111 @@
+"""Errors as exceptions: one root, one class per gRPC status a caller acts on, with the rich
+details (ErrorInfo reason, field violations, retry delay) already decoded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    rule: str
+    description: str
+
+
+class PdvaultError(Exception):
+    """Root of the client's errors. `code` is the gRPC status; `reason` the ErrorInfo reason."""
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        reason: str = "",
+        metadata: dict[str, str] | None = None,
+        violations: tuple[FieldViolation, ...] = (),
+        retry_delay: float | None = None,
+    ) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+        self.reason = reason
+        self.metadata = metadata or {}
+        self.violations = violations
+        self.retry_delay = retry_delay
+
+
+class InvalidArgumentError(PdvaultError):
+    pass
+
+
+class UnauthenticatedError(PdvaultError):
+    pass
+
+
+class PermissionDeniedError(PdvaultError):
+    pass
+
+
+class UnavailableError(PdvaultError):
+    pass
+
+
+class DeadlineExceededError(PdvaultError):
+    pass
+
+
+class FailedPreconditionError(PdvaultError):
+    pass
+
+
+class DataLossError(PdvaultError):
+    pass
+
+
+_CLASSES: dict[grpc.StatusCode, type[PdvaultError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
+    grpc.StatusCode.DATA_LOSS: DataLossError,
+}
+_BY_NUMBER = {c.value[0]: c for c in grpc.StatusCode}
+
+
+def from_status(status: status_pb2.Status) -> PdvaultError:
+    """Decode a `google.rpc.Status` (a whole call's, or one batch item's) into an exception."""
+    code = _BY_NUMBER.get(status.code, grpc.StatusCode.UNKNOWN)
+    reason, metadata, violations, delay = "", {}, [], None
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        bad = error_details_pb2.BadRequest()
+        retry = error_details_pb2.RetryInfo()
+        if detail.Unpack(info):
+            reason, metadata = info.reason, dict(info.metadata)
+        elif detail.Unpack(bad):
+            violations = [
+                FieldViolation(v.field, v.reason, v.description) for v in bad.field_violations
+            ]
+        elif detail.Unpack(retry):
+            delay = retry.retry_delay.ToMilliseconds() / 1000
+    cls = _CLASSES.get(code, PdvaultError)
+    return cls(code, status.message, reason, metadata, tuple(violations), delay)
+
+
+def from_rpc_error(err: grpc.RpcError) -> PdvaultError:
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    if status is not None:
+        return from_status(status)
+    # Every RpcError raised by a call is also a grpc.Call, whose code() and details() say more.
+    code_of = getattr(err, "code", None)
+    details_of = getattr(err, "details", None)
+    code = code_of() if callable(code_of) else grpc.StatusCode.UNKNOWN
+    details = details_of() if callable(details_of) else str(err)
+    cls = _CLASSES.get(code, PdvaultError)
+    return cls(code, details or code.name)

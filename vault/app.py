@@ -1,0 +1,96 @@
+"""The composition root: settings in, a wired application out. Transport and CLI use it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from vault.config import Settings
+from vault.crypto.aead import AesGcmCipher
+from vault.domain.callers import Authenticator, issue_api_key
+from vault.domain.policy import Policy, load_policy
+from vault.domain.ports import KeyProvider
+from vault.domain.service import TokenService
+from vault.errors import ConfigurationError
+from vault.kms.local import LocalKeyFileProvider
+from vault.storage import migrate
+from vault.storage.store import SqlStore, make_engine
+
+log = logging.getLogger(__name__)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class App:
+    settings: Settings
+    policy: Policy
+    engine: Engine
+    store: SqlStore
+    keys: KeyProvider
+    tokens: TokenService
+    authenticator: Authenticator
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def build_app(settings: Settings) -> App:
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    policy = load_policy(settings.policy_file)
+    engine = make_engine(settings.effective_database_url)
+    if settings.auto_migrate:
+        migrate.upgrade(engine)
+    elif migrate.current_revision(engine) != migrate.head_revision():
+        raise ConfigurationError("the database schema is not current; run: pdv db upgrade")
+    store = SqlStore(engine)
+    keys = LocalKeyFileProvider(settings.effective_key_file)
+    tokens = TokenService(
+        policy=policy, store=store, keys=keys, cipher=AesGcmCipher(), clock=utc_now
+    )
+    app = App(settings, policy, engine, store, keys, tokens, Authenticator(store, policy))
+    if settings.dev_credentials:
+        ensure_dev_credentials(app)
+    return app
+
+
+def ensure_dev_credentials(app: App) -> Path:
+    """Give every caller of the policy an API key, and keep them in <data dir>/dev-credentials.json.
+
+    Only callers without a key get a new one, so restarts keep the keys services already use.
+    """
+    path = app.settings.credentials_file
+    known: dict[str, str] = {}
+    if path.exists():
+        try:
+            loaded = json.loads(path.read_text("utf-8"))
+            if isinstance(loaded, dict):
+                known = {str(k): str(v) for k, v in loaded.items()}
+        except (OSError, ValueError):
+            known = {}
+    have_keys = app.store.callers_with_keys()
+    changed = False
+    for caller in sorted(app.policy.callers):
+        if caller in have_keys and caller in known:
+            continue
+        key, record = issue_api_key(caller)
+        app.store.add_api_key(record)
+        known[caller] = key
+        changed = True
+    if changed or not path.exists():
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(known, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+        log.info("wrote API keys of the demo callers to %s (mode 0600)", path)
+    return path

@@ -1,0 +1,309 @@
+"""`pdv`: run the pdvault server, and call it as the services that use it would.
+
+Values are printed only by `detokenize`, and only to standard output. Errors go to standard
+error as STATUS: message, and the exit status is 1 when anything was refused or failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pdvault_client import Client
+
+    from vault.config import Settings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+_EPILOG = """\
+environment:
+  PDV_ADDR          where `pdv serve` listens and the other commands connect (127.0.0.1:50051)
+  PDV_DATA_DIR      SQLite database, local key file and dev credentials (./.pdvault)
+  PDV_DATABASE_URL  production database, e.g. postgresql+psycopg://user@host/pdvault
+  PDV_API_KEY       the API key to call with; overrides --caller
+  PDV_POLICY        a policy file to use instead of the shipped default
+  PDV_CONFIG        a TOML file with the same settings (lower-case names, without PDV_)
+
+examples:
+  pdv serve
+  pdv tokenize --caller kyc --subject user-42 --category card_number 4111111111111111
+  pdv detokenize --caller payment --purpose payment tok_...
+  pdv policy check
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pdv",
+        description="pdvault: an encrypted personal-data vault with a tokenization service.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--addr", help="server address, HOST:PORT (default: $PDV_ADDR or 127.0.0.1:50051)"
+    )
+    p.add_argument(
+        "--data-dir", type=Path, help="data directory (default: $PDV_DATA_DIR or ./.pdvault)"
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("serve", help="run the server until interrupted")
+    s.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING or ERROR")
+
+    def client_options(cmd: argparse.ArgumentParser) -> None:
+        cmd.add_argument(
+            "--caller",
+            help="call as this caller, with its key from <data dir>/dev-credentials.json "
+            "($PDV_API_KEY takes precedence)",
+        )
+        cmd.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds (10)")
+
+    t = sub.add_parser(
+        "tokenize",
+        help="store one value of a subject and print its token",
+        description="Store one value for a data subject and print its token. Give the value as "
+        "an argument, or '-' to read it from standard input (keeps it out of shell history).",
+    )
+    client_options(t)
+    t.add_argument("--subject", required=True, help="the data subject's id, e.g. user-42")
+    t.add_argument("--category", required=True, help="the kind of data, e.g. card_number, address")
+    t.add_argument(
+        "--card-token",
+        action="store_true",
+        help="for card_number: a 16-digit Luhn-valid token keeping the last four digits",
+    )
+    t.add_argument("--binary", action="store_true", help="send the value as bytes (documents)")
+    t.add_argument("--request-id", help="a UUID that makes a retry return the first answer")
+    t.add_argument("value", help="the value, or - to read standard input")
+
+    d = sub.add_parser(
+        "detokenize",
+        help="print the values behind tokens, for a stated purpose",
+        description="Print the value (or masked value) behind each token, one per line. A "
+        "refused token prints STATUS: reason on standard error and makes the exit status 1.",
+    )
+    client_options(d)
+    d.add_argument("--purpose", required=True, help="why the values are needed, e.g. payment")
+    d.add_argument("--justification", default="", help="ticket or order id, recorded in the audit")
+    d.add_argument("tokens", nargs="+", metavar="TOKEN")
+
+    pol = sub.add_parser("policy", help="inspect the policy")
+    pol_sub = pol.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
+    check = pol_sub.add_parser(
+        "check", help="validate a policy file and print its recorded decisions and warnings"
+    )
+    check.add_argument("--file", type=Path, help="policy file (default: $PDV_POLICY or shipped)")
+
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_sub.add_parser("upgrade", help="apply the database migrations")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.addr:
+        os.environ["PDV_ADDR"] = args.addr
+    if args.data_dir:
+        os.environ["PDV_DATA_DIR"] = str(args.data_dir)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "tokenize":
+            return _tokenize(args)
+        if args.command == "detokenize":
+            return _detokenize(args)
+        if args.command == "policy":
+            return _policy_check(args)
+        if args.command == "db":
+            return _db_upgrade()
+    except _UsageError as exc:
+        print(f"pdv: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+    return EXIT_USAGE
+
+
+class _UsageError(Exception):
+    pass
+
+
+# -- server side ----------------------------------------------------------------------------------
+
+
+def _settings() -> Settings:
+    # Server modules are imported lazily so that the client commands start fast.
+    from vault.config import load_settings
+    from vault.errors import ConfigurationError
+
+    try:
+        return load_settings()
+    except ConfigurationError as exc:
+        raise _UsageError(exc.message) from None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from vault.app import build_app
+    from vault.errors import ConfigurationError
+    from vault.transport.server import serve
+
+    settings = _settings()
+    os.umask(0o077)  # the database, key file and credentials are for this user only
+    logging.basicConfig(
+        level=(args.log_level or settings.log_level).upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        app = build_app(settings)
+    except ConfigurationError as exc:
+        print(f"pdv serve: {exc.message}", file=sys.stderr)
+        return EXIT_FAILED
+    logging.getLogger("pdv").info("starting: %s", settings.describe())
+    if settings.dev_credentials:
+        print(
+            f"pdv: API keys of the demo callers are in {settings.credentials_file}", file=sys.stderr
+        )
+    try:
+        serve(app, settings.addr)
+    except ConfigurationError as exc:
+        print(f"pdv serve: {exc.message}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _policy_check(args: argparse.Namespace) -> int:
+    from vault.domain.policy import load_policy
+    from vault.errors import ConfigurationError
+
+    path = args.file or (Path(os.environ["PDV_POLICY"]) if os.environ.get("PDV_POLICY") else None)
+    try:
+        policy = load_policy(path)
+    except (ConfigurationError, OSError) as exc:
+        print(f"pdv policy check: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    print(
+        f"policy {policy.name} v{policy.version}: {len(policy.categories)} categories, "
+        f"{len(policy.purposes)} purposes, {len(policy.callers)} callers: valid"
+    )
+    for finding in policy.check():
+        print(f"- {finding}")
+    return EXIT_OK
+
+
+def _db_upgrade() -> int:
+    from vault.storage import migrate
+    from vault.storage.store import make_engine, redact_url
+
+    settings = _settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    engine = make_engine(settings.effective_database_url)
+    migrate.upgrade(engine)
+    where = redact_url(settings.effective_database_url)
+    print(f"database {where} at revision {migrate.current_revision(engine)}")
+    return EXIT_OK
+
+
+# -- client side ----------------------------------------------------------------------------------
+
+
+def _api_key(caller: str | None) -> str:
+    key = os.environ.get("PDV_API_KEY")
+    if key:
+        return key
+    if not caller:
+        raise _UsageError("say who calls: --caller NAME, or set PDV_API_KEY")
+    data_dir = Path(os.environ.get("PDV_DATA_DIR") or ".pdvault")
+    path = data_dir / "dev-credentials.json"
+    try:
+        keys = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise _UsageError(
+            f"no {path}: start the server with `pdv serve` first (it writes the demo callers' "
+            "keys there), or set PDV_API_KEY"
+        ) from None
+    except (OSError, ValueError):
+        raise _UsageError(f"cannot read {path}") from None
+    if not isinstance(keys, dict) or caller not in keys:
+        known = ", ".join(sorted(keys)) if isinstance(keys, dict) else ""
+        raise _UsageError(f"no key for caller '{caller}' in {path} (callers there: {known})")
+    return str(keys[caller])
+
+
+def _client(args: argparse.Namespace) -> Client:
+    from pdvault_client import Client
+
+    addr = os.environ.get("PDV_ADDR") or "127.0.0.1:50051"
+    return Client(addr, _api_key(args.caller), timeout=args.timeout)
+
+
+def _report(error: Exception, prefix: str = "") -> None:
+    from pdvault_client import PdvaultError
+
+    if isinstance(error, PdvaultError):
+        print(f"{prefix}{error.code.name}: {error.message}", file=sys.stderr)
+        for v in error.violations:
+            print(f"  {v.field}: {v.description} [{v.rule}]", file=sys.stderr)
+        if error.code.name == "UNAVAILABLE" and "connect" in error.message.lower():
+            print("  is `pdv serve` running at that address?", file=sys.stderr)
+    else:
+        print(f"{prefix}{error}", file=sys.stderr)
+
+
+def _tokenize(args: argparse.Namespace) -> int:
+    from pdvault_client import Field, PdvaultError
+
+    raw: str | bytes
+    if args.value == "-":
+        raw = sys.stdin.buffer.read() if args.binary else sys.stdin.read().rstrip("\n")
+    else:
+        raw = args.value.encode() if args.binary else args.value
+    with _client(args) as client:
+        try:
+            results = client.tokenize(
+                args.subject,
+                [Field(args.category, raw, card_token=args.card_token)],
+                request_id=args.request_id,
+            )
+        except PdvaultError as exc:
+            _report(exc)
+            return EXIT_FAILED
+    for r in results:
+        print(r.token)
+    return EXIT_OK
+
+
+def _detokenize(args: argparse.Namespace) -> int:
+    from pdvault_client import PdvaultError
+
+    with _client(args) as client:
+        try:
+            results = client.detokenize(args.tokens, args.purpose, justification=args.justification)
+        except PdvaultError as exc:
+            _report(exc)
+            return EXIT_FAILED
+    status = EXIT_OK
+    many = len(results) > 1
+    for r in results:
+        if r.error is not None:
+            _report(r.error, prefix=f"{r.token}: " if many else "")
+            status = EXIT_FAILED
+        elif r.masked is not None:
+            print(r.masked)
+        elif isinstance(r.value, bytes):
+            print("base64:" + base64.b64encode(r.value).decode("ascii"))
+        else:
+            print(r.value)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""The ports: what the use cases need from the world, as Protocols. Adapters live in
+`vault.crypto`, `vault.kms` and `vault.storage`; one contract suite per port runs against each."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from vault.domain.secrets import Secret
+from vault.domain.types import (
+    AuditEvent,
+    CallerName,
+    Category,
+    IdempotencyRecord,
+    PlainValue,
+    StoredDataKey,
+    StoredValue,
+    SubjectId,
+    Token,
+    WrappedKey,
+)
+
+Clock = Callable[[], datetime]
+"""Returns the current time, timezone-aware UTC."""
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """What a ciphertext is bound to (AES-GCM associated data): rows cannot be swapped."""
+
+    token: Token
+    subject: SubjectId
+    category: Category
+
+
+class Cipher(Protocol):
+    """Local authenticated encryption of values under data keys (implemented in vault.crypto)."""
+
+    def new_data_key(self) -> Secret:
+        """A fresh random 256-bit data key."""
+        ...
+
+    def seal(self, key: Secret, binding: Binding, value: PlainValue) -> bytes:
+        """Encrypt `value`, binding the ciphertext to `binding`. MUST use a fresh random nonce."""
+        ...
+
+    def open(self, key: Secret, binding: Binding, ciphertext: bytes) -> PlainValue:
+        """Decrypt; MUST raise `vault.errors.IntegrityError` if anything does not authenticate."""
+        ...
+
+    def fingerprint(self, key: Secret, message: bytes) -> bytes:
+        """A keyed MAC of `message` under a subkey of `key` (for idempotency checks)."""
+        ...
+
+
+class KeyProvider(Protocol):
+    """Wraps and unwraps data keys with a key-encryption key that never leaves the provider.
+
+    Implementations: a local key file (embedded default), HashiCorp Vault Transit.
+    """
+
+    name: str
+
+    def wrap(self, keys: Sequence[tuple[SubjectId, Secret]]) -> list[WrappedKey]:
+        """Wrap each data key, in order. MUST make at most one remote call for the batch.
+
+        Raises `KeyServiceUnavailable` or `KeyServiceDenied`; never half-succeeds.
+        """
+        ...
+
+    def unwrap(self, keys: Sequence[tuple[SubjectId, WrappedKey]]) -> list[Secret | None]:
+        """Unwrap each key, in order; None for one that does not authenticate or whose key
+        version is no longer allowed. MUST make at most one remote call for the batch."""
+        ...
+
+
+class TokenCollisionError(Exception):
+    """A generated token already exists; the use case draws new tokens and retries."""
+
+
+class SubjectKeyRaceError(Exception):
+    """Another request created this subject's data key first; the use case retries with it."""
+
+
+class DuplicateRequestError(Exception):
+    """A concurrent request with the same (caller, request id) committed first."""
+
+
+class KeyUsageExhaustedError(Exception):
+    """The subject's data key reached its encryption limit (NIST SP 800-38D section 8.3)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    key_id: str
+    caller: CallerName
+    key_hash: bytes
+    revoked: bool
+
+
+class Store(Protocol):
+    """Persistence of data keys, ciphertexts, audit events and idempotency records.
+
+    No method ever receives a plaintext value. Every write method is one transaction.
+    """
+
+    def data_keys(self, subjects: Collection[SubjectId]) -> dict[SubjectId, StoredDataKey]:
+        """The wrapped data keys of these subjects (those that have one)."""
+        ...
+
+    def values_and_keys(
+        self, tokens: Collection[Token]
+    ) -> tuple[dict[Token, StoredValue], dict[SubjectId, StoredDataKey]]:
+        """The stored values of these tokens and their subjects' data keys, in one round trip."""
+        ...
+
+    def save_tokenized(
+        self,
+        *,
+        subject: SubjectId,
+        new_key: WrappedKey | None,
+        encryption_limit: int,
+        values: Sequence[StoredValue],
+        audit: Sequence[AuditEvent],
+        idempotency: IdempotencyRecord | None,
+    ) -> None:
+        """Atomically: create the subject and its data key (when `new_key`), count the
+        encryptions against `encryption_limit`, insert the values, the audit events and the
+        idempotency record. All or nothing.
+
+        Raises SubjectKeyRaceError if `new_key` is given and the subject already has a key,
+        TokenCollisionError if a token exists, KeyUsageExhaustedError past the limit.
+        """
+        ...
+
+    def append_audit(self, events: Sequence[AuditEvent]) -> None:
+        """Commit audit events. MUST be durable when it returns."""
+        ...
+
+    def idempotency(self, caller: CallerName, request_id: str) -> IdempotencyRecord | None:
+        """The remembered answer of an earlier request, if younger than its retention."""
+        ...
+
+    def api_key(self, key_id: str) -> ApiKeyRecord | None: ...
+
+    def add_api_key(self, record: ApiKeyRecord) -> None: ...
+
+    def callers_with_keys(self) -> set[CallerName]: ...

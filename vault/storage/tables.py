@@ -1,0 +1,146 @@
+"""The tables. No column ever holds a plaintext value or an unwrapped key.
+
+Data keys live in their own table, apart from the ciphertexts they protect (never the same row).
+Every schema change goes through an Alembic migration in `vault/storage/migrations`; a test
+checks that the migrations and these definitions agree.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in and out, on PostgreSQL and on SQLite (which has no time zones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING)
+
+subjects = Table(
+    "subjects",
+    metadata,
+    Column("subject_id", String(128), primary_key=True),
+    # active | stopped | shredded (the lifecycle states; only `active` exists so far)
+    Column("state", String(16), nullable=False, server_default="active"),
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+
+data_keys = Table(
+    "data_keys",
+    metadata,
+    Column(
+        "subject_id",
+        String(128),
+        ForeignKey("subjects.subject_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("provider", String(32), nullable=False),
+    Column("kek_version", Integer, nullable=False),
+    Column("wrapped_key", LargeBinary, nullable=False),
+    # Encryptions made under this key, against the NIST SP 800-38D limit of 2^32.
+    Column("encryptions", BigInteger, nullable=False, server_default="0"),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Index(None, "kek_version"),
+)
+
+token_values = Table(
+    "token_values",
+    metadata,
+    Column("token", String(64), primary_key=True),
+    Column(
+        "subject_id",
+        String(128),
+        ForeignKey("subjects.subject_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("category", String(64), nullable=False),
+    Column("token_format", String(16), nullable=False),
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Index(None, "subject_id"),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("occurred_at", UtcDateTime(), nullable=False),
+    Column("caller", String(64), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("rule", String(128), nullable=False),
+    Column("token", String(64)),
+    Column("subject_id", String(128)),
+    Column("category", String(64)),
+    Column("purpose", String(64)),
+    Column("view", String(16)),
+    Column("justification", String(256)),
+    Column("request_id", String(36)),
+    Index(None, "token"),
+    Index(None, "subject_id"),
+    Index(None, "occurred_at"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("caller", String(64), primary_key=True),
+    Column("request_id", String(36), primary_key=True),
+    Column("subject_id", String(128), nullable=False),
+    Column("fingerprint", LargeBinary, nullable=False),
+    # JSON list of [token, category] pairs: the first answer, returned again on a retry.
+    Column("response", Text, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Index(None, "created_at"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("caller", String(64), nullable=False),
+    Column("key_hash", LargeBinary, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("revoked_at", UtcDateTime()),
+)

@@ -1,0 +1,101 @@
+"""One table from exception to gRPC status, and the rich error details that go with it (AIP-193).
+
+Unexpected exceptions become INTERNAL with an error id to find the log line; their text is never
+sent, because it could carry anything. No call ends in UNKNOWN.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+import uuid
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+from vault import errors
+
+log = logging.getLogger(__name__)
+
+STATUS_TABLE: dict[type[errors.PdvaultError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.KeyServiceUnavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.KeyServiceDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.StorageUnavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.IntegrityError: grpc.StatusCode.DATA_LOSS,
+    errors.ConfigurationError: grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+
+def status_code_of(exc: errors.PdvaultError) -> grpc.StatusCode:
+    for cls in type(exc).__mro__:
+        if cls in STATUS_TABLE:
+            return STATUS_TABLE[cls]
+    return grpc.StatusCode.INTERNAL
+
+
+def _pack(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]
+    return packed
+
+
+def to_status_proto(exc: errors.PdvaultError) -> status_pb2.Status:
+    code = status_code_of(exc)
+    metadata = {}
+    rule = getattr(exc, "rule", None)
+    if isinstance(rule, str):
+        metadata["rule"] = rule
+    details = [
+        _pack(
+            error_details_pb2.ErrorInfo(
+                reason=exc.reason, domain=errors.ERROR_DOMAIN, metadata=metadata
+            )
+        )
+    ]
+    if isinstance(exc, errors.InvalidArgument):
+        details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=v.field, description=v.description, reason=v.rule
+                        )
+                        for v in exc.violations
+                    ]
+                )
+            )
+        )
+    if isinstance(exc, errors.KeyServiceUnavailable | errors.StorageUnavailable):
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromMilliseconds(200)
+        details.append(_pack(retry))
+    return status_pb2.Status(code=code.value[0], message=exc.message, details=details)
+
+
+def internal_status(exc: BaseException) -> status_pb2.Status:
+    error_id = uuid.uuid4().hex[:12]
+    # The exception's class and the frames of its traceback go to the log; its message might
+    # hold anything, so it is not written.
+    log.error(
+        "internal error %s: %s\n%s",
+        error_id,
+        type(exc).__name__,
+        "".join(traceback.format_tb(exc.__traceback__)),
+    )
+    return status_pb2.Status(
+        code=code_pb2.INTERNAL,
+        message=f"internal error (id {error_id}); the operator can find it in the server log",
+        details=[
+            _pack(
+                error_details_pb2.ErrorInfo(
+                    reason="INTERNAL", domain=errors.ERROR_DOMAIN, metadata={"error_id": error_id}
+                )
+            )
+        ],
+    )
