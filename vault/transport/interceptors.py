@@ -57,7 +57,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
             return handler
         behavior = handler.unary_unary
 
-        def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+        def guarded(request: Any, context: grpc.ServicerContext) -> Any:  # noqa: RET503
             try:
                 caller = self._auth.authenticate(_bearer(context))
                 token = _caller.set(caller)
