@@ -25,7 +25,10 @@ def mask(rule: Mask, value: PlainValue) -> str:
         return _keep_last(text, 2)
     if rule is Mask.EMAIL:
         local, _, domain = text.rpartition("@")
-        return f"{local[:1]}{_STAR * 3}@{domain}" if local else REDACTED
+        if not local:
+            return REDACTED
+        # A local part of one or two characters would be mostly shown: show none of it.
+        return f"{local[:1] if len(local) > 2 else ''}{_STAR * 3}@{domain}"
     if rule is Mask.INITIALS:
         words = text.split()
         return " ".join(f"{w[0]}." for w in words) if words else REDACTED

@@ -293,22 +293,38 @@ class _Parser:
             CallerName(name): self._caller(name, body, purposes, categories)
             for name, body in self._named_tables("callers")
         }
-        notes = tuple(
-            PolicyNote(str(n.get("id", "")), str(n.get("about", "")), str(n.get("text", "")))
-            for n in self.doc.get("decisions", [])
-        )
+        notes = self._notes()
+        version = head.get("version", 1)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            self.errors.append("policy.version: must be a whole number from 1")
+            version = 0
         if self.errors:
             raise ConfigurationError("policy file is invalid: " + "; ".join(self.errors))
-        version = head.get("version", 1)
         return Policy(
             name=str(head.get("name", "unnamed")),
-            version=version if isinstance(version, int) else 0,
+            version=version,
             source=str(head.get("source", "")),
             purposes=purposes,
             categories=categories,
             callers=callers,
             notes=notes,
         )
+
+    def _notes(self) -> tuple[PolicyNote, ...]:
+        raw = self.doc.get("decisions", [])
+        if not isinstance(raw, list):
+            self.errors.append("decisions: must be an array of tables ([[decisions]])")
+            return ()
+        notes: list[PolicyNote] = []
+        for i, n in enumerate(raw):
+            if not isinstance(n, Mapping):
+                self.errors.append(f"decisions[{i}]: must be a table")
+                continue
+            note = PolicyNote(str(n.get("id", "")), str(n.get("about", "")), str(n.get("text", "")))
+            if not note.id or any(note.id == other.id for other in notes):
+                self.errors.append(f"decisions[{i}].id: must be set and unique")
+            notes.append(note)
+        return tuple(notes)
 
     def _category(
         self, name: str, body: Mapping[str, Any], purposes: Mapping[Purpose, PurposeRule]
@@ -326,9 +342,12 @@ class _Parser:
             for f in self._names(body, "token_formats", where, default=["opaque"])
         )
         row = body.get("row")
+        if row is not None and (not isinstance(row, int) or isinstance(row, bool)):
+            self.errors.append(f"{where}.row: must be the number of a row of the source table")
+            row = None
         return CategoryRule(
             name=Category(name),
-            row=row if isinstance(row, int) else None,
+            row=row,
             text=str(body.get("text", "")),
             kind=kind,
             max_bytes=max_bytes,

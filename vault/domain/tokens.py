@@ -12,7 +12,7 @@ from vault.domain.validation import luhn_valid
 
 OPAQUE_PREFIX = "tok_"
 _OPAQUE_RE = re.compile(r"tok_[a-z2-7]{26}")
-_CARD_RE = re.compile(r"\d{16}")
+_CARD_RE = re.compile(r"[0-9]{16}")
 TOKEN_MAX_LENGTH = 64
 
 

@@ -64,20 +64,39 @@ def validate(category: CategoryRule, value: PlainValue, today: date) -> PlainVal
     except UnicodeDecodeError:
         raise RuleBroken(Rule(f"{category.name}.utf8", "must be valid UTF-8")) from None
     normalized = _TEXT_RULES[category.kind](text, category.name, today)
-    return value if normalized == text else PlainValue.text(normalized)
+    if normalized == text:
+        return value
+    # Normalizing can lengthen a value (NFC expands some characters): check the size again.
+    if len(normalized.encode("utf-8")) > category.max_bytes:
+        raise RuleBroken(
+            Rule(f"{category.name}.max_bytes", f"must be at most {category.max_bytes} bytes")
+        )
+    return PlainValue.text(normalized)
 
 
 def _broken(name: str, description: str) -> RuleBroken:
     return RuleBroken(Rule(name, description))
 
 
+# Zero-width joiners shape some scripts' names; every other format character (bidi overrides,
+# zero-width spaces) can disguise a value and is refused.
+_ALLOWED_FORMAT = frozenset("\u200c\u200d")
+
+
+def _no_controls(text: str, cat: str) -> None:
+    for ch in text:
+        # Cc: control; Cf: format (bidi, zero-width); Cs/Co/Cn: surrogate, private, unassigned.
+        kind = unicodedata.category(ch)
+        if kind in {"Cc", "Cs", "Co", "Cn"} and ch not in "\n\t":
+            raise _broken(f"{cat}.printable", "must not contain control characters")
+        if kind == "Cf" and ch not in _ALLOWED_FORMAT:
+            raise _broken(f"{cat}.printable", "must not contain invisible format characters")
+
+
 def _printable(text: str, cat: str, _today: date) -> str:
     if text != text.strip():
         raise _broken(f"{cat}.whitespace", "must not start or end with white space")
-    for ch in text:
-        # Cc: control characters; Cs/Co/Cn: surrogates, private use, unassigned.
-        if unicodedata.category(ch) in {"Cc", "Cs", "Co", "Cn"} and ch not in "\n\t":
-            raise _broken(f"{cat}.printable", "must not contain control characters")
+    _no_controls(text, cat)
     return unicodedata.normalize("NFC", text)
 
 
@@ -92,7 +111,7 @@ def _card_number(text: str, cat: str, _today: date) -> str:
     return digits
 
 
-_EXPIRY_RE = re.compile(r"(\d{2})/(\d{2}|\d{4})")
+_EXPIRY_RE = re.compile(r"([0-9]{2})/([0-9]{2}|[0-9]{4})")
 
 
 def _card_expiry(text: str, cat: str, _today: date) -> str:
@@ -138,7 +157,7 @@ def _phone(text: str, cat: str, _today: date) -> str:
 
 def _date_of_birth(text: str, cat: str, today: date) -> str:
     try:
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
             raise ValueError
         born = date.fromisoformat(text)
     except ValueError:
@@ -149,13 +168,16 @@ def _date_of_birth(text: str, cat: str, today: date) -> str:
 
 
 def _ip_address(text: str, cat: str, _today: date) -> str:
+    if "%" in text:  # an IPv6 zone is local to one host, and would let any text through
+        raise _broken(f"{cat}.syntax", "must be an IPv4 or IPv6 address without a zone")
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
         raise _broken(f"{cat}.syntax", "must be an IPv4 or IPv6 address") from None
 
 
-def _document(text: str, cat: str, today: date) -> str:
+def _document(text: str, cat: str, _today: date) -> str:
+    _no_controls(text, cat)
     return text
 
 
