@@ -125,6 +125,7 @@ class Store(Protocol):
         values: Sequence[StoredValue],
         audit: Sequence[AuditEvent],
         idempotency: IdempotencyRecord | None,
+        now: datetime,
     ) -> None:
         """Atomically: create the subject and its data key (when `new_key`), count the
         encryptions against `encryption_limit`, insert the values, the audit events and the

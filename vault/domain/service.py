@@ -343,6 +343,7 @@ class TokenService:
                 values=values,
                 audit=audit,
                 idempotency=record,
+                now=now,
             )
             return results
         finally:
@@ -419,7 +420,7 @@ class TokenService:
                 action=Action.DETOKENIZE,
                 outcome=outcome,
                 rule=decision.rule,
-                token=Token(token),
+                token=Token(token) if value else _audited_unknown(token),
                 subject=value.subject if value else None,
                 category=value.category if value else None,
                 purpose=purpose_id,
@@ -542,6 +543,17 @@ class TokenService:
             )
         if violations:
             raise InvalidArgument(violations)
+
+
+def _audited_unknown(token: str) -> Token:
+    """How a token that resolved to nothing is written to the audit log.
+
+    A card-shaped "token" that does not exist may be a real card number pasted by mistake: the
+    audit keeps only its last four digits (PCI DSS 3.4.1), never the number.
+    """
+    if len(token) == 16 and token.isascii() and token.isdigit():
+        return Token("*" * 12 + token[-4:])
+    return Token(token)
 
 
 def _is_uuid(text: str) -> bool:

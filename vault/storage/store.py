@@ -57,6 +57,8 @@ from vault.storage.tables import (
     token_values,
 )
 
+__all__ = ["Engine", "SqlStore", "make_engine", "redact_url"]
+
 log = logging.getLogger(__name__)
 
 
@@ -201,65 +203,65 @@ class SqlStore:
         values: Sequence[StoredValue],
         audit: Sequence[AuditEvent],
         idempotency: IdempotencyRecord | None,
+        now: datetime,
     ) -> None:
-        now = audit[0].occurred_at if audit else None
-        try:
-            with self._tx() as conn:
-                if idempotency is not None:
-                    self._remember(conn, idempotency)
-                if new_key is not None:
-                    created = conn.execute(
-                        self._insert_ignore(subjects).values(
-                            subject_id=subject, state="active", created_at=now
-                        )
-                    )
-                    if created.rowcount != 1:
-                        raise SubjectKeyRaceError()
-                    if len(values) > encryption_limit:
-                        raise KeyUsageExhaustedError()
-                    conn.execute(
-                        insert(data_keys).values(
-                            subject_id=subject,
-                            provider=new_key.provider,
-                            kek_version=new_key.kek_version,
-                            wrapped_key=new_key.blob,
-                            encryptions=len(values),
-                            created_at=now,
-                        )
-                    )
-                else:
-                    counted = conn.execute(
-                        update(data_keys)
-                        .where(
-                            data_keys.c.subject_id == subject,
-                            data_keys.c.encryptions + len(values) <= encryption_limit,
-                        )
-                        .values(encryptions=data_keys.c.encryptions + len(values))
-                    )
-                    if counted.rowcount != 1:
-                        raise KeyUsageExhaustedError()
+        with self._tx() as conn:
+            if idempotency is not None:
+                self._remember(conn, idempotency)
+            if new_key is not None:
+                created = conn.execute(
+                    self._insert_ignore(subjects)
+                    .values(subject_id=subject, state="active", created_at=now)
+                    .returning(subjects.c.subject_id)
+                ).first()
+                if created is None:
+                    raise SubjectKeyRaceError()
+                if len(values) > encryption_limit:
+                    raise KeyUsageExhaustedError()
                 conn.execute(
-                    insert(token_values),
-                    [
-                        {
-                            "token": v.token,
-                            "subject_id": v.subject,
-                            "category": v.category,
-                            "token_format": v.token_format.value,
-                            "ciphertext": v.ciphertext,
-                            "created_at": now,
-                        }
-                        for v in values
-                    ],
+                    insert(data_keys).values(
+                        subject_id=subject,
+                        provider=new_key.provider,
+                        kek_version=new_key.kek_version,
+                        wrapped_key=new_key.blob,
+                        encryptions=len(values),
+                        created_at=now,
+                    )
                 )
-                _insert_audit(conn, audit)
-        except sa_exc.IntegrityError:
-            # The only unique key left to break is token_values' primary key.
-            raise TokenCollisionError() from None
+            else:
+                counted = conn.execute(
+                    update(data_keys)
+                    .where(
+                        data_keys.c.subject_id == subject,
+                        data_keys.c.encryptions + len(values) <= encryption_limit,
+                    )
+                    .values(encryptions=data_keys.c.encryptions + len(values))
+                )
+                if counted.rowcount != 1:
+                    raise KeyUsageExhaustedError()
+            rows = [
+                {
+                    "token": v.token,
+                    "subject_id": v.subject,
+                    "category": v.category,
+                    "token_format": v.token_format.value,
+                    "ciphertext": v.ciphertext,
+                    "created_at": now,
+                }
+                for v in values
+            ]
+            try:
+                conn.execute(insert(token_values), rows)
+            except sa_exc.IntegrityError:
+                # The primary key of token_values: a token drawn twice. The transaction rolls
+                # back as the error leaves this block.
+                raise TokenCollisionError() from None
+            _insert_audit(conn, audit)
 
     def _remember(self, conn: Connection, record: IdempotencyRecord) -> None:
         done = conn.execute(
-            self._insert_ignore(idempotency_keys).values(
+            self._insert_ignore(idempotency_keys)
+            .values(
                 caller=record.caller,
                 request_id=record.request_id,
                 subject_id=record.subject,
@@ -267,8 +269,9 @@ class SqlStore:
                 response=json.dumps([[t, c] for t, c in record.tokens]),
                 created_at=record.created_at,
             )
-        )
-        if done.rowcount != 1:
+            .returning(idempotency_keys.c.request_id)
+        ).first()
+        if done is None:
             raise DuplicateRequestError()
 
     def append_audit(self, events: Sequence[AuditEvent]) -> None:
