@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import Engine
-
 from vault.config import Settings
 from vault.crypto.aead import AesGcmCipher
 from vault.domain.callers import Authenticator, issue_api_key
@@ -20,7 +18,7 @@ from vault.domain.service import TokenService
 from vault.errors import ConfigurationError
 from vault.kms.local import LocalKeyFileProvider
 from vault.storage import migrate
-from vault.storage.store import SqlStore, make_engine
+from vault.storage.store import Engine, SqlStore, make_engine
 
 log = logging.getLogger(__name__)
 

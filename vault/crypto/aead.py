@@ -74,11 +74,8 @@ class AesGcmCipher:
     def new_data_key(self) -> Secret:
         return random_key()
 
-    def seal(self, key: Secret, binding: Binding, value: PlainValue, dek_version: int = 1) -> bytes:
-        header = _HEADER.pack(FORMAT_V1, dek_version)
-        nonce = os.urandom(NONCE_BYTES)
-        plaintext = bytes([value.kind]) + value.data.reveal()
-        return header + nonce + _aead(key).encrypt(nonce, plaintext, _value_ad(header, binding))
+    def seal(self, key: Secret, binding: Binding, value: PlainValue) -> bytes:
+        return seal_value(key, binding, value, nonce=os.urandom(NONCE_BYTES))
 
     def open(self, key: Secret, binding: Binding, ciphertext: bytes) -> PlainValue:
         # Lengths and version are checked before any key is used (STYLE habit 6).
@@ -107,6 +104,18 @@ class AesGcmCipher:
         mac = hmac.HMAC(subkey, hashes.SHA256())
         mac.update(message)
         return mac.finalize()
+
+
+def seal_value(
+    key: Secret, binding: Binding, value: PlainValue, *, nonce: bytes, dek_version: int = 1
+) -> bytes:
+    """Seal with a given nonce. Only `AesGcmCipher.seal` (random nonce) and known-answer tests
+    call this: a caller-chosen nonce is how GCM breaks, so nothing else may."""
+    if len(nonce) != NONCE_BYTES:
+        raise ValueError("a GCM nonce here is 96 bits")
+    header = _HEADER.pack(FORMAT_V1, dek_version)
+    plaintext = bytes([value.kind]) + value.data.reveal()
+    return header + nonce + _aead(key).encrypt(nonce, plaintext, _value_ad(header, binding))
 
 
 def wrap_key(kek: Secret, kek_version: int, subject: SubjectId, dek: Secret) -> bytes:
