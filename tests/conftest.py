@@ -1,0 +1,126 @@
+"""Shared fixtures: databases (SQLite and PostgreSQL), a wired application, a running server.
+
+PostgreSQL: tests marked `postgres` (and every `database_url`-parametrized test's postgresql
+case) run against a fresh database created for the session on PDV_TEST_POSTGRES_URL (default:
+the local server, user postgres). Without a reachable server they skip with the reason, except
+under CI=true, where an unreachable database fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+from pdvault_client import Client
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
+from vault.app import App, build_app
+from vault.config import Settings
+from vault.transport.server import build_server
+
+ADMIN_URL = os.environ.get(
+    "PDV_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def _libpq(url: str) -> str:
+    u = make_url(url)
+    parts = [f"host={u.host or '127.0.0.1'}", f"port={u.port or 5432}", f"dbname={u.database}"]
+    if u.username:
+        parts.append(f"user={u.username}")
+    if u.password:
+        parts.append(f"password={u.password}")
+    return " ".join(parts) + " connect_timeout=5"
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for this test session; dropped afterwards."""
+    name = f"pdvault_test_{os.getpid()}_{secrets.token_hex(3)}"
+    try:
+        admin = psycopg.connect(_libpq(ADMIN_URL), autocommit=True)
+    except psycopg.OperationalError as exc:
+        reason = f"PostgreSQL unreachable at {make_url(ADMIN_URL).render_as_string()}: {exc}"
+        if IN_CI:
+            pytest.fail(f"CI=true and {reason}", pytrace=False)
+        pytest.skip(reason)
+    with admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            yield make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+        finally:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def _reset_postgres(url: str) -> None:
+    with psycopg.connect(_libpq(url), autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database: a SQLite file, or the session's PostgreSQL database wiped clean."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'pdvault.db'}"
+    url: str = request.getfixturevalue("postgres_server_url")
+    _reset_postgres(url)
+    return url
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings(
+        addr="127.0.0.1:0",
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        max_workers=8,
+    )
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[App]:
+    application = build_app(settings)
+    try:
+        yield application
+    finally:
+        application.close()
+
+
+@dataclass
+class RunningServer:
+    app: App
+    addr: str
+    port: int
+
+    def credentials(self) -> dict[str, str]:
+        import json
+
+        data: dict[str, str] = json.loads(self.app.settings.credentials_file.read_text())
+        return data
+
+    def client(self, caller: str, **kwargs: float) -> Client:
+        return Client(self.addr, self.credentials()[caller], **kwargs)  # type: ignore[arg-type]
+
+    def channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(self.addr)
+
+
+@pytest.fixture
+def server(app: App) -> Iterator[RunningServer]:
+    srv, port, _health = build_server(app, "127.0.0.1:0")
+    srv.start()
+    try:
+        yield RunningServer(app, f"127.0.0.1:{port}", port)
+    finally:
+        srv.stop(grace=None).wait()

@@ -1,0 +1,262 @@
+"""The README's walk-through, as a new user runs it: `pdv serve` and the CLI in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+PDV = [sys.executable, "-m", "vault.cli"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Cli:
+    cwd: Path
+    env: dict[str, str]
+
+    def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*PDV, *args],
+            cwd=self.cwd,
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Iterator[Cli]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PDV_")}
+    env["PDV_ADDR"] = f"127.0.0.1:{_free_port()}"
+    env["PYTHONPATH"] = os.pathsep.join(
+        [
+            str(Path(__file__).resolve().parents[2]),
+            str(Path(__file__).resolve().parents[2] / "clients" / "python"),
+        ]
+    )
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen([*PDV, "serve"], cwd=tmp_path, env=env, stdout=log, stderr=log)
+    try:
+        creds = tmp_path / ".pdvault" / "dev-credentials.json"
+        deadline = time.monotonic() + 30
+        while not creds.exists() or b"listening" not in (tmp_path / "serve.log").read_bytes():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError((tmp_path / "serve.log").read_text())
+            time.sleep(0.1)
+        yield Cli(tmp_path, env)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+        assert proc.returncode == 0, (tmp_path / "serve.log").read_text()
+
+
+def test_readme_walk_through(cli: Cli) -> None:
+    tokenized = cli.run(
+        "tokenize",
+        "--caller",
+        "kyc",
+        "--subject",
+        "user-42",
+        "--category",
+        "card_number",
+        "4111111111111111",
+    )
+    assert tokenized.returncode == 0, tokenized.stderr
+    token = tokenized.stdout.strip()
+    assert token.startswith("tok_")
+
+    paid = cli.run("detokenize", "--caller", "payment", "--purpose", "payment", token)
+    assert paid.returncode == 0, paid.stderr
+    assert paid.stdout.strip() == "4111111111111111"
+
+    refused = cli.run("detokenize", "--caller", "shipping", "--purpose", "product_shipping", token)
+    assert refused.returncode == 1
+    assert refused.stdout == ""
+    assert "PERMISSION_DENIED" in refused.stderr
+    assert "product_shipping" in refused.stderr
+    assert "does not exist, or purpose" in refused.stderr  # never says whether it exists
+
+    unknown = cli.run(
+        "detokenize", "--caller", "shipping", "--purpose", "product_shipping", "tok_" + "a" * 26
+    )
+    assert unknown.stderr == refused.stderr
+
+    claim = cli.run("detokenize", "--caller", "shipping", "--purpose", "payment", token)
+    assert claim.returncode == 1
+    assert "may not claim purpose 'payment'" in claim.stderr
+
+    masked = cli.run("detokenize", "--caller", "support", "--purpose", "customer_support", token)
+    assert masked.stdout.strip() == "************1111"
+
+
+def test_credentials_file_and_data_directory(cli: Cli) -> None:
+    creds = cli.cwd / ".pdvault" / "dev-credentials.json"
+    assert stat.S_IMODE(creds.stat().st_mode) == 0o600
+    keys = json.loads(creds.read_text())
+    assert set(keys) == {"payment", "shipping", "support", "kyc", "ops"}
+    assert stat.S_IMODE((cli.cwd / ".pdvault" / "kek.json").stat().st_mode) == 0o600
+    assert (cli.cwd / ".pdvault" / "pdvault.db").exists()
+
+
+def test_bad_input_and_usage_errors(cli: Cli) -> None:
+    luhn = cli.run(
+        "tokenize",
+        "--caller",
+        "kyc",
+        "--subject",
+        "u1",
+        "--category",
+        "card_number",
+        "4111111111111112",
+    )
+    assert luhn.returncode == 1
+    assert "INVALID_ARGUMENT" in luhn.stderr
+    assert "card_number.luhn" in luhn.stderr
+    assert "4111111111111112" not in luhn.stderr
+
+    cvv = cli.run("tokenize", "--caller", "kyc", "--subject", "u1", "--category", "cvv", "123")
+    assert "card security codes are never stored" in cvv.stderr
+
+    nobody = cli.run("detokenize", "--caller", "mallory", "--purpose", "payment", "tok_" + "a" * 26)
+    assert nobody.returncode == 2
+    assert "no key for caller 'mallory'" in nobody.stderr
+
+    env_key = dict(cli.env, PDV_API_KEY="pdv_wrong")
+    bad_key = subprocess.run(
+        [*PDV, "detokenize", "--purpose", "payment", "tok_" + "a" * 26],
+        cwd=cli.cwd,
+        env=env_key,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad_key.returncode == 1
+    assert "UNAUTHENTICATED" in bad_key.stderr
+
+
+def test_value_from_standard_input(cli: Cli) -> None:
+    tokenized = cli.run(
+        "tokenize",
+        "--caller",
+        "kyc",
+        "--subject",
+        "u2",
+        "--category",
+        "address",
+        "-",
+        stdin="1-2-3 Roppongi, Minato-ku\n",
+    )
+    assert tokenized.returncode == 0, tokenized.stderr
+    shipped = cli.run(
+        "detokenize",
+        "--caller",
+        "shipping",
+        "--purpose",
+        "product_shipping",
+        tokenized.stdout.strip(),
+    )
+    assert shipped.stdout.strip() == "1-2-3 Roppongi, Minato-ku"
+
+
+def test_client_commands_say_when_no_server_runs(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PDV_")}
+    env["PDV_ADDR"] = f"127.0.0.1:{_free_port()}"
+    env["PDV_API_KEY"] = "pdv_whatever"
+    out = subprocess.run(
+        [*PDV, "detokenize", "--purpose", "payment", "--timeout", "1", "tok_" + "a" * 26],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 1
+    assert "UNAVAILABLE" in out.stderr or "DEADLINE_EXCEEDED" in out.stderr
+
+
+def test_policy_check_reports_decisions(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [*PDV, "policy", "check"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "valid" in out.stdout
+    for decision in ("date-of-birth-has-no-row", "address-row-cut-off", "card-row-split"):
+        assert decision in out.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[categories.cvv]\nkind = "text"\n')
+    out = subprocess.run(
+        [*PDV, "policy", "check", "--file", str(bad)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 1
+    assert "PCI DSS" in out.stderr
+
+
+def test_help_is_complete() -> None:
+    out = subprocess.run([*PDV, "--help"], capture_output=True, text=True, timeout=60, check=False)
+    for word in (
+        "serve",
+        "tokenize",
+        "detokenize",
+        "policy",
+        "PDV_ADDR",
+        "PDV_DATA_DIR",
+        "PDV_API_KEY",
+    ):
+        assert word in out.stdout
+    for cmd in ("serve", "tokenize", "detokenize"):
+        sub = subprocess.run(
+            [*PDV, cmd, "--help"], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert sub.returncode == 0
+        assert "usage: pdv" in sub.stdout
+
+
+def test_db_upgrade(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PDV_")}
+    out = subprocess.run(
+        [*PDV, "db", "upgrade"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "at revision 0001" in out.stdout
+    shutil.rmtree(tmp_path / ".pdvault")

@@ -1,0 +1,93 @@
+"""The client side of `pdv` in-process against a test server (the subprocess tests in
+test_cli.py run the real thing; these give the same paths to coverage and run on PostgreSQL)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import RunningServer
+from vault.cli import main
+
+
+@pytest.fixture
+def pdv_env(server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> RunningServer:
+    monkeypatch.setenv("PDV_ADDR", server.addr)
+    monkeypatch.setenv("PDV_DATA_DIR", str(server.app.settings.data_dir))
+    monkeypatch.delenv("PDV_API_KEY", raising=False)
+    return server
+
+
+def test_tokenize_and_detokenize(
+    pdv_env: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(["tokenize", "--caller", "kyc", "--subject", "u1", "--category", "name", "Ann Lee"])
+        == 0
+    )
+    token = capsys.readouterr().out.strip()
+    assert main(["detokenize", "--caller", "shipping", "--purpose", "product_shipping", token]) == 0
+    assert capsys.readouterr().out.strip() == "Ann Lee"
+    assert main(["detokenize", "--caller", "support", "--purpose", "customer_support", token]) == 0
+    assert capsys.readouterr().out.strip() == "A. L."
+
+
+def test_many_tokens_and_a_refusal(
+    pdv_env: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["tokenize", "--caller", "kyc", "--subject", "u1", "--category", "name", "Ann Lee"])
+    name = capsys.readouterr().out.strip()
+    main(
+        [
+            "tokenize",
+            "--caller",
+            "kyc",
+            "--subject",
+            "u1",
+            "--category",
+            "card_number",
+            "4111111111111111",
+        ]
+    )
+    card = capsys.readouterr().out.strip()
+    code = main(["detokenize", "--caller", "shipping", "--purpose", "product_shipping", name, card])
+    out = capsys.readouterr()
+    assert code == 1
+    assert out.out.strip() == "Ann Lee"
+    assert out.err.startswith(f"{card}: PERMISSION_DENIED")
+
+
+def test_binary_values(
+    pdv_env: RunningServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    main(
+        [
+            "tokenize",
+            "--caller",
+            "kyc",
+            "--subject",
+            "u1",
+            "--category",
+            "identity_document",
+            "--binary",
+            "scan",
+        ]
+    )
+    token = capsys.readouterr().out.strip()
+    main(["detokenize", "--caller", "kyc", "--purpose", "identity_verification", token])
+    assert capsys.readouterr().out.strip() == "base64:c2Nhbg=="
+
+
+def test_errors(pdv_env: RunningServer, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tokenize", "--caller", "kyc", "--subject", "u 1", "--category", "name", "A"]) == 1
+    assert "subject.syntax" in capsys.readouterr().err
+    assert (
+        main(["detokenize", "--caller", "shipping", "--purpose", "payment", "tok_" + "a" * 26]) == 1
+    )
+    assert "may not claim" in capsys.readouterr().err
+    assert main(["detokenize", "--purpose", "payment", "tok_" + "a" * 26]) == 2
+    assert "--caller" in capsys.readouterr().err
+
+
+def test_policy_check_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["policy", "check"]) == 0
+    assert "decision date-of-birth-has-no-row" in capsys.readouterr().out

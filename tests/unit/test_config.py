@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vault.config import Settings, load_settings
+from vault.errors import ConfigurationError
+
+
+def test_defaults_are_the_embedded_default() -> None:
+    s = load_settings({})
+    assert s.addr == "127.0.0.1:50051"
+    assert s.data_dir == Path(".pdvault")
+    assert s.effective_database_url == "sqlite:///.pdvault/pdvault.db"
+    assert s.effective_key_file == Path(".pdvault/kek.json")
+    assert s.credentials_file == Path(".pdvault/dev-credentials.json")
+    assert s.kms == "local"
+    assert s.uses_sqlite
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    f = tmp_path / "pdv.toml"
+    f.write_text('addr = "127.0.0.1:6000"\nmax_workers = 4\ndev_credentials = false\n')
+    s = load_settings({"PDV_CONFIG": str(f), "PDV_ADDR": "0.0.0.0:7000"})
+    assert s.addr == "0.0.0.0:7000"
+    assert s.max_workers == 4
+    assert s.dev_credentials is False
+
+
+def test_the_database_password_never_reaches_repr_or_describe() -> None:
+    s = load_settings({"PDV_DATABASE_URL": "postgresql+psycopg://app:hunter2@db/pdvault"})
+    assert "hunter2" not in repr(s)
+    assert "hunter2" not in s.describe()
+    assert not s.uses_sqlite
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PDV_ADDR": "nope"}, "HOST:PORT"),
+        ({"PDV_ADDR": "h:99999"}, "HOST:PORT"),
+        ({"PDV_KMS": "aws"}, "PDV_KMS"),
+        ({"PDV_MAX_WORKERS": "0"}, "PDV_MAX_WORKERS"),
+        ({"PDV_MAX_WORKERS": "many"}, "PDV_MAX_WORKERS"),
+        ({"PDV_DATABASE_URL": "mysql://x"}, "PDV_DATABASE_URL"),
+        ({"PDV_DEV_CREDENTIALS": "maybe"}, "dev_credentials"),
+        ({"PDV_CONFIG": "/nonexistent/pdv.toml"}, "PDV_CONFIG"),
+    ],
+)
+def test_bad_settings_say_what_is_wrong(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        load_settings(env)
+
+
+def test_unknown_settings_in_the_file_are_refused(tmp_path: Path) -> None:
+    f = tmp_path / "pdv.toml"
+    f.write_text('adress = "x"\n')
+    with pytest.raises(ConfigurationError, match="adress"):
+        load_settings({"PDV_CONFIG": str(f)})
+
+
+def test_settings_are_immutable() -> None:
+    s = Settings()
+    with pytest.raises(AttributeError):
+        s.addr = "x"  # type: ignore[misc]

@@ -1,0 +1,196 @@
+"""The status table, the error safety net, and the client's retries and error decoding."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import code_pb2, error_details_pb2
+from pdvault_client import (
+    Client,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    PdvaultError,
+    RetryPolicy,
+    UnavailableError,
+)
+from pdvault_client.errors import from_status
+
+from tests.conftest import RunningServer
+from vault import errors
+from vault.transport.status import STATUS_TABLE, internal_status, status_code_of, to_status_proto
+
+
+def _all_error_classes() -> list[type[errors.PdvaultError]]:
+    found: list[type[errors.PdvaultError]] = []
+    stack: list[type[errors.PdvaultError]] = [errors.PdvaultError]
+    while stack:
+        cls = stack.pop()
+        found.extend(cls.__subclasses__())
+        stack.extend(cls.__subclasses__())
+    return found
+
+
+def test_every_error_class_has_a_status() -> None:
+    for cls in _all_error_classes():
+        assert cls in STATUS_TABLE, cls
+    assert status_code_of(errors.PdvaultError("x")) == grpc.StatusCode.INTERNAL
+
+
+def test_rich_details_round_trip_through_the_client_decoder() -> None:
+    exc = errors.InvalidArgument(
+        [
+            errors.FieldViolation(
+                "fields[0].value", "card_number.luhn", "fails the Luhn check digit"
+            ),
+            errors.FieldViolation("subject", "subject.syntax", "bad"),
+        ]
+    )
+    decoded = from_status(to_status_proto(exc))
+    assert isinstance(decoded, InvalidArgumentError)
+    assert decoded.reason == "INVALID_ARGUMENT"
+    assert [v.rule for v in decoded.violations] == ["card_number.luhn", "subject.syntax"]
+    assert decoded.message == "fields[0].value: fails the Luhn check digit (and 1 more)"
+
+    unavailable = from_status(to_status_proto(errors.StorageUnavailable("db down")))
+    assert isinstance(unavailable, UnavailableError)
+    assert unavailable.retry_delay == pytest.approx(0.2)
+
+    denied = from_status(to_status_proto(errors.PermissionDenied("no", rule="caller:x:purposes")))
+    assert denied.metadata == {"rule": "caller:x:purposes"}
+
+
+def test_internal_errors_hide_their_message() -> None:
+    try:
+        raise RuntimeError("secret 4111111111111111")
+    except RuntimeError as exc:
+        status = internal_status(exc)
+    assert status.code == code_pb2.INTERNAL
+    assert "4111" not in status.message
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    assert info.metadata["error_id"] in status.message
+
+
+def test_an_unexpected_server_failure_is_internal_not_unknown(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    pan = "4111" + "111111111111"  # built at run time: the log shows code lines, not values
+
+    def boom(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError(f"{pan} leaked?")
+
+    monkeypatch.setattr(server.app.tokens, "detokenize", boom)
+    with server.client("payment") as c, pytest.raises(PdvaultError) as err:
+        c.detokenize(["tok_" + "a" * 26], "payment")
+    assert err.value.code == grpc.StatusCode.INTERNAL
+    assert "4111" not in str(err.value)
+    assert "4111" not in caplog.text
+    assert "RuntimeError" in caplog.text
+
+
+def test_storage_outage_is_unavailable(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def down(*_args: Any, **_kwargs: Any) -> None:
+        raise errors.StorageUnavailable("the database is unavailable; retry later")
+
+    monkeypatch.setattr(server.app.store, "values_and_keys", down)
+    with server.client("payment", timeout=2.0) as c, pytest.raises(UnavailableError):
+        c.detokenize(["tok_" + "a" * 26], "payment")
+
+
+class _FlakyStub:
+    """Fails with the given codes, then answers."""
+
+    def __init__(self, codes: list[grpc.StatusCode]) -> None:
+        self.codes = codes
+        self.calls: list[Any] = []
+
+    def __call__(self, request: Any, timeout: float, metadata: Any) -> str:
+        self.calls.append(request)
+        if self.codes:
+            raise _RpcError(self.codes.pop(0))
+        return "answer"
+
+
+class _RpcError(grpc.RpcError):
+    """What a failed call raises: an RpcError that also answers like a grpc.Call."""
+
+    def __init__(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return "flaky"
+
+    def trailing_metadata(self) -> tuple[()]:
+        return ()
+
+
+def _client(**kw: Any) -> Client:
+    return Client("127.0.0.1:1", "pdv_x", sleep=lambda _s: None, **kw)
+
+
+def test_client_retries_unavailable_then_succeeds() -> None:
+    stub = _FlakyStub([grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAVAILABLE])
+    with _client() as c:
+        assert c._call(stub, "req") == "answer"
+    assert stub.calls == ["req", "req", "req"]  # the same request (same request id) each time
+
+
+def test_client_gives_up_after_its_attempts() -> None:
+    stub = _FlakyStub([grpc.StatusCode.UNAVAILABLE] * 10)
+    with _client(retry=RetryPolicy(attempts=3)) as c, pytest.raises(UnavailableError):
+        c._call(stub, "req")
+    assert len(stub.calls) == 3
+
+
+def test_client_does_not_retry_other_errors() -> None:
+    stub = _FlakyStub([grpc.StatusCode.FAILED_PRECONDITION])
+    with _client() as c, pytest.raises(FailedPreconditionError):
+        c._call(stub, "req")
+    assert len(stub.calls) == 1
+
+
+def test_tokenize_retries_reuse_one_request_id(server: RunningServer) -> None:
+    """A retried Tokenize returns the first tokens: the id is generated once per call."""
+    from pdvault_client import Field
+
+    seen: list[str] = []
+    lock = threading.Lock()
+    with server.client("kyc") as c:
+        real = c._stub.Tokenize
+
+        def flaky(request: Any, timeout: float, metadata: Any) -> Any:
+            with lock:
+                seen.append(request.request_id)
+                first = len(seen) == 1
+            answer = real(request, timeout=timeout, metadata=metadata)
+            if first:  # the server stored it, but the answer was "lost"
+                raise _RpcError(grpc.StatusCode.UNAVAILABLE)
+            return answer
+
+        c._stub.Tokenize = flaky  # type: ignore[assignment]
+        c._sleep = lambda _s: None
+        [tok] = c.tokenize("user-1", [Field("name", "Ann Lee")])
+    assert len(seen) == 2
+    assert seen[0] == seen[1]
+    from sqlalchemy import func, select
+
+    from vault.storage.tables import token_values
+
+    with server.app.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(token_values)).scalar_one() == 1
+    assert tok.token.startswith("tok_")
+
+
+def test_reprs_never_show_values() -> None:
+    from pdvault_client import Detokenized, Field
+
+    assert "4111" not in repr(Field("card_number", "4111111111111111"))
+    assert "4111" not in repr(Detokenized("tok_x", "card_number", value="4111111111111111"))
