@@ -1,7 +1,7 @@
 """An in-process emulator of HashiCorp Vault's Transit secrets engine HTTP API.
 
 HashiCorp Vault cannot be installed here, so tests talk to this real HTTP server through the
-real ``hvac`` client. It follows ``/work/shared/reference/vault-transit.md`` and, where that is
+real ``hvac`` client. It follows ``shared/reference/vault-transit.md`` (beside this repository) and, where that is
 silent, Vault's own source (``builtin/logical/transit``, ``sdk/helper/keysutil``).
 
 Emulated:
