@@ -1,8 +1,9 @@
 """An in-process emulator of HashiCorp Vault's Transit secrets engine HTTP API.
 
 HashiCorp Vault cannot be installed here, so tests talk to this real HTTP server through the
-real ``hvac`` client. It follows ``shared/reference/vault-transit.md`` (beside this repository) and, where that is
-silent, Vault's own source (``builtin/logical/transit``, ``sdk/helper/keysutil``).
+real ``hvac`` client. It follows ``shared/reference/vault-transit.md`` (beside this repository)
+and, where that is silent, Vault's own source (``builtin/logical/transit``,
+``sdk/helper/keysutil``).
 
 Emulated:
 
