@@ -55,10 +55,28 @@ class Cipher(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class KekStatus:
+    """The key-encryption key's versions, as HashiCorp Vault Transit's key ladder describes them.
+
+    Versions below `min_decryption_version` can no longer unwrap (reversible); versions below
+    `min_available_version` are destroyed (permanent).
+    """
+
+    provider: str
+    key_name: str
+    latest_version: int
+    min_decryption_version: int
+    min_available_version: int
+
+
 class KeyProvider(Protocol):
     """Wraps and unwraps data keys with a key-encryption key that never leaves the provider.
 
-    Implementations: a local key file (embedded default), HashiCorp Vault Transit.
+    Implementations: a local key file (embedded default), HashiCorp Vault Transit; a cache can
+    wrap either. `admin` is an operator's own credential for the provider, needed where the
+    provider separates key administration from use (HashiCorp Vault's ops policy); providers
+    that do not (the local file) ignore it.
     """
 
     name: str
@@ -73,6 +91,26 @@ class KeyProvider(Protocol):
     def unwrap(self, keys: Sequence[tuple[SubjectId, WrappedKey]]) -> list[Secret | None]:
         """Unwrap each key, in order; None for one that does not authenticate or whose key
         version is no longer allowed. MUST make at most one remote call for the batch."""
+        ...
+
+    def rewrap(self, keys: Sequence[tuple[SubjectId, WrappedKey]]) -> list[WrappedKey | None]:
+        """Re-encrypt each wrapped key under the latest version, in order, without the data key
+        leaving the provider where the provider allows it; None for one that cannot be."""
+        ...
+
+    def status(self) -> KekStatus: ...
+
+    def rotate(self, admin: Secret | None) -> KekStatus:
+        """Add a new latest version; new data keys are wrapped with it from now on."""
+        ...
+
+    def set_min_decryption_version(self, version: int, admin: Secret | None) -> KekStatus:
+        """Refuse to unwrap with versions below `version` (reversible)."""
+        ...
+
+    def trim(self, min_available_version: int, admin: Secret | None) -> KekStatus:
+        """Destroy versions below `min_available_version` (permanent). MUST refuse to go above
+        `min_decryption_version`."""
         ...
 
 
@@ -149,3 +187,21 @@ class Store(Protocol):
     def add_api_key(self, record: ApiKeyRecord) -> None: ...
 
     def callers_with_keys(self) -> set[CallerName]: ...
+
+    def kek_version_counts(self) -> dict[tuple[str, int], int]:
+        """How many data keys are wrapped under each (provider, key-encryption-key version)."""
+        ...
+
+    def data_keys_to_rewrap(
+        self, provider: str, below_version: int, limit: int
+    ) -> list[StoredDataKey]:
+        """Up to `limit` data keys of `provider` wrapped under a version below `below_version`."""
+        ...
+
+    def replace_wrapped_keys(
+        self, updates: Sequence[tuple[StoredDataKey, WrappedKey]], audit: Sequence[AuditEvent]
+    ) -> int:
+        """Swap each data key's wrapping for the new one if it is still the one read (so a
+        concurrent rewrap or shred is never overwritten), and record `audit`, in one
+        transaction. Returns how many were replaced."""
+        ...

@@ -96,6 +96,10 @@ class StoredValue:
 class Action(enum.Enum):
     TOKENIZE = "tokenize"
     DETOKENIZE = "detokenize"
+    KEY_STATUS = "key_status"
+    KEY_ROTATE = "key_rotate"
+    KEY_REWRAP = "key_rewrap"
+    KEY_TRIM = "key_trim"
 
 
 class Outcome(enum.Enum):
@@ -119,6 +123,8 @@ class AuditEvent:
     view: View | None = None
     justification: str | None = None
     request_id: str | None = None
+    # What an operation did, in words and numbers (never a value or key material).
+    detail: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,14 @@
 """The embedded default key provider: a versioned key-encryption key in a local file (mode 0600).
 
-It answers to the same `KeyProvider` port as HashiCorp Vault Transit. The file is the root of
-trust of an embedded install: whoever holds it and a copy of the database can read the data, so
-keep it off the database's backups (it lives in the data directory, beside the database, only
-because the embedded default has nowhere else to put it).
+It answers to the same `KeyProvider` port as HashiCorp Vault Transit, with the same key ladder:
+rotate adds a version, `min_decryption_version` retires old ones (reversible), trim destroys them
+(permanent: their key material is removed from the file). The file is the root of trust of an
+embedded install: whoever holds it and a copy of the database can read the data, so keep it off
+the database's backups (it lives in the data directory only because the embedded default has
+nowhere else to put it).
+
+Several processes may read the file; changes (rotate, trim) are made by one process and the
+others pick them up when they next meet a version they do not know, or on `status()`.
 """
 
 from __future__ import annotations
@@ -14,16 +19,27 @@ import os
 import stat
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from vault.crypto.aead import random_key, unwrap_key, wrap_key, wrapped_key_version
+from vault.domain.ports import KekStatus
 from vault.domain.secrets import Secret
 from vault.domain.types import SubjectId, WrappedKey
-from vault.errors import ConfigurationError
+from vault.errors import ConfigurationError, FailedPrecondition
 
 FILE_FORMAT = "pdvault-local-kek/1"
 PROVIDER = "local"
+
+
+@dataclass
+class _KeyRing:
+    versions: dict[int, tuple[Secret, str]]  # version -> (key, created_at)
+    latest: int
+    min_decryption: int
+    min_available: int
+    mtime_ns: int = 0
 
 
 class LocalKeyFileProvider:
@@ -34,71 +50,125 @@ class LocalKeyFileProvider:
     def __init__(self, path: Path) -> None:
         self._path = path
         self._lock = threading.Lock()
-        self._versions: dict[int, Secret] = {}
-        self._latest = 0
-        self._min_decryption = 1
         if not path.exists():
             self._create()
-        self._load()
+        self._ring = self._load()
 
     def __repr__(self) -> str:
-        return f"LocalKeyFileProvider(path={str(self._path)!r}, latest_version={self._latest})"
+        return f"LocalKeyFileProvider(path={str(self._path)!r}, latest_version={self._ring.latest})"
 
-    @property
-    def latest_version(self) -> int:
-        return self._latest
+    # -- use ------------------------------------------------------------------------------------
 
     def wrap(self, keys: Sequence[tuple[SubjectId, Secret]]) -> list[WrappedKey]:
-        version = self._latest
-        kek = self._versions[version]
-        return [WrappedKey(PROVIDER, version, wrap_key(kek, version, s, dek)) for s, dek in keys]
+        ring = self._ring
+        kek = ring.versions[ring.latest][0]
+        return [
+            WrappedKey(PROVIDER, ring.latest, wrap_key(kek, ring.latest, s, dek)) for s, dek in keys
+        ]
 
     def unwrap(self, keys: Sequence[tuple[SubjectId, WrappedKey]]) -> list[Secret | None]:
-        out: list[Secret | None] = []
+        return [self._unwrap_one(subject, wrapped) for subject, wrapped in keys]
+
+    def rewrap(self, keys: Sequence[tuple[SubjectId, WrappedKey]]) -> list[WrappedKey | None]:
+        out: list[WrappedKey | None] = []
         for subject, wrapped in keys:
-            version = wrapped_key_version(wrapped.blob)
-            kek = self._versions.get(version) if version is not None else None
-            if (
-                wrapped.provider != PROVIDER
-                or version is None
-                or kek is None
-                or version < self._min_decryption
-            ):
+            dek = self._unwrap_one(subject, wrapped)
+            if dek is None:
                 out.append(None)
                 continue
-            out.append(unwrap_key(kek, subject, wrapped.blob))
+            out.append(self.wrap([(subject, dek)])[0])
+            dek.wipe()
         return out
+
+    def _unwrap_one(self, subject: SubjectId, wrapped: WrappedKey) -> Secret | None:
+        version = wrapped_key_version(wrapped.blob)
+        if wrapped.provider != PROVIDER or version is None:
+            return None
+        ring = self._ring
+        if version not in ring.versions and version > ring.latest:
+            ring = self._reload()  # another process rotated
+        entry = ring.versions.get(version)
+        if entry is None or version < ring.min_decryption:
+            return None
+        return unwrap_key(entry[0], subject, wrapped.blob)
+
+    # -- administration (the `admin` credential is for providers that need one) ---------------
+
+    def status(self) -> KekStatus:
+        ring = self._reload()
+        return KekStatus(
+            PROVIDER, str(self._path.name), ring.latest, ring.min_decryption, ring.min_available
+        )
+
+    def rotate(self, admin: Secret | None = None) -> KekStatus:
+        with self._lock:
+            ring = self._load()
+            new = ring.latest + 1
+            ring.versions[new] = (random_key(), _now())
+            ring.latest = new
+            self._save(ring)
+        return self.status()
+
+    def set_min_decryption_version(self, version: int, admin: Secret | None = None) -> KekStatus:
+        with self._lock:
+            ring = self._load()
+            if not max(1, ring.min_available) <= version <= ring.latest:
+                raise FailedPrecondition(
+                    f"min_decryption_version must be from {max(1, ring.min_available)} to the "
+                    f"latest version {ring.latest}"
+                )
+            ring.min_decryption = version
+            self._save(ring)
+        return self.status()
+
+    def trim(self, min_available_version: int, admin: Secret | None = None) -> KekStatus:
+        with self._lock:
+            ring = self._load()
+            if min_available_version > ring.min_decryption:
+                raise FailedPrecondition(
+                    "cannot trim above min_decryption_version "
+                    f"({ring.min_decryption}); raise it first"
+                )
+            for v in [v for v in ring.versions if v < min_available_version]:
+                ring.versions.pop(v)[0].wipe()
+            ring.min_available = max(ring.min_available, min_available_version)
+            self._save(ring)
+        return self.status()
 
     # -- the file ---------------------------------------------------------------------------
 
     def _create(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        key = random_key()
-        doc = {
-            "format": FILE_FORMAT,
-            "latest_version": 1,
-            "min_decryption_version": 1,
-            "versions": {
-                "1": {
-                    "key": base64.b64encode(key.reveal()).decode("ascii"),
-                    "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                }
-            },
-        }
-        key.wipe()
+        ring = _KeyRing({1: (random_key(), _now())}, 1, 1, 0)
         try:
             # O_EXCL: two processes starting at once cannot both create (and one overwrite) it.
             fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             return
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=2)
+            json.dump(_document(ring), f, indent=2)
             f.flush()
             os.fsync(f.fileno())
 
-    def _load(self) -> None:
-        mode = self._path.stat().st_mode
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+    def _save(self, ring: _KeyRing) -> None:
+        tmp = self._path.with_name(self._path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(_document(ring), f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._path)  # atomic: readers see the old file or the new one
+        self._ring = self._load()
+
+    def _reload(self) -> _KeyRing:
+        if self._path.stat().st_mtime_ns != self._ring.mtime_ns:
+            with self._lock:
+                self._ring = self._load()
+        return self._ring
+
+    def _load(self) -> _KeyRing:
+        st = self._path.stat()
+        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise ConfigurationError(
                 f"key file {self._path} is readable by others; run: chmod 600 {self._path}"
             )
@@ -107,15 +177,39 @@ class LocalKeyFileProvider:
             if doc.get("format") != FILE_FORMAT:
                 raise ValueError("unknown format")
             versions = {
-                int(v): Secret(base64.b64decode(body["key"], validate=True))
+                int(v): (
+                    Secret(base64.b64decode(body["key"], validate=True)),
+                    str(body.get("created_at", "")),
+                )
                 for v, body in doc["versions"].items()
             }
-            latest = int(doc["latest_version"])
-            min_decryption = int(doc["min_decryption_version"])
-        except (ValueError, KeyError, TypeError):
+            ring = _KeyRing(
+                versions,
+                int(doc["latest_version"]),
+                int(doc["min_decryption_version"]),
+                int(doc.get("min_available_version", 0)),
+                st.st_mtime_ns,
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
             # Never echo the file's content: it holds key material.
             raise ConfigurationError(f"key file {self._path} is not a pdvault key file") from None
-        if latest not in versions or any(len(k) != 32 for k in versions.values()):
+        if ring.latest not in versions or any(len(k) != 32 for k, _ in versions.values()):
             raise ConfigurationError(f"key file {self._path} is damaged")
-        with self._lock:
-            self._versions, self._latest, self._min_decryption = versions, latest, min_decryption
+        return ring
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _document(ring: _KeyRing) -> dict[str, object]:
+    return {
+        "format": FILE_FORMAT,
+        "latest_version": ring.latest,
+        "min_decryption_version": ring.min_decryption,
+        "min_available_version": ring.min_available,
+        "versions": {
+            str(v): {"key": base64.b64encode(k.reveal()).decode("ascii"), "created_at": created}
+            for v, (k, created) in sorted(ring.versions.items())
+        },
+    }

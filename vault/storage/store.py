@@ -19,6 +19,7 @@ from sqlalchemy import (
     bindparam,
     create_engine,
     event,
+    func,
     insert,
     select,
     update,
@@ -192,7 +193,46 @@ class SqlStore:
         with self._tx() as conn:
             return {CallerName(c) for c in conn.execute(stmt).scalars()}
 
+    def kek_version_counts(self) -> dict[tuple[str, int], int]:
+        stmt = select(data_keys.c.provider, data_keys.c.kek_version, func.count()).group_by(
+            data_keys.c.provider, data_keys.c.kek_version
+        )
+        with self._tx() as conn:
+            return {(p, v): n for p, v, n in conn.execute(stmt)}
+
+    def data_keys_to_rewrap(
+        self, provider: str, below_version: int, limit: int
+    ) -> list[StoredDataKey]:
+        stmt = (
+            select(data_keys)
+            .where(data_keys.c.provider == provider, data_keys.c.kek_version < below_version)
+            .order_by(data_keys.c.subject_id)
+            .limit(limit)
+        )
+        with self._tx() as conn:
+            return [_data_key(r) for r in conn.execute(stmt)]
+
     # -- writes ---------------------------------------------------------------------------------
+
+    def replace_wrapped_keys(
+        self, updates: Sequence[tuple[StoredDataKey, WrappedKey]], audit: Sequence[AuditEvent]
+    ) -> int:
+        replaced = 0
+        with self._tx() as conn:
+            for old, new in updates:
+                result = conn.execute(
+                    update(data_keys)
+                    .where(
+                        data_keys.c.subject_id == old.subject,
+                        data_keys.c.wrapped_key == old.wrapped.blob,
+                    )
+                    .values(
+                        provider=new.provider, kek_version=new.kek_version, wrapped_key=new.blob
+                    )
+                )
+                replaced += result.rowcount
+            _insert_audit(conn, audit)
+        return replaced
 
     def save_tokenized(
         self,
@@ -319,6 +359,7 @@ def _insert_audit(conn: Connection, events: Sequence[AuditEvent]) -> None:
                 "view": e.view.value if e.view else None,
                 "justification": e.justification,
                 "request_id": e.request_id,
+                "detail": e.detail,
             }
             for e in events
         ],

@@ -117,6 +117,7 @@ audit_events = Table(
     Column("view", String(16)),
     Column("justification", String(256)),
     Column("request_id", String(36)),
+    Column("detail", String(256)),
     Index(None, "token"),
     Index(None, "subject_id"),
     Index(None, "occurred_at"),

@@ -1,0 +1,170 @@
+"""A cache of unwrapped data keys in front of any key provider.
+
+Modelled on aws-encryption-sdk's caching materials manager: every entry has a maximum age and a
+maximum number of uses, the cache a maximum size (least recently used out first). It lives in this
+process's memory only, is never persisted, and forgets a subject on demand (shred) and every entry
+of a key version whose decryption is retired.
+
+The guarantee while the provider is away: a subject whose data key was unwrapped or created here
+less than `max_age` ago, and used fewer than `max_uses` times since, keeps working; every other
+subject gets UNAVAILABLE until the provider is back. Entries are never extended during an outage.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from vault.domain.ports import KekStatus, KeyProvider
+from vault.domain.secrets import Secret
+from vault.domain.types import SubjectId, WrappedKey
+
+
+@dataclass(frozen=True, slots=True)
+class CacheLimits:
+    max_entries: int = 10_000
+    max_age: float = 300.0
+    max_uses: int = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    entries: int
+    hits: int
+    misses: int
+    evictions: int
+    limits: CacheLimits
+
+    @property
+    def hit_rate(self) -> float:
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0
+
+
+@dataclass(slots=True)
+class _Entry:
+    key: Secret
+    kek_version: int
+    created: float
+    uses: int = 0
+
+
+class CachingKeyProvider:
+    """`KeyProvider` that answers unwraps from memory when it can. Thread-safe."""
+
+    def __init__(
+        self,
+        inner: KeyProvider,
+        limits: CacheLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.limits = limits or CacheLimits()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[SubjectId, WrappedKey], _Entry] = OrderedDict()
+        self._hits = self._misses = self._evictions = 0
+
+    def __repr__(self) -> str:
+        return f"CachingKeyProvider({self.inner!r}, entries={len(self._entries)})"
+
+    def stats(self) -> CacheStats:
+        with self._lock:
+            return CacheStats(
+                len(self._entries), self._hits, self._misses, self._evictions, self.limits
+            )
+
+    # -- use ----------------------------------------------------------------------------------
+
+    def wrap(self, keys: Sequence[tuple[SubjectId, Secret]]) -> list[WrappedKey]:
+        wrapped = self.inner.wrap(keys)
+        for (subject, dek), w in zip(keys, wrapped, strict=True):
+            self._put(subject, w, dek)  # a new subject's next call needs no unwrap
+        return wrapped
+
+    def unwrap(self, keys: Sequence[tuple[SubjectId, WrappedKey]]) -> list[Secret | None]:
+        out: list[Secret | None] = [None] * len(keys)
+        missing: list[int] = []
+        now = self._clock()
+        with self._lock:
+            for i, (subject, wrapped) in enumerate(keys):
+                entry = self._entries.get((subject, wrapped))
+                if entry is not None and self._fresh(entry, now):
+                    entry.uses += 1
+                    self._entries.move_to_end((subject, wrapped))
+                    out[i] = Secret(entry.key.reveal())  # a copy: callers wipe what they get
+                    self._hits += 1
+                else:
+                    if entry is not None:
+                        self._drop((subject, wrapped))
+                    missing.append(i)
+                    self._misses += 1
+        if missing:
+            fetched = self.inner.unwrap([keys[i] for i in missing])
+            for i, key in zip(missing, fetched, strict=True):
+                if key is not None:
+                    subject, wrapped = keys[i]
+                    self._put(subject, wrapped, key)
+                out[i] = key
+        return out
+
+    def rewrap(self, keys: Sequence[tuple[SubjectId, WrappedKey]]) -> list[WrappedKey | None]:
+        return self.inner.rewrap(keys)
+
+    def forget(self, subject: SubjectId) -> None:
+        """Drop every cached key of `subject` (crypto-shredding)."""
+        with self._lock:
+            for k in [k for k in self._entries if k[0] == subject]:
+                self._drop(k)
+
+    def clear(self) -> None:
+        with self._lock:
+            for k in list(self._entries):
+                self._drop(k)
+
+    # -- administration -----------------------------------------------------------------------
+
+    def status(self) -> KekStatus:
+        return self.inner.status()
+
+    def rotate(self, admin: Secret | None) -> KekStatus:
+        return self.inner.rotate(admin)
+
+    def set_min_decryption_version(self, version: int, admin: Secret | None) -> KekStatus:
+        status = self.inner.set_min_decryption_version(version, admin)
+        self._retire_below(status.min_decryption_version)
+        return status
+
+    def trim(self, min_available_version: int, admin: Secret | None) -> KekStatus:
+        status = self.inner.trim(min_available_version, admin)
+        self._retire_below(status.min_decryption_version)
+        return status
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _fresh(self, entry: _Entry, now: float) -> bool:
+        return now - entry.created < self.limits.max_age and entry.uses < self.limits.max_uses
+
+    def _put(self, subject: SubjectId, wrapped: WrappedKey, key: Secret) -> None:
+        with self._lock:
+            k = (subject, wrapped)
+            if k in self._entries:
+                self._drop(k)
+            self._entries[k] = _Entry(Secret(key.reveal()), wrapped.kek_version, self._clock())
+            while len(self._entries) > self.limits.max_entries:
+                self._drop(next(iter(self._entries)))
+
+    def _retire_below(self, version: int) -> None:
+        # A key version that may no longer decrypt must not keep serving from memory either.
+        with self._lock:
+            for k in [k for k, e in self._entries.items() if e.kek_version < version]:
+                self._drop(k)
+
+    def _drop(self, k: tuple[SubjectId, WrappedKey]) -> None:
+        entry = self._entries.pop(k)
+        entry.key.wipe()
+        self._evictions += 1
