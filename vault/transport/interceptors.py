@@ -16,6 +16,7 @@ import grpc
 from grpc_status import rpc_status
 
 from vault.domain.callers import Authenticator
+from vault.domain.deadline import deadline_in
 from vault.domain.types import CallerName
 from vault.errors import PdvaultError
 from vault.transport.status import internal_status, to_status_proto
@@ -62,7 +63,8 @@ class ServiceInterceptor(grpc.ServerInterceptor):
                 caller = self._auth.authenticate(_bearer(context))
                 token = _caller.set(caller)
                 try:
-                    return behavior(request, context)
+                    with deadline_in(context.time_remaining()):
+                        return behavior(request, context)
                 finally:
                     _caller.reset(token)
             except PdvaultError as exc:

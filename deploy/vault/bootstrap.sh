@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Set up HashiCorp Vault for pdvault: the Transit engine, the key (not exportable, deletion not
+# allowed), the two policies, and an AppRole for the service. Idempotent.
+#
+# Try it with a dev server:
+#   vault server -dev -dev-root-token-id=root &
+#   export VAULT_ADDR=http://127.0.0.1:8200 VAULT_TOKEN=root
+#   deploy/vault/bootstrap.sh
+# It prints the AppRole's role id and a fresh secret id for pdvault (PDV_VAULT_AUTH=approle).
+# In production run it with an admin token, and hand the secret id to pdvault through your
+# secret delivery (response wrapping: add -wrap-ttl=60s to the secret-id line).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+mount="${PDV_VAULT_MOUNT:-transit}"
+key="${PDV_VAULT_KEY:-pdvault}"
+: "${VAULT_ADDR:?set VAULT_ADDR}"
+: "${VAULT_TOKEN:?set VAULT_TOKEN (an admin token)}"
+
+if ! vault secrets list -format=json | grep -q "\"${mount}/\""; then
+  vault secrets enable -path="$mount" transit
+fi
+
+# Not exportable, no plaintext backup, deletion not allowed. Creating an existing key is a
+# no-op in current Vault, so re-running changes nothing.
+vault write -f "$mount/keys/$key" type=aes256-gcm96 exportable=false allow_plaintext_backup=false
+vault write "$mount/keys/$key/config" deletion_allowed=false
+
+# The policies name mount and key literally; rewrite them if you chose others.
+render() { sed -e "s#transit/#${mount}/#g" -e "s#/pdvault\"#/${key}\"#g" -e "s#/pdvault/#/${key}/#g" "$1"; }
+render "$here/pdvault-service.hcl" | vault policy write pdvault-service -
+render "$here/pdvault-ops.hcl" | vault policy write pdvault-ops -
+
+if ! vault auth list -format=json | grep -q '"approle/"'; then
+  vault auth enable approle
+fi
+vault write auth/approle/role/pdvault \
+  token_policies=pdvault-service token_ttl=1h token_max_ttl=24h \
+  secret_id_ttl=720h secret_id_num_uses=0
+
+role_id="$(vault read -field=role_id auth/approle/role/pdvault/role-id)"
+secret_id="$(vault write -f -field=secret_id auth/approle/role/pdvault/secret-id)"
+cat <<OUT
+Transit key $mount/keys/$key is ready.
+Run pdvault with:
+  PDV_KMS=vault VAULT_ADDR=$VAULT_ADDR PDV_VAULT_AUTH=approle \\
+  VAULT_ROLE_ID=$role_id VAULT_SECRET_ID=<the secret id below> pdv serve
+secret id (shown once): $secret_id
+Operators get the pdvault-ops policy, e.g.: vault token create -policy=pdvault-ops -ttl=1h
+OUT

@@ -1,0 +1,23 @@
+# The pdvault service's own identity: use of one Transit key, nothing else.
+# It wraps new data keys (encrypt), unwraps them (decrypt) and moves them to the latest key
+# version (rewrap, which happens inside Vault). It cannot create, rotate, configure, trim,
+# export or delete the key: `update` without `create` on encrypt means an encrypt on a missing
+# key is denied instead of creating one.
+
+path "transit/encrypt/pdvault" {
+  capabilities = ["update"]
+}
+
+path "transit/decrypt/pdvault" {
+  capabilities = ["update"]
+}
+
+path "transit/rewrap/pdvault" {
+  capabilities = ["update"]
+}
+
+# Key metadata (versions, min_decryption_version) for `pdv keys status` and start-up checks.
+# This returns no key material.
+path "transit/keys/pdvault" {
+  capabilities = ["read"]
+}
