@@ -8,21 +8,28 @@ under CI=true, where an unreachable database fails the run.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
+import hvac
 import psycopg
 import pytest
-from pdvault_client import Client
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
+from pdvault_client import Client
+from tests.transit_emulator import TransitEmulator
 from vault.app import App, build_app
 from vault.config import Settings
+from vault.domain.secrets import Secret
+from vault.kms.transit import TransitSettings, VaultTransitKeyProvider
 from vault.transport.server import build_server
 
 ADMIN_URL = os.environ.get(
@@ -104,13 +111,11 @@ class RunningServer:
     port: int
 
     def credentials(self) -> dict[str, str]:
-        import json
-
         data: dict[str, str] = json.loads(self.app.settings.credentials_file.read_text())
         return data
 
-    def client(self, caller: str, **kwargs: float) -> Client:
-        return Client(self.addr, self.credentials()[caller], **kwargs)  # type: ignore[arg-type]
+    def client(self, caller: str, timeout: float = 10.0) -> Client:
+        return Client(self.addr, self.credentials()[caller], timeout=timeout)
 
     def channel(self) -> grpc.Channel:
         return grpc.insecure_channel(self.addr)
@@ -124,3 +129,59 @@ def server(app: App) -> Iterator[RunningServer]:
         yield RunningServer(app, f"127.0.0.1:{port}", port)
     finally:
         srv.stop(grace=None).wait()
+
+
+# -- HashiCorp Vault Transit ------------------------------------------------------------------
+
+DEPLOY_VAULT = Path(__file__).resolve().parents[1] / "deploy" / "vault"
+_HCL_PATH = re.compile(r'path\s+"([^"]+)"\s*\{\s*capabilities\s*=\s*\[([^\]]*)\]\s*\}', re.S)
+
+
+def hcl_policy(name: str) -> dict[str, list[str]]:
+    """The paths and capabilities of one of deploy/vault's policies, for the emulator."""
+    text = (DEPLOY_VAULT / name).read_text()
+    return {
+        path: [c.strip().strip('"') for c in caps.split(",") if c.strip()]
+        for path, caps in _HCL_PATH.findall(text)
+    }
+
+
+@dataclass
+class Transit:
+    """A Transit emulator with pdvault's key bootstrapped as deploy/vault/bootstrap.sh does,
+    a service token with the pdvault-service policy and an operator token with pdvault-ops."""
+
+    emulator: TransitEmulator
+    url: str
+    service_token: str
+    ops_token: str
+
+    def settings(self, **overrides: Any) -> TransitSettings:
+        base: dict[str, Any] = {
+            "addr": self.url,
+            "token": Secret(self.service_token.encode()),
+            "request_timeout": 2.0,
+            "retry_budget": 2.0,
+        }
+        base.update(overrides)
+        return TransitSettings(**base)
+
+    def provider(self, **overrides: Any) -> VaultTransitKeyProvider:
+        return VaultTransitKeyProvider(self.settings(**overrides), sleep=lambda _s: None)
+
+    def ops(self) -> Secret:
+        return Secret(self.ops_token.encode())
+
+
+@pytest.fixture
+def transit() -> Iterator[Transit]:
+    with TransitEmulator(root_token="root") as emulator:
+        root: Any = hvac.Client(url=emulator.url, token="root")  # transit methods are untyped
+        root.secrets.transit.create_key("pdvault", exportable=False)
+        root.secrets.transit.update_key_configuration("pdvault", deletion_allowed=False)
+        yield Transit(
+            emulator,
+            emulator.url,
+            emulator.create_token(hcl_policy("pdvault-service.hcl"), ttl=3600),
+            emulator.create_token(hcl_policy("pdvault-ops.hcl"), ttl=3600),
+        )

@@ -12,11 +12,15 @@ from pathlib import Path
 from vault.config import Settings
 from vault.crypto.aead import AesGcmCipher
 from vault.domain.callers import Authenticator, issue_api_key
+from vault.domain.keys import CacheFigures, KeyAdministration
 from vault.domain.policy import Policy, load_policy
 from vault.domain.ports import KeyProvider
+from vault.domain.secrets import Secret
 from vault.domain.service import TokenService
-from vault.errors import ConfigurationError
+from vault.errors import ConfigurationError, KeyServiceUnavailable
+from vault.kms.cache import CacheLimits, CachingKeyProvider
 from vault.kms.local import LocalKeyFileProvider
+from vault.kms.transit import TransitSettings, VaultTransitKeyProvider
 from vault.storage import migrate
 from vault.storage.store import Engine, SqlStore, make_engine
 
@@ -34,7 +38,9 @@ class App:
     engine: Engine
     store: SqlStore
     keys: KeyProvider
+    cache: CachingKeyProvider | None
     tokens: TokenService
+    key_admin: KeyAdministration
     authenticator: Authenticator
 
     def close(self) -> None:
@@ -50,14 +56,89 @@ def build_app(settings: Settings) -> App:
     elif migrate.current_revision(engine) != migrate.head_revision():
         raise ConfigurationError("the database schema is not current; run: pdv db upgrade")
     store = SqlStore(engine)
-    keys = LocalKeyFileProvider(settings.effective_key_file)
+    provider = key_provider(settings)
+    cache = None
+    keys: KeyProvider = provider
+    if settings.cache_max_entries > 0:
+        cache = CachingKeyProvider(
+            provider,
+            CacheLimits(
+                settings.cache_max_entries, settings.cache_max_age, settings.cache_max_uses
+            ),
+        )
+        keys = cache
     tokens = TokenService(
         policy=policy, store=store, keys=keys, cipher=AesGcmCipher(), clock=utc_now
     )
-    app = App(settings, policy, engine, store, keys, tokens, Authenticator(store, policy))
+    key_admin = KeyAdministration(
+        policy=policy,
+        store=store,
+        keys=keys,
+        clock=utc_now,
+        cache_figures=lambda: cache_figures(cache),
+    )
+    app = App(
+        settings,
+        policy,
+        engine,
+        store,
+        keys,
+        cache,
+        tokens,
+        key_admin,
+        Authenticator(store, policy),
+    )
     if settings.dev_credentials:
         ensure_dev_credentials(app)
     return app
+
+
+def key_provider(settings: Settings) -> KeyProvider:
+    if settings.kms == "local":
+        return LocalKeyFileProvider(settings.effective_key_file)
+    transit = VaultTransitKeyProvider(
+        TransitSettings(
+            addr=settings.vault_addr,
+            mount=settings.vault_mount,
+            key=settings.vault_key,
+            namespace=settings.vault_namespace or None,
+            ca_cert=settings.vault_cacert or None,
+            auth=settings.vault_auth,
+            token=Secret(settings.vault_token.encode()) if settings.vault_token else None,
+            role_id=settings.vault_role_id or None,
+            secret_id=Secret(settings.vault_secret_id.encode())
+            if settings.vault_secret_id
+            else None,
+            k8s_role=settings.vault_k8s_role or None,
+            k8s_jwt_file=Path(settings.vault_k8s_jwt_file),
+            request_timeout=settings.vault_timeout,
+        )
+    )
+    try:
+        status = transit.status()
+        log.info(
+            "HashiCorp Vault Transit key %s at version %d", status.key_name, status.latest_version
+        )
+    except KeyServiceUnavailable as exc:
+        # Start anyway: requests will retry, and cached keys serve once Vault is back.
+        log.warning("HashiCorp Vault is not available at start-up: %s", exc.message)
+    return transit
+
+
+def cache_figures(cache: CachingKeyProvider | None) -> CacheFigures | None:
+    if cache is None:
+        return None
+    s = cache.stats()
+    return CacheFigures(
+        s.entries,
+        s.hits,
+        s.misses,
+        s.evictions,
+        s.hit_rate,
+        s.limits.max_entries,
+        s.limits.max_age,
+        s.limits.max_uses,
+    )
 
 
 def ensure_dev_credentials(app: App) -> Path:

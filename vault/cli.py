@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pdvault_client import Client
-
+    from pdvault_client import Client, KeyStatus
     from vault.config import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -36,6 +35,7 @@ examples:
   pdv serve
   pdv tokenize --caller kyc --subject user-42 --category card_number 4111111111111111
   pdv detokenize --caller payment --purpose payment tok_...
+  pdv keys status --caller ops
   pdv policy check
 """
 
@@ -95,6 +95,32 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--justification", default="", help="ticket or order id, recorded in the audit")
     d.add_argument("tokens", nargs="+", metavar="TOKEN")
 
+    keys = sub.add_parser(
+        "keys",
+        help="key-encryption key administration (as an operator: --caller ops)",
+        description="Rotate, rewrap and retire versions of the key-encryption key, through the "
+        "API. On HashiCorp Vault, rotate and trim also need your own Vault token with the "
+        "pdvault-ops policy in VAULT_TOKEN (sent for that call only).",
+    )
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    for name, text in [
+        ("status", "key versions, data keys per version, cache figures"),
+        ("rotate", "add a new key version; new data keys use it"),
+        ("rewrap", "move every data key to the latest version, in batches (resumable)"),
+        ("trim", "retire and destroy versions no data key uses any more"),
+    ]:
+        k = keys_sub.add_parser(name, help=text, description=text)
+        client_options(k)
+        if name == "rewrap":
+            k.add_argument("--batch-size", type=int, default=100, help="keys per call (100)")
+        if name == "trim":
+            k.add_argument(
+                "--min-version",
+                type=int,
+                default=0,
+                help="oldest version to keep (default: the oldest still in use)",
+            )
+
     pol = sub.add_parser("policy", help="inspect the policy")
     pol_sub = pol.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
     check = pol_sub.add_parser(
@@ -121,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _tokenize(args)
         if args.command == "detokenize":
             return _detokenize(args)
+        if args.command == "keys":
+            return _keys(args)
         if args.command == "policy":
             return _policy_check(args)
         if args.command == "db":
@@ -256,6 +284,55 @@ def _report(error: Exception, prefix: str = "") -> None:
             print("  is `pdv serve` running at that address?", file=sys.stderr)
     else:
         print(f"{prefix}{error}", file=sys.stderr)
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from pdvault_client import PdvaultError
+
+    with _client(args) as client:
+        admin = client.keys(vault_token=os.environ.get("VAULT_TOKEN") or None)
+        try:
+            if args.keys_command == "status":
+                _print_status(admin.status())
+            elif args.keys_command == "rotate":
+                _print_status(admin.rotate())
+            elif args.keys_command == "trim":
+                _print_status(admin.trim(args.min_version or None))
+            else:
+                total = 0
+                while True:
+                    step = admin.rewrap_batch(args.batch_size)
+                    total += step.rewrapped
+                    print(
+                        f"rewrapped {total} data keys to v{step.target_version}; "
+                        f"{step.remaining} left"
+                        + (f"; {step.failed} failed" if step.failed else "")
+                    )
+                    if step.remaining == 0 or step.rewrapped == 0:
+                        break
+        except PdvaultError as exc:
+            _report(exc)
+            return EXIT_FAILED
+    return EXIT_OK
+
+
+def _print_status(status: KeyStatus) -> None:
+    print(f"key {status.key_name} ({status.provider})")
+    print(
+        f"  versions: latest v{status.latest_version}, decrypting from "
+        f"v{status.min_decryption_version}, destroyed below v{max(status.min_available_version, 1)}"
+    )
+    for version, count in status.data_keys_by_version.items():
+        print(f"  v{version}: {count} data keys")
+    if status.other_provider_data_keys:
+        print(f"  other providers: {status.other_provider_data_keys} data keys")
+    c = status.cache
+    if c is not None:
+        print(
+            f"  cache (this server process): {c.entries} keys, hit rate {c.hit_rate:.1%} "
+            f"({c.hits} hits, {c.misses} misses, {c.evictions} evictions); limits "
+            f"{c.max_entries} keys, {c.max_age_seconds:g} s, {c.max_uses} uses"
+        )
 
 
 def _tokenize(args: argparse.Namespace) -> int:

@@ -16,7 +16,8 @@ from vault.errors import ConfigurationError
 
 DEFAULT_ADDR = "127.0.0.1:50051"
 DEFAULT_DATA_DIR = ".pdvault"
-KMS_CHOICES = ("local",)
+KMS_CHOICES = ("local", "vault")
+VAULT_AUTH_CHOICES = ("token", "approle", "kubernetes")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,23 @@ class Settings:
     # <data dir>/dev-credentials.json. Meant for the embedded default; turn off in production.
     dev_credentials: bool = True
     auto_migrate: bool = True
+    # HashiCorp Vault Transit (PDV_KMS=vault), configured as Vault's own tools are.
+    vault_addr: str = "http://127.0.0.1:8200"
+    vault_token: str = field(default="", repr=False)
+    vault_cacert: str = ""
+    vault_namespace: str = ""
+    vault_mount: str = "transit"
+    vault_key: str = "pdvault"
+    vault_auth: str = "token"
+    vault_role_id: str = ""
+    vault_secret_id: str = field(default="", repr=False)
+    vault_k8s_role: str = ""
+    vault_k8s_jwt_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    vault_timeout: float = 5.0
+    # The data-key cache (0 entries: no cache).
+    cache_max_entries: int = 10_000
+    cache_max_age: float = 300.0
+    cache_max_uses: int = 100_000
 
     @property
     def effective_database_url(self) -> str:
@@ -52,7 +70,12 @@ class Settings:
 
     def describe(self) -> str:
         db = "sqlite" if self.uses_sqlite else self.effective_database_url.split(":", 1)[0]
-        return f"addr={self.addr} data_dir={self.data_dir} database={db} kms={self.kms}"
+        kms = self.kms
+        if kms == "vault":
+            kms += (
+                f" ({self.vault_addr} {self.vault_mount}/keys/{self.vault_key}, {self.vault_auth})"
+            )
+        return f"addr={self.addr} data_dir={self.data_dir} database={db} kms={kms}"
 
 
 _ENV = {
@@ -66,6 +89,21 @@ _ENV = {
     "PDV_LOG_LEVEL": "log_level",
     "PDV_DEV_CREDENTIALS": "dev_credentials",
     "PDV_AUTO_MIGRATE": "auto_migrate",
+    "VAULT_ADDR": "vault_addr",
+    "VAULT_TOKEN": "vault_token",
+    "VAULT_CACERT": "vault_cacert",
+    "VAULT_NAMESPACE": "vault_namespace",
+    "PDV_VAULT_MOUNT": "vault_mount",
+    "PDV_VAULT_KEY": "vault_key",
+    "PDV_VAULT_AUTH": "vault_auth",
+    "VAULT_ROLE_ID": "vault_role_id",
+    "VAULT_SECRET_ID": "vault_secret_id",
+    "PDV_VAULT_K8S_ROLE": "vault_k8s_role",
+    "PDV_VAULT_K8S_JWT_FILE": "vault_k8s_jwt_file",
+    "PDV_VAULT_TIMEOUT": "vault_timeout",
+    "PDV_KEY_CACHE_MAX_ENTRIES": "cache_max_entries",
+    "PDV_KEY_CACHE_MAX_AGE": "cache_max_age",
+    "PDV_KEY_CACHE_MAX_USES": "cache_max_uses",
 }
 
 
@@ -113,12 +151,33 @@ def _build(raw: Mapping[str, object]) -> Settings:
     kms = text("kms", "local")
     if kms not in KMS_CHOICES:
         raise ConfigurationError(f"PDV_KMS={kms!r}: expected one of {', '.join(KMS_CHOICES)}")
-    try:
-        workers = int(text("max_workers", "16"))
-    except ValueError:
-        workers = 0
-    if not 1 <= workers <= 1024:
-        raise ConfigurationError("PDV_MAX_WORKERS: expected a whole number from 1 to 1024")
+
+    def number(name: str, var: str, default: float, low: float, high: float) -> float:
+        try:
+            value = float(text(name, str(default)))
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise ConfigurationError(f"{var}: expected a number from {low:g} to {high:g}")
+        return value
+
+    def whole(name: str, var: str, default: int, low: int, high: int) -> int:
+        try:
+            value = int(text(name, str(default)))
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise ConfigurationError(f"{var}: expected a whole number from {low} to {high}")
+        return value
+
+    workers = whole("max_workers", "PDV_MAX_WORKERS", 16, 1, 1024)
+    auth = text("vault_auth", "token")
+    if auth not in VAULT_AUTH_CHOICES:
+        raise ConfigurationError(
+            f"PDV_VAULT_AUTH={auth!r}: expected one of {', '.join(VAULT_AUTH_CHOICES)}"
+        )
+    if kms == "vault" and auth == "token" and not text("vault_token", ""):
+        raise ConfigurationError("PDV_KMS=vault with token auth needs VAULT_TOKEN")
     url = text("database_url", "")
     if url and not url.startswith(("sqlite", "postgresql")):
         raise ConfigurationError(
@@ -135,4 +194,21 @@ def _build(raw: Mapping[str, object]) -> Settings:
         log_level=text("log_level", "INFO").upper(),
         dev_credentials=flag("dev_credentials", True),
         auto_migrate=flag("auto_migrate", True),
+        vault_addr=text("vault_addr", "http://127.0.0.1:8200"),
+        vault_token=text("vault_token", ""),
+        vault_cacert=text("vault_cacert", ""),
+        vault_namespace=text("vault_namespace", ""),
+        vault_mount=text("vault_mount", "transit"),
+        vault_key=text("vault_key", "pdvault"),
+        vault_auth=auth,
+        vault_role_id=text("vault_role_id", ""),
+        vault_secret_id=text("vault_secret_id", ""),
+        vault_k8s_role=text("vault_k8s_role", ""),
+        vault_k8s_jwt_file=text(
+            "vault_k8s_jwt_file", "/var/run/secrets/kubernetes.io/serviceaccount/token"
+        ),
+        vault_timeout=number("vault_timeout", "PDV_VAULT_TIMEOUT", 5.0, 0.1, 120),
+        cache_max_entries=whole("cache_max_entries", "PDV_KEY_CACHE_MAX_ENTRIES", 10_000, 0, 10**7),
+        cache_max_age=number("cache_max_age", "PDV_KEY_CACHE_MAX_AGE", 300.0, 0, 86_400),
+        cache_max_uses=whole("cache_max_uses", "PDV_KEY_CACHE_MAX_USES", 100_000, 1, 2**32),
     )

@@ -1,30 +1,72 @@
-"""The KeyProvider contract, run against every adapter (the local key file so far).
-
-HashiCorp Vault Transit joins this suite with its adapter (through the emulator, and a real
-server when VAULT_ADDR and VAULT_TOKEN are set).
-"""
+"""The KeyProvider contract, run against every adapter: the local key file, HashiCorp Vault
+Transit through the emulator, and a real HashiCorp Vault when VAULT_ADDR and VAULT_TOKEN are set
+(it mounts a Transit engine of its own at a random path and removes it afterwards)."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import hvac
 import pytest
 
+from tests.conftest import Transit
 from vault.domain.ports import KeyProvider
 from vault.domain.secrets import Secret
 from vault.domain.types import SubjectId, WrappedKey
-from vault.errors import ConfigurationError
+from vault.errors import ConfigurationError, FailedPrecondition, KeyServiceDenied
+from vault.kms.cache import CachingKeyProvider
 from vault.kms.local import LocalKeyFileProvider
+from vault.kms.transit import TransitSettings, VaultTransitKeyProvider
 
 Factory = Callable[[Path], KeyProvider]
 
 
-@pytest.fixture(params=["local"])
-def provider(request: pytest.FixtureRequest, tmp_path: Path) -> KeyProvider:
-    return LocalKeyFileProvider(tmp_path / "kek.json")
+@dataclass
+class Subject:
+    """A provider under test and the operator credential its administration needs."""
+
+    provider: KeyProvider
+    admin: Secret | None
+
+
+@pytest.fixture
+def real_vault() -> Iterator[Subject]:
+    addr, token = os.environ.get("VAULT_ADDR"), os.environ.get("VAULT_TOKEN")
+    if not addr or not token:
+        pytest.skip("set VAULT_ADDR and VAULT_TOKEN to run the contract against a real Vault")
+    client: Any = hvac.Client(url=addr, token=token)  # transit methods are untyped
+    mount = f"pdvault-test-{secrets.token_hex(4)}"
+    client.sys.enable_secrets_engine("transit", path=mount)
+    try:
+        client.secrets.transit.create_key("pdvault", exportable=False, mount_point=mount)
+        settings = TransitSettings(addr=addr, mount=mount, token=Secret(token.encode()))
+        yield Subject(VaultTransitKeyProvider(settings), Secret(token.encode()))
+    finally:
+        client.sys.disable_secrets_engine(mount)
+
+
+@pytest.fixture(params=["local", "local-cached", "transit-emulator", "transit-real"])
+def subject(request: pytest.FixtureRequest, tmp_path: Path) -> Subject:
+    if request.param == "local":
+        return Subject(LocalKeyFileProvider(tmp_path / "kek.json"), None)
+    if request.param == "local-cached":
+        return Subject(CachingKeyProvider(LocalKeyFileProvider(tmp_path / "kek.json")), None)
+    if request.param == "transit-emulator":
+        transit: Transit = request.getfixturevalue("transit")
+        return Subject(transit.provider(), transit.ops())
+    real: Subject = request.getfixturevalue("real_vault")
+    return real
+
+
+@pytest.fixture
+def provider(subject: Subject) -> KeyProvider:
+    return subject.provider
 
 
 def dek(i: int) -> Secret:
@@ -45,10 +87,6 @@ class TestKeyProviderContract:
         assert bytes([7]) * 32 not in w.blob
         assert "blob" not in repr(w)
 
-    def test_a_wrapped_key_is_bound_to_its_subject(self, provider: KeyProvider) -> None:
-        [w] = provider.wrap([(SubjectId("alice"), dek(1))])
-        assert provider.unwrap([(SubjectId("bob"), w)]) == [None]
-
     def test_tampered_or_foreign_keys_unwrap_to_none(self, provider: KeyProvider) -> None:
         [w] = provider.wrap([(SubjectId("s"), dek(1))])
         flipped = bytearray(w.blob)
@@ -67,6 +105,61 @@ class TestKeyProviderContract:
     def test_empty_batches(self, provider: KeyProvider) -> None:
         assert provider.wrap([]) == []
         assert provider.unwrap([]) == []
+        assert provider.rewrap([]) == []
+
+    def test_the_key_ladder(self, subject: Subject) -> None:
+        """rotate -> rewrap -> raise min_decryption_version -> trim, as Transit does it."""
+        p, admin = subject.provider, subject.admin
+        s = SubjectId("s")
+        start = p.status()
+        [old] = p.wrap([(s, dek(5))])
+        assert old.kek_version == start.latest_version
+
+        rotated = p.rotate(admin)
+        assert rotated.latest_version == start.latest_version + 1
+        [new] = p.wrap([(s, dek(6))])
+        assert new.kek_version == rotated.latest_version
+        assert p.unwrap([(s, old), (s, new)]) == [dek(5), dek(6)]  # both versions decrypt
+
+        [moved] = p.rewrap([(s, old)])
+        assert moved is not None
+        assert moved.kek_version == rotated.latest_version
+        assert moved.blob != old.blob
+        assert p.unwrap([(s, moved)]) == [dek(5)]
+
+        raised = p.set_min_decryption_version(rotated.latest_version, admin)
+        assert raised.min_decryption_version == rotated.latest_version
+        assert p.unwrap([(s, old)]) == [None]  # below the floor: refused
+        assert p.rewrap([(s, old)]) == [None]
+
+        trimmed = p.trim(rotated.latest_version, admin)
+        assert trimmed.min_available_version == rotated.latest_version
+        assert p.unwrap([(s, moved)]) == [dek(5)]
+
+    def test_trim_cannot_pass_the_decryption_floor(self, subject: Subject) -> None:
+        p, admin = subject.provider, subject.admin
+        p.rotate(admin)
+        latest = p.status().latest_version
+        with pytest.raises(FailedPrecondition):
+            p.trim(latest, admin)
+
+
+def test_a_local_wrapped_key_is_bound_to_its_subject(tmp_path: Path) -> None:
+    # Transit wraps without associated data (so that rewrap happens inside Vault); there the
+    # binding that matters is each value's own associated data (see vault/kms/transit.py).
+    provider = LocalKeyFileProvider(tmp_path / "kek.json")
+    [w] = provider.wrap([(SubjectId("alice"), dek(1))])
+    assert provider.unwrap([(SubjectId("bob"), w)]) == [None]
+
+
+def test_transit_administration_needs_the_operators_token(transit: Transit) -> None:
+    provider = transit.provider()
+    with pytest.raises(FailedPrecondition, match="VAULT_TOKEN"):
+        provider.rotate(None)
+    # The service's own token has no rights on rotate: least privilege, as deployed.
+    with pytest.raises(KeyServiceDenied, match="pdvault-ops"):
+        provider.rotate(Secret(transit.service_token.encode()))
+    assert provider.rotate(transit.ops()).latest_version == 2
 
 
 def test_the_key_file_is_created_private_and_reused(tmp_path: Path) -> None:

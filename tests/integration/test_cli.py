@@ -258,5 +258,5 @@ def test_db_upgrade(tmp_path: Path) -> None:
         check=False,
     )
     assert out.returncode == 0, out.stderr
-    assert "at revision 0001" in out.stdout
+    assert "at revision 0002" in out.stdout
     shutil.rmtree(tmp_path / ".pdvault")

@@ -91,3 +91,25 @@ def test_errors(pdv_env: RunningServer, capsys: pytest.CaptureFixture[str]) -> N
 def test_policy_check_in_process(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["policy", "check"]) == 0
     assert "decision date-of-birth-has-no-row" in capsys.readouterr().out
+
+
+def test_keys_commands(pdv_env: RunningServer, capsys: pytest.CaptureFixture[str]) -> None:
+    main(["tokenize", "--caller", "kyc", "--subject", "u1", "--category", "name", "Ann Lee"])
+    token = capsys.readouterr().out.strip()
+    assert main(["keys", "status", "--caller", "ops"]) == 0
+    out = capsys.readouterr().out
+    assert "latest v1" in out
+    assert "v1: 1 data keys" in out
+    assert "cache (this server process)" in out
+    assert main(["keys", "rotate", "--caller", "ops"]) == 0
+    assert "latest v2" in capsys.readouterr().out
+    assert main(["keys", "trim", "--caller", "ops", "--min-version", "2"]) == 1
+    assert "run pdv keys rewrap first" in capsys.readouterr().err
+    assert main(["keys", "rewrap", "--caller", "ops", "--batch-size", "10"]) == 0
+    assert "rewrapped 1 data keys to v2; 0 left" in capsys.readouterr().out
+    assert main(["keys", "trim", "--caller", "ops"]) == 0
+    assert "decrypting from v2, destroyed below v2" in capsys.readouterr().out
+    assert main(["detokenize", "--caller", "shipping", "--purpose", "product_shipping", token]) == 0
+    assert capsys.readouterr().out.strip() == "Ann Lee"
+    assert main(["keys", "status", "--caller", "payment"]) == 1
+    assert "PERMISSION_DENIED" in capsys.readouterr().err

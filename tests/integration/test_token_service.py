@@ -13,14 +13,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 from pdvault.v1 import common_pb2, token_service_pb2, token_service_pb2_grpc
+from sqlalchemy import select
+
 from pdvault_client import (
     Field,
     InvalidArgumentError,
     PermissionDeniedError,
     UnauthenticatedError,
 )
-from sqlalchemy import select
-
 from tests.conftest import RunningServer
 from vault.storage.tables import audit_events, data_keys, token_values
 

@@ -77,6 +77,19 @@ class FakeStore:
     def idempotency(self, caller: CallerName, request_id: str) -> IdempotencyRecord | None:
         raise NotImplementedError
 
+    def kek_version_counts(self) -> dict[tuple[str, int], int]:
+        raise NotImplementedError
+
+    def data_keys_to_rewrap(
+        self, provider: str, below_version: int, limit: int
+    ) -> list[StoredDataKey]:
+        raise NotImplementedError
+
+    def replace_wrapped_keys(
+        self, updates: Sequence[tuple[StoredDataKey, WrappedKey]], audit: Sequence[AuditEvent]
+    ) -> int:
+        raise NotImplementedError
+
 
 def _store_is_a_store(store: FakeStore) -> Store:
     return store  # mypy checks that FakeStore satisfies the protocol

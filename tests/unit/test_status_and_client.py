@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 import pytest
 from google.rpc import code_pb2, error_details_pb2
+
 from pdvault_client import (
     Client,
     FailedPreconditionError,
@@ -17,7 +18,6 @@ from pdvault_client import (
     UnavailableError,
 )
 from pdvault_client.errors import from_status
-
 from tests.conftest import RunningServer
 from vault import errors
 from vault.transport.status import STATUS_TABLE, internal_status, status_code_of, to_status_proto

@@ -30,6 +30,8 @@ from vault.domain.types import (
 from vault.errors import ConfigurationError
 
 ALL = "*"
+# What operators do through the operator services (keys now; subjects and audit to come).
+OPERATIONS = frozenset({"keys", "subjects", "audit"})
 
 K = TypeVar("K", bound=str)
 V = TypeVar("V")
@@ -87,6 +89,7 @@ class CallerRule:
     view: View
     views: Mapping[Category, View]
     tokenize: frozenset[Category]
+    operations: frozenset[str] = frozenset()
 
     def view_of(self, category: Category) -> View:
         return self.views.get(category, self.view)
@@ -196,6 +199,17 @@ class Policy:
                 f"caller '{caller}' may not store category '{category}'",
             )
         return Decision(True, f"caller:{caller}:tokenize", "the caller may store this category")
+
+    def may_operate(self, caller: CallerName, operation: str) -> Decision:
+        """Whether `caller` may use an operator service (`keys`, `subjects`, `audit`)."""
+        rule = self.callers.get(caller)
+        if rule is None or operation not in rule.operations:
+            return Decision(
+                False,
+                f"caller:{caller}:operations",
+                f"caller '{caller}' may not administer {operation}",
+            )
+        return Decision(True, f"caller:{caller}:operations", f"the caller administers {operation}")
 
     def purposes_for(self, category: Category) -> frozenset[Purpose]:
         rule = self.categories.get(category)
@@ -375,6 +389,9 @@ class _Parser:
                 self._known(Category(c), categories, f"{where}.tokenize", "category")
                 for c in tokenize_names
             )
+        operations = frozenset(self._names(body, "operations", where))
+        for op in sorted(operations - OPERATIONS):
+            self.errors.append(f"{where}.operations: unknown operation '{op}'")
         views_doc = body.get("views", {})
         views: dict[Category, View] = {}
         if isinstance(views_doc, Mapping):
@@ -394,6 +411,7 @@ class _Parser:
             view=self._enum(View, body, "view", where, View.MASKED),
             views=views,
             tokenize=tokenize,
+            operations=operations & OPERATIONS,
         )
 
     # -- small helpers --

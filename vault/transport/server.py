@@ -10,16 +10,22 @@ from concurrent import futures
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from pdvault.v1 import token_service_pb2, token_service_pb2_grpc
+from pdvault.v1 import (
+    key_service_pb2,
+    key_service_pb2_grpc,
+    token_service_pb2,
+    token_service_pb2_grpc,
+)
 
 from vault.app import App
 from vault.errors import ConfigurationError
 from vault.transport.interceptors import ServiceInterceptor
-from vault.transport.servicers import TokenServicer
+from vault.transport.servicers import KeyServicer, TokenServicer
 
 log = logging.getLogger(__name__)
 
 TOKEN_SERVICE = token_service_pb2.DESCRIPTOR.services_by_name["TokenService"].full_name
+KEY_SERVICE = key_service_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 
@@ -34,12 +40,13 @@ def build_server(app: App, addr: str) -> tuple[grpc.Server, int, health.HealthSe
         ],
     )
     token_service_pb2_grpc.add_TokenServiceServicer_to_server(TokenServicer(app.tokens), server)
+    key_service_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(app.key_admin), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", TOKEN_SERVICE):
+    for name in ("", TOKEN_SERVICE, KEY_SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(
-        (TOKEN_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (TOKEN_SERVICE, KEY_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     try:
         port = server.add_insecure_port(addr)

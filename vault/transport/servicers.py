@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import grpc
-from pdvault.v1 import common_pb2, token_service_pb2, token_service_pb2_grpc
+from pdvault.v1 import (
+    common_pb2,
+    key_service_pb2,
+    key_service_pb2_grpc,
+    token_service_pb2,
+    token_service_pb2_grpc,
+)
 
+from vault.domain.keys import KeyAdministration, KeyReport
+from vault.domain.secrets import Secret
 from vault.domain.service import Detokenized, FieldInput, TokenService
 from vault.domain.types import PlainValue, TokenFormat, View
 from vault.transport.interceptors import current_caller
@@ -76,3 +84,80 @@ class TokenServicer(token_service_pb2_grpc.TokenServiceServicer):
             current_caller(), list(request.tokens), request.purpose, request.justification
         )
         return token_service_pb2.DetokenizeResponse(results=[_result_out(r) for r in results])
+
+
+VAULT_TOKEN_METADATA = "x-vault-token"  # noqa: S105  (a metadata key, not a secret)
+
+
+def _admin_credential(context: grpc.ServicerContext) -> Secret | None:
+    for key, value in context.invocation_metadata():
+        if key == VAULT_TOKEN_METADATA and isinstance(value, str) and value:
+            return Secret(value.encode())
+    return None
+
+
+def _status_out(report: KeyReport) -> key_service_pb2.KeyStatus:
+    kek = report.kek
+    out = key_service_pb2.KeyStatus(
+        provider=kek.provider,
+        key_name=kek.key_name,
+        latest_version=kek.latest_version,
+        min_decryption_version=kek.min_decryption_version,
+        min_available_version=kek.min_available_version,
+        versions=[
+            key_service_pb2.KeyVersionUsage(version=v, data_keys=n)
+            for v, n in report.data_keys_by_version.items()
+        ],
+        other_provider_data_keys=sum(report.other_providers.values()),
+    )
+    if report.cache is not None:
+        c = report.cache
+        out.cache.CopyFrom(
+            key_service_pb2.KeyCacheStats(
+                entries=c.entries,
+                hits=c.hits,
+                misses=c.misses,
+                evictions=c.evictions,
+                hit_rate=c.hit_rate,
+                max_entries=c.max_entries,
+                max_age_seconds=c.max_age_seconds,
+                max_uses=c.max_uses,
+            )
+        )
+    return out
+
+
+class KeyServicer(key_service_pb2_grpc.KeyServiceServicer):
+    def __init__(self, admin: KeyAdministration) -> None:
+        self._admin = admin
+
+    def GetKeyStatus(  # noqa: N802
+        self, request: key_service_pb2.GetKeyStatusRequest, context: grpc.ServicerContext
+    ) -> key_service_pb2.GetKeyStatusResponse:
+        report = self._admin.status(current_caller())
+        return key_service_pb2.GetKeyStatusResponse(status=_status_out(report))
+
+    def RotateKey(  # noqa: N802
+        self, request: key_service_pb2.RotateKeyRequest, context: grpc.ServicerContext
+    ) -> key_service_pb2.RotateKeyResponse:
+        report = self._admin.rotate(current_caller(), _admin_credential(context))
+        return key_service_pb2.RotateKeyResponse(status=_status_out(report))
+
+    def RewrapDataKeys(  # noqa: N802
+        self, request: key_service_pb2.RewrapDataKeysRequest, context: grpc.ServicerContext
+    ) -> key_service_pb2.RewrapDataKeysResponse:
+        progress = self._admin.rewrap(current_caller(), request.batch_size or 100)
+        return key_service_pb2.RewrapDataKeysResponse(
+            rewrapped=progress.rewrapped,
+            failed=progress.failed,
+            remaining=progress.remaining,
+            target_version=progress.target_version,
+        )
+
+    def TrimKeyVersions(  # noqa: N802
+        self, request: key_service_pb2.TrimKeyVersionsRequest, context: grpc.ServicerContext
+    ) -> key_service_pb2.TrimKeyVersionsResponse:
+        report = self._admin.trim(
+            current_caller(), request.min_version or None, _admin_credential(context)
+        )
+        return key_service_pb2.TrimKeyVersionsResponse(status=_status_out(report))

@@ -1,6 +1,16 @@
 """The Python client of pdvault's gRPC API (installable without the server)."""
 
-from pdvault_client.client import Client, Detokenized, Field, RetryPolicy, Tokenized
+from pdvault_client.client import (
+    CacheStats,
+    Client,
+    Detokenized,
+    Field,
+    KeyAdmin,
+    KeyStatus,
+    RetryPolicy,
+    RewrapStep,
+    Tokenized,
+)
 from pdvault_client.errors import (
     DataLossError,
     DeadlineExceededError,
@@ -14,6 +24,7 @@ from pdvault_client.errors import (
 )
 
 __all__ = [
+    "CacheStats",
     "Client",
     "DataLossError",
     "DeadlineExceededError",
@@ -22,9 +33,12 @@ __all__ = [
     "Field",
     "FieldViolation",
     "InvalidArgumentError",
+    "KeyAdmin",
+    "KeyStatus",
     "PdvaultError",
     "PermissionDeniedError",
     "RetryPolicy",
+    "RewrapStep",
     "Tokenized",
     "UnauthenticatedError",
     "UnavailableError",

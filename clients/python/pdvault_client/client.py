@@ -10,7 +10,13 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
-from pdvault.v1 import common_pb2, token_service_pb2, token_service_pb2_grpc
+from pdvault.v1 import (
+    common_pb2,
+    key_service_pb2,
+    key_service_pb2_grpc,
+    token_service_pb2,
+    token_service_pb2_grpc,
+)
 
 from pdvault_client.errors import PdvaultError, from_rpc_error, from_status
 
@@ -60,6 +66,38 @@ class Detokenized:
 
 
 @dataclass(frozen=True)
+class CacheStats:
+    entries: int
+    hits: int
+    misses: int
+    evictions: int
+    hit_rate: float
+    max_entries: int
+    max_age_seconds: float
+    max_uses: int
+
+
+@dataclass(frozen=True)
+class KeyStatus:
+    provider: str
+    key_name: str
+    latest_version: int
+    min_decryption_version: int
+    min_available_version: int
+    data_keys_by_version: dict[int, int]
+    other_provider_data_keys: int
+    cache: CacheStats | None
+
+
+@dataclass(frozen=True)
+class RewrapStep:
+    rewrapped: int
+    failed: int
+    remaining: int
+    target_version: int
+
+
+@dataclass(frozen=True)
 class RetryPolicy:
     """Retries on UNAVAILABLE with exponential backoff and full jitter, within the deadline."""
 
@@ -84,6 +122,7 @@ class Client:
     ) -> None:
         self._channel = channel or grpc.insecure_channel(addr)
         self._stub = token_service_pb2_grpc.TokenServiceStub(self._channel)
+        self._key_stub = key_service_pb2_grpc.KeyServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {api_key}"),)
         self._timeout = timeout
         self._retry = retry or RetryPolicy()
@@ -127,22 +166,106 @@ class Client:
         response = self._call(self._stub.Detokenize, request)
         return [_result(r) for r in response.results]
 
-    def _call(self, method: Callable[..., T], request: object) -> T:
+    def keys(self, *, vault_token: str | None = None) -> KeyAdmin:
+        """Key administration (the KeyService) for an operator caller.
+
+        `vault_token` is the operator's own HashiCorp Vault token, which rotate and trim need
+        when pdvault runs on Vault Transit; it is sent with those calls only.
+        """
+        return KeyAdmin(self, vault_token)
+
+    def _call(
+        self,
+        method: Callable[..., T],
+        request: object,
+        *,
+        extra_metadata: tuple[tuple[str, str], ...] = (),
+        retry: bool = True,
+    ) -> T:
         deadline = time.monotonic() + self._timeout
         backoff = self._retry.initial_backoff
-        for attempt in range(1, self._retry.attempts + 1):
+        metadata = self._metadata + extra_metadata
+        attempts = self._retry.attempts if retry else 1
+        for attempt in range(1, attempts + 1):
             remaining = deadline - time.monotonic()
             try:
-                return method(request, timeout=max(remaining, 0.001), metadata=self._metadata)
+                return method(request, timeout=max(remaining, 0.001), metadata=metadata)
             except grpc.RpcError as err:
                 error = from_rpc_error(err)
                 pause = random.uniform(0, backoff)  # noqa: S311  (jitter, not a secret)
-                retryable = error.code in RETRYABLE and attempt < self._retry.attempts
+                retryable = error.code in RETRYABLE and attempt < attempts
                 if not retryable or time.monotonic() + pause >= deadline:
                     raise error from None
                 self._sleep(pause)
                 backoff = min(backoff * self._retry.multiplier, self._retry.max_backoff)
         raise AssertionError("unreachable")
+
+
+class KeyAdmin:
+    """The KeyService, through a Client. Rotate is never retried: a retry could rotate twice."""
+
+    def __init__(self, client: Client, vault_token: str | None) -> None:
+        self._client = client
+        self._admin = (("x-vault-token", vault_token),) if vault_token else ()
+
+    def __repr__(self) -> str:
+        return "KeyAdmin()"
+
+    def status(self) -> KeyStatus:
+        answer = self._client._call(
+            self._client._key_stub.GetKeyStatus, key_service_pb2.GetKeyStatusRequest()
+        )
+        return _key_status(answer.status)
+
+    def rotate(self) -> KeyStatus:
+        answer = self._client._call(
+            self._client._key_stub.RotateKey,
+            key_service_pb2.RotateKeyRequest(),
+            extra_metadata=self._admin,
+            retry=False,
+        )
+        return _key_status(answer.status)
+
+    def rewrap_batch(self, batch_size: int = 100) -> RewrapStep:
+        answer = self._client._call(
+            self._client._key_stub.RewrapDataKeys,
+            key_service_pb2.RewrapDataKeysRequest(batch_size=batch_size),
+        )
+        return RewrapStep(answer.rewrapped, answer.failed, answer.remaining, answer.target_version)
+
+    def trim(self, min_version: int | None = None) -> KeyStatus:
+        answer = self._client._call(
+            self._client._key_stub.TrimKeyVersions,
+            key_service_pb2.TrimKeyVersionsRequest(min_version=min_version or 0),
+            extra_metadata=self._admin,
+        )
+        return _key_status(answer.status)
+
+
+def _key_status(s: key_service_pb2.KeyStatus) -> KeyStatus:
+    cache = None
+    if s.HasField("cache"):
+        c = s.cache
+        cache = CacheStats(
+            c.entries,
+            c.hits,
+            c.misses,
+            c.evictions,
+            c.hit_rate,
+            c.max_entries,
+            c.max_age_seconds,
+            c.max_uses,
+        )
+    return KeyStatus(
+        s.provider,
+        s.key_name,
+        s.latest_version,
+        s.min_decryption_version,
+        s.min_available_version,
+        {v.version: v.data_keys for v in s.versions},
+        s.other_provider_data_keys,
+        cache,
+    )
 
 
 def _field(f: Field) -> token_service_pb2.TokenizeField:

@@ -1,0 +1,180 @@
+"""The use cases of key administration: status, rotate, rewrap, trim.
+
+They follow HashiCorp Vault Transit's ladder, whatever the provider: rotate adds a version (new
+data keys use it), rewrap moves every wrapped data key to the latest version, trim raises
+`min_decryption_version` to the oldest version still in use and then destroys the versions
+below it. Trim refuses while any data key still needs a version it would destroy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from vault.domain.policy import Policy
+from vault.domain.ports import Clock, KekStatus, KeyProvider, Store
+from vault.domain.secrets import Secret
+from vault.domain.types import Action, AuditEvent, CallerName, Outcome
+from vault.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+
+MAX_REWRAP_BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class CacheFigures:
+    entries: int
+    hits: int
+    misses: int
+    evictions: int
+    hit_rate: float
+    max_entries: int
+    max_age_seconds: float
+    max_uses: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyReport:
+    kek: KekStatus
+    data_keys_by_version: dict[int, int]
+    other_providers: dict[str, int]
+    cache: CacheFigures | None
+
+
+@dataclass(frozen=True, slots=True)
+class RewrapProgress:
+    rewrapped: int
+    failed: int
+    remaining: int
+    target_version: int
+
+
+class KeyAdministration:
+    """Key operations for callers the policy allows `keys`. Every call is audited.
+
+    Invariants: rewrap MUST only replace a wrapping it read (a concurrent rewrap or a shred is
+    never overwritten) and is idempotent and resumable batch by batch; trim MUST refuse while a
+    data key of this provider is wrapped under a version below the new floor.
+    """
+
+    def __init__(
+        self,
+        *,
+        policy: Policy,
+        store: Store,
+        keys: KeyProvider,
+        clock: Clock,
+        cache_figures: Callable[[], CacheFigures | None] = lambda: None,
+    ) -> None:
+        self._policy = policy
+        self._store = store
+        self._keys = keys
+        self._clock = clock
+        self._cache_figures = cache_figures
+
+    def status(self, caller: CallerName) -> KeyReport:
+        self._authorize(caller, Action.KEY_STATUS)
+        return self._report(self._keys.status())
+
+    def rotate(self, caller: CallerName, admin: Secret | None) -> KeyReport:
+        self._authorize(caller, Action.KEY_ROTATE)
+        before = self._keys.status()
+        after = self._keys.rotate(admin)
+        self._audit(
+            caller, Action.KEY_ROTATE, f"v{before.latest_version} -> v{after.latest_version}"
+        )
+        return self._report(after)
+
+    def rewrap(self, caller: CallerName, batch_size: int) -> RewrapProgress:
+        """Move one batch of data keys to the latest version; call again until none remain."""
+        self._authorize(caller, Action.KEY_REWRAP)
+        if not 1 <= batch_size <= MAX_REWRAP_BATCH:
+            raise InvalidArgument.one(
+                "batch_size", "batch_size.range", f"must be from 1 to {MAX_REWRAP_BATCH}"
+            )
+        target = self._keys.status().latest_version
+        batch = self._store.data_keys_to_rewrap(self._keys.name, target, batch_size)
+        fresh = self._keys.rewrap([(k.subject, k.wrapped) for k in batch]) if batch else []
+        updates = [(old, new) for old, new in zip(batch, fresh, strict=True) if new is not None]
+        failed = len(batch) - len(updates)
+        detail = f"{len(updates)} data keys to v{target}" + (f", {failed} failed" if failed else "")
+        replaced = self._store.replace_wrapped_keys(
+            updates, [self._event(caller, Action.KEY_REWRAP, detail)] if batch else []
+        )
+        left = sum(
+            n
+            for (p, v), n in self._store.kek_version_counts().items()
+            if p == self._keys.name and v < target
+        )
+        return RewrapProgress(replaced, failed, left, target)
+
+    def trim(self, caller: CallerName, min_version: int | None, admin: Secret | None) -> KeyReport:
+        self._authorize(caller, Action.KEY_TRIM)
+        status = self._keys.status()
+        in_use = self._usage()
+        oldest = min(in_use) if in_use else status.latest_version
+        floor = oldest if min_version is None else min_version
+        if not 1 <= floor <= status.latest_version:
+            raise InvalidArgument.one(
+                "min_version",
+                "min_version.range",
+                f"must be from 1 to the latest version {status.latest_version}",
+            )
+        blocking = {v: n for v, n in in_use.items() if v < floor}
+        if blocking:
+            counts = ", ".join(f"{n} on v{v}" for v, n in sorted(blocking.items()))
+            self._audit(caller, Action.KEY_TRIM, f"refused: data keys still use {counts}", False)
+            raise FailedPrecondition(
+                f"cannot retire versions below v{floor}: data keys still use them ({counts}); "
+                "run pdv keys rewrap first",
+                reason="KEY_VERSION_IN_USE",
+            )
+        if floor > status.min_decryption_version:
+            status = self._keys.set_min_decryption_version(floor, admin)
+        if floor > status.min_available_version:
+            status = self._keys.trim(floor, admin)
+        self._audit(caller, Action.KEY_TRIM, f"versions below v{floor} retired and destroyed")
+        return self._report(status)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _usage(self) -> dict[int, int]:
+        return {
+            v: n for (p, v), n in self._store.kek_version_counts().items() if p == self._keys.name
+        }
+
+    def _report(self, kek: KekStatus) -> KeyReport:
+        counts = self._store.kek_version_counts()
+        mine = {v: n for (p, v), n in counts.items() if p == self._keys.name}
+        others: dict[str, int] = {}
+        for (p, _v), n in counts.items():
+            if p != self._keys.name:
+                others[p] = others.get(p, 0) + n
+        return KeyReport(kek, dict(sorted(mine.items())), others, self._cache_figures())
+
+    def _authorize(self, caller: CallerName, action: Action) -> None:
+        decision = self._policy.may_operate(caller, "keys")
+        if not decision.allowed:
+            self._store.append_audit(
+                [self._event(caller, action, None, granted=False, rule=decision.rule)]
+            )
+            raise PermissionDenied(decision.reason, rule=decision.rule)
+
+    def _audit(self, caller: CallerName, action: Action, detail: str, granted: bool = True) -> None:
+        self._store.append_audit([self._event(caller, action, detail, granted)])
+
+    def _event(
+        self,
+        caller: CallerName,
+        action: Action,
+        detail: str | None,
+        granted: bool = True,
+        rule: str | None = None,
+    ) -> AuditEvent:
+        return AuditEvent(
+            occurred_at=self._clock(),
+            caller=caller,
+            action=action,
+            outcome=Outcome.GRANTED if granted else Outcome.REFUSED,
+            rule=rule or f"caller:{caller}:operations",
+            detail=detail,
+        )
