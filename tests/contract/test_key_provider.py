@@ -203,3 +203,18 @@ def test_a_damaged_key_file_is_refused_without_echoing_it(tmp_path: Path, conten
     with pytest.raises(ConfigurationError) as err:
         LocalKeyFileProvider(path)
     assert "AAAA" not in str(err.value)
+
+
+def test_local_changes_reach_other_processes_at_once(tmp_path: Path) -> None:
+    """Two providers on one key file stand for two processes."""
+    a = LocalKeyFileProvider(tmp_path / "kek.json")
+    b = LocalKeyFileProvider(tmp_path / "kek.json")
+    [old] = b.wrap([(SubjectId("s"), dek(1))])
+    a.rotate()
+    a.set_min_decryption_version(2)
+    a.trim(2)
+    assert b.unwrap([(SubjectId("s"), old)]) == [None]  # B obeys the retirement at once
+    [new] = b.wrap([(SubjectId("t"), dek(2))])
+    assert new.kek_version == 2  # and wraps under the latest version
+    assert a.unwrap([(SubjectId("t"), new)]) == [dek(2)]
+    assert not list(tmp_path.glob("*.tmp"))

@@ -135,3 +135,17 @@ def test_reprs_show_no_keys(inner: Counting) -> None:
     cache.wrap([(S, dek(65))])
     assert "AAAA" not in repr(cache)
     assert "entries=1" in repr(cache)
+
+
+def test_a_key_forgotten_while_it_was_being_unwrapped_is_not_cached(inner: Counting) -> None:
+    cache = CachingKeyProvider(inner)
+    [w] = inner.wrap([(S, dek(1))])
+    real = inner.unwrap
+
+    def slow_unwrap(keys: Sequence[tuple[SubjectId, WrappedKey]]) -> list[Secret | None]:
+        cache.forget(S)  # a shred lands while the provider is answering
+        return real(keys)
+
+    inner.unwrap = slow_unwrap  # type: ignore[method-assign]
+    assert cache.unwrap([(S, w)]) == [dek(1)]
+    assert cache.stats().entries == 0

@@ -15,6 +15,7 @@ from vault.errors import (
     KeyServiceDenied,
     KeyServiceUnavailable,
 )
+from vault.kms.transit import VaultTransitKeyProvider
 
 
 def keys(n: int) -> list[tuple[SubjectId, Secret]]:
@@ -146,6 +147,7 @@ def test_tokens_are_renewed_before_they_expire(transit: Transit) -> None:
     )
     provider.wrap(keys(1))
     provider._login._obtained -= 70  # two thirds of the TTL have passed
+    provider._login._next_check = 0
     provider.wrap(keys(1))
     assert transit.emulator.calls["renew"] == 1
     assert transit.emulator.calls["login"] == 1
@@ -173,6 +175,46 @@ def test_kubernetes_login(transit: Transit, tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigurationError, match="service account token"):
         missing.wrap(keys(1))
+
+
+def _ttl_known(provider: VaultTransitKeyProvider) -> bool:
+    return provider._login._known
+
+
+def test_a_static_token_is_looked_up_again_after_a_failed_first_lookup(transit: Transit) -> None:
+    token = transit.emulator.create_token(hcl_policy("pdvault-service.hcl"), ttl=90)
+    provider = transit.provider(token=Secret(token.encode()))
+    transit.emulator.fail_next(1, status=500, path_contains="lookup-self")
+    provider.wrap(keys(1))  # works, TTL unknown
+    assert not _ttl_known(provider)
+    provider._login._next_check = 0
+    provider.wrap(keys(1))
+    assert _ttl_known(provider)
+    provider._login._obtained -= 70
+    provider._login._next_check = 0
+    provider.wrap(keys(1))
+    assert transit.emulator.calls["renew"] == 1
+
+
+def test_an_invalid_token_leads_to_one_login_per_call_at_most(transit: Transit) -> None:
+    transit.emulator.add_approle("role-1", "secret-1", hcl_policy("pdvault-service.hcl"))
+    provider = transit.provider(
+        auth="approle", token=None, role_id="role-1", secret_id=Secret(b"secret-1")
+    )
+    provider.wrap(keys(1))
+    transit.emulator.fail_next(5, status=403, message="invalid token", path_contains="encrypt")
+    with pytest.raises(KeyServiceDenied):
+        provider.wrap(keys(1))
+    assert transit.emulator.calls["login"] == 2
+
+
+def test_without_a_request_deadline_retries_stop_at_the_budget(transit: Transit) -> None:
+    provider = transit.provider(retry_budget=0.3)
+    provider.status()
+    transit.emulator.seal()
+    with deadline_in(10**10), pytest.raises(KeyServiceUnavailable):  # gRPC's "no deadline"
+        provider.wrap(keys(1))
+    transit.emulator.unseal()
 
 
 def test_no_secret_in_reprs(transit: Transit) -> None:

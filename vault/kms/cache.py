@@ -68,6 +68,9 @@ class CachingKeyProvider:
         self._lock = threading.Lock()
         self._entries: OrderedDict[tuple[SubjectId, WrappedKey], _Entry] = OrderedDict()
         self._hits = self._misses = self._evictions = 0
+        # Bumped by forget, clear and retire: an unwrap that started before one of them must
+        # not put its (now forgotten or retired) key back into the cache.
+        self._generation = 0
 
     def __repr__(self) -> str:
         return f"CachingKeyProvider({self.inner!r}, entries={len(self._entries)})"
@@ -81,9 +84,10 @@ class CachingKeyProvider:
     # -- use ----------------------------------------------------------------------------------
 
     def wrap(self, keys: Sequence[tuple[SubjectId, Secret]]) -> list[WrappedKey]:
+        generation = self._generation
         wrapped = self.inner.wrap(keys)
         for (subject, dek), w in zip(keys, wrapped, strict=True):
-            self._put(subject, w, dek)  # a new subject's next call needs no unwrap
+            self._put(subject, w, dek, generation)  # a new subject's next call needs no unwrap
         return wrapped
 
     def unwrap(self, keys: Sequence[tuple[SubjectId, WrappedKey]]) -> list[Secret | None]:
@@ -91,6 +95,7 @@ class CachingKeyProvider:
         missing: list[int] = []
         now = self._clock()
         with self._lock:
+            generation = self._generation
             for i, (subject, wrapped) in enumerate(keys):
                 entry = self._entries.get((subject, wrapped))
                 if entry is not None and self._fresh(entry, now):
@@ -108,7 +113,7 @@ class CachingKeyProvider:
             for i, key in zip(missing, fetched, strict=True):
                 if key is not None:
                     subject, wrapped = keys[i]
-                    self._put(subject, wrapped, key)
+                    self._put(subject, wrapped, key, generation)
                 out[i] = key
         return out
 
@@ -118,11 +123,13 @@ class CachingKeyProvider:
     def forget(self, subject: SubjectId) -> None:
         """Drop every cached key of `subject` (crypto-shredding)."""
         with self._lock:
+            self._generation += 1
             for k in [k for k in self._entries if k[0] == subject]:
                 self._drop(k)
 
     def clear(self) -> None:
         with self._lock:
+            self._generation += 1
             for k in list(self._entries):
                 self._drop(k)
 
@@ -149,8 +156,10 @@ class CachingKeyProvider:
     def _fresh(self, entry: _Entry, now: float) -> bool:
         return now - entry.created < self.limits.max_age and entry.uses < self.limits.max_uses
 
-    def _put(self, subject: SubjectId, wrapped: WrappedKey, key: Secret) -> None:
+    def _put(self, subject: SubjectId, wrapped: WrappedKey, key: Secret, generation: int) -> None:
         with self._lock:
+            if generation != self._generation:
+                return  # forgotten or retired while we were unwrapping
             k = (subject, wrapped)
             if k in self._entries:
                 self._drop(k)
@@ -161,6 +170,7 @@ class CachingKeyProvider:
     def _retire_below(self, version: int) -> None:
         # A key version that may no longer decrypt must not keep serving from memory either.
         with self._lock:
+            self._generation += 1
             for k in [k for k, e in self._entries.items() if e.kek_version < version]:
                 self._drop(k)
 

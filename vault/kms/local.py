@@ -14,11 +14,14 @@ others pick them up when they next meet a version they do not know, or on `statu
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import stat
+import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,7 +63,7 @@ class LocalKeyFileProvider:
     # -- use ------------------------------------------------------------------------------------
 
     def wrap(self, keys: Sequence[tuple[SubjectId, Secret]]) -> list[WrappedKey]:
-        ring = self._ring
+        ring = self._reload()  # another process may have rotated: wrap under the latest
         kek = ring.versions[ring.latest][0]
         return [
             WrappedKey(PROVIDER, ring.latest, wrap_key(kek, ring.latest, s, dek)) for s, dek in keys
@@ -84,9 +87,7 @@ class LocalKeyFileProvider:
         version = wrapped_key_version(wrapped.blob)
         if wrapped.provider != PROVIDER or version is None:
             return None
-        ring = self._ring
-        if version not in ring.versions and version > ring.latest:
-            ring = self._reload()  # another process rotated
+        ring = self._reload()  # another process may have retired versions: obey at once
         entry = ring.versions.get(version)
         if entry is None or version < ring.min_decryption:
             return None
@@ -101,7 +102,7 @@ class LocalKeyFileProvider:
         )
 
     def rotate(self, admin: Secret | None = None) -> KekStatus:
-        with self._lock:
+        with self._lock, self._file_lock():
             ring = self._load()
             new = ring.latest + 1
             ring.versions[new] = (random_key(), _now())
@@ -110,7 +111,7 @@ class LocalKeyFileProvider:
         return self.status()
 
     def set_min_decryption_version(self, version: int, admin: Secret | None = None) -> KekStatus:
-        with self._lock:
+        with self._lock, self._file_lock():
             ring = self._load()
             if not max(1, ring.min_available) <= version <= ring.latest:
                 raise FailedPrecondition(
@@ -122,7 +123,7 @@ class LocalKeyFileProvider:
         return self.status()
 
     def trim(self, min_available_version: int, admin: Secret | None = None) -> KekStatus:
-        with self._lock:
+        with self._lock, self._file_lock():
             ring = self._load()
             if min_available_version > ring.min_decryption:
                 raise FailedPrecondition(
@@ -150,17 +151,33 @@ class LocalKeyFileProvider:
             f.flush()
             os.fsync(f.fileno())
 
+    @contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        """Serialize changes between processes (an advisory lock on a sibling file)."""
+        fd = os.open(self._path.with_name(self._path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
     def _save(self, ring: _KeyRing) -> None:
-        tmp = self._path.with_name(self._path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(_document(ring), f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self._path)  # atomic: readers see the old file or the new one
+        fd, tmp = tempfile.mkstemp(dir=self._path.parent, prefix=self._path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:  # mkstemp creates it 0600
+                json.dump(_document(ring), f, indent=2)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self._path)  # atomic: readers see the old file or the new one
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         self._ring = self._load()
 
     def _reload(self) -> _KeyRing:
+        # One stat per call: cheap next to the AES-GCM work, and it makes a rotation or a
+        # retirement by another process take effect here at once.
         if self._path.stat().st_mtime_ns != self._ring.mtime_ns:
             with self._lock:
                 self._ring = self._load()

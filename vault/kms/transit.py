@@ -101,18 +101,41 @@ class _Login:
         self._ttl = 0.0
         self._renewable = False
         self._obtained = 0.0
+        self._known = False  # whether the TTL of the current token is known
+        self._next_check = 0.0  # when to look at the TTL again
 
     def token(self) -> str:
         with self._lock:
+            now = time.monotonic()
             if self._token is None:
                 self._login()
-            elif self._renewable and self._ttl > 0:
-                left = self._ttl - (time.monotonic() - self._obtained)
-                if left < self._ttl / 3:
-                    self._renew()
+            elif now >= self._next_check:
+                self._maintain(now)
             if self._token is None:
                 raise KeyServiceUnavailable("no HashiCorp Vault token; login failed")
             return self._token
+
+    def _maintain(self, now: float) -> None:
+        """Learn the token's TTL if unknown; renew it once a third of it is left. Failures are
+        retried after a pause (never on every call), and never throw away a token that is
+        still valid."""
+        if not self._known:
+            self._look_up()
+            return
+        if not self._renewable or self._ttl <= 0:
+            self._next_check = float("inf")
+            return
+        left = self._ttl - (now - self._obtained)
+        if left >= self._ttl / 3:
+            self._next_check = self._obtained + self._ttl * 2 / 3
+            return
+        try:
+            self._renew()
+        except (hv.VaultError, requests.RequestException, PdvaultError) as exc:
+            log.warning("token renewal failed (%s)", type(exc).__name__)
+            if self._s.auth != "token" and left <= 0:
+                self._token = None  # expired: the next call logs in afresh
+            self._next_check = now + min(30.0, max(1.0, self._ttl / 10))
 
     def invalid(self, token: str) -> bool:
         """Vault called `token` invalid: log in again if we can. Returns whether to retry."""
@@ -130,13 +153,35 @@ class _Login:
         client.token = self._token
         try:
             answer = client.auth.token.renew_self()
-            self._adopt(answer["auth"])
-            log.info("renewed pdvault's HashiCorp Vault token")
-        except (hv.VaultError, requests.RequestException) as exc:
-            log.warning("token renewal failed (%s); logging in again", type(exc).__name__)
+        except hv.VaultError:
             if self._s.auth == "token":
-                return  # nothing to log in with: keep using it until Vault says otherwise
-            self._login()
+                raise
+            # A token that cannot be renewed (max TTL reached): log in again, keeping the
+            # current token if that fails.
+            current = self._token
+            try:
+                self._login()
+            except PdvaultError:
+                self._token = current
+                raise
+            return
+        self._adopt(answer["auth"])
+        log.info("renewed pdvault's HashiCorp Vault token")
+
+    def _look_up(self) -> None:
+        client = self._new_client()
+        client.token = self._token
+        try:
+            data = client.auth.token.lookup_self()["data"]
+        except (hv.VaultError, requests.RequestException) as exc:
+            log.warning("token lookup failed (%s); will retry", type(exc).__name__)
+            self._next_check = time.monotonic() + 5.0
+            return
+        self._ttl = float(data.get("ttl") or 0)
+        self._renewable = bool(data.get("renewable"))
+        self._obtained = time.monotonic()
+        self._known = True
+        self._next_check = self._obtained + self._ttl * 2 / 3 if self._ttl > 0 else float("inf")
 
     def _login(self) -> None:
         client = self._new_client()
@@ -145,17 +190,9 @@ class _Login:
         if s.auth == "token":
             if s.token is None:
                 raise ConfigurationError("PDV_VAULT_AUTH=token needs VAULT_TOKEN")
-            client.token = s.token.reveal_text()
-            self._token = client.token
-            try:
-                data = client.auth.token.lookup_self()["data"]
-                self._ttl, self._renewable = (
-                    float(data.get("ttl") or 0),
-                    bool(data.get("renewable")),
-                )
-            except (hv.VaultError, requests.RequestException):
-                self._ttl, self._renewable = 0.0, False  # checked again on first use
-            self._obtained = time.monotonic()
+            self._token = s.token.reveal_text()
+            self._known = False
+            self._look_up()
             return
         if s.auth == "approle":
             if not s.role_id or s.secret_id is None:
@@ -201,6 +238,8 @@ class _Login:
         self._ttl = float(auth.get("lease_duration") or 0)
         self._renewable = bool(auth.get("renewable"))
         self._obtained = time.monotonic()
+        self._known = True
+        self._next_check = self._obtained + self._ttl * 2 / 3 if self._ttl > 0 else float("inf")
 
 
 class VaultTransitKeyProvider:
@@ -241,16 +280,18 @@ class VaultTransitKeyProvider:
         if not keys:
             return []
         batch = [{"plaintext": _b64(dek.reveal())} for _, dek in keys]
-        answer = self._data_call(
+        results = self._batch(
             lambda c: c.secrets.transit.encrypt_data(
                 self._s.key, batch_input=batch, mount_point=self._s.mount
             )
         )
+        if len(results) != len(keys):
+            raise KeyServiceUnavailable("HashiCorp Vault answered a different number of keys")
         out: list[WrappedKey] = []
-        for item in answer["data"]["batch_results"]:
+        for item in results:
             ciphertext = item.get("ciphertext")
             version = _version_of(ciphertext) if isinstance(ciphertext, str) else None
-            if version is None:
+            if version is None or not isinstance(ciphertext, str):
                 raise KeyServiceUnavailable("HashiCorp Vault did not wrap a data key; retry")
             out.append(WrappedKey(PROVIDER, version, ciphertext.encode("ascii")))
         return out
@@ -364,7 +405,10 @@ class VaultTransitKeyProvider:
             answer = self._data_call(fn)
         except _PartialFailure as partial:
             return partial.results
-        results: list[dict[str, Any]] = answer["data"]["batch_results"]
+        try:
+            results: list[dict[str, Any]] = list(answer["data"]["batch_results"])
+        except (KeyError, TypeError):
+            raise KeyServiceUnavailable("HashiCorp Vault gave an unexpected answer") from None
         return results
 
     def _data_call(self, fn: Callable[[Any], T], counted: bool = True) -> T:
@@ -384,14 +428,20 @@ class VaultTransitKeyProvider:
 
     def _with_retries(self, fn: Callable[[Any], T], admin: Secret | None) -> T:
         budget = remaining()
-        deadline = time.monotonic() + (budget if budget is not None else self._s.retry_budget)
+        # Never longer than the retry budget, even under a long deadline: a worker thread
+        # waiting on an absent Vault is a worker not serving anyone else.
+        spend = self._s.retry_budget if budget is None else min(budget, self._s.retry_budget)
+        deadline = time.monotonic() + spend
+        relogged = False
         backoff = 0.05
         attempt = 0
+        failure: PdvaultError | None = None
         while True:
             attempt += 1
             left = deadline - time.monotonic()
             if left <= 0:
-                raise KeyServiceUnavailable(
+                # Say what went wrong last, not merely that time ran out.
+                raise failure or KeyServiceUnavailable(
                     "HashiCorp Vault did not answer within the request's deadline"
                 )
             client = self._client()
@@ -407,8 +457,12 @@ class VaultTransitKeyProvider:
                     raise _PartialFailure(results) from None
                 raise self._refused(exc) from None
             except hv.Forbidden as exc:
-                if admin is None and _invalid_token(exc) and self._login.invalid(token):
-                    continue
+                # One fresh login per call at most: a token Vault keeps calling invalid is an
+                # operator's problem, not something to hammer Vault about.
+                if admin is None and _invalid_token(exc) and not relogged:
+                    relogged = True
+                    if self._login.invalid(token):
+                        continue
                 raise self._denied(exc, admin is not None) from None
             except hv.InvalidPath as exc:
                 raise self._refused(exc) from None
@@ -416,6 +470,9 @@ class VaultTransitKeyProvider:
                 failure = self._unavailable(exc)
             except hv.VaultError as exc:
                 raise self._refused(exc) from None
+            finally:
+                if admin is not None:
+                    client.token = None  # the operator's token is not kept on the client
             pause = random.uniform(0, backoff)  # noqa: S311  (jitter, not a secret)
             if time.monotonic() + pause >= deadline:
                 raise failure from None
