@@ -13,6 +13,7 @@ from vault.config import Settings
 from vault.crypto.aead import AesGcmCipher
 from vault.domain.callers import Authenticator, issue_api_key
 from vault.domain.keys import CacheFigures, KeyAdministration
+from vault.domain.lifecycle import SubjectAdministration
 from vault.domain.policy import Policy, load_policy
 from vault.domain.ports import KeyProvider
 from vault.domain.secrets import Secret
@@ -20,8 +21,10 @@ from vault.domain.service import TokenService
 from vault.errors import ConfigurationError, KeyServiceUnavailable
 from vault.kms.cache import CacheLimits, CachingKeyProvider
 from vault.kms.local import LocalKeyFileProvider
+from vault.kms.shred_log import FileShredLog
 from vault.kms.transit import TransitSettings, VaultTransitKeyProvider
 from vault.storage import migrate
+from vault.storage.notify import ShredListener
 from vault.storage.store import Engine, SqlStore, make_engine
 
 log = logging.getLogger(__name__)
@@ -41,9 +44,13 @@ class App:
     cache: CachingKeyProvider | None
     tokens: TokenService
     key_admin: KeyAdministration
+    subjects: SubjectAdministration
     authenticator: Authenticator
+    listener: ShredListener | None = None
 
     def close(self) -> None:
+        if self.listener is not None:
+            self.listener.stop()
         self.engine.dispose()
 
 
@@ -56,6 +63,7 @@ def build_app(settings: Settings) -> App:
     elif migrate.current_revision(engine) != migrate.head_revision():
         raise ConfigurationError("the database schema is not current; run: pdv db upgrade")
     store = SqlStore(engine)
+    cipher = AesGcmCipher()
     provider = key_provider(settings)
     cache = None
     keys: KeyProvider = provider
@@ -67,15 +75,22 @@ def build_app(settings: Settings) -> App:
             ),
         )
         keys = cache
-    tokens = TokenService(
-        policy=policy, store=store, keys=keys, cipher=AesGcmCipher(), clock=utc_now
-    )
+    tokens = TokenService(policy=policy, store=store, keys=keys, cipher=cipher, clock=utc_now)
     key_admin = KeyAdministration(
         policy=policy,
         store=store,
         keys=keys,
         clock=utc_now,
         cache_figures=lambda: cache_figures(cache),
+    )
+    subjects = SubjectAdministration(
+        policy=policy,
+        store=store,
+        keys=keys,
+        cipher=cipher,
+        shred_log=FileShredLog(settings.effective_shred_log),
+        clock=utc_now,
+        forget_key=cache.forget if cache is not None else lambda _s: None,
     )
     app = App(
         settings,
@@ -86,8 +101,16 @@ def build_app(settings: Settings) -> App:
         cache,
         tokens,
         key_admin,
+        subjects,
         Authenticator(store, policy),
     )
+    store.purge_idempotency(utc_now() - tokens.limits.idempotency_retention)
+    again = subjects.reapply_shred_log()
+    if again:
+        log.warning("shred log: %d subjects of a restored database were shredded again", again)
+    if cache is not None and not settings.uses_sqlite:
+        app.listener = ShredListener(settings.effective_database_url, cache.forget, cache.clear)
+        app.listener.start()
     if settings.dev_credentials:
         ensure_dev_credentials(app)
     return app

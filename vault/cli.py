@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pdvault_client import Client, KeyStatus
@@ -36,8 +36,18 @@ examples:
   pdv tokenize --caller kyc --subject user-42 --category card_number 4111111111111111
   pdv detokenize --caller payment --purpose payment tok_...
   pdv keys status --caller ops
+  pdv subject shred user-42 --caller ops
   pdv policy check
 """
+
+
+def client_options(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--caller",
+        help="call as this caller, with its key from <data dir>/dev-credentials.json "
+        "($PDV_API_KEY takes precedence)",
+    )
+    cmd.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds (10)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,14 +67,6 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="run the server until interrupted")
     s.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING or ERROR")
-
-    def client_options(cmd: argparse.ArgumentParser) -> None:
-        cmd.add_argument(
-            "--caller",
-            help="call as this caller, with its key from <data dir>/dev-credentials.json "
-            "($PDV_API_KEY takes precedence)",
-        )
-        cmd.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds (10)")
 
     t = sub.add_parser(
         "tokenize",
@@ -93,6 +95,19 @@ def _parser() -> argparse.ArgumentParser:
     client_options(d)
     d.add_argument("--purpose", required=True, help="why the values are needed, e.g. payment")
     d.add_argument("--justification", default="", help="ticket or order id, recorded in the audit")
+    d.add_argument(
+        "--legal-basis",
+        default="",
+        choices=[
+            "",
+            "law_or_regulation",
+            "public_interest",
+            "public_function",
+            "legitimate_rights",
+        ],
+        help="a legal exception (Art. 23) this request relies on: replaces consent for "
+        "third_party_provision and allows reading a stopped account; audited",
+    )
     d.add_argument("tokens", nargs="+", metavar="TOKEN")
 
     keys = sub.add_parser(
@@ -121,6 +136,8 @@ def _parser() -> argparse.ArgumentParser:
                 help="oldest version to keep (default: the oldest still in use)",
             )
 
+    _add_subject_commands(sub)
+
     pol = sub.add_parser("policy", help="inspect the policy")
     pol_sub = pol.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
     check = pol_sub.add_parser(
@@ -132,6 +149,41 @@ def _parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_sub.add_parser("upgrade", help="apply the database migrations")
     return p
+
+
+def _add_subject_commands(sub: Any) -> None:
+    subj = sub.add_parser(
+        "subject",
+        help="a data subject's lifecycle (as an operator: --caller ops)",
+        description="Act on a data subject's requests as the privacy policy promises: account "
+        "stop and resume, deletion by crypto-shredding, disclosure (export), consent and its "
+        "withdrawal, correction. Answers are printed as JSON.",
+    )
+    subj_sub = subj.add_subparsers(dest="subject_command", required=True, metavar="ACTION")
+    for name, text in [
+        ("show", "the subject's state and consents"),
+        ("stop", "stop the account: data kept, new data refused, reads limited"),
+        ("resume", "resume a stopped account"),
+        ("shred", "delete the subject by crypto-shredding; prints the erasure receipt"),
+        ("export", "everything held about the subject, and who read it (JSON)"),
+        ("consent", "record consent to a purpose (--grant) or its withdrawal (--withdraw)"),
+    ]:
+        c = subj_sub.add_parser(name, help=text, description=text)
+        client_options(c)
+        c.add_argument("subject", help="the data subject's id")
+        if name == "consent":
+            c.add_argument("--purpose", required=True, help="a purpose of the policy")
+            choice = c.add_mutually_exclusive_group(required=True)
+            choice.add_argument("--grant", action="store_true", help="consent given")
+            choice.add_argument("--withdraw", action="store_true", help="consent withdrawn")
+        if name == "export":
+            c.add_argument(
+                "--output", type=Path, help="write the bundle to this file (mode 0600), not stdout"
+            )
+    corr = subj_sub.add_parser("correct", help="replace the value behind a token (the token stays)")
+    client_options(corr)
+    corr.add_argument("token")
+    corr.add_argument("value", help="the corrected value, or - to read standard input")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -149,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _detokenize(args)
         if args.command == "keys":
             return _keys(args)
+        if args.command == "subject":
+            return _subject(args)
         if args.command == "policy":
             return _policy_check(args)
         if args.command == "db":
@@ -313,6 +367,42 @@ def _keys(args: argparse.Namespace) -> int:
         except PdvaultError as exc:
             _report(exc)
             return EXIT_FAILED
+    return EXIT_OK
+
+
+def _subject(args: argparse.Namespace) -> int:
+    from pdvault_client import PdvaultError
+
+    with _client(args) as client:
+        admin = client.subjects()
+        try:
+            cmd = args.subject_command
+            if cmd == "show":
+                answer = admin.get(args.subject)
+            elif cmd == "stop":
+                answer = admin.stop(args.subject)
+            elif cmd == "resume":
+                answer = admin.resume(args.subject)
+            elif cmd == "shred":
+                answer = admin.shred(args.subject)
+            elif cmd == "export":
+                answer = admin.export(args.subject)
+            elif cmd == "consent":
+                answer = admin.consent(args.subject, args.purpose, granted=args.grant)
+            else:
+                value = sys.stdin.read().rstrip("\n") if args.value == "-" else args.value
+                answer = admin.correct(args.token, value)
+        except PdvaultError as exc:
+            _report(exc)
+            return EXIT_FAILED
+    text = json.dumps(answer, indent=2, sort_keys=True)
+    if getattr(args, "output", None):
+        fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+        print(f"wrote {args.output}")
+    else:
+        print(text)
     return EXIT_OK
 
 

@@ -47,6 +47,8 @@ class Settings:
     vault_k8s_role: str = ""
     vault_k8s_jwt_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
     vault_timeout: float = 5.0
+    # The record of shredded subjects outside the database (default: beside the key file).
+    shred_log: Path | None = None
     # The data-key cache (0 entries: no cache).
     cache_max_entries: int = 10_000
     cache_max_age: float = 300.0
@@ -59,6 +61,14 @@ class Settings:
     @property
     def effective_key_file(self) -> Path:
         return self.key_file or self.data_dir / "kek.json"
+
+    @property
+    def effective_shred_log(self) -> Path:
+        if self.shred_log is not None:
+            return self.shred_log
+        if self.kms == "local":
+            return self.effective_key_file.parent / "shred-log.jsonl"
+        return self.data_dir / "shred-log.jsonl"
 
     @property
     def credentials_file(self) -> Path:
@@ -101,6 +111,7 @@ _ENV = {
     "PDV_VAULT_K8S_ROLE": "vault_k8s_role",
     "PDV_VAULT_K8S_JWT_FILE": "vault_k8s_jwt_file",
     "PDV_VAULT_TIMEOUT": "vault_timeout",
+    "PDV_SHRED_LOG": "shred_log",
     "PDV_KEY_CACHE_MAX_ENTRIES": "cache_max_entries",
     "PDV_KEY_CACHE_MAX_AGE": "cache_max_age",
     "PDV_KEY_CACHE_MAX_USES": "cache_max_uses",
@@ -207,6 +218,7 @@ def _build(raw: Mapping[str, object]) -> Settings:
         vault_k8s_jwt_file=text(
             "vault_k8s_jwt_file", "/var/run/secrets/kubernetes.io/serviceaccount/token"
         ),
+        shred_log=path("shred_log"),
         vault_timeout=number("vault_timeout", "PDV_VAULT_TIMEOUT", 5.0, 0.1, 120),
         cache_max_entries=whole("cache_max_entries", "PDV_KEY_CACHE_MAX_ENTRIES", 10_000, 0, 10**7),
         cache_max_age=number("cache_max_age", "PDV_KEY_CACHE_MAX_AGE", 300.0, 0, 86_400),

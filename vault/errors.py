@@ -71,6 +71,12 @@ class PermissionDenied(PdvaultError):
         self.rule = rule
 
 
+class NotFound(PdvaultError):
+    """The named thing does not exist (or no longer does: a shredded subject)."""
+
+    reason = "NOT_FOUND"
+
+
 class FailedPrecondition(PdvaultError):
     """The system is not in a state that allows the request (for example a key limit reached)."""
 

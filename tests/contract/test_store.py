@@ -107,7 +107,9 @@ def test_migrations_downgrade_and_upgrade_again(engine: Engine) -> None:
 
 def test_save_then_read_values_and_keys(store: SqlStore) -> None:
     save(store, "tok_a", "tok_b")
-    values, keys = store.values_and_keys([Token("tok_a"), Token("tok_b"), Token("tok_zz")])
+    values, keys, _consents = store.values_and_keys(
+        [Token("tok_a"), Token("tok_b"), Token("tok_zz")]
+    )
     assert set(values) == {"tok_a", "tok_b"}
     assert values[Token("tok_a")].ciphertext == b"ct-tok_a"
     assert keys[S].wrapped == KEY
@@ -120,7 +122,7 @@ def test_a_second_new_key_for_a_subject_is_a_race(store: SqlStore) -> None:
     save(store, "tok_a")
     with pytest.raises(SubjectKeyRaceError):
         save(store, "tok_b")
-    values, _ = store.values_and_keys([Token("tok_b")])
+    values, _, _ = store.values_and_keys([Token("tok_b")])
     assert values == {}
 
 
@@ -128,7 +130,7 @@ def test_a_token_collision_writes_nothing(store: SqlStore) -> None:
     save(store, "tok_a")
     with pytest.raises(TokenCollisionError):
         save(store, "tok_c", "tok_a", new_key=None)
-    values, _keys = store.values_and_keys([Token("tok_c")])
+    values, _keys, _consents = store.values_and_keys([Token("tok_c")])
     assert values == {}
     assert store.data_keys([S])[S].encryptions == 1  # the count rolled back too
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from vault.storage import migrate
+
 pytestmark = pytest.mark.slow
 
 PDV = [sys.executable, "-m", "vault.cli"]
@@ -116,7 +118,7 @@ def test_credentials_file_and_data_directory(cli: Cli) -> None:
     creds = cli.cwd / ".pdvault" / "dev-credentials.json"
     assert stat.S_IMODE(creds.stat().st_mode) == 0o600
     keys = json.loads(creds.read_text())
-    assert set(keys) == {"payment", "shipping", "support", "kyc", "ops"}
+    assert set(keys) == {"payment", "shipping", "support", "kyc", "legal", "ops"}
     assert stat.S_IMODE((cli.cwd / ".pdvault" / "kek.json").stat().st_mode) == 0o600
     assert (cli.cwd / ".pdvault" / "pdvault.db").exists()
 
@@ -258,5 +260,5 @@ def test_db_upgrade(tmp_path: Path) -> None:
         check=False,
     )
     assert out.returncode == 0, out.stderr
-    assert "at revision 0002" in out.stdout
+    assert f"at revision {migrate.head_revision()}" in out.stdout
     shutil.rmtree(tmp_path / ".pdvault")

@@ -78,12 +78,16 @@ class VaultModel(RuleBasedStateMachine):
         [got] = self.service.detokenize(CallerName(caller), [token], purpose)
         _subject, category, value = self.model[token]
         decision = POLICY.may_read(CallerName(caller), purpose, category)  # type: ignore[arg-type]
-        if not decision.allowed:
+        permitted = POLICY.permits(CallerName(caller), purpose, category)  # type: ignore[arg-type]
+        if not permitted.allowed:
             assert isinstance(got.error, PermissionDenied)
             # ... and exactly what an unknown token gets:
             [unknown] = self.service.detokenize(CallerName(caller), ["tok_" + "a" * 26], purpose)
             assert unknown.error is not None
             assert unknown.error.message == got.error.message
+        elif not decision.allowed:  # permitted, but the purpose needs consent nobody gave
+            assert isinstance(got.error, PermissionDenied)
+            assert got.error.reason == "CONSENT_REQUIRED"
         elif self.holds[token] != token:
             assert isinstance(got.error, IntegrityError)
         elif decision.view is View.FULL:

@@ -7,12 +7,13 @@ import hashlib
 import re
 from collections.abc import Collection, Sequence
 from datetime import datetime
+from typing import cast
 
 import pytest
 
 from vault.domain.callers import Authenticator, issue_api_key
 from vault.domain.policy import load_policy
-from vault.domain.ports import ApiKeyRecord, Store
+from vault.domain.ports import ApiKeyRecord, ApiKeyStore, Store
 from vault.domain.types import (
     AuditEvent,
     CallerName,
@@ -92,7 +93,11 @@ class FakeStore:
 
 
 def _store_is_a_store(store: FakeStore) -> Store:
-    return store  # mypy checks that FakeStore satisfies the protocol
+    return cast(Store, store)  # the full Store is more than authentication needs
+
+
+def _fake_serves_authentication(store: FakeStore) -> ApiKeyStore:
+    return store  # mypy checks that FakeStore satisfies what Authenticator needs
 
 
 def _issue(store: FakeStore, caller: str) -> str:

@@ -31,7 +31,7 @@ from vault.errors import ConfigurationError
 # A caller that claims every purpose, added to the default policy so that every
 # (purpose, category) pair gets a real decision from `may_read`.
 EVERY = CallerName("every_purpose")
-DEMO_CALLERS = ("payment", "shipping", "support", "kyc", "ops")
+DEMO_CALLERS = ("payment", "shipping", "support", "kyc", "legal", "ops")
 CONSENT_BOUND = frozenset(
     Purpose(p)
     for p in (
@@ -539,7 +539,7 @@ def _note_ids_in_file() -> list[str]:
 
 def test_every_decision_is_loaded() -> None:
     ids = _note_ids_in_file()
-    assert len(ids) == len(set(ids)) == 10
+    assert len(ids) == len(set(ids)) == 13
     assert [n.id for n in POLICY.notes] == ids
     assert all(n.about and n.text for n in POLICY.notes)
 
@@ -741,6 +741,7 @@ CLAIMS: dict[str, set[str]] = {
     "shipping": {"product_shipping", "marketplace_shipping_provision"},
     "support": {"customer_support", "personal_inquiries"},
     "kyc": {"identity_verification", "name_verification"},
+    "legal": {"third_party_provision", "fraud_prevention"},
     "ops": set(),
 }
 
@@ -870,6 +871,7 @@ TOKENIZE: dict[str, set[str]] = {
     "shipping": {"name", "address", "phone"},
     "support": set(),
     "kyc": set(POLICY.categories),
+    "legal": set(),
     "ops": set(),
 }  # fmt: skip
 

@@ -14,7 +14,7 @@ import re
 import secrets
 
 from vault.domain.policy import Policy
-from vault.domain.ports import ApiKeyRecord, Store
+from vault.domain.ports import ApiKeyRecord, ApiKeyStore
 from vault.domain.types import CallerName
 from vault.errors import Unauthenticated
 
@@ -35,7 +35,7 @@ def issue_api_key(caller: CallerName) -> tuple[str, ApiKeyRecord]:
 class Authenticator:
     """Turns a presented bearer key into the caller it belongs to."""
 
-    def __init__(self, store: Store, policy: Policy) -> None:
+    def __init__(self, store: ApiKeyStore, policy: Policy) -> None:
         self._store = store
         self._policy = policy
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from vault.domain.policy import Policy
 from vault.domain.ports import Clock, KekStatus, KeyProvider, Store
 from vault.domain.secrets import Secret
-from vault.domain.types import Action, AuditEvent, CallerName, Outcome
+from vault.domain.types import Action, AuditEvent, CallerName, Outcome, SubjectId
 from vault.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 
 MAX_REWRAP_BATCH = 1000
@@ -46,6 +46,7 @@ class RewrapProgress:
     failed: int
     remaining: int
     target_version: int
+    next_after: SubjectId | None  # where the next batch starts; None when the pass is done
 
 
 class KeyAdministration:
@@ -84,15 +85,18 @@ class KeyAdministration:
         )
         return self._report(after)
 
-    def rewrap(self, caller: CallerName, batch_size: int) -> RewrapProgress:
-        """Move one batch of data keys to the latest version; call again until none remain."""
+    def rewrap(
+        self, caller: CallerName, batch_size: int, after: SubjectId | None = None
+    ) -> RewrapProgress:
+        """Move one batch of data keys to the latest version; call again with `next_after`
+        until it is None. Keys that fail are passed over, never retried in a loop."""
         self._authorize(caller, Action.KEY_REWRAP)
         if not 1 <= batch_size <= MAX_REWRAP_BATCH:
             raise InvalidArgument.one(
                 "batch_size", "batch_size.range", f"must be from 1 to {MAX_REWRAP_BATCH}"
             )
         target = self._keys.status().latest_version
-        batch = self._store.data_keys_to_rewrap(self._keys.name, target, batch_size)
+        batch = self._store.data_keys_to_rewrap(self._keys.name, target, batch_size, after)
         fresh = self._keys.rewrap([(k.subject, k.wrapped) for k in batch]) if batch else []
         updates = [(old, new) for old, new in zip(batch, fresh, strict=True) if new is not None]
         failed = len(batch) - len(updates)
@@ -105,7 +109,8 @@ class KeyAdministration:
             for (p, v), n in self._store.kek_version_counts().items()
             if p == self._keys.name and v < target
         )
-        return RewrapProgress(replaced, failed, left, target)
+        next_after = batch[-1].subject if len(batch) == batch_size else None
+        return RewrapProgress(replaced, failed, left, target, next_after)
 
     def trim(self, caller: CallerName, min_version: int | None, admin: Secret | None) -> KeyReport:
         self._authorize(caller, Action.KEY_TRIM)
@@ -128,6 +133,8 @@ class KeyAdministration:
                 "run pdv keys rewrap first",
                 reason="KEY_VERSION_IN_USE",
             )
+        # Recorded before it happens: destroying key versions must never go unrecorded.
+        self._audit(caller, Action.KEY_TRIM, f"requested: retire versions below v{floor}")
         if floor > status.min_decryption_version:
             status = self._keys.set_min_decryption_version(floor, admin)
         if floor > status.min_available_version:

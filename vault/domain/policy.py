@@ -67,6 +67,8 @@ class PurposeRule:
     name: Purpose
     text: str
     consent_required: bool
+    # May read a stopped account's data ("in case you want to come back": kept, not used).
+    allowed_when_stopped: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +159,11 @@ class Policy:
                 f"caller '{caller}' may not claim purpose '{purpose}' (it may claim: {allowed})",
             )
         return Decision(True, f"caller:{caller}:purposes", "the caller may claim this purpose")
+
+    def permits(self, caller: CallerName, purpose: Purpose, category: Category) -> Decision:
+        """The category's and caller's part of `may_read`, before consent is considered."""
+        decision = self._reads.get((caller, purpose, category))
+        return decision or Decision(False, "policy:no-rule", "no rule allows this read")
 
     def may_read(
         self,
@@ -296,6 +303,7 @@ class _Parser:
                 Purpose(name),
                 str(body.get("text", "")),
                 self._bool(body, "consent_required", f"purposes.{name}"),
+                self._bool(body, "allowed_when_stopped", f"purposes.{name}"),
             )
             for name, body in self._named_tables("purposes")
         }

@@ -15,9 +15,12 @@ from vault.domain.types import (
     Category,
     IdempotencyRecord,
     PlainValue,
+    Purpose,
     StoredDataKey,
     StoredValue,
     SubjectId,
+    SubjectRecord,
+    SubjectState,
     Token,
     WrappedKey,
 )
@@ -122,6 +125,10 @@ class SubjectKeyRaceError(Exception):
     """Another request created this subject's data key first; the use case retries with it."""
 
 
+class SubjectStoppedError(Exception):
+    """The subject was stopped between reading its key and storing new data."""
+
+
 class DuplicateRequestError(Exception):
     """A concurrent request with the same (caller, request id) committed first."""
 
@@ -131,11 +138,43 @@ class KeyUsageExhaustedError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class ShreddedRecord:
+    """What the database keeps of a shredded subject: its digest and the receipt's facts."""
+
+    subject_digest: str
+    receipt_id: str
+    shredded_at: datetime
+    shredded_by: CallerName
+    values_destroyed: int
+
+
+class ShredLog(Protocol):
+    """The record of shredded subjects kept outside the database, beside the key provider.
+
+    It outlives database restores: at start-up pdvault shreds again every subject of a restored
+    copy that the log names. Entries name subjects by digest only. `append` MUST be durable
+    when it returns (it is called before the database transaction of the shred).
+    """
+
+    def append(self, digest: str, receipt_id: str, at: datetime) -> None: ...
+
+    def digests(self) -> dict[str, str]:
+        """digest -> receipt id, for every shred recorded."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
 class ApiKeyRecord:
     key_id: str
     caller: CallerName
     key_hash: bytes
     revoked: bool
+
+
+class ApiKeyStore(Protocol):
+    """What authentication needs: API key records by id."""
+
+    def api_key(self, key_id: str) -> ApiKeyRecord | None: ...
 
 
 class Store(Protocol):
@@ -149,9 +188,61 @@ class Store(Protocol):
         ...
 
     def values_and_keys(
-        self, tokens: Collection[Token]
-    ) -> tuple[dict[Token, StoredValue], dict[SubjectId, StoredDataKey]]:
-        """The stored values of these tokens and their subjects' data keys, in one round trip."""
+        self, tokens: Collection[Token], purpose: Purpose | None = None
+    ) -> tuple[
+        dict[Token, StoredValue], dict[SubjectId, StoredDataKey], dict[SubjectId, bool | None]
+    ]:
+        """The stored values of these tokens, their subjects' data keys (with the subject's
+        state), and each subject's consent for `purpose` (True granted, False withdrawn, None
+        never recorded), in one round trip."""
+        ...
+
+    def shredded_tokens(self, tokens: Collection[Token]) -> dict[Token, Category]:
+        """Of these tokens, those whose subject was shredded, with their category."""
+        ...
+
+    def shred_receipt(self, digest: str) -> ShreddedRecord | None: ...
+
+    def subject_record(self, subject: SubjectId) -> SubjectRecord | None: ...
+
+    def subject_values(self, subject: SubjectId) -> list[tuple[StoredValue, datetime]]: ...
+
+    def subject_audit(self, subject: SubjectId) -> list[AuditEvent]: ...
+
+    def subjects_with_digests(self, digests: Collection[str]) -> list[SubjectId]: ...
+
+    def set_state(
+        self, subject: SubjectId, state: SubjectState, now: datetime, audit: Sequence[AuditEvent]
+    ) -> bool:
+        """Set the state and record `audit` in one transaction; False if no such subject."""
+        ...
+
+    def set_consent(
+        self,
+        subject: SubjectId,
+        purpose: Purpose,
+        granted: bool,
+        now: datetime,
+        audit: Sequence[AuditEvent],
+    ) -> bool: ...
+
+    def replace_value(
+        self, value: StoredValue, encryption_limit: int, audit: Sequence[AuditEvent]
+    ) -> bool:
+        """Overwrite a token's ciphertext in place; False if the token is gone."""
+        ...
+
+    def shred(
+        self,
+        subject: SubjectId,
+        digest: str,
+        receipt_id: str,
+        caller: CallerName,
+        now: datetime,
+        audit: Sequence[AuditEvent],
+    ) -> tuple[int, int, int] | None:
+        """Atomically destroy the subject's data key, values, consents and fingerprints, keep
+        its tokens as tombstones and its digest as a record; None if it has no row."""
         ...
 
     def save_tokenized(
@@ -178,6 +269,12 @@ class Store(Protocol):
         """Commit audit events. MUST be durable when it returns."""
         ...
 
+    def forget_idempotency(self, caller: CallerName, request_id: str) -> None: ...
+
+    def purge_idempotency(self, before: datetime) -> int:
+        """Delete idempotency records older than `before`; returns how many."""
+        ...
+
     def idempotency(self, caller: CallerName, request_id: str) -> IdempotencyRecord | None:
         """The remembered answer of an earlier request, if younger than its retention."""
         ...
@@ -193,9 +290,10 @@ class Store(Protocol):
         ...
 
     def data_keys_to_rewrap(
-        self, provider: str, below_version: int, limit: int
+        self, provider: str, below_version: int, limit: int, after: SubjectId | None = None
     ) -> list[StoredDataKey]:
-        """Up to `limit` data keys of `provider` wrapped under a version below `below_version`."""
+        """Up to `limit` data keys of `provider` wrapped under a version below `below_version`,
+        in subject order, starting after `after`."""
         ...
 
     def replace_wrapped_keys(

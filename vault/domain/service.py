@@ -20,6 +20,7 @@ from vault.domain.ports import (
     KeyUsageExhaustedError,
     Store,
     SubjectKeyRaceError,
+    SubjectStoppedError,
     TokenCollisionError,
 )
 from vault.domain.secrets import Secret
@@ -31,29 +32,36 @@ from vault.domain.types import (
     CallerName,
     Category,
     IdempotencyRecord,
+    LegalBasis,
     Outcome,
     PlainValue,
     Purpose,
+    StoredDataKey,
     StoredValue,
     SubjectId,
+    SubjectState,
     Token,
     TokenFormat,
     View,
     WrappedKey,
+    subject_digest,
 )
-from vault.domain.validation import RuleBroken, validate
+from vault.domain.validation import RuleBroken, luhn_valid, validate
 from vault.errors import (
     FailedPrecondition,
     FieldViolation,
     IntegrityError,
     InvalidArgument,
+    NotFound,
     PdvaultError,
     PermissionDenied,
 )
 
 # NIST SP 800-38D section 8.3: with random 96-bit nonces, at most 2^32 invocations of the
 # authenticated encryption function per key.
-GCM_RANDOM_NONCE_LIMIT = 2**32
+# The store counts committed encryptions; attempts rolled back (a token collision, a race) are
+# not counted, so pdvault stops at half the limit: the margin covers them many times over.
+GCM_RANDOM_NONCE_LIMIT = 2**31
 _CVV_NAMES = frozenset({"card_security_code", "cvv", "cvc", "cid", "cvv2", "cvc2"})
 _JUSTIFICATION_RE = re.compile(r"[\x20-\x7e]{0,256}")
 
@@ -125,7 +133,7 @@ class TokenService:
         self._keys = keys
         self._cipher = cipher
         self._clock = clock
-        self._limits = limits or Limits()
+        self.limits = self._limits = limits or Limits()
 
     # -- Tokenize -------------------------------------------------------------------------------
 
@@ -139,10 +147,10 @@ class TokenService:
         subject_id, checked = self._check_tokenize(caller, subject, fields, request_id)
         if request_id:
             earlier = self._store.idempotency(caller, request_id)
-            if earlier is not None and self._clock() - earlier.created_at < (
-                self._limits.idempotency_retention
-            ):
-                return self._replay(earlier, subject_id, checked)
+            if earlier is not None:
+                if self._clock() - earlier.created_at < self._limits.idempotency_retention:
+                    return self._replay(earlier, subject_id, checked)
+                self._store.forget_idempotency(caller, request_id)  # expired: a new request
         for _ in range(4):
             try:
                 return self._tokenize_once(caller, subject_id, checked, request_id)
@@ -154,10 +162,13 @@ class TokenService:
                 if twin is None:
                     continue
                 return self._replay(twin, subject_id, checked)
+            except SubjectStoppedError:
+                raise _stopped_for_new_data() from None
             except KeyUsageExhaustedError:
                 raise FailedPrecondition(
-                    "the subject's data key reached the NIST SP 800-38D limit of 2^32 "
-                    "encryptions; its key must be rotated before more data is stored",
+                    "the subject's data key reached its encryption limit (NIST SP 800-38D: "
+                    "2^32 with random nonces; pdvault stops at 2^31): no more data can be stored "
+                    "for this subject; tell the operators",
                     reason="DATA_KEY_EXHAUSTED",
                 ) from None
         raise FailedPrecondition("could not store the values; retry", reason="CONTENTION")
@@ -293,9 +304,17 @@ class TokenService:
     ) -> list[Tokenized]:
         existing = self._store.data_keys([subject]).get(subject)
         new_key = None
+        if existing is not None and existing.state is SubjectState.STOPPED:
+            raise _stopped_for_new_data()
         if existing is None:
+            if self._store.shred_receipt(subject_digest(subject)) is not None:
+                raise _deleted_subject()
             dek = self._cipher.new_data_key()
-            new_key = self._keys.wrap([(subject, dek)])[0]
+            try:
+                new_key = self._keys.wrap([(subject, dek)])[0]
+            except BaseException:
+                dek.wipe()
+                raise
         else:
             dek = self._unwrap_one(subject, existing.wrapped)
         try:
@@ -372,6 +391,24 @@ class TokenService:
                 "request_id.reused",
                 "was already used for a different request; use a new id for a new request",
             )
+        now = self._clock()
+        self._store.append_audit(
+            [
+                AuditEvent(
+                    occurred_at=now,
+                    caller=earlier.caller,
+                    action=Action.TOKENIZE,
+                    outcome=Outcome.GRANTED,
+                    rule="request_id:replayed",
+                    token=t,
+                    subject=subject,
+                    category=c,
+                    request_id=earlier.request_id,
+                    detail="a retry: the first answer was returned again",
+                )
+                for t, c in earlier.tokens
+            ]
+        )
         return [Tokenized(t, c) for t, c in earlier.tokens]
 
     def _fingerprint(
@@ -405,6 +442,7 @@ class TokenService:
         requested: Sequence[str],
         purpose: str,
         justification: str = "",
+        legal_basis: LegalBasis | None = None,
     ) -> list[Detokenized]:
         self._check_detokenize(requested, purpose, justification)
         purpose_id = Purpose(purpose)
@@ -426,6 +464,7 @@ class TokenService:
                 purpose=purpose_id,
                 view=decision.view if outcome is Outcome.GRANTED else None,
                 justification=why,
+                legal_basis=legal_basis,
             )
 
         claim = self.policy.may_claim(caller, purpose_id)
@@ -434,18 +473,17 @@ class TokenService:
             raise PermissionDenied(claim.reason, rule=claim.rule)
 
         wanted = {Token(t) for t in requested if tokens.well_formed(t)}
-        stored, data_keys = self._store.values_and_keys(wanted) if wanted else ({}, {})
-
-        decisions: dict[str, Decision] = {}
-        for t in dict.fromkeys(requested):
-            value = stored.get(Token(t))
-            if value is None:
-                decisions[t] = Decision(False, "token:unknown", "no such token")
-            else:
-                decisions[t] = self.policy.may_read(caller, purpose_id, value.category)
+        stored, data_keys, consent = (
+            self._store.values_and_keys(wanted, purpose_id) if wanted else ({}, {}, {})
+        )
+        verdicts = self._verdicts(
+            caller, requested, purpose_id, legal_basis, stored, data_keys, consent
+        )
 
         # Unwrap only the keys of subjects with at least one granted token: one provider call.
-        subjects = sorted({stored[Token(t)].subject for t, d in decisions.items() if d.allowed})
+        subjects = sorted(
+            {stored[Token(t)].subject for t, v in verdicts.items() if v.decision.allowed}
+        )
         unwrapped = (
             self._keys.unwrap([(s, data_keys[s].wrapped) for s in subjects]) if subjects else []
         )
@@ -454,11 +492,12 @@ class TokenService:
             results: list[Detokenized] = []
             audit: list[AuditEvent] = []
             for t in requested:
-                decision = decisions[t]
+                verdict = verdicts[t]
+                decision = verdict.decision
                 value = stored.get(Token(t))
                 if value is None or not decision.allowed:
                     audit.append(event(t, Outcome.REFUSED, decision, value))
-                    results.append(Detokenized(t, error=self._refusal(purpose_id)))
+                    results.append(Detokenized(t, error=verdict.error))
                     continue
                 key = keys.get(value.subject)
                 try:
@@ -477,11 +516,9 @@ class TokenService:
                     results.append(Detokenized(t, value.category, View.FULL, value=plain))
                 else:
                     rule = self.policy.categories[value.category]
-                    results.append(
-                        Detokenized(
-                            t, value.category, View.MASKED, masked=masking.mask(rule.mask, plain)
-                        )
-                    )
+                    masked = masking.mask(rule.mask, plain)
+                    plain.data.wipe()
+                    results.append(Detokenized(t, value.category, View.MASKED, masked=masked))
             # The audit record is committed before any value leaves: if it fails, nothing does.
             self._store.append_audit(audit)
             return results
@@ -489,6 +526,104 @@ class TokenService:
             for k in keys.values():
                 if k is not None:
                     k.wipe()
+
+    def _verdicts(
+        self,
+        caller: CallerName,
+        requested: Sequence[str],
+        purpose: Purpose,
+        legal_basis: LegalBasis | None,
+        stored: dict[Token, StoredValue],
+        data_keys: dict[SubjectId, StoredDataKey],
+        consent: dict[SubjectId, bool | None],
+    ) -> dict[str, _Verdict]:
+        missing = {Token(t) for t in requested if tokens.well_formed(t)} - stored.keys()
+        tombstones = self._store.shredded_tokens(missing) if missing else {}
+        verdicts: dict[str, _Verdict] = {}
+        for t in dict.fromkeys(requested):
+            value = stored.get(Token(t))
+            if value is None:
+                verdicts[t] = self._verdict_missing(caller, purpose, tombstones.get(Token(t)))
+            else:
+                state = data_keys[value.subject].state
+                verdicts[t] = self._verdict(
+                    caller, purpose, value, state, consent.get(value.subject), legal_basis
+                )
+        return verdicts
+
+    def _verdict_missing(
+        self, caller: CallerName, purpose: Purpose, shredded_category: Category | None
+    ) -> _Verdict:
+        # Only a caller who could have read it learns that its subject was deleted.
+        if (
+            shredded_category is not None
+            and self.policy.permits(caller, purpose, shredded_category).allowed
+        ):
+            return _Verdict(
+                Decision(False, "subject:shredded", "the data subject was deleted"),
+                NotFound(
+                    "the data subject was deleted (crypto-shredded): this token resolves to "
+                    "nothing any more",
+                    reason="SUBJECT_DELETED",
+                ),
+            )
+        return _Verdict(Decision(False, "token:unknown", "no such token"), self._refusal(purpose))
+
+    def _verdict(
+        self,
+        caller: CallerName,
+        purpose: Purpose,
+        value: StoredValue,
+        state: SubjectState,
+        consent: bool | None,
+        legal_basis: LegalBasis | None,
+    ) -> _Verdict:
+        """The order matters: the category first (whose refusal looks like an unknown token),
+        then what the subject's lifecycle and choices say, which may be told in words."""
+        rule = self.policy.purposes[purpose]
+        base = self.policy.permits(caller, purpose, value.category)
+        if not base.allowed:
+            return _Verdict(base, self._refusal(purpose))
+        if state is SubjectState.STOPPED and not (rule.allowed_when_stopped or legal_basis):
+            stopped_ok = sorted(
+                p.name for p in self.policy.purposes.values() if p.allowed_when_stopped
+            )
+            reason = (
+                "the data subject's account is stopped: its data is kept but may be read only "
+                f"for {', '.join(stopped_ok) or 'no purpose'}, or with a stated legal basis"
+            )
+            return _Verdict(
+                Decision(False, "subject:stopped", reason),
+                PermissionDenied(reason, rule="subject:stopped", reason="SUBJECT_STOPPED"),
+            )
+        if legal_basis is not None and purpose == THIRD_PARTY_PROVISION:
+            # Art. 23's exceptions replace consent (and override a withdrawal) for provision.
+            return _Verdict(
+                Decision(
+                    True,
+                    f"purpose:{purpose}:legal_basis:{legal_basis.value}",
+                    "provided under a legal exception",
+                    base.view,
+                ),
+                None,
+            )
+        if consent is False:
+            reason = f"the data subject withdrew purpose '{purpose}' (discontinuation of use)"
+            return _Verdict(
+                Decision(False, f"purpose:{purpose}:withdrawn", reason),
+                PermissionDenied(
+                    reason, rule=f"purpose:{purpose}:withdrawn", reason="CONSENT_WITHDRAWN"
+                ),
+            )
+        decision = self.policy.may_read(
+            caller, purpose, value.category, frozenset({purpose}) if consent else frozenset()
+        )
+        if not decision.allowed:
+            return _Verdict(
+                decision,
+                PermissionDenied(decision.reason, rule=decision.rule, reason="CONSENT_REQUIRED"),
+            )
+        return _Verdict(decision, None)
 
     def _refusal(self, purpose: Purpose) -> PermissionDenied:
         permitted = ", ".join(self.policy.categories_for(purpose)) or "no category"
@@ -541,8 +676,41 @@ class TokenService:
                     "must be at most 256 printable ASCII characters",
                 )
             )
+        elif _looks_like_card_number(justification):
+            # It is stored in the audit log in clear: a pasted card number must not get there.
+            violations.append(
+                FieldViolation(
+                    "justification",
+                    "justification.card_number",
+                    "must not contain a card number (a run of 12-19 digits passing the Luhn check)",
+                )
+            )
         if violations:
             raise InvalidArgument(violations)
+
+
+THIRD_PARTY_PROVISION = Purpose("third_party_provision")
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    decision: Decision
+    error: PdvaultError | None
+
+
+def _stopped_for_new_data() -> FailedPrecondition:
+    return FailedPrecondition(
+        "the data subject's account is stopped: its data is kept, but no new data is stored "
+        "until it is resumed",
+        reason="SUBJECT_STOPPED",
+    )
+
+
+def _deleted_subject() -> FailedPrecondition:
+    return FailedPrecondition(
+        "this data subject was deleted (crypto-shredded); its id cannot be used again",
+        reason="SUBJECT_DELETED",
+    )
 
 
 def _audited_unknown(token: str) -> Token:
@@ -554,6 +722,19 @@ def _audited_unknown(token: str) -> Token:
     if len(token) == 16 and token.isascii() and token.isdigit():
         return Token("*" * 12 + token[-4:])
     return Token(token)
+
+
+_DIGIT_RUN = re.compile(r"[0-9][0-9 -]{10,}[0-9]")
+
+
+def _looks_like_card_number(text: str) -> bool:
+    for run in _DIGIT_RUN.findall(text):
+        digits = re.sub(r"[ -]", "", run)
+        for length in range(12, 20):
+            for start in range(len(digits) - length + 1):
+                if luhn_valid(digits[start : start + length]):
+                    return True
+    return False
 
 
 def _is_uuid(text: str) -> bool:

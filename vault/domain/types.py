@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +28,29 @@ CallerName = NewType("CallerName", str)
 
 SUBJECT_RE = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+def subject_digest(subject: str) -> str:
+    """How a subject is named where its id must not be: the shred log, erasure receipts, and
+    the audit rows of a shredded subject. (Subject ids are the caller's pseudonymous ids, never
+    personal data themselves: see the API.)"""
+    return hashlib.sha256(b"pdvault.v1.subject\x00" + subject.encode()).hexdigest()
+
+
+class SubjectState(enum.Enum):
+    ACTIVE = "active"
+    STOPPED = "stopped"
+    SHREDDED = "shredded"
+
+
+class LegalBasis(enum.Enum):
+    """The exceptions of the privacy policy's third-party section (Personal Information
+    Protection Act Art. 23): provision without consent, or reading a stopped account."""
+
+    LAW_OR_REGULATION = "law_or_regulation"
+    PUBLIC_INTEREST = "public_interest"
+    PUBLIC_FUNCTION = "public_function"
+    LEGITIMATE_RIGHTS = "legitimate_rights"
 
 
 class TokenFormat(enum.Enum):
@@ -80,6 +104,7 @@ class StoredDataKey:
     subject: SubjectId
     wrapped: WrappedKey
     encryptions: int
+    state: SubjectState = SubjectState.ACTIVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +125,12 @@ class Action(enum.Enum):
     KEY_ROTATE = "key_rotate"
     KEY_REWRAP = "key_rewrap"
     KEY_TRIM = "key_trim"
+    SUBJECT_STOP = "subject_stop"
+    SUBJECT_RESUME = "subject_resume"
+    SUBJECT_SHRED = "subject_shred"
+    SUBJECT_EXPORT = "subject_export"
+    SUBJECT_CONSENT = "subject_consent"
+    VALUE_CORRECT = "value_correct"
 
 
 class Outcome(enum.Enum):
@@ -125,6 +156,31 @@ class AuditEvent:
     request_id: str | None = None
     # What an operation did, in words and numbers (never a value or key material).
     detail: str | None = None
+    legal_basis: LegalBasis | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectRecord:
+    """A subject's lifecycle state and consents (purpose -> granted or withdrawn)."""
+
+    subject: SubjectId
+    state: SubjectState
+    consents: dict[Purpose, bool] = field(default_factory=dict)
+    state_changed_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureReceipt:
+    """What a crypto-shred destroyed, when and by whom. It names the subject only by digest."""
+
+    receipt_id: str
+    subject_digest: str
+    shredded_at: datetime
+    shredded_by: CallerName
+    data_keys_destroyed: int
+    values_destroyed: int
+    tokens_retired: int
+    key_provider: str
 
 
 @dataclass(frozen=True, slots=True)

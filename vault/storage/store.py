@@ -33,27 +33,40 @@ from vault.domain.ports import (
     ApiKeyRecord,
     DuplicateRequestError,
     KeyUsageExhaustedError,
+    ShreddedRecord,
     SubjectKeyRaceError,
+    SubjectStoppedError,
     TokenCollisionError,
 )
 from vault.domain.types import (
+    Action,
     AuditEvent,
     CallerName,
     Category,
     IdempotencyRecord,
+    LegalBasis,
+    Outcome,
+    Purpose,
     StoredDataKey,
     StoredValue,
     SubjectId,
+    SubjectRecord,
+    SubjectState,
     Token,
     TokenFormat,
+    View,
     WrappedKey,
+    subject_digest,
 )
 from vault.errors import StorageUnavailable
 from vault.storage.tables import (
     api_keys,
     audit_events,
+    consents,
     data_keys,
     idempotency_keys,
+    shredded_subjects,
+    shredded_tokens,
     subjects,
     token_values,
 )
@@ -61,6 +74,9 @@ from vault.storage.tables import (
 __all__ = ["Engine", "SqlStore", "make_engine", "redact_url"]
 
 log = logging.getLogger(__name__)
+
+# PostgreSQL channel on which a shred tells every pdvault process to drop the subject's key.
+SHRED_CHANNEL = "pdvault_shred"
 
 
 def make_engine(url: str) -> Engine:
@@ -81,6 +97,9 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
+            # Deleted and overwritten content is zeroed in the file: a corrected or shredded
+            # ciphertext does not linger in free pages.
+            cur.execute("PRAGMA secure_delete=ON")
             cur.close()
 
         return engine
@@ -122,14 +141,21 @@ class SqlStore:
     # -- reads ----------------------------------------------------------------------------------
 
     def data_keys(self, subject_ids: Collection[SubjectId]) -> dict[SubjectId, StoredDataKey]:
-        stmt = select(data_keys).where(data_keys.c.subject_id.in_(bindparam("ids", expanding=True)))
+        stmt = (
+            select(data_keys, subjects.c.state)
+            .join(subjects, subjects.c.subject_id == data_keys.c.subject_id)
+            .where(data_keys.c.subject_id.in_(bindparam("ids", expanding=True)))
+        )
         with self._tx() as conn:
             rows = conn.execute(stmt, {"ids": list(subject_ids)}).all()
         return {SubjectId(r.subject_id): _data_key(r) for r in rows}
 
     def values_and_keys(
-        self, tokens: Collection[Token]
-    ) -> tuple[dict[Token, StoredValue], dict[SubjectId, StoredDataKey]]:
+        self, tokens: Collection[Token], purpose: Purpose | None = None
+    ) -> tuple[
+        dict[Token, StoredValue], dict[SubjectId, StoredDataKey], dict[SubjectId, bool | None]
+    ]:
+        consent = consents.alias("consent")
         stmt = (
             select(
                 token_values.c.token,
@@ -141,14 +167,23 @@ class SqlStore:
                 data_keys.c.kek_version,
                 data_keys.c.wrapped_key,
                 data_keys.c.encryptions,
+                subjects.c.state,
+                consent.c.granted,
             )
             .join(data_keys, data_keys.c.subject_id == token_values.c.subject_id)
+            .join(subjects, subjects.c.subject_id == token_values.c.subject_id)
+            .outerjoin(
+                consent,
+                (consent.c.subject_id == token_values.c.subject_id)
+                & (consent.c.purpose == bindparam("purpose")),
+            )
             .where(token_values.c.token.in_(bindparam("tokens", expanding=True)))
         )
         with self._tx() as conn:
-            rows = conn.execute(stmt, {"tokens": list(tokens)}).all()
+            rows = conn.execute(stmt, {"tokens": list(tokens), "purpose": purpose or ""}).all()
         values: dict[Token, StoredValue] = {}
         keys: dict[SubjectId, StoredDataKey] = {}
+        consent_of: dict[SubjectId, bool | None] = {}
         for r in rows:
             subject = SubjectId(r.subject_id)
             values[Token(r.token)] = StoredValue(
@@ -159,7 +194,90 @@ class SqlStore:
                 bytes(r.ciphertext),
             )
             keys[subject] = _data_key(r)
-        return values, keys
+            consent_of[subject] = None if r.granted is None else bool(r.granted)
+        return values, keys, consent_of
+
+    def shredded_tokens(self, tokens: Collection[Token]) -> dict[Token, Category]:
+        stmt = select(shredded_tokens.c.token, shredded_tokens.c.category).where(
+            shredded_tokens.c.token.in_(bindparam("tokens", expanding=True))
+        )
+        with self._tx() as conn:
+            rows = conn.execute(stmt, {"tokens": list(tokens)}).all()
+        return {Token(t): Category(c) for t, c in rows}
+
+    def shred_receipt(self, digest: str) -> ShreddedRecord | None:
+        stmt = select(shredded_subjects).where(shredded_subjects.c.subject_digest == digest)
+        with self._tx() as conn:
+            r = conn.execute(stmt).first()
+        if r is None:
+            return None
+        return ShreddedRecord(
+            r.subject_digest,
+            r.receipt_id,
+            r.shredded_at,
+            CallerName(r.shredded_by),
+            r.values_destroyed,
+        )
+
+    def subject_record(self, subject: SubjectId) -> SubjectRecord | None:
+        with self._tx() as conn:
+            row = conn.execute(
+                select(subjects.c.state, subjects.c.state_changed_at).where(
+                    subjects.c.subject_id == subject
+                )
+            ).first()
+            if row is None:
+                return None
+            granted = conn.execute(
+                select(consents.c.purpose, consents.c.granted).where(
+                    consents.c.subject_id == subject
+                )
+            ).all()
+        return SubjectRecord(
+            subject,
+            SubjectState(row.state),
+            {Purpose(p): bool(g) for p, g in granted},
+            row.state_changed_at,
+        )
+
+    def subject_values(self, subject: SubjectId) -> list[tuple[StoredValue, datetime]]:
+        stmt = (
+            select(token_values)
+            .where(token_values.c.subject_id == subject)
+            .order_by(token_values.c.created_at, token_values.c.token)
+        )
+        with self._tx() as conn:
+            rows = conn.execute(stmt).all()
+        return [
+            (
+                StoredValue(
+                    Token(r.token),
+                    subject,
+                    Category(r.category),
+                    TokenFormat(r.token_format),
+                    bytes(r.ciphertext),
+                ),
+                r.created_at,
+            )
+            for r in rows
+        ]
+
+    def subject_audit(self, subject: SubjectId) -> list[AuditEvent]:
+        stmt = (
+            select(audit_events)
+            .where(audit_events.c.subject_id == subject)
+            .order_by(audit_events.c.id)
+        )
+        with self._tx() as conn:
+            rows = conn.execute(stmt).all()
+        return [_audit_event(r) for r in rows]
+
+    def subjects_with_digests(self, digests: Collection[str]) -> list[SubjectId]:
+        stmt = select(subjects.c.subject_id).where(
+            subjects.c.subject_digest.in_(bindparam("digests", expanding=True))
+        )
+        with self._tx() as conn:
+            return [SubjectId(s) for s in conn.execute(stmt, {"digests": list(digests)}).scalars()]
 
     def idempotency(self, caller: CallerName, request_id: str) -> IdempotencyRecord | None:
         stmt = select(idempotency_keys).where(
@@ -201,7 +319,7 @@ class SqlStore:
             return {(p, v): n for p, v, n in conn.execute(stmt)}
 
     def data_keys_to_rewrap(
-        self, provider: str, below_version: int, limit: int
+        self, provider: str, below_version: int, limit: int, after: SubjectId | None = None
     ) -> list[StoredDataKey]:
         stmt = (
             select(data_keys)
@@ -209,6 +327,8 @@ class SqlStore:
             .order_by(data_keys.c.subject_id)
             .limit(limit)
         )
+        if after is not None:
+            stmt = stmt.where(data_keys.c.subject_id > after)
         with self._tx() as conn:
             return [_data_key(r) for r in conn.execute(stmt)]
 
@@ -251,7 +371,12 @@ class SqlStore:
             if new_key is not None:
                 created = conn.execute(
                     self._insert_ignore(subjects)
-                    .values(subject_id=subject, state="active", created_at=now)
+                    .values(
+                        subject_id=subject,
+                        subject_digest=subject_digest(subject),
+                        state="active",
+                        created_at=now,
+                    )
                     .returning(subjects.c.subject_id)
                 ).first()
                 if created is None:
@@ -269,15 +394,28 @@ class SqlStore:
                     )
                 )
             else:
+                active = (
+                    select(subjects.c.subject_id)
+                    .where(subjects.c.subject_id == subject, subjects.c.state == "active")
+                    .exists()
+                )
                 counted = conn.execute(
                     update(data_keys)
                     .where(
                         data_keys.c.subject_id == subject,
                         data_keys.c.encryptions + len(values) <= encryption_limit,
+                        active,
                     )
                     .values(encryptions=data_keys.c.encryptions + len(values))
                 )
                 if counted.rowcount != 1:
+                    state = conn.execute(
+                        select(subjects.c.state).where(subjects.c.subject_id == subject)
+                    ).scalar()
+                    if state is None:
+                        raise SubjectKeyRaceError()  # shredded meanwhile: start over
+                    if state != "active":
+                        raise SubjectStoppedError()
                     raise KeyUsageExhaustedError()
             rows = [
                 {
@@ -298,6 +436,140 @@ class SqlStore:
                 raise TokenCollisionError() from None
             _insert_audit(conn, audit)
 
+    def set_state(
+        self, subject: SubjectId, state: SubjectState, now: datetime, audit: Sequence[AuditEvent]
+    ) -> bool:
+        """Set a subject's state; False if it has no row (unknown or shredded)."""
+        with self._tx() as conn:
+            done = conn.execute(
+                update(subjects)
+                .where(subjects.c.subject_id == subject)
+                .values(state=state.value, state_changed_at=now)
+            )
+            if done.rowcount != 1:
+                return False
+            _insert_audit(conn, audit)
+        return True
+
+    def set_consent(
+        self,
+        subject: SubjectId,
+        purpose: Purpose,
+        granted: bool,
+        now: datetime,
+        audit: Sequence[AuditEvent],
+    ) -> bool:
+        with self._tx() as conn:
+            exists = conn.execute(
+                select(subjects.c.subject_id).where(subjects.c.subject_id == subject)
+            ).first()
+            if exists is None:
+                return False
+            conn.execute(
+                consents.delete().where(
+                    consents.c.subject_id == subject, consents.c.purpose == purpose
+                )
+            )
+            conn.execute(
+                insert(consents).values(
+                    subject_id=subject, purpose=purpose, granted=granted, updated_at=now
+                )
+            )
+            _insert_audit(conn, audit)
+        return True
+
+    def replace_value(
+        self, value: StoredValue, encryption_limit: int, audit: Sequence[AuditEvent]
+    ) -> bool:
+        """Overwrite a token's ciphertext in place (the token stays); False if it is gone."""
+        try:
+            self._replace_value(value, encryption_limit, audit)
+        except _GoneError:
+            return False
+        return True
+
+    def _replace_value(
+        self, value: StoredValue, encryption_limit: int, audit: Sequence[AuditEvent]
+    ) -> None:
+        with self._tx() as conn:
+            counted = conn.execute(
+                update(data_keys)
+                .where(
+                    data_keys.c.subject_id == value.subject,
+                    data_keys.c.encryptions + 1 <= encryption_limit,
+                )
+                .values(encryptions=data_keys.c.encryptions + 1)
+            )
+            if counted.rowcount != 1:
+                raise KeyUsageExhaustedError()
+            done = conn.execute(
+                update(token_values)
+                .where(
+                    token_values.c.token == value.token,
+                    token_values.c.subject_id == value.subject,
+                )
+                .values(ciphertext=value.ciphertext)
+            )
+            if done.rowcount != 1:
+                raise _GoneError()  # rolls the count back with the transaction
+            _insert_audit(conn, audit)
+
+    def shred(
+        self,
+        subject: SubjectId,
+        digest: str,
+        receipt_id: str,
+        caller: CallerName,
+        now: datetime,
+        audit: Sequence[AuditEvent],
+    ) -> tuple[int, int, int] | None:
+        """Crypto-shred in one transaction: the data key, the values (their tokens kept as
+        tombstones naming only the category), consents, idempotency fingerprints; audit rows
+        keep the digest instead of the id. None if the subject has no row. Returns (data keys,
+        values, tokens) destroyed. On PostgreSQL every pdvault process is told, on commit, to
+        drop its cached key."""
+        with self._tx() as conn:
+            exists = conn.execute(
+                select(subjects.c.subject_id)
+                .where(subjects.c.subject_id == subject)
+                .with_for_update()
+            ).first()
+            if exists is None:
+                return None
+            rows = conn.execute(
+                select(token_values.c.token, token_values.c.category).where(
+                    token_values.c.subject_id == subject
+                )
+            ).all()
+            if rows:
+                conn.execute(
+                    self._insert_ignore(shredded_tokens),
+                    [{"token": t, "category": c, "receipt_id": receipt_id} for t, c in rows],
+                )
+            conn.execute(token_values.delete().where(token_values.c.subject_id == subject))
+            keys = conn.execute(data_keys.delete().where(data_keys.c.subject_id == subject))
+            conn.execute(idempotency_keys.delete().where(idempotency_keys.c.subject_id == subject))
+            conn.execute(consents.delete().where(consents.c.subject_id == subject))
+            conn.execute(subjects.delete().where(subjects.c.subject_id == subject))
+            conn.execute(
+                update(audit_events)
+                .where(audit_events.c.subject_id == subject)
+                .values(subject_id=f"sha256:{digest}"[:128])
+            )
+            conn.execute(
+                self._insert_ignore(shredded_subjects).values(
+                    subject_digest=digest,
+                    receipt_id=receipt_id,
+                    shredded_at=now,
+                    shredded_by=caller,
+                    values_destroyed=len(rows),
+                )
+            )
+            _insert_audit(conn, audit)
+            if self._dialect == "postgresql":
+                conn.execute(select(func.pg_notify(SHRED_CHANNEL, subject)))
+        return keys.rowcount, len(rows), len(rows)
+
     def _remember(self, conn: Connection, record: IdempotencyRecord) -> None:
         done = conn.execute(
             self._insert_ignore(idempotency_keys)
@@ -313,6 +585,22 @@ class SqlStore:
         ).first()
         if done is None:
             raise DuplicateRequestError()
+
+    def forget_idempotency(self, caller: CallerName, request_id: str) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                idempotency_keys.delete().where(
+                    idempotency_keys.c.caller == caller,
+                    idempotency_keys.c.request_id == request_id,
+                )
+            )
+
+    def purge_idempotency(self, before: datetime) -> int:
+        with self._tx() as conn:
+            done = conn.execute(
+                idempotency_keys.delete().where(idempotency_keys.c.created_at < before)
+            )
+        return done.rowcount
 
     def append_audit(self, events: Sequence[AuditEvent]) -> None:
         if not events:
@@ -332,11 +620,36 @@ class SqlStore:
             )
 
 
+class _GoneError(Exception):
+    pass
+
+
 def _data_key(r: Any) -> StoredDataKey:
+    state = getattr(r, "state", None)
     return StoredDataKey(
         SubjectId(r.subject_id),
         WrappedKey(r.provider, r.kek_version, bytes(r.wrapped_key)),
         r.encryptions,
+        SubjectState(state) if state else SubjectState.ACTIVE,
+    )
+
+
+def _audit_event(r: Any) -> AuditEvent:
+    return AuditEvent(
+        occurred_at=r.occurred_at,
+        caller=CallerName(r.caller),
+        action=Action(r.action),
+        outcome=Outcome(r.outcome),
+        rule=r.rule,
+        token=Token(r.token) if r.token else None,
+        subject=SubjectId(r.subject_id) if r.subject_id else None,
+        category=Category(r.category) if r.category else None,
+        purpose=Purpose(r.purpose) if r.purpose else None,
+        view=View(r.view) if r.view else None,
+        justification=r.justification,
+        request_id=r.request_id,
+        detail=r.detail,
+        legal_basis=LegalBasis(r.legal_basis) if r.legal_basis else None,
     )
 
 
@@ -360,6 +673,7 @@ def _insert_audit(conn: Connection, events: Sequence[AuditEvent]) -> None:
                 "justification": e.justification,
                 "request_id": e.request_id,
                 "detail": e.detail,
+                "legal_basis": e.legal_basis.value if e.legal_basis else None,
             }
             for e in events
         ],

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -59,9 +60,46 @@ subjects = Table(
     "subjects",
     metadata,
     Column("subject_id", String(128), primary_key=True),
-    # active | stopped | shredded (the lifecycle states; only `active` exists so far)
+    # SHA-256 of the id: how the shred log (kept outside this database) names a subject.
+    Column("subject_digest", String(64), nullable=False, unique=True),
+    # active | stopped (a shredded subject has no row: only its digest is kept)
     Column("state", String(16), nullable=False, server_default="active"),
     Column("created_at", UtcDateTime(), nullable=False),
+    Column("state_changed_at", UtcDateTime()),
+)
+
+consents = Table(
+    "consents",
+    metadata,
+    Column(
+        "subject_id",
+        String(128),
+        ForeignKey("subjects.subject_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("purpose", String(64), primary_key=True),
+    # True: consent given; False: withdrawn (discontinuation of use).
+    Column("granted", Boolean, nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+shredded_subjects = Table(
+    "shredded_subjects",
+    metadata,
+    Column("subject_digest", String(64), primary_key=True),
+    Column("receipt_id", String(36), nullable=False),
+    Column("shredded_at", UtcDateTime(), nullable=False),
+    Column("shredded_by", String(64), nullable=False),
+    Column("values_destroyed", Integer, nullable=False),
+)
+
+# Tokens services still hold after their subject was shredded: they resolve to "deleted".
+shredded_tokens = Table(
+    "shredded_tokens",
+    metadata,
+    Column("token", String(64), primary_key=True),
+    Column("category", String(64), nullable=False),
+    Column("receipt_id", String(36), nullable=False),
 )
 
 data_keys = Table(
@@ -118,6 +156,7 @@ audit_events = Table(
     Column("justification", String(256)),
     Column("request_id", String(36)),
     Column("detail", String(256)),
+    Column("legal_basis", String(32)),
     Index(None, "token"),
     Index(None, "subject_id"),
     Index(None, "occurred_at"),

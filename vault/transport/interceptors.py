@@ -41,6 +41,10 @@ def _bearer(context: grpc.ServicerContext) -> str | None:
     return None
 
 
+def _refuse_streams(request: Any, context: grpc.ServicerContext) -> Any:
+    context.abort(grpc.StatusCode.UNIMPLEMENTED, "streaming methods are not served yet")
+
+
 class ServiceInterceptor(grpc.ServerInterceptor):
     def __init__(self, authenticator: Authenticator) -> None:
         self._auth = authenticator
@@ -54,8 +58,9 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         method: str = handler_call_details.method
         if handler is None or method.startswith(PUBLIC_PREFIXES):
             return handler
-        if handler.unary_unary is None:  # pdvault's own methods are all unary for now
-            return handler
+        if handler.unary_unary is None:
+            # Fail closed: a streaming method gets authentication when one is added.
+            return grpc.unary_stream_rpc_method_handler(_refuse_streams)
         behavior = handler.unary_unary
 
         def guarded(request: Any, context: grpc.ServicerContext) -> Any:  # noqa: RET503

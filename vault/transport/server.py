@@ -13,6 +13,8 @@ from grpc_reflection.v1alpha import reflection
 from pdvault.v1 import (
     key_service_pb2,
     key_service_pb2_grpc,
+    subject_service_pb2,
+    subject_service_pb2_grpc,
     token_service_pb2,
     token_service_pb2_grpc,
 )
@@ -20,12 +22,13 @@ from pdvault.v1 import (
 from vault.app import App
 from vault.errors import ConfigurationError
 from vault.transport.interceptors import ServiceInterceptor
-from vault.transport.servicers import KeyServicer, TokenServicer
+from vault.transport.servicers import KeyServicer, SubjectServicer, TokenServicer
 
 log = logging.getLogger(__name__)
 
 TOKEN_SERVICE = token_service_pb2.DESCRIPTOR.services_by_name["TokenService"].full_name
 KEY_SERVICE = key_service_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name
+SUBJECT_SERVICE = subject_service_pb2.DESCRIPTOR.services_by_name["SubjectService"].full_name
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 
@@ -41,12 +44,22 @@ def build_server(app: App, addr: str) -> tuple[grpc.Server, int, health.HealthSe
     )
     token_service_pb2_grpc.add_TokenServiceServicer_to_server(TokenServicer(app.tokens), server)
     key_service_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(app.key_admin), server)
+    subject_service_pb2_grpc.add_SubjectServiceServicer_to_server(
+        SubjectServicer(app.subjects), server
+    )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", TOKEN_SERVICE, KEY_SERVICE):
+    for name in ("", TOKEN_SERVICE, KEY_SERVICE, SUBJECT_SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(
-        (TOKEN_SERVICE, KEY_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (
+            TOKEN_SERVICE,
+            KEY_SERVICE,
+            SUBJECT_SERVICE,
+            health.SERVICE_NAME,
+            reflection.SERVICE_NAME,
+        ),
+        server,
     )
     try:
         port = server.add_insecure_port(addr)

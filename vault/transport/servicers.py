@@ -2,19 +2,37 @@
 
 from __future__ import annotations
 
+import base64
+from datetime import datetime
+
 import grpc
+from google.protobuf import timestamp_pb2
 from pdvault.v1 import (
     common_pb2,
     key_service_pb2,
     key_service_pb2_grpc,
+    subject_service_pb2,
+    subject_service_pb2_grpc,
     token_service_pb2,
     token_service_pb2_grpc,
 )
 
 from vault.domain.keys import KeyAdministration, KeyReport
+from vault.domain.lifecycle import SHRED_METHOD, SubjectAdministration
 from vault.domain.secrets import Secret
 from vault.domain.service import Detokenized, FieldInput, TokenService
-from vault.domain.types import PlainValue, TokenFormat, View
+from vault.domain.types import (
+    AuditEvent,
+    LegalBasis,
+    PlainValue,
+    SubjectId,
+    SubjectRecord,
+    SubjectState,
+    TokenFormat,
+    ValueKind,
+    View,
+)
+from vault.errors import InvalidArgument
 from vault.transport.interceptors import current_caller
 from vault.transport.status import to_status_proto
 
@@ -45,10 +63,7 @@ def _result_out(r: Detokenized) -> token_service_pb2.DetokenizeResult:
     if r.masked is not None:
         out.masked = r.masked
     elif r.value is not None:
-        if r.value.kind.name == "TEXT":
-            out.value.CopyFrom(common_pb2.Value(text=r.value.data.reveal_text()))
-        else:
-            out.value.CopyFrom(common_pb2.Value(binary=r.value.data.reveal()))
+        out.value.CopyFrom(_value_out(r.value))
     return out
 
 
@@ -80,10 +95,25 @@ class TokenServicer(token_service_pb2_grpc.TokenServiceServicer):
     def Detokenize(  # noqa: N802
         self, request: token_service_pb2.DetokenizeRequest, context: grpc.ServicerContext
     ) -> token_service_pb2.DetokenizeResponse:
+        legal_basis = None
+        if request.legal_basis != token_service_pb2.LEGAL_BASIS_UNSPECIFIED:
+            legal_basis = _LEGAL_BASES.get(request.legal_basis)
+            if legal_basis is None:
+                raise InvalidArgument.one(
+                    "legal_basis", "legal_basis.unknown", "is not a known legal basis"
+                )
         results = self._service.detokenize(
-            current_caller(), list(request.tokens), request.purpose, request.justification
+            current_caller(),
+            list(request.tokens),
+            request.purpose,
+            request.justification,
+            legal_basis,
         )
-        return token_service_pb2.DetokenizeResponse(results=[_result_out(r) for r in results])
+        response = token_service_pb2.DetokenizeResponse(results=[_result_out(r) for r in results])
+        for r in results:  # the proto holds its own copies now
+            if r.value is not None:
+                r.value.data.wipe()
+        return response
 
 
 VAULT_TOKEN_METADATA = "x-vault-token"  # noqa: S105  (a metadata key, not a secret)
@@ -140,24 +170,186 @@ class KeyServicer(key_service_pb2_grpc.KeyServiceServicer):
     def RotateKey(  # noqa: N802
         self, request: key_service_pb2.RotateKeyRequest, context: grpc.ServicerContext
     ) -> key_service_pb2.RotateKeyResponse:
-        report = self._admin.rotate(current_caller(), _admin_credential(context))
+        admin = _admin_credential(context)
+        try:
+            report = self._admin.rotate(current_caller(), admin)
+        finally:
+            if admin is not None:
+                admin.wipe()
         return key_service_pb2.RotateKeyResponse(status=_status_out(report))
 
     def RewrapDataKeys(  # noqa: N802
         self, request: key_service_pb2.RewrapDataKeysRequest, context: grpc.ServicerContext
     ) -> key_service_pb2.RewrapDataKeysResponse:
-        progress = self._admin.rewrap(current_caller(), request.batch_size or 100)
+        after = None
+        if request.page_token:
+            try:
+                after = SubjectId(base64.urlsafe_b64decode(request.page_token).decode())
+            except (ValueError, UnicodeDecodeError):
+                raise InvalidArgument.one(
+                    "page_token", "page_token.invalid", "must be a next_page_token of this call"
+                ) from None
+        progress = self._admin.rewrap(current_caller(), request.batch_size or 100, after)
+        token = (
+            base64.urlsafe_b64encode(progress.next_after.encode()).decode()
+            if progress.next_after
+            else ""
+        )
         return key_service_pb2.RewrapDataKeysResponse(
             rewrapped=progress.rewrapped,
             failed=progress.failed,
             remaining=progress.remaining,
             target_version=progress.target_version,
+            next_page_token=token,
         )
 
     def TrimKeyVersions(  # noqa: N802
         self, request: key_service_pb2.TrimKeyVersionsRequest, context: grpc.ServicerContext
     ) -> key_service_pb2.TrimKeyVersionsResponse:
-        report = self._admin.trim(
-            current_caller(), request.min_version or None, _admin_credential(context)
-        )
+        admin = _admin_credential(context)
+        try:
+            report = self._admin.trim(current_caller(), request.min_version or None, admin)
+        finally:
+            if admin is not None:
+                admin.wipe()
         return key_service_pb2.TrimKeyVersionsResponse(status=_status_out(report))
+
+
+_LEGAL_BASES = {
+    token_service_pb2.LEGAL_BASIS_LAW_OR_REGULATION: LegalBasis.LAW_OR_REGULATION,
+    token_service_pb2.LEGAL_BASIS_PUBLIC_INTEREST: LegalBasis.PUBLIC_INTEREST,
+    token_service_pb2.LEGAL_BASIS_PUBLIC_FUNCTION: LegalBasis.PUBLIC_FUNCTION,
+    token_service_pb2.LEGAL_BASIS_LEGITIMATE_RIGHTS: LegalBasis.LEGITIMATE_RIGHTS,
+}
+_STATES = {
+    SubjectState.ACTIVE: subject_service_pb2.SUBJECT_STATE_ACTIVE,
+    SubjectState.STOPPED: subject_service_pb2.SUBJECT_STATE_STOPPED,
+}
+
+
+def _timestamp(at: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(at)
+    return ts
+
+
+def _value_out(value: PlainValue) -> common_pb2.Value:
+    if value.kind is ValueKind.TEXT:
+        return common_pb2.Value(text=value.data.reveal_text())
+    return common_pb2.Value(binary=value.data.reveal())
+
+
+def _subject_out(record: SubjectRecord) -> subject_service_pb2.Subject:
+    out = subject_service_pb2.Subject(
+        subject=record.subject,
+        state=_STATES.get(record.state, subject_service_pb2.SUBJECT_STATE_UNSPECIFIED),
+        consents=[
+            subject_service_pb2.Consent(purpose=p, granted=g)
+            for p, g in sorted(record.consents.items())
+        ],
+    )
+    if record.state_changed_at is not None:
+        out.state_changed_at.CopyFrom(_timestamp(record.state_changed_at))
+    return out
+
+
+def _access_out(e: AuditEvent) -> subject_service_pb2.AccessRecord:
+    return subject_service_pb2.AccessRecord(
+        occurred_at=_timestamp(e.occurred_at),
+        caller=e.caller,
+        action=e.action.value,
+        outcome=e.outcome.value,
+        rule=e.rule,
+        token=e.token or "",
+        category=e.category or "",
+        purpose=e.purpose or "",
+        justification=e.justification or "",
+        legal_basis=e.legal_basis.value if e.legal_basis else "",
+        detail=e.detail or "",
+    )
+
+
+class SubjectServicer(subject_service_pb2_grpc.SubjectServiceServicer):
+    def __init__(self, admin: SubjectAdministration) -> None:
+        self._admin = admin
+
+    def GetSubject(  # noqa: N802
+        self, request: subject_service_pb2.GetSubjectRequest, context: grpc.ServicerContext
+    ) -> subject_service_pb2.GetSubjectResponse:
+        record = self._admin.status(current_caller(), request.subject)
+        return subject_service_pb2.GetSubjectResponse(subject=_subject_out(record))
+
+    def StopSubject(  # noqa: N802
+        self, request: subject_service_pb2.StopSubjectRequest, context: grpc.ServicerContext
+    ) -> subject_service_pb2.StopSubjectResponse:
+        record = self._admin.stop(current_caller(), request.subject)
+        return subject_service_pb2.StopSubjectResponse(subject=_subject_out(record))
+
+    def ResumeSubject(  # noqa: N802
+        self, request: subject_service_pb2.ResumeSubjectRequest, context: grpc.ServicerContext
+    ) -> subject_service_pb2.ResumeSubjectResponse:
+        record = self._admin.resume(current_caller(), request.subject)
+        return subject_service_pb2.ResumeSubjectResponse(subject=_subject_out(record))
+
+    def ShredSubject(  # noqa: N802
+        self, request: subject_service_pb2.ShredSubjectRequest, context: grpc.ServicerContext
+    ) -> subject_service_pb2.ShredSubjectResponse:
+        r = self._admin.shred(current_caller(), request.subject)
+        return subject_service_pb2.ShredSubjectResponse(
+            receipt=subject_service_pb2.ErasureReceipt(
+                receipt_id=r.receipt_id,
+                subject_digest=r.subject_digest,
+                shredded_at=_timestamp(r.shredded_at),
+                shredded_by=r.shredded_by,
+                data_keys_destroyed=r.data_keys_destroyed,
+                values_destroyed=r.values_destroyed,
+                tokens_retired=r.tokens_retired,
+                key_provider=r.key_provider,
+                method=SHRED_METHOD,
+            )
+        )
+
+    def ExportSubject(  # noqa: N802
+        self, request: subject_service_pb2.ExportSubjectRequest, context: grpc.ServicerContext
+    ) -> subject_service_pb2.ExportSubjectResponse:
+        export = self._admin.export(current_caller(), request.subject)
+        record = SubjectRecord(export.subject, export.state, export.consents)
+        values = []
+        for v in export.values:
+            item = subject_service_pb2.ExportedValue(
+                token=v.token,
+                category=v.category,
+                created_at=_timestamp(v.created_at),
+                error=v.error or "",
+            )
+            if v.value is not None:
+                item.value.CopyFrom(_value_out(v.value))
+            values.append(item)
+        return subject_service_pb2.ExportSubjectResponse(
+            subject=_subject_out(record),
+            exported_at=_timestamp(export.exported_at),
+            values=values,
+            access_history=[_access_out(e) for e in export.access_history],
+        )
+
+    def SetConsent(  # noqa: N802
+        self, request: subject_service_pb2.SetConsentRequest, context: grpc.ServicerContext
+    ) -> subject_service_pb2.SetConsentResponse:
+        record = self._admin.set_consent(
+            current_caller(), request.subject, request.purpose, request.granted
+        )
+        return subject_service_pb2.SetConsentResponse(subject=_subject_out(record))
+
+    def CorrectValue(  # noqa: N802
+        self, request: subject_service_pb2.CorrectValueRequest, context: grpc.ServicerContext
+    ) -> subject_service_pb2.CorrectValueResponse:
+        kind = request.value.WhichOneof("kind") if request.HasField("value") else None
+        if kind is None:
+            raise InvalidArgument.one("value", "value.required", "must be set")
+        value = (
+            PlainValue.text(request.value.text)
+            if kind == "text"
+            else PlainValue.binary(request.value.binary)
+        )
+        token, category = self._admin.correct(current_caller(), request.token, value)
+        return subject_service_pb2.CorrectValueResponse(token=token, category=category)

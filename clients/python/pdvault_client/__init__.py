@@ -9,6 +9,7 @@ from pdvault_client.client import (
     KeyStatus,
     RetryPolicy,
     RewrapStep,
+    SubjectAdmin,
     Tokenized,
 )
 from pdvault_client.errors import (
@@ -17,6 +18,7 @@ from pdvault_client.errors import (
     FailedPreconditionError,
     FieldViolation,
     InvalidArgumentError,
+    NotFoundError,
     PdvaultError,
     PermissionDeniedError,
     UnauthenticatedError,
@@ -35,10 +37,12 @@ __all__ = [
     "InvalidArgumentError",
     "KeyAdmin",
     "KeyStatus",
+    "NotFoundError",
     "PdvaultError",
     "PermissionDeniedError",
     "RetryPolicy",
     "RewrapStep",
+    "SubjectAdmin",
     "Tokenized",
     "UnauthenticatedError",
     "UnavailableError",

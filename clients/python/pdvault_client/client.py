@@ -7,13 +7,16 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
+from google.protobuf import json_format
 from pdvault.v1 import (
     common_pb2,
     key_service_pb2,
     key_service_pb2_grpc,
+    subject_service_pb2,
+    subject_service_pb2_grpc,
     token_service_pb2,
     token_service_pb2_grpc,
 )
@@ -95,6 +98,7 @@ class RewrapStep:
     failed: int
     remaining: int
     target_version: int
+    next_page_token: str
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,7 @@ class Client:
         self._channel = channel or grpc.insecure_channel(addr)
         self._stub = token_service_pb2_grpc.TokenServiceStub(self._channel)
         self._key_stub = key_service_pb2_grpc.KeyServiceStub(self._channel)
+        self._subject_stub = subject_service_pb2_grpc.SubjectServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {api_key}"),)
         self._timeout = timeout
         self._retry = retry or RetryPolicy()
@@ -157,14 +162,36 @@ class Client:
         return [Tokenized(r.token, r.category) for r in response.results]
 
     def detokenize(
-        self, tokens: Sequence[str], purpose: str, *, justification: str = ""
+        self,
+        tokens: Sequence[str],
+        purpose: str,
+        *,
+        justification: str = "",
+        legal_basis: str = "",
     ) -> list[Detokenized]:
-        """Resolve tokens for a purpose. Refused tokens come back with `error`, not raised."""
+        """Resolve tokens for a purpose. Refused tokens come back with `error`, not raised.
+
+        `legal_basis` (law_or_regulation, public_interest, public_function, legitimate_rights)
+        states a legal exception; give it only when it applies: it is audited.
+        """
+        basis = 0
+        if legal_basis:
+            try:
+                basis = token_service_pb2.LegalBasis.Value(f"LEGAL_BASIS_{legal_basis.upper()}")
+            except ValueError:
+                raise ValueError(f"unknown legal basis {legal_basis!r}") from None
         request = token_service_pb2.DetokenizeRequest(
-            tokens=list(tokens), purpose=purpose, justification=justification
+            tokens=list(tokens),
+            purpose=purpose,
+            justification=justification,
+            legal_basis=cast(token_service_pb2.LegalBasis.ValueType, basis),
         )
         response = self._call(self._stub.Detokenize, request)
         return [_result(r) for r in response.results]
+
+    def subjects(self) -> SubjectAdmin:
+        """The data-subject lifecycle (the SubjectService) for an operator caller."""
+        return SubjectAdmin(self)
 
     def keys(self, *, vault_token: str | None = None) -> KeyAdmin:
         """Key administration (the KeyService) for an operator caller.
@@ -201,6 +228,69 @@ class Client:
         raise AssertionError("unreachable")
 
 
+class SubjectAdmin:
+    """The SubjectService, through a Client. Answers are plain dicts (the proto's JSON form),
+    ready to print or store; the export contains values: handle it as the data it is."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._stub = client._subject_stub
+
+    def __repr__(self) -> str:
+        return "SubjectAdmin()"
+
+    def _do(
+        self, method: Callable[..., Any], request: object, retry: bool = True
+    ) -> dict[str, Any]:
+        answer = self._client._call(method, request, retry=retry)
+        out: dict[str, Any] = json_format.MessageToDict(answer)
+        return out
+
+    def get(self, subject: str) -> dict[str, Any]:
+        return self._do(
+            self._stub.GetSubject, subject_service_pb2.GetSubjectRequest(subject=subject)
+        )
+
+    def stop(self, subject: str) -> dict[str, Any]:
+        return self._do(
+            self._stub.StopSubject, subject_service_pb2.StopSubjectRequest(subject=subject)
+        )
+
+    def resume(self, subject: str) -> dict[str, Any]:
+        return self._do(
+            self._stub.ResumeSubject, subject_service_pb2.ResumeSubjectRequest(subject=subject)
+        )
+
+    def shred(self, subject: str) -> dict[str, Any]:
+        """Crypto-shred; idempotent, so a retry returns the same receipt."""
+        return self._do(
+            self._stub.ShredSubject, subject_service_pb2.ShredSubjectRequest(subject=subject)
+        )
+
+    def export(self, subject: str) -> dict[str, Any]:
+        return self._do(
+            self._stub.ExportSubject, subject_service_pb2.ExportSubjectRequest(subject=subject)
+        )
+
+    def consent(self, subject: str, purpose: str, granted: bool) -> dict[str, Any]:
+        return self._do(
+            self._stub.SetConsent,
+            subject_service_pb2.SetConsentRequest(
+                subject=subject, purpose=purpose, granted=granted
+            ),
+        )
+
+    def correct(self, token: str, value: str | bytes) -> dict[str, Any]:
+        v = (
+            common_pb2.Value(binary=value)
+            if isinstance(value, bytes)
+            else common_pb2.Value(text=value)
+        )
+        return self._do(
+            self._stub.CorrectValue, subject_service_pb2.CorrectValueRequest(token=token, value=v)
+        )
+
+
 class KeyAdmin:
     """The KeyService, through a Client. Rotate is never retried: a retry could rotate twice."""
 
@@ -226,12 +316,19 @@ class KeyAdmin:
         )
         return _key_status(answer.status)
 
-    def rewrap_batch(self, batch_size: int = 100) -> RewrapStep:
+    def rewrap_batch(self, batch_size: int = 100, page_token: str = "") -> RewrapStep:
+        """One batch; pass the returned `next_page_token` to the next call until it is empty."""
         answer = self._client._call(
             self._client._key_stub.RewrapDataKeys,
-            key_service_pb2.RewrapDataKeysRequest(batch_size=batch_size),
+            key_service_pb2.RewrapDataKeysRequest(batch_size=batch_size, page_token=page_token),
         )
-        return RewrapStep(answer.rewrapped, answer.failed, answer.remaining, answer.target_version)
+        return RewrapStep(
+            answer.rewrapped,
+            answer.failed,
+            answer.remaining,
+            answer.target_version,
+            answer.next_page_token,
+        )
 
     def trim(self, min_version: int | None = None) -> KeyStatus:
         answer = self._client._call(
@@ -269,11 +366,15 @@ def _key_status(s: key_service_pb2.KeyStatus) -> KeyStatus:
 
 
 def _field(f: Field) -> token_service_pb2.TokenizeField:
-    value = (
-        common_pb2.Value(binary=f.value)
-        if isinstance(f.value, bytes)
-        else common_pb2.Value(text=f.value)
-    )
+    try:
+        value = (
+            common_pb2.Value(binary=f.value)
+            if isinstance(f.value, bytes)
+            else common_pb2.Value(text=f.value)
+        )
+    except (UnicodeError, ValueError):
+        # The codec's error would carry the whole value: say what is wrong without it.
+        raise ValueError(f"the {f.category} value is not valid UTF-8 text") from None
     fmt = (
         token_service_pb2.TOKEN_FORMAT_CARD_NUMBER
         if f.card_token

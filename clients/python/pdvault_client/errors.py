@@ -62,6 +62,10 @@ class FailedPreconditionError(PdvaultError):
     pass
 
 
+class NotFoundError(PdvaultError):
+    pass
+
+
 class DataLossError(PdvaultError):
     pass
 
@@ -73,6 +77,7 @@ _CLASSES: dict[grpc.StatusCode, type[PdvaultError]] = {
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
     grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
     grpc.StatusCode.DATA_LOSS: DataLossError,
 }
 _BY_NUMBER = {c.value[0]: c for c in grpc.StatusCode}

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cpdvault/v1/key_service.proto\x12\npdvault.v1\x1a\x1fgoogle/api/field_behavior.proto\"\x15\n\x13GetKeyStatusRequest\"C\n\x14GetKeyStatusResponse\x12+\n\x06status\x18\x01 \x01(\x0b\x32\x15.pdvault.v1.KeyStatusB\x04\xe2\x41\x01\x03\"\x12\n\x10RotateKeyRequest\"@\n\x11RotateKeyResponse\x12+\n\x06status\x18\x01 \x01(\x0b\x32\x15.pdvault.v1.KeyStatusB\x04\xe2\x41\x01\x03\"1\n\x15RewrapDataKeysRequest\x12\x18\n\nbatch_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\"~\n\x16RewrapDataKeysResponse\x12\x17\n\trewrapped\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x14\n\x06\x66\x61iled\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x17\n\tremaining\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1c\n\x0etarget_version\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x03\"3\n\x16TrimKeyVersionsRequest\x12\x19\n\x0bmin_version\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\"F\n\x17TrimKeyVersionsResponse\x12+\n\x06status\x18\x01 \x01(\x0b\x32\x15.pdvault.v1.KeyStatusB\x04\xe2\x41\x01\x03\"\x81\x02\n\tKeyStatus\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x10\n\x08key_name\x18\x02 \x01(\t\x12\x16\n\x0elatest_version\x18\x03 \x01(\x05\x12\x1e\n\x16min_decryption_version\x18\x04 \x01(\x05\x12\x1d\n\x15min_available_version\x18\x05 \x01(\x05\x12-\n\x08versions\x18\x06 \x03(\x0b\x32\x1b.pdvault.v1.KeyVersionUsage\x12 \n\x18other_provider_data_keys\x18\x07 \x01(\x03\x12(\n\x05\x63\x61\x63he\x18\x08 \x01(\x0b\x32\x19.pdvault.v1.KeyCacheStats\"5\n\x0fKeyVersionUsage\x12\x0f\n\x07version\x18\x01 \x01(\x05\x12\x11\n\tdata_keys\x18\x02 \x01(\x03\"\xa3\x01\n\rKeyCacheStats\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\x03\x12\x0c\n\x04hits\x18\x02 \x01(\x03\x12\x0e\n\x06misses\x18\x03 \x01(\x03\x12\x11\n\tevictions\x18\x04 \x01(\x03\x12\x10\n\x08hit_rate\x18\x05 \x01(\x01\x12\x13\n\x0bmax_entries\x18\x06 \x01(\x03\x12\x17\n\x0fmax_age_seconds\x18\x07 \x01(\x01\x12\x10\n\x08max_uses\x18\x08 \x01(\x03\x32\xde\x02\n\nKeyService\x12Q\n\x0cGetKeyStatus\x12\x1f.pdvault.v1.GetKeyStatusRequest\x1a .pdvault.v1.GetKeyStatusResponse\x12H\n\tRotateKey\x12\x1c.pdvault.v1.RotateKeyRequest\x1a\x1d.pdvault.v1.RotateKeyResponse\x12W\n\x0eRewrapDataKeys\x12!.pdvault.v1.RewrapDataKeysRequest\x1a\".pdvault.v1.RewrapDataKeysResponse\x12Z\n\x0fTrimKeyVersions\x12\".pdvault.v1.TrimKeyVersionsRequest\x1a#.pdvault.v1.TrimKeyVersionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cpdvault/v1/key_service.proto\x12\npdvault.v1\x1a\x1fgoogle/api/field_behavior.proto\"\x15\n\x13GetKeyStatusRequest\"C\n\x14GetKeyStatusResponse\x12+\n\x06status\x18\x01 \x01(\x0b\x32\x15.pdvault.v1.KeyStatusB\x04\xe2\x41\x01\x03\"\x12\n\x10RotateKeyRequest\"@\n\x11RotateKeyResponse\x12+\n\x06status\x18\x01 \x01(\x0b\x32\x15.pdvault.v1.KeyStatusB\x04\xe2\x41\x01\x03\"K\n\x15RewrapDataKeysRequest\x12\x18\n\nbatch_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"\x9d\x01\n\x16RewrapDataKeysResponse\x12\x17\n\trewrapped\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x14\n\x06\x66\x61iled\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x17\n\tremaining\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1c\n\x0etarget_version\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x1d\n\x0fnext_page_token\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\"3\n\x16TrimKeyVersionsRequest\x12\x19\n\x0bmin_version\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\"F\n\x17TrimKeyVersionsResponse\x12+\n\x06status\x18\x01 \x01(\x0b\x32\x15.pdvault.v1.KeyStatusB\x04\xe2\x41\x01\x03\"\x81\x02\n\tKeyStatus\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x10\n\x08key_name\x18\x02 \x01(\t\x12\x16\n\x0elatest_version\x18\x03 \x01(\x05\x12\x1e\n\x16min_decryption_version\x18\x04 \x01(\x05\x12\x1d\n\x15min_available_version\x18\x05 \x01(\x05\x12-\n\x08versions\x18\x06 \x03(\x0b\x32\x1b.pdvault.v1.KeyVersionUsage\x12 \n\x18other_provider_data_keys\x18\x07 \x01(\x03\x12(\n\x05\x63\x61\x63he\x18\x08 \x01(\x0b\x32\x19.pdvault.v1.KeyCacheStats\"5\n\x0fKeyVersionUsage\x12\x0f\n\x07version\x18\x01 \x01(\x05\x12\x11\n\tdata_keys\x18\x02 \x01(\x03\"\xa3\x01\n\rKeyCacheStats\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\x03\x12\x0c\n\x04hits\x18\x02 \x01(\x03\x12\x0e\n\x06misses\x18\x03 \x01(\x03\x12\x11\n\tevictions\x18\x04 \x01(\x03\x12\x10\n\x08hit_rate\x18\x05 \x01(\x01\x12\x13\n\x0bmax_entries\x18\x06 \x01(\x03\x12\x17\n\x0fmax_age_seconds\x18\x07 \x01(\x01\x12\x10\n\x08max_uses\x18\x08 \x01(\x03\x32\xde\x02\n\nKeyService\x12Q\n\x0cGetKeyStatus\x12\x1f.pdvault.v1.GetKeyStatusRequest\x1a .pdvault.v1.GetKeyStatusResponse\x12H\n\tRotateKey\x12\x1c.pdvault.v1.RotateKeyRequest\x1a\x1d.pdvault.v1.RotateKeyResponse\x12W\n\x0eRewrapDataKeys\x12!.pdvault.v1.RewrapDataKeysRequest\x1a\".pdvault.v1.RewrapDataKeysResponse\x12Z\n\x0fTrimKeyVersions\x12\".pdvault.v1.TrimKeyVersionsRequest\x1a#.pdvault.v1.TrimKeyVersionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,6 +38,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROTATEKEYRESPONSE'].fields_by_name['status']._serialized_options = b'\342A\001\003'
   _globals['_REWRAPDATAKEYSREQUEST'].fields_by_name['batch_size']._loaded_options = None
   _globals['_REWRAPDATAKEYSREQUEST'].fields_by_name['batch_size']._serialized_options = b'\342A\001\001'
+  _globals['_REWRAPDATAKEYSREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_REWRAPDATAKEYSREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001'
   _globals['_REWRAPDATAKEYSRESPONSE'].fields_by_name['rewrapped']._loaded_options = None
   _globals['_REWRAPDATAKEYSRESPONSE'].fields_by_name['rewrapped']._serialized_options = b'\342A\001\003'
   _globals['_REWRAPDATAKEYSRESPONSE'].fields_by_name['failed']._loaded_options = None
@@ -46,6 +48,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REWRAPDATAKEYSRESPONSE'].fields_by_name['remaining']._serialized_options = b'\342A\001\003'
   _globals['_REWRAPDATAKEYSRESPONSE'].fields_by_name['target_version']._loaded_options = None
   _globals['_REWRAPDATAKEYSRESPONSE'].fields_by_name['target_version']._serialized_options = b'\342A\001\003'
+  _globals['_REWRAPDATAKEYSRESPONSE'].fields_by_name['next_page_token']._loaded_options = None
+  _globals['_REWRAPDATAKEYSRESPONSE'].fields_by_name['next_page_token']._serialized_options = b'\342A\001\003'
   _globals['_TRIMKEYVERSIONSREQUEST'].fields_by_name['min_version']._loaded_options = None
   _globals['_TRIMKEYVERSIONSREQUEST'].fields_by_name['min_version']._serialized_options = b'\342A\001\001'
   _globals['_TRIMKEYVERSIONSRESPONSE'].fields_by_name['status']._loaded_options = None
@@ -59,19 +63,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROTATEKEYRESPONSE']._serialized_start=189
   _globals['_ROTATEKEYRESPONSE']._serialized_end=253
   _globals['_REWRAPDATAKEYSREQUEST']._serialized_start=255
-  _globals['_REWRAPDATAKEYSREQUEST']._serialized_end=304
-  _globals['_REWRAPDATAKEYSRESPONSE']._serialized_start=306
-  _globals['_REWRAPDATAKEYSRESPONSE']._serialized_end=432
-  _globals['_TRIMKEYVERSIONSREQUEST']._serialized_start=434
-  _globals['_TRIMKEYVERSIONSREQUEST']._serialized_end=485
-  _globals['_TRIMKEYVERSIONSRESPONSE']._serialized_start=487
-  _globals['_TRIMKEYVERSIONSRESPONSE']._serialized_end=557
-  _globals['_KEYSTATUS']._serialized_start=560
-  _globals['_KEYSTATUS']._serialized_end=817
-  _globals['_KEYVERSIONUSAGE']._serialized_start=819
-  _globals['_KEYVERSIONUSAGE']._serialized_end=872
-  _globals['_KEYCACHESTATS']._serialized_start=875
-  _globals['_KEYCACHESTATS']._serialized_end=1038
-  _globals['_KEYSERVICE']._serialized_start=1041
-  _globals['_KEYSERVICE']._serialized_end=1391
+  _globals['_REWRAPDATAKEYSREQUEST']._serialized_end=330
+  _globals['_REWRAPDATAKEYSRESPONSE']._serialized_start=333
+  _globals['_REWRAPDATAKEYSRESPONSE']._serialized_end=490
+  _globals['_TRIMKEYVERSIONSREQUEST']._serialized_start=492
+  _globals['_TRIMKEYVERSIONSREQUEST']._serialized_end=543
+  _globals['_TRIMKEYVERSIONSRESPONSE']._serialized_start=545
+  _globals['_TRIMKEYVERSIONSRESPONSE']._serialized_end=615
+  _globals['_KEYSTATUS']._serialized_start=618
+  _globals['_KEYSTATUS']._serialized_end=875
+  _globals['_KEYVERSIONUSAGE']._serialized_start=877
+  _globals['_KEYVERSIONUSAGE']._serialized_end=930
+  _globals['_KEYCACHESTATS']._serialized_start=933
+  _globals['_KEYCACHESTATS']._serialized_end=1096
+  _globals['_KEYSERVICE']._serialized_start=1099
+  _globals['_KEYSERVICE']._serialized_end=1449
 # @@protoc_insertion_point(module_scope)

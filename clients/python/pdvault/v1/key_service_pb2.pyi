@@ -107,16 +107,20 @@ class RewrapDataKeysRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     BATCH_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     batch_size: _builtins.int
     """How many data keys to move in this call: 1 to 1000; 0 means 100."""
+    page_token: _builtins.str
+    """The `next_page_token` of the previous call; empty to start."""
     def __init__(
         self,
         *,
         batch_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -132,6 +136,7 @@ class RewrapDataKeysResponse(_message.Message):
     FAILED_FIELD_NUMBER: _builtins.int
     REMAINING_FIELD_NUMBER: _builtins.int
     TARGET_VERSION_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     rewrapped: _builtins.int
     """Data keys moved to `target_version` by this call."""
     failed: _builtins.int
@@ -142,6 +147,8 @@ class RewrapDataKeysResponse(_message.Message):
     """Data keys still wrapped under an older version."""
     target_version: _builtins.int
     """The latest version, which the data keys were moved to."""
+    next_page_token: _builtins.str
+    """Where the next call continues; empty when this pass is complete."""
     def __init__(
         self,
         *,
@@ -149,10 +156,11 @@ class RewrapDataKeysResponse(_message.Message):
         failed: _builtins.int = ...,
         remaining: _builtins.int = ...,
         target_version: _builtins.int = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "remaining", b"remaining", "rewrapped", b"rewrapped", "target_version", b"target_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "next_page_token", b"next_page_token", "remaining", b"remaining", "rewrapped", b"rewrapped", "target_version", b"target_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

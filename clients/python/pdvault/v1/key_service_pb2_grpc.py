@@ -97,8 +97,10 @@ class KeyServiceServicer:
 
     def RewrapDataKeys(self, request, context):
         """RewrapDataKeys moves one batch of data keys to the latest version and
-        says how many remain. Call it until `remaining` is 0: it is idempotent,
-        and after a crash it simply continues.
+        says how many remain. Call it again with `next_page_token` until that is
+        empty (AIP-158): it is idempotent, and after a crash it simply continues
+        from the start. Keys the provider cannot rewrap are skipped and counted
+        in `failed`, so they never stall the others.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

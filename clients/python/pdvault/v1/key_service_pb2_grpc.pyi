@@ -53,8 +53,10 @@ class KeyServiceStub:
     """
     RewrapDataKeys: _grpc.UnaryUnaryMultiCallable[_key_service_pb2.RewrapDataKeysRequest, _key_service_pb2.RewrapDataKeysResponse]
     """RewrapDataKeys moves one batch of data keys to the latest version and
-    says how many remain. Call it until `remaining` is 0: it is idempotent,
-    and after a crash it simply continues.
+    says how many remain. Call it again with `next_page_token` until that is
+    empty (AIP-158): it is idempotent, and after a crash it simply continues
+    from the start. Keys the provider cannot rewrap are skipped and counted
+    in `failed`, so they never stall the others.
     """
     TrimKeyVersions: _grpc.UnaryUnaryMultiCallable[_key_service_pb2.TrimKeyVersionsRequest, _key_service_pb2.TrimKeyVersionsResponse]
     """TrimKeyVersions retires the versions below `min_version`: it raises
@@ -89,8 +91,10 @@ class KeyServiceAsyncStub(KeyServiceStub):
     """
     RewrapDataKeys: _aio.UnaryUnaryMultiCallable[_key_service_pb2.RewrapDataKeysRequest, _key_service_pb2.RewrapDataKeysResponse]  # type: ignore[assignment]
     """RewrapDataKeys moves one batch of data keys to the latest version and
-    says how many remain. Call it until `remaining` is 0: it is idempotent,
-    and after a crash it simply continues.
+    says how many remain. Call it again with `next_page_token` until that is
+    empty (AIP-158): it is idempotent, and after a crash it simply continues
+    from the start. Keys the provider cannot rewrap are skipped and counted
+    in `failed`, so they never stall the others.
     """
     TrimKeyVersions: _aio.UnaryUnaryMultiCallable[_key_service_pb2.TrimKeyVersionsRequest, _key_service_pb2.TrimKeyVersionsResponse]  # type: ignore[assignment]
     """TrimKeyVersions retires the versions below `min_version`: it raises
@@ -140,8 +144,10 @@ class KeyServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_key_service_pb2.RewrapDataKeysResponse, _abc.Awaitable[_key_service_pb2.RewrapDataKeysResponse]]:
         """RewrapDataKeys moves one batch of data keys to the latest version and
-        says how many remain. Call it until `remaining` is 0: it is idempotent,
-        and after a crash it simply continues.
+        says how many remain. Call it again with `next_page_token` until that is
+        empty (AIP-158): it is idempotent, and after a crash it simply continues
+        from the start. Keys the provider cannot rewrap are skipped and counted
+        in `failed`, so they never stall the others.
         """
 
     @_abc_1.abstractmethod

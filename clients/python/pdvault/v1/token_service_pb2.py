@@ -27,7 +27,7 @@ from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from pdvault.v1 import common_pb2 as pdvault_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1epdvault/v1/token_service.proto\x12\npdvault.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x17google/rpc/status.proto\x1a\x17pdvault/v1/common.proto\"s\n\x0fTokenizeRequest\x12\x15\n\x07subject\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12/\n\x06\x66ields\x18\x02 \x03(\x0b\x32\x19.pdvault.v1.TokenizeFieldB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"\x84\x01\n\rTokenizeField\x12\x16\n\x08\x63\x61tegory\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x11.pdvault.v1.ValueB\x04\xe2\x41\x01\x02\x12\x33\n\x0ctoken_format\x18\x03 \x01(\x0e\x32\x17.pdvault.v1.TokenFormatB\x04\xe2\x41\x01\x01\"E\n\x10TokenizeResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32\x1a.pdvault.v1.TokenizeResultB\x04\xe2\x41\x01\x03\"=\n\x0eTokenizeResult\x12\x13\n\x05token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x63\x61tegory\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\"]\n\x11\x44\x65tokenizeRequest\x12\x14\n\x06tokens\x18\x01 \x03(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07purpose\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1b\n\rjustification\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"I\n\x12\x44\x65tokenizeResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\x1c.pdvault.v1.DetokenizeResultB\x04\xe2\x41\x01\x03\"\xca\x01\n\x10\x44\x65tokenizeResult\x12\x13\n\x05token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x11.pdvault.v1.ValueH\x00\x12\x10\n\x06masked\x18\x03 \x01(\tH\x00\x12#\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x12\x16\n\x08\x63\x61tegory\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12$\n\x04view\x18\x06 \x01(\x0e\x32\x10.pdvault.v1.ViewB\x04\xe2\x41\x01\x03\x42\x08\n\x06result*b\n\x0bTokenFormat\x12\x1c\n\x18TOKEN_FORMAT_UNSPECIFIED\x10\x00\x12\x17\n\x13TOKEN_FORMAT_OPAQUE\x10\x01\x12\x1c\n\x18TOKEN_FORMAT_CARD_NUMBER\x10\x02*<\n\x04View\x12\x14\n\x10VIEW_UNSPECIFIED\x10\x00\x12\r\n\tVIEW_FULL\x10\x01\x12\x0f\n\x0bVIEW_MASKED\x10\x02\x32\xa2\x01\n\x0cTokenService\x12\x45\n\x08Tokenize\x12\x1b.pdvault.v1.TokenizeRequest\x1a\x1c.pdvault.v1.TokenizeResponse\x12K\n\nDetokenize\x12\x1d.pdvault.v1.DetokenizeRequest\x1a\x1e.pdvault.v1.DetokenizeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1epdvault/v1/token_service.proto\x12\npdvault.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x17google/rpc/status.proto\x1a\x17pdvault/v1/common.proto\"s\n\x0fTokenizeRequest\x12\x15\n\x07subject\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12/\n\x06\x66ields\x18\x02 \x03(\x0b\x32\x19.pdvault.v1.TokenizeFieldB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"\x84\x01\n\rTokenizeField\x12\x16\n\x08\x63\x61tegory\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x11.pdvault.v1.ValueB\x04\xe2\x41\x01\x02\x12\x33\n\x0ctoken_format\x18\x03 \x01(\x0e\x32\x17.pdvault.v1.TokenFormatB\x04\xe2\x41\x01\x01\"E\n\x10TokenizeResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32\x1a.pdvault.v1.TokenizeResultB\x04\xe2\x41\x01\x03\"=\n\x0eTokenizeResult\x12\x13\n\x05token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x63\x61tegory\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\"\x90\x01\n\x11\x44\x65tokenizeRequest\x12\x14\n\x06tokens\x18\x01 \x03(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07purpose\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1b\n\rjustification\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x31\n\x0blegal_basis\x18\x04 \x01(\x0e\x32\x16.pdvault.v1.LegalBasisB\x04\xe2\x41\x01\x01\"I\n\x12\x44\x65tokenizeResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\x1c.pdvault.v1.DetokenizeResultB\x04\xe2\x41\x01\x03\"\xca\x01\n\x10\x44\x65tokenizeResult\x12\x13\n\x05token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x11.pdvault.v1.ValueH\x00\x12\x10\n\x06masked\x18\x03 \x01(\tH\x00\x12#\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x12\x16\n\x08\x63\x61tegory\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12$\n\x04view\x18\x06 \x01(\x0e\x32\x10.pdvault.v1.ViewB\x04\xe2\x41\x01\x03\x42\x08\n\x06result*b\n\x0bTokenFormat\x12\x1c\n\x18TOKEN_FORMAT_UNSPECIFIED\x10\x00\x12\x17\n\x13TOKEN_FORMAT_OPAQUE\x10\x01\x12\x1c\n\x18TOKEN_FORMAT_CARD_NUMBER\x10\x02*<\n\x04View\x12\x14\n\x10VIEW_UNSPECIFIED\x10\x00\x12\r\n\tVIEW_FULL\x10\x01\x12\x0f\n\x0bVIEW_MASKED\x10\x02*\xb1\x01\n\nLegalBasis\x12\x1b\n\x17LEGAL_BASIS_UNSPECIFIED\x10\x00\x12!\n\x1dLEGAL_BASIS_LAW_OR_REGULATION\x10\x01\x12\x1f\n\x1bLEGAL_BASIS_PUBLIC_INTEREST\x10\x02\x12\x1f\n\x1bLEGAL_BASIS_PUBLIC_FUNCTION\x10\x03\x12!\n\x1dLEGAL_BASIS_LEGITIMATE_RIGHTS\x10\x04\x32\xa2\x01\n\x0cTokenService\x12\x45\n\x08Tokenize\x12\x1b.pdvault.v1.TokenizeRequest\x1a\x1c.pdvault.v1.TokenizeResponse\x12K\n\nDetokenize\x12\x1d.pdvault.v1.DetokenizeRequest\x1a\x1e.pdvault.v1.DetokenizeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -58,6 +58,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DETOKENIZEREQUEST'].fields_by_name['purpose']._serialized_options = b'\342A\001\002'
   _globals['_DETOKENIZEREQUEST'].fields_by_name['justification']._loaded_options = None
   _globals['_DETOKENIZEREQUEST'].fields_by_name['justification']._serialized_options = b'\342A\001\001'
+  _globals['_DETOKENIZEREQUEST'].fields_by_name['legal_basis']._loaded_options = None
+  _globals['_DETOKENIZEREQUEST'].fields_by_name['legal_basis']._serialized_options = b'\342A\001\001'
   _globals['_DETOKENIZERESPONSE'].fields_by_name['results']._loaded_options = None
   _globals['_DETOKENIZERESPONSE'].fields_by_name['results']._serialized_options = b'\342A\001\003'
   _globals['_DETOKENIZERESULT'].fields_by_name['token']._loaded_options = None
@@ -66,10 +68,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DETOKENIZERESULT'].fields_by_name['category']._serialized_options = b'\342A\001\003'
   _globals['_DETOKENIZERESULT'].fields_by_name['view']._loaded_options = None
   _globals['_DETOKENIZERESULT'].fields_by_name['view']._serialized_options = b'\342A\001\003'
-  _globals['_TOKENFORMAT']._serialized_start=890
-  _globals['_TOKENFORMAT']._serialized_end=988
-  _globals['_VIEW']._serialized_start=990
-  _globals['_VIEW']._serialized_end=1050
+  _globals['_TOKENFORMAT']._serialized_start=942
+  _globals['_TOKENFORMAT']._serialized_end=1040
+  _globals['_VIEW']._serialized_start=1042
+  _globals['_VIEW']._serialized_end=1102
+  _globals['_LEGALBASIS']._serialized_start=1105
+  _globals['_LEGALBASIS']._serialized_end=1282
   _globals['_TOKENIZEREQUEST']._serialized_start=129
   _globals['_TOKENIZEREQUEST']._serialized_end=244
   _globals['_TOKENIZEFIELD']._serialized_start=247
@@ -78,12 +82,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOKENIZERESPONSE']._serialized_end=450
   _globals['_TOKENIZERESULT']._serialized_start=452
   _globals['_TOKENIZERESULT']._serialized_end=513
-  _globals['_DETOKENIZEREQUEST']._serialized_start=515
-  _globals['_DETOKENIZEREQUEST']._serialized_end=608
-  _globals['_DETOKENIZERESPONSE']._serialized_start=610
-  _globals['_DETOKENIZERESPONSE']._serialized_end=683
-  _globals['_DETOKENIZERESULT']._serialized_start=686
-  _globals['_DETOKENIZERESULT']._serialized_end=888
-  _globals['_TOKENSERVICE']._serialized_start=1053
-  _globals['_TOKENSERVICE']._serialized_end=1215
+  _globals['_DETOKENIZEREQUEST']._serialized_start=516
+  _globals['_DETOKENIZEREQUEST']._serialized_end=660
+  _globals['_DETOKENIZERESPONSE']._serialized_start=662
+  _globals['_DETOKENIZERESPONSE']._serialized_end=735
+  _globals['_DETOKENIZERESULT']._serialized_start=738
+  _globals['_DETOKENIZERESULT']._serialized_end=940
+  _globals['_TOKENSERVICE']._serialized_start=1285
+  _globals['_TOKENSERVICE']._serialized_end=1447
 # @@protoc_insertion_point(module_scope)

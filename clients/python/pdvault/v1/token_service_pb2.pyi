@@ -77,6 +77,40 @@ VIEW_MASKED: View.ValueType  # 2
 """A masked rendering (for a card, only the last four digits)."""
 Global___View: _TypeAlias = View  # noqa: Y015
 
+class _LegalBasis:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LegalBasisEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LegalBasis.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LEGAL_BASIS_UNSPECIFIED: _LegalBasis.ValueType  # 0
+    """No legal exception is claimed."""
+    LEGAL_BASIS_LAW_OR_REGULATION: _LegalBasis.ValueType  # 1
+    """A request pursuant to laws or regulations."""
+    LEGAL_BASIS_PUBLIC_INTEREST: _LegalBasis.ValueType  # 2
+    """Refusal would harm the public interest and consent is hard to obtain."""
+    LEGAL_BASIS_PUBLIC_FUNCTION: _LegalBasis.ValueType  # 3
+    """A national or local public body performing functions required by law."""
+    LEGAL_BASIS_LEGITIMATE_RIGHTS: _LegalBasis.ValueType  # 4
+    """Necessary to exercise our legitimate rights."""
+
+class LegalBasis(_LegalBasis, metaclass=_LegalBasisEnumTypeWrapper):
+    """A legal exception under which data may be provided or read without the
+    subject's consent.
+    """
+
+LEGAL_BASIS_UNSPECIFIED: LegalBasis.ValueType  # 0
+"""No legal exception is claimed."""
+LEGAL_BASIS_LAW_OR_REGULATION: LegalBasis.ValueType  # 1
+"""A request pursuant to laws or regulations."""
+LEGAL_BASIS_PUBLIC_INTEREST: LegalBasis.ValueType  # 2
+"""Refusal would harm the public interest and consent is hard to obtain."""
+LEGAL_BASIS_PUBLIC_FUNCTION: LegalBasis.ValueType  # 3
+"""A national or local public body performing functions required by law."""
+LEGAL_BASIS_LEGITIMATE_RIGHTS: LegalBasis.ValueType  # 4
+"""Necessary to exercise our legitimate rights."""
+Global___LegalBasis: _TypeAlias = LegalBasis  # noqa: Y015
+
 @_typing.final
 class TokenizeRequest(_message.Message):
     """The request of TokenService.Tokenize."""
@@ -239,6 +273,7 @@ class DetokenizeRequest(_message.Message):
     TOKENS_FIELD_NUMBER: _builtins.int
     PURPOSE_FIELD_NUMBER: _builtins.int
     JUSTIFICATION_FIELD_NUMBER: _builtins.int
+    LEGAL_BASIS_FIELD_NUMBER: _builtins.int
     purpose: _builtins.str
     """Why the caller needs the values: a purpose of the policy in force, for
     example `payment`, `product_shipping`, `customer_support`,
@@ -249,6 +284,13 @@ class DetokenizeRequest(_message.Message):
     """Free text recorded in the audit log beside the purpose, such as a ticket
     number or an order id: at most 256 printable characters. It must not
     contain personal data.
+    """
+    legal_basis: Global___LegalBasis.ValueType
+    """The legal exception this request relies on, if any (the privacy policy's
+    third-party section, Personal Information Protection Act Art. 23). With
+    `third_party_provision` it replaces the subject's consent; with any
+    purpose it allows reading a stopped account. Recorded in the audit log:
+    state it only when it applies.
     """
     @_builtins.property
     def tokens(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -262,10 +304,11 @@ class DetokenizeRequest(_message.Message):
         tokens: _abc.Iterable[_builtins.str] | None = ...,
         purpose: _builtins.str = ...,
         justification: _builtins.str = ...,
+        legal_basis: Global___LegalBasis.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["justification", b"justification", "purpose", b"purpose", "tokens", b"tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["justification", b"justification", "legal_basis", b"legal_basis", "purpose", b"purpose", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -323,7 +366,10 @@ class DetokenizeResult(_message.Message):
     def error(self) -> _status_pb2.Status:
         """Why this token was refused. PERMISSION_DENIED (reason
         `TOKEN_REFUSED`) is the same for a token that does not exist and for
-        one this caller may not read for this purpose.
+        one this caller may not read for this purpose. To a caller who may read
+        its category, a token can also answer NOT_FOUND (`SUBJECT_DELETED`: the
+        subject was crypto-shredded) or PERMISSION_DENIED with the reason
+        `SUBJECT_STOPPED`, `CONSENT_WITHDRAWN` or `CONSENT_REQUIRED`.
         """
 
     def __init__(

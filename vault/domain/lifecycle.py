@@ -1,0 +1,367 @@
+"""The data subject's lifecycle, as the privacy policy promises it: stop and resume, deletion by
+crypto-shredding, disclosure (export), correction, and consent or its withdrawal.
+
+Callers with the `subjects` operation (ops) run these; a value may also be corrected by a
+caller that may store its category. Every call is audited.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from vault.domain.policy import Policy
+from vault.domain.ports import Binding, Cipher, Clock, KeyProvider, ShredLog, Store
+from vault.domain.secrets import Secret
+from vault.domain.service import GCM_RANDOM_NONCE_LIMIT
+from vault.domain.types import (
+    SUBJECT_RE,
+    Action,
+    AuditEvent,
+    CallerName,
+    Category,
+    ErasureReceipt,
+    Outcome,
+    PlainValue,
+    Purpose,
+    StoredValue,
+    SubjectId,
+    SubjectRecord,
+    SubjectState,
+    Token,
+    WrappedKey,
+    subject_digest,
+)
+from vault.domain.validation import RuleBroken, validate
+from vault.errors import (
+    FailedPrecondition,
+    IntegrityError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
+
+SHRED_METHOD = "crypto-shred: data key destroyed (NIST SP 800-88 cryptographic erase)"
+SYSTEM_CALLER = CallerName("system:shred-log")
+
+
+@dataclass(frozen=True, slots=True)
+class ExportedValue:
+    token: Token
+    category: Category
+    value: PlainValue | None  # None: it could not be decrypted (see `error`)
+    created_at: datetime
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectExport:
+    """Everything held about one subject (Art. 29 disclosure), as a machine-readable bundle."""
+
+    subject: SubjectId
+    state: SubjectState
+    exported_at: datetime
+    values: tuple[ExportedValue, ...]
+    consents: dict[Purpose, bool]
+    access_history: tuple[AuditEvent, ...]
+
+
+class SubjectAdministration:
+    """Invariants: a shred MUST be recorded in the shred log before the database forgets the
+    subject, MUST be atomic in the database, idempotent (a second shred returns the first
+    receipt), and MUST leave no cached key in this process (other processes are told through
+    the store); an export and a correction decrypt only under the subject's own binding."""
+
+    def __init__(
+        self,
+        *,
+        policy: Policy,
+        store: Store,
+        keys: KeyProvider,
+        cipher: Cipher,
+        shred_log: ShredLog,
+        clock: Clock,
+        forget_key: Callable[[SubjectId], None] = lambda _s: None,
+    ) -> None:
+        self._policy = policy
+        self._store = store
+        self._keys = keys
+        self._cipher = cipher
+        self._log = shred_log
+        self._clock = clock
+        self._forget = forget_key
+
+    # -- stop / resume ------------------------------------------------------------------------
+
+    def stop(self, caller: CallerName, subject: str) -> SubjectRecord:
+        return self._set_state(caller, subject, SubjectState.STOPPED, Action.SUBJECT_STOP)
+
+    def resume(self, caller: CallerName, subject: str) -> SubjectRecord:
+        return self._set_state(caller, subject, SubjectState.ACTIVE, Action.SUBJECT_RESUME)
+
+    def status(self, caller: CallerName, subject: str) -> SubjectRecord:
+        subject_id = self._authorize(caller, subject, Action.SUBJECT_EXPORT)
+        return self._record(subject_id)
+
+    def _set_state(
+        self, caller: CallerName, subject: str, state: SubjectState, action: Action
+    ) -> SubjectRecord:
+        subject_id = self._authorize(caller, subject, action)
+        now = self._clock()
+        event = self._event(caller, action, subject_id, f"state: {state.value}")
+        if not self._store.set_state(subject_id, state, now, [event]):
+            raise self._absent(subject_id)
+        return self._record(subject_id)
+
+    # -- shred ----------------------------------------------------------------------------------
+
+    def shred(self, caller: CallerName, subject: str) -> ErasureReceipt:
+        subject_id = self._authorize(caller, subject, Action.SUBJECT_SHRED)
+        digest = subject_digest(subject_id)
+        done = self._store.shred_receipt(digest)
+        if done is not None:
+            return self._receipt_of(
+                done.receipt_id, digest, done.shredded_at, done.shredded_by, done.values_destroyed
+            )
+        if self._store.subject_record(subject_id) is None:
+            raise NotFound(f"no data subject '{subject_id}' is held", reason="SUBJECT_UNKNOWN")
+        return self._shred(caller, subject_id, digest)
+
+    def _shred(self, caller: CallerName, subject: SubjectId, digest: str) -> ErasureReceipt:
+        now = self._clock()
+        receipt_id = str(uuid.uuid4())
+        # The log first: if the process dies after this line, start-up finishes the shred.
+        self._log.append(digest, receipt_id, now)
+        event = AuditEvent(
+            occurred_at=now,
+            caller=caller,
+            action=Action.SUBJECT_SHRED,
+            outcome=Outcome.GRANTED,
+            rule=f"caller:{caller}:operations",
+            subject=SubjectId(f"sha256:{digest}"),
+            detail=f"receipt {receipt_id}",
+        )
+        counts = self._store.shred(subject, digest, receipt_id, caller, now, [event])
+        self._forget(subject)
+        if counts is None:  # a concurrent shred won: answer with its receipt
+            done = self._store.shred_receipt(digest)
+            if done is None:
+                raise FailedPrecondition("the subject changed during the shred; retry")
+            return self._receipt_of(
+                done.receipt_id, digest, done.shredded_at, done.shredded_by, done.values_destroyed
+            )
+        keys, values, tokens = counts
+        return ErasureReceipt(
+            receipt_id, digest, now, caller, keys, values, tokens, self._keys.name
+        )
+
+    def _receipt_of(
+        self, receipt_id: str, digest: str, at: datetime, by: CallerName, values: int
+    ) -> ErasureReceipt:
+        return ErasureReceipt(receipt_id, digest, at, by, 1, values, values, self._keys.name)
+
+    def reapply_shred_log(self) -> int:
+        """Shred again every subject the log names that this database still holds (a restored
+        backup). Returns how many. Run at start-up, before serving."""
+        logged = self._log.digests()
+        if not logged:
+            return 0
+        again = self._store.subjects_with_digests(list(logged))
+        for subject in again:
+            digest = subject_digest(subject)
+            event = AuditEvent(
+                occurred_at=self._clock(),
+                caller=SYSTEM_CALLER,
+                action=Action.SUBJECT_SHRED,
+                outcome=Outcome.GRANTED,
+                rule="shred-log:reapplied",
+                subject=SubjectId(f"sha256:{digest}"),
+                detail=f"receipt {logged[digest]} re-applied to a restored database",
+            )
+            self._store.shred(
+                subject, digest, logged[digest], SYSTEM_CALLER, self._clock(), [event]
+            )
+            self._forget(subject)
+        return len(again)
+
+    # -- consent --------------------------------------------------------------------------------
+
+    def set_consent(
+        self, caller: CallerName, subject: str, purpose: str, granted: bool
+    ) -> SubjectRecord:
+        subject_id = self._authorize(caller, subject, Action.SUBJECT_CONSENT)
+        if Purpose(purpose) not in self._policy.purposes:
+            raise InvalidArgument.one(
+                "purpose",
+                "purpose.unknown",
+                "must be a purpose of the policy: " + ", ".join(sorted(self._policy.purposes)),
+            )
+        now = self._clock()
+        verb = "granted" if granted else "withdrawn"
+        event = AuditEvent(
+            occurred_at=now,
+            caller=caller,
+            action=Action.SUBJECT_CONSENT,
+            outcome=Outcome.GRANTED,
+            rule=f"caller:{caller}:operations",
+            subject=subject_id,
+            purpose=Purpose(purpose),
+            detail=verb,
+        )
+        if not self._store.set_consent(subject_id, Purpose(purpose), granted, now, [event]):
+            raise self._absent(subject_id)
+        return self._record(subject_id)
+
+    # -- correction -----------------------------------------------------------------------------
+
+    def correct(self, caller: CallerName, token: str, value: PlainValue) -> tuple[Token, Category]:
+        stored, keys, _consent = self._store.values_and_keys([Token(token)])
+        current = stored.get(Token(token))
+        allowed = self._policy.may_operate(caller, "subjects").allowed or (
+            current is not None and self._policy.may_tokenize(caller, current.category).allowed
+        )
+        if current is None or not allowed:
+            # As with detokenize: a token that does not exist looks like one you may not touch.
+            self._store.append_audit(
+                [
+                    AuditEvent(
+                        occurred_at=self._clock(),
+                        caller=caller,
+                        action=Action.VALUE_CORRECT,
+                        outcome=Outcome.REFUSED,
+                        rule="token:refused",
+                        token=Token(token),
+                    )
+                ]
+            )
+            raise PermissionDenied(
+                "refused: the token does not exist, or this caller may not correct its category",
+                rule="token:refused",
+                reason="TOKEN_REFUSED",
+            )
+        rule = self._policy.categories[current.category]
+        try:
+            normalized = validate(rule, value, self._clock().date())
+        except RuleBroken as broken:
+            raise InvalidArgument.one("value", broken.rule.name, broken.rule.description) from None
+        key = self._unwrap(current.subject, keys[current.subject].wrapped)
+        try:
+            binding = Binding(current.token, current.subject, current.category)
+            sealed = self._cipher.seal(key, binding, normalized)
+        finally:
+            key.wipe()
+        replaced = StoredValue(
+            current.token, current.subject, current.category, current.token_format, sealed
+        )
+        event = AuditEvent(
+            occurred_at=self._clock(),
+            caller=caller,
+            action=Action.VALUE_CORRECT,
+            outcome=Outcome.GRANTED,
+            rule="value:corrected",
+            token=current.token,
+            subject=current.subject,
+            category=current.category,
+        )
+        if not self._store.replace_value(replaced, GCM_RANDOM_NONCE_LIMIT, [event]):
+            raise NotFound("the token's subject was deleted meanwhile", reason="SUBJECT_DELETED")
+        return current.token, current.category
+
+    # -- export ---------------------------------------------------------------------------------
+
+    def export(self, caller: CallerName, subject: str) -> SubjectExport:
+        subject_id = self._authorize(caller, subject, Action.SUBJECT_EXPORT)
+        record = self._record(subject_id)
+        rows = self._store.subject_values(subject_id)
+        history = tuple(self._store.subject_audit(subject_id))
+        values: list[ExportedValue] = []
+        if rows:
+            wrapped = self._store.data_keys([subject_id])[subject_id].wrapped
+            key = self._unwrap(subject_id, wrapped)
+            try:
+                for stored, created in rows:
+                    binding = Binding(stored.token, stored.subject, stored.category)
+                    try:
+                        plain: PlainValue | None = self._cipher.open(
+                            key, binding, stored.ciphertext
+                        )
+                        error = None
+                    except IntegrityError as exc:
+                        plain, error = None, exc.message
+                    values.append(
+                        ExportedValue(stored.token, stored.category, plain, created, error)
+                    )
+            finally:
+                key.wipe()
+        # Audited after it is assembled and before it is returned, like a detokenize.
+        self._store.append_audit(
+            [
+                self._event(
+                    caller,
+                    Action.SUBJECT_EXPORT,
+                    subject_id,
+                    f"{len(values)} values, {len(history)} access records",
+                )
+            ]
+        )
+        return SubjectExport(
+            subject_id, record.state, self._clock(), tuple(values), dict(record.consents), history
+        )
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _unwrap(self, subject: SubjectId, wrapped: WrappedKey) -> Secret:
+        [key] = self._keys.unwrap([(subject, wrapped)])
+        if key is None:
+            raise IntegrityError()
+        return key
+
+    def _record(self, subject: SubjectId) -> SubjectRecord:
+        record = self._store.subject_record(subject)
+        if record is None:
+            raise self._absent(subject)
+        return record
+
+    def _absent(self, subject: SubjectId) -> Exception:
+        if self._store.shred_receipt(subject_digest(subject)) is not None:
+            return NotFound(
+                "this data subject was deleted (crypto-shredded); nothing is held any more",
+                reason="SUBJECT_DELETED",
+            )
+        return NotFound(f"no data subject '{subject}' is held", reason="SUBJECT_UNKNOWN")
+
+    def _authorize(self, caller: CallerName, subject: str, action: Action) -> SubjectId:
+        if not SUBJECT_RE.fullmatch(subject):
+            raise InvalidArgument.one(
+                "subject", "subject.syntax", "must be 1 to 128 characters from [A-Za-z0-9._:@-]"
+            )
+        decision = self._policy.may_operate(caller, "subjects")
+        if not decision.allowed:
+            self._store.append_audit(
+                [
+                    AuditEvent(
+                        occurred_at=self._clock(),
+                        caller=caller,
+                        action=action,
+                        outcome=Outcome.REFUSED,
+                        rule=decision.rule,
+                    )
+                ]
+            )
+            raise PermissionDenied(decision.reason, rule=decision.rule)
+        return SubjectId(subject)
+
+    def _event(
+        self, caller: CallerName, action: Action, subject: SubjectId, detail: str
+    ) -> AuditEvent:
+        return AuditEvent(
+            occurred_at=self._clock(),
+            caller=caller,
+            action=action,
+            outcome=Outcome.GRANTED,
+            rule=f"caller:{caller}:operations",
+            subject=subject,
+            detail=detail,
+        )
