@@ -28,6 +28,8 @@ environment:
   PDV_DATA_DIR      SQLite database, local key file and dev credentials (./.pdvault)
   PDV_DATABASE_URL  production database, e.g. postgresql+psycopg://user@host/pdvault
   PDV_API_KEY       the API key to call with; overrides --caller
+  PDV_TLS_CERT, PDV_TLS_KEY  the server's TLS certificate chain and key (PEM)
+  PDV_TLS_CA        the CA the client commands trust for the server (turns TLS on)
   PDV_POLICY        a policy file to use instead of the shipped default
   PDV_CONFIG        a TOML file with the same settings (lower-case names, without PDV_)
 
@@ -324,7 +326,18 @@ def _client(args: argparse.Namespace) -> Client:
     from pdvault_client import Client
 
     addr = os.environ.get("PDV_ADDR") or "127.0.0.1:50051"
-    return Client(addr, _api_key(args.caller), timeout=args.timeout)
+    ca = os.environ.get("PDV_TLS_CA")
+    try:
+        tls_ca = Path(ca).read_bytes() if ca else None
+    except OSError:
+        raise _UsageError(f"cannot read PDV_TLS_CA={ca}") from None
+    return Client(
+        addr,
+        _api_key(args.caller),
+        timeout=args.timeout,
+        tls_ca=tls_ca,
+        tls_server_name=os.environ.get("PDV_TLS_SERVER_NAME") or None,
+    )
 
 
 def _report(error: Exception, prefix: str = "") -> None:

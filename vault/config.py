@@ -47,6 +47,11 @@ class Settings:
     vault_k8s_role: str = ""
     vault_k8s_jwt_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
     vault_timeout: float = 5.0
+    # TLS for the gRPC port: a PEM certificate chain and its key. Without them pdvault serves
+    # in clear only on a loopback address, unless allow_insecure says otherwise.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    allow_insecure: bool = False
     # The record of shredded subjects outside the database (default: beside the key file).
     shred_log: Path | None = None
     # The data-key cache (0 entries: no cache).
@@ -112,6 +117,9 @@ _ENV = {
     "PDV_VAULT_K8S_JWT_FILE": "vault_k8s_jwt_file",
     "PDV_VAULT_TIMEOUT": "vault_timeout",
     "PDV_SHRED_LOG": "shred_log",
+    "PDV_TLS_CERT": "tls_cert",
+    "PDV_TLS_KEY": "tls_key",
+    "PDV_ALLOW_INSECURE": "allow_insecure",
     "PDV_KEY_CACHE_MAX_ENTRIES": "cache_max_entries",
     "PDV_KEY_CACHE_MAX_AGE": "cache_max_age",
     "PDV_KEY_CACHE_MAX_USES": "cache_max_uses",
@@ -182,6 +190,8 @@ def _build(raw: Mapping[str, object]) -> Settings:
         return value
 
     workers = whole("max_workers", "PDV_MAX_WORKERS", 16, 1, 1024)
+    if bool(raw.get("tls_cert")) != bool(raw.get("tls_key")):
+        raise ConfigurationError("PDV_TLS_CERT and PDV_TLS_KEY go together")
     auth = text("vault_auth", "token")
     if auth not in VAULT_AUTH_CHOICES:
         raise ConfigurationError(
@@ -219,6 +229,9 @@ def _build(raw: Mapping[str, object]) -> Settings:
             "vault_k8s_jwt_file", "/var/run/secrets/kubernetes.io/serviceaccount/token"
         ),
         shred_log=path("shred_log"),
+        tls_cert=path("tls_cert"),
+        tls_key=path("tls_key"),
+        allow_insecure=flag("allow_insecure", False),
         vault_timeout=number("vault_timeout", "PDV_VAULT_TIMEOUT", 5.0, 0.1, 120),
         cache_max_entries=whole("cache_max_entries", "PDV_KEY_CACHE_MAX_ENTRIES", 10_000, 0, 10**7),
         cache_max_age=number("cache_max_age", "PDV_KEY_CACHE_MAX_AGE", 300.0, 0, 86_400),

@@ -62,12 +62,32 @@ def build_server(app: App, addr: str) -> tuple[grpc.Server, int, health.HealthSe
         server,
     )
     try:
-        port = server.add_insecure_port(addr)
+        port = _listen(server, app, addr)
     except RuntimeError:
         port = 0
     if port == 0:
         raise ConfigurationError(f"cannot listen on {addr}: is the address in use?")
     return server, port, health_servicer
+
+
+LOOPBACK = ("127.", "localhost:", "[::1]:")
+
+
+def _listen(server: grpc.Server, app: App, addr: str) -> int:
+    settings = app.settings
+    if settings.tls_cert and settings.tls_key:
+        try:
+            chain, key = settings.tls_cert.read_bytes(), settings.tls_key.read_bytes()
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read the TLS certificate or key: {exc}") from None
+        return server.add_secure_port(addr, grpc.ssl_server_credentials([(key, chain)]))
+    if not addr.startswith(LOOPBACK) and not settings.allow_insecure:
+        # API keys, values and operators' Vault tokens would cross the network in clear.
+        raise ConfigurationError(
+            f"refusing to serve {addr} without TLS: set PDV_TLS_CERT and PDV_TLS_KEY, or "
+            "PDV_ALLOW_INSECURE=true behind a TLS-terminating proxy or mesh"
+        )
+    return server.add_insecure_port(addr)
 
 
 def serve(app: App, addr: str, ready: threading.Event | None = None) -> None:

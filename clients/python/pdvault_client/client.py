@@ -122,9 +122,24 @@ class Client:
         timeout: float = 5.0,
         retry: RetryPolicy | None = None,
         channel: grpc.Channel | None = None,
+        tls_ca: bytes | None = None,
+        tls_server_name: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self._channel = channel or grpc.insecure_channel(addr)
+        """`tls_ca`: the PEM CA bundle that signed the server's certificate; with it the
+        channel uses TLS (`tls_server_name` overrides the name checked in the certificate).
+        Without it the channel is plaintext, which pdvault serves on loopback only."""
+        if channel is None:
+            if tls_ca is not None:
+                options = (
+                    [("grpc.ssl_target_name_override", tls_server_name)] if tls_server_name else []
+                )
+                channel = grpc.secure_channel(
+                    addr, grpc.ssl_channel_credentials(root_certificates=tls_ca), options=options
+                )
+            else:
+                channel = grpc.insecure_channel(addr)
+        self._channel = channel
         self._stub = token_service_pb2_grpc.TokenServiceStub(self._channel)
         self._key_stub = key_service_pb2_grpc.KeyServiceStub(self._channel)
         self._subject_stub = subject_service_pb2_grpc.SubjectServiceStub(self._channel)
@@ -184,7 +199,7 @@ class Client:
             tokens=list(tokens),
             purpose=purpose,
             justification=justification,
-            legal_basis=cast(token_service_pb2.LegalBasis.ValueType, basis),
+            legal_basis=cast("token_service_pb2.LegalBasis.ValueType", basis),
         )
         response = self._call(self._stub.Detokenize, request)
         return [_result(r) for r in response.results]
