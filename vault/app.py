@@ -24,7 +24,7 @@ from vault.kms.local import LocalKeyFileProvider
 from vault.kms.shred_log import FileShredLog
 from vault.kms.transit import TransitSettings, VaultTransitKeyProvider
 from vault.storage import migrate
-from vault.storage.notify import ShredListener
+from vault.storage.notify import ShredListener, ShredPoller
 from vault.storage.store import Engine, SqlStore, make_engine
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class App:
     key_admin: KeyAdministration
     subjects: SubjectAdministration
     authenticator: Authenticator
-    listener: ShredListener | None = None
+    listener: ShredListener | ShredPoller | None = None
 
     def close(self) -> None:
         if self.listener is not None:
@@ -110,6 +110,9 @@ def build_app(settings: Settings) -> App:
         log.warning("shred log: %d subjects of a restored database were shredded again", again)
     if cache is not None and not settings.uses_sqlite:
         app.listener = ShredListener(settings.effective_database_url, cache.forget, cache.clear)
+        app.listener.start()
+    elif cache is not None:
+        app.listener = ShredPoller(engine, cache.forget_digests)
         app.listener.start()
     if settings.dev_credentials:
         ensure_dev_credentials(app)

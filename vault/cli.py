@@ -31,6 +31,7 @@ environment:
   PDV_TLS_CERT, PDV_TLS_KEY  the server's TLS certificate chain and key (PEM)
   PDV_TLS_CA        the CA the client commands trust for the server (turns TLS on)
   PDV_POLICY        a policy file to use instead of the shipped default
+  PDV_PROCESSES     serving processes sharing the port (default: one per core)
   PDV_CONFIG        a TOML file with the same settings (lower-case names, without PDV_)
 
 examples:
@@ -238,7 +239,7 @@ def _settings() -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     from vault.app import build_app
     from vault.errors import ConfigurationError
-    from vault.transport.server import serve
+    from vault.transport.server import serve, serve_processes
 
     settings = _settings()
     os.umask(0o077)  # the database, key file and credentials are for this user only
@@ -246,18 +247,17 @@ def _serve(args: argparse.Namespace) -> int:
         level=(args.log_level or settings.log_level).upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    try:
-        app = build_app(settings)
-    except ConfigurationError as exc:
-        print(f"pdv serve: {exc.message}", file=sys.stderr)
-        return EXIT_FAILED
     logging.getLogger("pdv").info("starting: %s", settings.describe())
     if settings.dev_credentials:
         print(
-            f"pdv: API keys of the demo callers are in {settings.credentials_file}", file=sys.stderr
+            f"pdv: API keys of the demo callers are in {settings.credentials_file}",
+            file=sys.stderr,
         )
     try:
-        serve(app, settings.addr)
+        processes = settings.effective_processes
+        if processes > 1:
+            return serve_processes(settings, processes)
+        serve(build_app(settings), settings.addr)
     except ConfigurationError as exc:
         print(f"pdv serve: {exc.message}", file=sys.stderr)
         return EXIT_FAILED

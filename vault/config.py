@@ -29,6 +29,8 @@ class Settings:
     key_file: Path | None = None
     policy_file: Path | None = None
     max_workers: int = 16
+    # Serving processes sharing the port (SO_REUSEPORT); default: one per core.
+    processes: int = 0
     log_level: str = "INFO"
     # On first start, create API keys for the policy's callers and write them to
     # <data dir>/dev-credentials.json. Meant for the embedded default; turn off in production.
@@ -68,6 +70,10 @@ class Settings:
         return self.key_file or self.data_dir / "kek.json"
 
     @property
+    def effective_processes(self) -> int:
+        return self.processes or max(1, os.cpu_count() or 1)
+
+    @property
     def effective_shred_log(self) -> Path:
         if self.shred_log is not None:
             return self.shred_log
@@ -101,6 +107,7 @@ _ENV = {
     "PDV_KEY_FILE": "key_file",
     "PDV_POLICY": "policy_file",
     "PDV_MAX_WORKERS": "max_workers",
+    "PDV_PROCESSES": "processes",
     "PDV_LOG_LEVEL": "log_level",
     "PDV_DEV_CREDENTIALS": "dev_credentials",
     "PDV_AUTO_MIGRATE": "auto_migrate",
@@ -212,6 +219,7 @@ def _build(raw: Mapping[str, object]) -> Settings:
         key_file=path("key_file"),
         policy_file=path("policy_file"),
         max_workers=workers,
+        processes=whole("processes", "PDV_PROCESSES", 0, 0, 256),
         log_level=text("log_level", "INFO").upper(),
         dev_credentials=flag("dev_credentials", True),
         auto_migrate=flag("auto_migrate", True),

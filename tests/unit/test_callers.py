@@ -259,3 +259,24 @@ def test_refusals_do_not_chain_the_cause(store: FakeStore, auth: Authenticator) 
     key = _issue(store, "payment")
     error = _refused(auth, _other_secret(key))
     assert error.__cause__ is None
+
+
+def test_valid_keys_are_remembered_for_a_while_and_revocation_then_holds(
+    store: FakeStore,
+) -> None:
+    now = [0.0]
+    auth = Authenticator(store, POLICY, cache_seconds=30, clock=lambda: now[0])
+    key, record = issue_api_key(CallerName("payment"))
+    store.add_api_key(record)
+    assert auth.authenticate(key) == "payment"
+    store.add_api_key(ApiKeyRecord(record.key_id, record.caller, record.key_hash, revoked=True))
+    now[0] = 29.0
+    assert auth.authenticate(key) == "payment"  # within the documented window
+    now[0] = 31.0
+    _refused(auth, key)
+    # A wrong secret for a remembered key id is still refused.
+    now[0] = 0.0
+    other, rec2 = issue_api_key(CallerName("kyc"))
+    store.add_api_key(rec2)
+    assert auth.authenticate(other) == "kyc"
+    _refused(auth, other[:-1] + ("A" if other[-1] != "A" else "B"))

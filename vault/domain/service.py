@@ -145,21 +145,20 @@ class TokenService:
         request_id: str = "",
     ) -> list[Tokenized]:
         subject_id, checked = self._check_tokenize(caller, subject, fields, request_id)
-        if request_id:
-            earlier = self._store.idempotency(caller, request_id)
-            if earlier is not None:
-                if self._clock() - earlier.created_at < self._limits.idempotency_retention:
-                    return self._replay(earlier, subject_id, checked)
-                self._store.forget_idempotency(caller, request_id)  # expired: a new request
+        # No read of the request id first: the save inserts it, and only a conflict (a retry)
+        # costs a lookup. A first request, the common case, saves a round trip.
         for _ in range(4):
             try:
                 return self._tokenize_once(caller, subject_id, checked, request_id)
             except (TokenCollisionError, SubjectKeyRaceError):
                 continue  # fresh tokens, or the data key another request created first
             except DuplicateRequestError:
-                # A concurrent twin of this request committed first: answer as it did.
+                # A retry, or a concurrent twin that committed first: answer as it did.
                 twin = self._store.idempotency(caller, request_id)
                 if twin is None:
+                    continue
+                if self._clock() - twin.created_at >= self._limits.idempotency_retention:
+                    self._store.forget_idempotency(caller, request_id)  # expired: a new request
                     continue
                 return self._replay(twin, subject_id, checked)
             except SubjectStoppedError:

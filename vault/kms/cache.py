@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from vault.domain.ports import KekStatus, KeyProvider
 from vault.domain.secrets import Secret
-from vault.domain.types import SubjectId, WrappedKey
+from vault.domain.types import SubjectId, WrappedKey, subject_digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +126,14 @@ class CachingKeyProvider:
             self._generation += 1
             for k in [k for k in self._entries if k[0] == subject]:
                 self._drop(k)
+
+    def forget_digests(self, digests: set[str]) -> None:
+        """Drop the keys of subjects named by digest (shredded in another process)."""
+        with self._lock:
+            subjects = {k[0] for k in self._entries}
+        for subject in subjects:
+            if subject_digest(subject) in digests:
+                self.forget(subject)
 
     def clear(self) -> None:
         with self._lock:

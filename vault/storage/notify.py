@@ -13,12 +13,16 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import psycopg
+from sqlalchemy import Engine, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from vault.domain.types import SubjectId
 from vault.storage.store import SHRED_CHANNEL
+from vault.storage.tables import shredded_subjects
 
 log = logging.getLogger(__name__)
 
@@ -65,3 +69,47 @@ class ShredListener:
                 self._forget_all()  # what was missed is unknown: forget everything
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
+
+
+class ShredPoller:
+    """The same for SQLite, which has no NOTIFY: several processes on one database file poll the
+    shred records once a second and drop the keys of subjects shredded elsewhere."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        forget_digests: Callable[[set[str]], None],
+        interval: float = 1.0,
+    ) -> None:
+        self._engine = engine
+        self._forget = forget_digests
+        self._interval = interval
+        self._stop = threading.Event()
+        self._since = datetime.now(UTC)
+        self._thread = threading.Thread(target=self._run, name="shred-poller", daemon=True)
+
+    def __repr__(self) -> str:
+        return "ShredPoller()"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                with self._engine.connect() as conn:
+                    rows = conn.execute(
+                        select(
+                            shredded_subjects.c.subject_digest, shredded_subjects.c.shredded_at
+                        ).where(shredded_subjects.c.shredded_at >= self._since)
+                    ).all()
+            except SQLAlchemyError as exc:
+                log.warning("shred poll failed (%s)", type(exc).__name__)
+                continue
+            if rows:
+                self._forget({d for d, _ in rows})
+                self._since = max(at for _, at in rows)
