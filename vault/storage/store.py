@@ -141,13 +141,8 @@ class SqlStore:
     # -- reads ----------------------------------------------------------------------------------
 
     def data_keys(self, subject_ids: Collection[SubjectId]) -> dict[SubjectId, StoredDataKey]:
-        stmt = (
-            select(data_keys, subjects.c.state)
-            .join(subjects, subjects.c.subject_id == data_keys.c.subject_id)
-            .where(data_keys.c.subject_id.in_(bindparam("ids", expanding=True)))
-        )
         with self._tx() as conn:
-            rows = conn.execute(stmt, {"ids": list(subject_ids)}).all()
+            rows = conn.execute(_DATA_KEYS, {"ids": list(subject_ids)}).all()
         return {SubjectId(r.subject_id): _data_key(r) for r in rows}
 
     def values_and_keys(
@@ -155,32 +150,10 @@ class SqlStore:
     ) -> tuple[
         dict[Token, StoredValue], dict[SubjectId, StoredDataKey], dict[SubjectId, bool | None]
     ]:
-        consent = consents.alias("consent")
-        stmt = (
-            select(
-                token_values.c.token,
-                token_values.c.subject_id,
-                token_values.c.category,
-                token_values.c.token_format,
-                token_values.c.ciphertext,
-                data_keys.c.provider,
-                data_keys.c.kek_version,
-                data_keys.c.wrapped_key,
-                data_keys.c.encryptions,
-                subjects.c.state,
-                consent.c.granted,
-            )
-            .join(data_keys, data_keys.c.subject_id == token_values.c.subject_id)
-            .join(subjects, subjects.c.subject_id == token_values.c.subject_id)
-            .outerjoin(
-                consent,
-                (consent.c.subject_id == token_values.c.subject_id)
-                & (consent.c.purpose == bindparam("purpose")),
-            )
-            .where(token_values.c.token.in_(bindparam("tokens", expanding=True)))
-        )
         with self._tx() as conn:
-            rows = conn.execute(stmt, {"tokens": list(tokens), "purpose": purpose or ""}).all()
+            rows = conn.execute(
+                _VALUES_AND_KEYS, {"tokens": list(tokens), "purpose": purpose or ""}
+            ).all()
         values: dict[Token, StoredValue] = {}
         keys: dict[SubjectId, StoredDataKey] = {}
         consent_of: dict[SubjectId, bool | None] = {}
@@ -394,19 +367,8 @@ class SqlStore:
                     )
                 )
             else:
-                active = (
-                    select(subjects.c.subject_id)
-                    .where(subjects.c.subject_id == subject, subjects.c.state == "active")
-                    .exists()
-                )
                 counted = conn.execute(
-                    update(data_keys)
-                    .where(
-                        data_keys.c.subject_id == subject,
-                        data_keys.c.encryptions + len(values) <= encryption_limit,
-                        active,
-                    )
-                    .values(encryptions=data_keys.c.encryptions + len(values))
+                    _COUNT_ENCRYPTIONS, {"s": subject, "n": len(values), "limit": encryption_limit}
                 )
                 if counted.rowcount != 1:
                     state = conn.execute(
@@ -429,7 +391,7 @@ class SqlStore:
                 for v in values
             ]
             try:
-                conn.execute(insert(token_values), rows)
+                conn.execute(_INSERT_VALUES, rows)
             except sa_exc.IntegrityError:
                 # The primary key of token_values: a token drawn twice. The transaction rolls
                 # back as the error leaves this block.
@@ -620,6 +582,52 @@ class SqlStore:
             )
 
 
+# The statements of the hot path, built once: constructing a statement costs more than
+# SQLAlchemy's compiled-statement cache saves when it is rebuilt on every call.
+_DATA_KEYS = (
+    select(data_keys, subjects.c.state)
+    .join(subjects, subjects.c.subject_id == data_keys.c.subject_id)
+    .where(data_keys.c.subject_id.in_(bindparam("ids", expanding=True)))
+)
+_consent = consents.alias("consent")
+_VALUES_AND_KEYS = (
+    select(
+        token_values.c.token,
+        token_values.c.subject_id,
+        token_values.c.category,
+        token_values.c.token_format,
+        token_values.c.ciphertext,
+        data_keys.c.provider,
+        data_keys.c.kek_version,
+        data_keys.c.wrapped_key,
+        data_keys.c.encryptions,
+        subjects.c.state,
+        _consent.c.granted,
+    )
+    .join(data_keys, data_keys.c.subject_id == token_values.c.subject_id)
+    .join(subjects, subjects.c.subject_id == token_values.c.subject_id)
+    .outerjoin(
+        _consent,
+        (_consent.c.subject_id == token_values.c.subject_id)
+        & (_consent.c.purpose == bindparam("purpose")),
+    )
+    .where(token_values.c.token.in_(bindparam("tokens", expanding=True)))
+)
+_COUNT_ENCRYPTIONS = (
+    update(data_keys)
+    .where(
+        data_keys.c.subject_id == bindparam("s"),
+        data_keys.c.encryptions + bindparam("n") <= bindparam("limit"),
+        select(subjects.c.subject_id)
+        .where(subjects.c.subject_id == bindparam("s"), subjects.c.state == "active")
+        .exists(),
+    )
+    .values(encryptions=data_keys.c.encryptions + bindparam("n"))
+)
+_INSERT_VALUES = insert(token_values)
+_INSERT_AUDIT = insert(audit_events)
+
+
 class _GoneError(Exception):
     pass
 
@@ -657,7 +665,7 @@ def _insert_audit(conn: Connection, events: Sequence[AuditEvent]) -> None:
     if not events:
         return
     conn.execute(
-        insert(audit_events),
+        _INSERT_AUDIT,
         [
             {
                 "occurred_at": e.occurred_at,
