@@ -12,7 +12,12 @@ import json
 import os
 import re
 import secrets
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +41,7 @@ ADMIN_URL = os.environ.get(
     "PDV_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _libpq(url: str) -> str:
@@ -121,19 +127,70 @@ class RunningServer:
         return grpc.insecure_channel(self.addr)
 
 
-@pytest.fixture
-def server(app: App) -> Iterator[RunningServer]:
+@contextmanager
+def running(app: App, close: bool = False) -> Iterator[RunningServer]:
+    """Serve `app` on a free loopback port for the block (closing the app after, if asked)."""
     srv, port, _health = build_server(app, "127.0.0.1:0")
     srv.start()
     try:
         yield RunningServer(app, f"127.0.0.1:{port}", port)
     finally:
         srv.stop(grace=None).wait()
+        if close:
+            app.close()
+
+
+@pytest.fixture
+def server(app: App) -> Iterator[RunningServer]:
+    with running(app) as srv:
+        yield srv
+
+
+def spawn_serve(
+    cwd: Path, name: str = "serve", **env_vars: str
+) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """Start `pdv serve` as a new process, as a user would; wait until it listens."""
+    addr = f"127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PDV_", "VAULT_"))}
+    env.update(
+        PDV_ADDR=addr, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "clients" / "python")])
+    )
+    env.update(env_vars)
+    log = cwd / f"{name}.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vault.cli", "serve"],
+        cwd=cwd,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while b"listening" not in log.read_bytes():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(log.read_text())
+        time.sleep(0.1)
+    return proc, addr, log
+
+
+def pdv_env(**env_vars: str) -> dict[str, str]:
+    """This process's environment without pdvault's or Vault's settings, plus `env_vars`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PDV_", "VAULT_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "clients" / "python")])
+    env.update(env_vars)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 # -- HashiCorp Vault Transit ------------------------------------------------------------------
 
-DEPLOY_VAULT = Path(__file__).resolve().parents[1] / "deploy" / "vault"
+DEPLOY_VAULT = ROOT / "deploy" / "vault"
 _HCL_PATH = re.compile(r'path\s+"([^"]+)"\s*\{\s*capabilities\s*=\s*\[([^\]]*)\]\s*\}', re.S)
 
 

@@ -3,31 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port, pdv_env, spawn_serve
 from vault.storage import migrate
 
 pytestmark = pytest.mark.slow
 
 PDV = [sys.executable, "-m", "vault.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -50,29 +41,13 @@ class Cli:
 
 @pytest.fixture
 def cli(tmp_path: Path) -> Iterator[Cli]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PDV_")}
-    env["PDV_ADDR"] = f"127.0.0.1:{_free_port()}"
-    env["PYTHONPATH"] = os.pathsep.join(
-        [
-            str(Path(__file__).resolve().parents[2]),
-            str(Path(__file__).resolve().parents[2] / "clients" / "python"),
-        ]
-    )
-    log = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen([*PDV, "serve"], cwd=tmp_path, env=env, stdout=log, stderr=log)
+    proc, addr, log = spawn_serve(tmp_path)
     try:
-        creds = tmp_path / ".pdvault" / "dev-credentials.json"
-        deadline = time.monotonic() + 30
-        while not creds.exists() or b"listening" not in (tmp_path / "serve.log").read_bytes():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError((tmp_path / "serve.log").read_text())
-            time.sleep(0.1)
-        yield Cli(tmp_path, env)
+        yield Cli(tmp_path, pdv_env(PDV_ADDR=addr))
     finally:
         proc.terminate()
-        proc.wait(timeout=20)
-        log.close()
-        assert proc.returncode == 0, (tmp_path / "serve.log").read_text()
+        proc.wait(timeout=30)
+        assert proc.returncode == 0, log.read_text()
 
 
 def test_readme_walk_through(cli: Cli) -> None:
@@ -185,9 +160,7 @@ def test_value_from_standard_input(cli: Cli) -> None:
 
 
 def test_client_commands_say_when_no_server_runs(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PDV_")}
-    env["PDV_ADDR"] = f"127.0.0.1:{_free_port()}"
-    env["PDV_API_KEY"] = "pdv_whatever"
+    env = pdv_env(PDV_ADDR=f"127.0.0.1:{free_port()}", PDV_API_KEY="pdv_whatever")
     out = subprocess.run(
         [*PDV, "detokenize", "--purpose", "payment", "--timeout", "1", "tok_" + "a" * 26],
         cwd=tmp_path,
@@ -249,7 +222,7 @@ def test_help_is_complete() -> None:
 
 
 def test_db_upgrade(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PDV_")}
+    env = pdv_env()
     out = subprocess.run(
         [*PDV, "db", "upgrade"],
         cwd=tmp_path,

@@ -20,24 +20,13 @@ from pdvault_client import (
     RetryPolicy,
     UnavailableError,
 )
-from tests.conftest import RunningServer, Transit
-from vault.app import App, build_app
+from tests.conftest import RunningServer, Transit, running
+from vault.app import build_app
 from vault.config import Settings
 from vault.domain.types import SubjectId
 from vault.storage.tables import audit_events, data_keys
-from vault.transport.server import build_server
 
 PAN = "4111111111111111"
-
-
-def start(app: App) -> Iterator[RunningServer]:
-    srv, port, _ = build_server(app, "127.0.0.1:0")
-    srv.start()
-    try:
-        yield RunningServer(app, f"127.0.0.1:{port}", port)
-    finally:
-        srv.stop(grace=None).wait()
-        app.close()
 
 
 @pytest.fixture
@@ -49,7 +38,8 @@ def vault_settings(settings: Settings, transit: Transit) -> Settings:
 
 @pytest.fixture
 def vault_server(vault_settings: Settings) -> Iterator[RunningServer]:
-    yield from start(build_app(vault_settings))
+    with running(build_app(vault_settings), close=True) as srv:
+        yield srv
 
 
 def ops(server: RunningServer, vault_token: str | None = None) -> tuple[Client, KeyAdmin]:

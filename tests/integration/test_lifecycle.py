@@ -19,7 +19,7 @@ from pdvault_client import (
     NotFoundError,
     PermissionDeniedError,
 )
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, running
 from vault.app import build_app
 from vault.domain.types import subject_digest
 from vault.storage.tables import (
@@ -30,7 +30,6 @@ from vault.storage.tables import (
     subjects,
     token_values,
 )
-from vault.transport.server import build_server
 
 PAN = "4111111111111111"
 SNAPSHOT_TABLES = (subjects, data_keys, token_values)
@@ -65,15 +64,9 @@ def restore(engine: Engine, snap: dict[str, list[dict[str, Any]]]) -> None:
 
 
 def restart(server: RunningServer, **changes: Any) -> Iterator[RunningServer]:
-    settings = dataclasses.replace(server.app.settings, **changes)
-    app = build_app(settings)
-    srv, port, _ = build_server(app, "127.0.0.1:0")
-    srv.start()
-    try:
-        yield RunningServer(app, f"127.0.0.1:{port}", port)
-    finally:
-        srv.stop(grace=None).wait()
-        app.close()
+    """Another start of pdvault on the same data, as after a restore (a one-item loop)."""
+    with running(build_app(dataclasses.replace(server.app.settings, **changes)), close=True) as srv:
+        yield srv
 
 
 # -- stop and resume ------------------------------------------------------------------------------

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from pdvault_client import Client, Field, NotFoundError
-from tests.conftest import RunningServer
-from tests.integration.test_cli import _free_port
+from tests.conftest import RunningServer, spawn_serve
 from vault.app import build_app
 from vault.domain.types import SubjectId
 
@@ -24,21 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_pdv_serve_runs_one_process_per_core_on_one_port(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PDV_", "VAULT_"))}
-    addr = f"127.0.0.1:{_free_port()}"
-    env.update(
-        PDV_ADDR=addr,
-        PDV_PROCESSES="2",
-        PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "clients" / "python")]),
-    )
-    log = tmp_path / "serve.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vault.cli", "serve"],
-        cwd=tmp_path,
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    proc, addr, log = spawn_serve(tmp_path, PDV_PROCESSES="2")
     try:
         deadline = time.monotonic() + 60
         while len(re.findall(rb"listening on", log.read_bytes())) < 2:

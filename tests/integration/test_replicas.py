@@ -3,10 +3,7 @@ takes effect in the other at once (issue: several replicas)."""
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,18 +12,12 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from pdvault_client import Client, Field, NotFoundError, PermissionDeniedError
+from tests.conftest import spawn_serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 ROOT = Path(__file__).resolve().parents[2]
 PAN = "4111111111111111"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _reset(url: str) -> None:
@@ -41,27 +32,10 @@ def _reset(url: str) -> None:
 
 
 def _start(tmp: Path, name: str, url: str) -> tuple[subprocess.Popen[bytes], str]:
-    addr = f"127.0.0.1:{_free_port()}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PDV_", "VAULT_"))}
-    env.update(
-        PDV_ADDR=addr,
-        PDV_DATA_DIR=str(tmp / "data"),  # shared: one key file, one shred log
-        PDV_DATABASE_URL=url,
-        PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "clients" / "python")]),
+    # One shared data dir: one key file, one shred log; one process each, to tell them apart.
+    proc, addr, _log = spawn_serve(
+        tmp, name, PDV_DATA_DIR=str(tmp / "data"), PDV_DATABASE_URL=url, PDV_PROCESSES="1"
     )
-    log = tmp / f"{name}.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vault.cli", "serve"],
-        env=env,
-        cwd=tmp,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 30
-    while b"listening" not in log.read_bytes():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(log.read_text())
-        time.sleep(0.1)
     return proc, addr
 
 

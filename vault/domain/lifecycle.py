@@ -13,7 +13,15 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from vault.domain.policy import Policy
-from vault.domain.ports import Binding, Cipher, Clock, KeyProvider, ShredLog, Store
+from vault.domain.ports import (
+    Binding,
+    Cipher,
+    Clock,
+    KeyProvider,
+    ShreddedRecord,
+    ShredLog,
+    Store,
+)
 from vault.domain.secrets import Secret
 from vault.domain.service import GCM_RANDOM_NONCE_LIMIT
 from vault.domain.types import (
@@ -122,9 +130,7 @@ class SubjectAdministration:
         digest = subject_digest(subject_id)
         done = self._store.shred_receipt(digest)
         if done is not None:
-            return self._receipt_of(
-                done.receipt_id, digest, done.shredded_at, done.shredded_by, done.values_destroyed
-            )
+            return self._receipt_of(done)
         if self._store.subject_record(subject_id) is None:
             raise NotFound(f"no data subject '{subject_id}' is held", reason="SUBJECT_UNKNOWN")
         return self._shred(caller, subject_id, digest)
@@ -149,18 +155,24 @@ class SubjectAdministration:
             done = self._store.shred_receipt(digest)
             if done is None:
                 raise FailedPrecondition("the subject changed during the shred; retry")
-            return self._receipt_of(
-                done.receipt_id, digest, done.shredded_at, done.shredded_by, done.values_destroyed
-            )
+            return self._receipt_of(done)
         keys, values, tokens = counts
         return ErasureReceipt(
             receipt_id, digest, now, caller, keys, values, tokens, self._keys.name
         )
 
-    def _receipt_of(
-        self, receipt_id: str, digest: str, at: datetime, by: CallerName, values: int
-    ) -> ErasureReceipt:
-        return ErasureReceipt(receipt_id, digest, at, by, 1, values, values, self._keys.name)
+    def _receipt_of(self, done: ShreddedRecord) -> ErasureReceipt:
+        """The receipt of an earlier shred, rebuilt from what the database kept of it."""
+        return ErasureReceipt(
+            done.receipt_id,
+            done.subject_digest,
+            done.shredded_at,
+            done.shredded_by,
+            1,
+            done.values_destroyed,
+            done.values_destroyed,
+            self._keys.name,
+        )
 
     def reapply_shred_log(self) -> int:
         """Shred again every subject the log names that this database still holds (a restored

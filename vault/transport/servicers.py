@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 
 import grpc
@@ -119,11 +121,18 @@ class TokenServicer(token_service_pb2_grpc.TokenServiceServicer):
 VAULT_TOKEN_METADATA = "x-vault-token"  # noqa: S105  (a metadata key, not a secret)
 
 
-def _admin_credential(context: grpc.ServicerContext) -> Secret | None:
+@contextmanager
+def _operator_token(context: grpc.ServicerContext) -> Iterator[Secret | None]:
+    """The operator's own Vault token from the metadata, for one call; wiped after it."""
+    token = None
     for key, value in context.invocation_metadata():
         if key == VAULT_TOKEN_METADATA and isinstance(value, str) and value:
-            return Secret(value.encode())
-    return None
+            token = Secret(value.encode())
+    try:
+        yield token
+    finally:
+        if token is not None:
+            token.wipe()
 
 
 def _status_out(report: KeyReport) -> key_service_pb2.KeyStatus:
@@ -170,12 +179,8 @@ class KeyServicer(key_service_pb2_grpc.KeyServiceServicer):
     def RotateKey(  # noqa: N802
         self, request: key_service_pb2.RotateKeyRequest, context: grpc.ServicerContext
     ) -> key_service_pb2.RotateKeyResponse:
-        admin = _admin_credential(context)
-        try:
+        with _operator_token(context) as admin:
             report = self._admin.rotate(current_caller(), admin)
-        finally:
-            if admin is not None:
-                admin.wipe()
         return key_service_pb2.RotateKeyResponse(status=_status_out(report))
 
     def RewrapDataKeys(  # noqa: N802
@@ -206,12 +211,8 @@ class KeyServicer(key_service_pb2_grpc.KeyServiceServicer):
     def TrimKeyVersions(  # noqa: N802
         self, request: key_service_pb2.TrimKeyVersionsRequest, context: grpc.ServicerContext
     ) -> key_service_pb2.TrimKeyVersionsResponse:
-        admin = _admin_credential(context)
-        try:
+        with _operator_token(context) as admin:
             report = self._admin.trim(current_caller(), request.min_version or None, admin)
-        finally:
-            if admin is not None:
-                admin.wipe()
         return key_service_pb2.TrimKeyVersionsResponse(status=_status_out(report))
 
 
