@@ -51,6 +51,7 @@ class App:
     def close(self) -> None:
         if self.listener is not None:
             self.listener.stop()
+        self.store.close()
         self.engine.dispose()
 
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, func, inspect, select
 
 from vault.domain.ports import (
     ApiKeyRecord,
@@ -34,7 +34,7 @@ from vault.domain.types import (
 from vault.errors import StorageUnavailable
 from vault.storage import migrate
 from vault.storage.store import SqlStore, make_engine
-from vault.storage.tables import metadata
+from vault.storage.tables import audit_events, metadata
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 KEY = WrappedKey("local", 1, b"\x01" * 49)
@@ -231,3 +231,29 @@ def test_an_unreachable_database_is_storage_unavailable() -> None:
     with pytest.raises(StorageUnavailable) as err:
         SqlStore(eng).data_keys([S])
     assert "127.0.0.1" not in str(err.value)
+
+
+def test_concurrent_audit_appends_share_commits_and_all_land(store: SqlStore) -> None:
+    def worker(i: int) -> None:
+        for j in range(20):
+            store.append_audit([event(f"tok_{i}_{j}")])
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with store._engine.connect() as conn:
+        count = conn.execute(select(func.count()).select_from(audit_events)).scalar_one()
+    assert count == 160
+
+
+def test_a_failed_audit_commit_fails_its_requests(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(_events: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(store, "_commit_audit", broken)
+    with pytest.raises(StorageUnavailable, match="audit"):
+        store.append_audit([event("tok_a")])
