@@ -58,7 +58,7 @@ class App:
 def build_app(settings: Settings) -> App:
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     policy = load_policy(settings.policy_file)
-    engine = make_engine(settings.effective_database_url)
+    engine = make_engine(settings.effective_database_url, pool_size=settings.max_workers + 2)
     if settings.auto_migrate:
         migrate.upgrade(engine)
     elif migrate.current_revision(engine) != migrate.head_revision():
