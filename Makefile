@@ -54,3 +54,9 @@ proto: $(DEV_STAMP)
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .coverage
+
+# The benchmark harness (bench/README.md): pdvault against its baselines, about 5 minutes.
+# BENCH_ARGS=--quick for a 2-minute smoke run.
+.PHONY: bench
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -1,0 +1,1 @@
+"""pdvault's benchmark harness: `python -m bench` (see bench/README.md)."""

@@ -1,0 +1,336 @@
+"""The processes under test: pdvault as production runs it, the no-op server, the Transit
+emulator, and a scratch PostgreSQL database. Everything listens on 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hvac
+import psycopg
+from sqlalchemy.engine import make_url
+
+from bench.procstat import descendants
+from tests.transit_emulator import TransitEmulator  # the tests' emulator, unchanged
+
+ROOT = Path(__file__).resolve().parents[1]
+HOST = "127.0.0.1"
+
+
+class BenchError(Exception):
+    """A setup step failed; the message says what to check."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _python_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PDV_", "VAULT_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "clients" / "python")])
+    return env
+
+
+def _wait_for(
+    proc: subprocess.Popen[bytes], log: Path, marker: bytes, timeout: float, count: int = 1
+) -> None:
+    deadline = time.monotonic() + timeout
+    while log.read_bytes().count(marker) < count:
+        if proc.poll() is not None:
+            raise BenchError(f"{log.name}: exited with {proc.returncode}:\n{_tail(log)}")
+        if time.monotonic() > deadline:
+            raise BenchError(f"{log.name}: not ready after {timeout:.0f} s:\n{_tail(log)}")
+        time.sleep(0.05)
+
+
+def _tail(log: Path, lines: int = 15) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _stop(proc: subprocess.Popen[bytes], grace: float = 20) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+@dataclass
+class PdvaultServer:
+    """`python -m vault.cli serve` (what `pdv serve` runs), configured by its environment.
+
+    pdvault serves from `PDV_PROCESSES` processes on one port (default: one per core): a parent
+    that prepares the database and spawns the serving children, which share the port through
+    SO_REUSEPORT, each with its own data-key cache. `processes` sets it (0: pdvault's default).
+    `commands` > 1 starts that many `pdv serve` commands on the same address on top of that."""
+
+    data_dir: Path
+    log_dir: Path
+    database_url: str = ""
+    kms: str = "local"
+    vault_addr: str = ""
+    vault_token: str = ""
+    max_workers: int = 16
+    processes: int = 0
+    commands: int = 1
+    addr: str = ""
+    extra_env: dict[str, str] = field(default_factory=dict)
+    _procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _serving: list[int] = field(default_factory=list)
+    _all: list[int] = field(default_factory=list)
+    _starts: int = 0
+
+    @property
+    def serving_per_command(self) -> int:
+        return self.processes or max(1, os.cpu_count() or 1)
+
+    def env(self) -> dict[str, str]:
+        env = _python_env()
+        env.update(
+            PDV_ADDR=self.addr,
+            PDV_DATA_DIR=str(self.data_dir),
+            PDV_KMS=self.kms,
+            PDV_MAX_WORKERS=str(self.max_workers),
+        )
+        if self.processes:
+            env["PDV_PROCESSES"] = str(self.processes)
+        if self.database_url:
+            env["PDV_DATABASE_URL"] = self.database_url
+        if self.kms == "vault":
+            env.update(VAULT_ADDR=self.vault_addr, VAULT_TOKEN=self.vault_token)
+        env.update(self.extra_env)
+        return env
+
+    def start(self) -> None:
+        if self._procs:
+            raise BenchError("pdvault is already running")
+        if not self.addr:
+            self.addr = f"{HOST}:{free_port()}"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._starts += 1
+        want = self.serving_per_command
+        try:
+            for i in range(self.commands):
+                log = self.log_dir / f"pdvault-{self._starts}-{i}.log"
+                with log.open("wb") as out:
+                    proc = subprocess.Popen(
+                        [sys.executable, "-m", "vault.cli", "serve"],
+                        env=self.env(),
+                        cwd=ROOT,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                self._procs.append(proc)
+                try:
+                    _wait_for(proc, log, b"listening on", 90, count=want)
+                except BenchError as exc:
+                    if i > 0:
+                        raise BenchError(
+                            f"pdv serve {i + 1} of {self.commands} could not share {self.addr} "
+                            f"(does pdvault set SO_REUSEPORT for it?); use --server-procs 1.\n"
+                            f"{exc}"
+                        ) from None
+                    raise
+                self._serving.extend(
+                    int(p) for p in re.findall(r"listening on .*pid (\d+)", log.read_text())
+                )
+        except BaseException:
+            self.stop()
+            raise
+        self._all = [p.pid for p in self._procs]
+        for p in self._procs:
+            self._all.extend(descendants(p.pid))
+        if not self._serving:  # a pdvault that does not log its pid: every process serves
+            self._serving = list(self._all)
+
+    def stop(self) -> None:
+        for proc in self._procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        for proc in self._procs:
+            _stop(proc)
+        self._procs = []
+        self._serving = []
+        self._all = []
+
+    def restart(self) -> None:
+        """Fresh processes: same database and keys, empty data-key caches."""
+        self.stop()
+        self.start()
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        """Every process of the server (the parents too): its CPU time is the server's."""
+        return tuple(self._all)
+
+    @property
+    def serving_pids(self) -> tuple[int, ...]:
+        """The processes that answer calls."""
+        return tuple(self._serving)
+
+    def api_key(self, caller: str) -> str:
+        keys: dict[str, str] = json.loads((self.data_dir / "dev-credentials.json").read_text())
+        return keys[caller]
+
+
+@dataclass
+class NoopServer:
+    """`python -m bench.noop_server`, with pdvault's process model (see PdvaultServer)."""
+
+    log_dir: Path
+    max_workers: int = 16
+    processes: int = 0
+    addr: str = ""
+    _proc: subprocess.Popen[bytes] | None = None
+    _all: list[int] = field(default_factory=list)
+    _serving: list[int] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.addr = f"{HOST}:{free_port()}"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_dir / "noop.log"
+        processes = self.processes or max(1, os.cpu_count() or 1)
+        with log.open("wb") as out:
+            self._proc = subprocess.Popen(  # noqa: S603  (our own interpreter, fixed arguments)
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.noop_server",
+                    "--addr",
+                    self.addr,
+                    "--max-workers",
+                    str(self.max_workers),
+                    "--processes",
+                    str(processes),
+                ],
+                env=_python_env(),
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        _wait_for(self._proc, log, b"listening on", 60, count=processes)
+        self._all = [self._proc.pid, *descendants(self._proc.pid)]
+        self._serving = [int(p) for p in re.findall(r"listening on .*pid (\d+)", log.read_text())]
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            _stop(self._proc, grace=10)
+            self._proc = None
+            self._all = []
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        return tuple(self._all)
+
+    @property
+    def serving_pids(self) -> tuple[int, ...]:
+        return tuple(self._serving)
+
+
+# -- HashiCorp Vault Transit, emulated ----------------------------------------------------------
+
+_HCL_PATH = re.compile(r'path\s+"([^"]+)"\s*\{\s*capabilities\s*=\s*\[([^\]]*)\]', re.S)
+
+
+def hcl_policy(name: str) -> dict[str, list[str]]:
+    """The paths and capabilities of one of deploy/vault's policies."""
+    text = (ROOT / "deploy" / "vault" / name).read_text()
+    return {
+        path: [c.strip().strip('"') for c in caps.split(",") if c.strip()]
+        for path, caps in _HCL_PATH.findall(text)
+    }
+
+
+@dataclass
+class Transit:
+    """The Transit emulator of the tests, in this (the harness's) process so that its call
+    counters can be read; its CPU time is this process's. pdvault gets a token with exactly
+    the pdvault-service policy, as in production."""
+
+    latency: float
+    emulator: Any = None
+    url: str = ""
+    service_token: str = ""
+    root_token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+
+    def start(self) -> None:
+        self.emulator = TransitEmulator(root_token=self.root_token)
+        self.url = self.emulator.start(HOST, 0)
+        root: Any = hvac.Client(url=self.url, token=self.root_token)  # untyped transit API
+        root.secrets.transit.create_key("pdvault", exportable=False)
+        root.secrets.transit.update_key_configuration("pdvault", deletion_allowed=False)
+        self.service_token = self.emulator.create_token(
+            hcl_policy("pdvault-service.hcl"), ttl=24 * 3600
+        )
+        self.emulator.set_latency(self.latency)
+
+    def stop(self) -> None:
+        if self.emulator is not None:
+            self.emulator.stop()
+            self.emulator = None
+
+    def reset_calls(self) -> None:
+        self.emulator.reset_calls()
+
+    def calls(self) -> dict[str, int]:
+        counted: dict[str, int] = dict(self.emulator.calls)
+        return counted
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------
+
+
+@dataclass
+class PostgresDatabase:
+    """A database of our own on the local server, created for the run and dropped after it."""
+
+    server: str = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    name: str = field(default_factory=lambda: f"pdvault_bench_{os.getpid()}")
+
+    @property
+    def url(self) -> str:
+        return self.server.rsplit("/", 1)[0] + "/" + self.name
+
+    def _admin(self) -> Any:
+        u = make_url(self.server)
+        return psycopg.connect(
+            host=u.host or HOST,
+            port=u.port or 5432,
+            user=u.username or "postgres",
+            password=u.password,
+            dbname=u.database or "postgres",
+            autocommit=True,
+            connect_timeout=5,
+        )
+
+    def create(self) -> None:
+        try:
+            with self._admin() as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+                conn.execute(f'CREATE DATABASE "{self.name}"')
+        except Exception as exc:  # noqa: BLE001  (any driver error: say where we looked)
+            raise BenchError(
+                f"PostgreSQL at {self.server.split('@')[-1]} is not usable "
+                f"({type(exc).__name__}); use --db sqlite or --postgres-url"
+            ) from None
+
+    def drop(self) -> None:
+        with contextlib.suppress(Exception), self._admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
