@@ -149,3 +149,14 @@ def test_new_data_keys_are_256_bit_and_distinct() -> None:
     keys = [CIPHER.new_data_key() for _ in range(100)]
     assert all(len(k) == 32 for k in keys)
     assert len({k.reveal() for k in keys}) == 100
+
+
+def test_an_opener_opens_what_open_opens_and_refuses_the_same() -> None:
+    sealed = CIPHER.seal(KEY, BINDING, PlainValue.text("Jane Doe"))
+    open_value = CIPHER.opener(KEY)
+    assert open_value(BINDING, sealed).data.reveal_text() == "Jane Doe"
+    other = Binding(Token("tok_bbbbbbbbbbbbbbbbbbbbbbbbbb"), SubjectId("user-42"), Category("name"))
+    with pytest.raises(IntegrityError):
+        open_value(other, sealed)
+    with pytest.raises(IntegrityError):
+        CIPHER.opener(Secret(b"short"))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, hmac
@@ -78,24 +79,12 @@ class AesGcmCipher:
         return seal_value(key, binding, value, nonce=os.urandom(NONCE_BYTES))
 
     def open(self, key: Secret, binding: Binding, ciphertext: bytes) -> PlainValue:
-        # Lengths and version are checked before any key is used (STYLE habit 6).
-        if not OVERHEAD + 1 <= len(ciphertext) <= MAX_VALUE_CIPHERTEXT:
-            raise IntegrityError()
-        header = ciphertext[:HEADER_BYTES]
-        if header[0] != FORMAT_V1:
-            raise IntegrityError()
-        nonce = ciphertext[HEADER_BYTES : HEADER_BYTES + NONCE_BYTES]
-        try:
-            plaintext = _aead(key).decrypt(
-                nonce, ciphertext[HEADER_BYTES + NONCE_BYTES :], _value_ad(header, binding)
-            )
-        except InvalidTag:
-            raise IntegrityError() from None
-        try:
-            kind = ValueKind(plaintext[0])
-        except ValueError:
-            raise IntegrityError() from None
-        return PlainValue(kind, Secret(plaintext[1:]))
+        return _open(_aead(key), binding, ciphertext)
+
+    def opener(self, key: Secret) -> Callable[[Binding, bytes], PlainValue]:
+        """`open` for many values under one key: the AES key schedule is set up once."""
+        aead = _aead(key)
+        return lambda binding, ciphertext: _open(aead, binding, ciphertext)
 
     def fingerprint(self, key: Secret, message: bytes) -> bytes:
         subkey = HKDF(
@@ -104,6 +93,27 @@ class AesGcmCipher:
         mac = hmac.HMAC(subkey, hashes.SHA256())
         mac.update(message)
         return mac.finalize()
+
+
+def _open(aead: AESGCM, binding: Binding, ciphertext: bytes) -> PlainValue:
+    # Lengths and version are checked before any key is used (STYLE habit 6).
+    if not OVERHEAD + 1 <= len(ciphertext) <= MAX_VALUE_CIPHERTEXT:
+        raise IntegrityError()
+    header = ciphertext[:HEADER_BYTES]
+    if header[0] != FORMAT_V1:
+        raise IntegrityError()
+    nonce = ciphertext[HEADER_BYTES : HEADER_BYTES + NONCE_BYTES]
+    try:
+        plaintext = aead.decrypt(
+            nonce, ciphertext[HEADER_BYTES + NONCE_BYTES :], _value_ad(header, binding)
+        )
+    except InvalidTag:
+        raise IntegrityError() from None
+    try:
+        kind = ValueKind(plaintext[0])
+    except ValueError:
+        raise IntegrityError() from None
+    return PlainValue(kind, Secret(plaintext[1:]))
 
 
 def seal_value(

@@ -53,6 +53,10 @@ class Cipher(Protocol):
         """Decrypt; MUST raise `vault.errors.IntegrityError` if anything does not authenticate."""
         ...
 
+    def opener(self, key: Secret) -> Callable[[Binding, bytes], PlainValue]:
+        """`open` for many values under one key, with the key set up once."""
+        ...
+
     def fingerprint(self, key: Secret, message: bytes) -> bytes:
         """A keyed MAC of `message` under a subkey of `key` (for idempotency checks)."""
         ...

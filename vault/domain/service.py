@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -487,6 +487,7 @@ class TokenService:
             self._keys.unwrap([(s, data_keys[s].wrapped) for s in subjects]) if subjects else []
         )
         keys = dict(zip(subjects, unwrapped, strict=True))
+        openers: dict[SubjectId, Callable[[Binding, bytes], PlainValue]] = {}
         try:
             results: list[Detokenized] = []
             audit: list[AuditEvent] = []
@@ -498,13 +499,8 @@ class TokenService:
                     audit.append(event(t, Outcome.REFUSED, decision, value))
                     results.append(Detokenized(t, error=verdict.error))
                     continue
-                key = keys.get(value.subject)
                 try:
-                    if key is None:
-                        raise IntegrityError()
-                    plain = self._cipher.open(
-                        key, Binding(value.token, value.subject, value.category), value.ciphertext
-                    )
+                    plain = self._open_stored(value, keys, openers)
                 except IntegrityError as exc:
                     integrity = Decision(False, "integrity:failed", exc.message)
                     audit.append(event(t, Outcome.REFUSED, integrity, value))
@@ -525,6 +521,21 @@ class TokenService:
             for k in keys.values():
                 if k is not None:
                     k.wipe()
+
+    def _open_stored(
+        self,
+        value: StoredValue,
+        keys: dict[SubjectId, Secret | None],
+        openers: dict[SubjectId, Callable[[Binding, bytes], PlainValue]],
+    ) -> PlainValue:
+        """Decrypt one stored value, setting up each subject's key once per request."""
+        open_value = openers.get(value.subject)
+        if open_value is None:
+            key = keys.get(value.subject)
+            if key is None:
+                raise IntegrityError()
+            open_value = openers[value.subject] = self._cipher.opener(key)
+        return open_value(Binding(value.token, value.subject, value.category), value.ciphertext)
 
     def _verdicts(
         self,
