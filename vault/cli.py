@@ -479,9 +479,10 @@ def _detokenize(args: argparse.Namespace) -> int:
         elif r.masked is not None:
             print(r.masked)
         elif isinstance(r.value, bytes):
+            # The command's whole purpose: the granted value, to stdout only, never to a log.
             print("base64:" + base64.b64encode(r.value).decode("ascii"))
         else:
-            print(r.value)
+            print(r.value)  # the granted value, as above
     return status
 
 
