@@ -40,6 +40,7 @@ from vault.domain.types import (
     SubjectState,
     Token,
     WrappedKey,
+    anonymized_subject,
     subject_digest,
 )
 from vault.domain.validation import RuleBroken, validate
@@ -110,7 +111,7 @@ class SubjectAdministration:
         return self._set_state(caller, subject, SubjectState.ACTIVE, Action.SUBJECT_RESUME)
 
     def status(self, caller: CallerName, subject: str) -> SubjectRecord:
-        subject_id = self._authorize(caller, subject, Action.SUBJECT_EXPORT)
+        subject_id = self._authorize(caller, subject, Action.SUBJECT_SHOW)
         return self._record(subject_id)
 
     def _set_state(
@@ -140,26 +141,46 @@ class SubjectAdministration:
         receipt_id = str(uuid.uuid4())
         # The log first: if the process dies after this line, start-up finishes the shred.
         self._log.append(digest, receipt_id, now)
-        event = AuditEvent(
-            occurred_at=now,
-            caller=caller,
-            action=Action.SUBJECT_SHRED,
-            outcome=Outcome.GRANTED,
-            rule=f"caller:{caller}:operations",
-            subject=SubjectId(f"sha256:{digest}"),
-            detail=f"receipt {receipt_id}",
+        counts = self._destroy(
+            subject,
+            digest,
+            receipt_id,
+            caller,
+            f"caller:{caller}:operations",
+            f"receipt {receipt_id}",
         )
-        counts = self._store.shred(subject, digest, receipt_id, caller, now, [event])
-        self._forget(subject)
         if counts is None:  # a concurrent shred won: answer with its receipt
             done = self._store.shred_receipt(digest)
             if done is None:
                 raise FailedPrecondition("the subject changed during the shred; retry")
             return self._receipt_of(done)
-        keys, values, tokens = counts
+        keys, values = counts
         return ErasureReceipt(
-            receipt_id, digest, now, caller, keys, values, tokens, self._keys.name
+            receipt_id, digest, now, caller, keys, values, values, self._keys.name
         )
+
+    def _destroy(
+        self,
+        subject: SubjectId,
+        digest: str,
+        receipt_id: str,
+        caller: CallerName,
+        rule: str,
+        detail: str,
+    ) -> tuple[int, int] | None:
+        """The database half of a shred, audited, and the key out of this process's cache."""
+        event = AuditEvent(
+            occurred_at=self._clock(),
+            caller=caller,
+            action=Action.SUBJECT_SHRED,
+            outcome=Outcome.GRANTED,
+            rule=rule,
+            subject=anonymized_subject(digest),
+            detail=detail,
+        )
+        counts = self._store.shred(subject, digest, receipt_id, caller, self._clock(), [event])
+        self._forget(subject)
+        return counts
 
     def _receipt_of(self, done: ShreddedRecord) -> ErasureReceipt:
         """The receipt of an earlier shred, rebuilt from what the database kept of it."""
@@ -183,19 +204,14 @@ class SubjectAdministration:
         again = self._store.subjects_with_digests(list(logged))
         for subject in again:
             digest = subject_digest(subject)
-            event = AuditEvent(
-                occurred_at=self._clock(),
-                caller=SYSTEM_CALLER,
-                action=Action.SUBJECT_SHRED,
-                outcome=Outcome.GRANTED,
-                rule="shred-log:reapplied",
-                subject=SubjectId(f"sha256:{digest}"),
-                detail=f"receipt {logged[digest]} re-applied to a restored database",
+            self._destroy(
+                subject,
+                digest,
+                logged[digest],
+                SYSTEM_CALLER,
+                "shred-log:reapplied",
+                f"receipt {logged[digest]} re-applied to a restored database",
             )
-            self._store.shred(
-                subject, digest, logged[digest], SYSTEM_CALLER, self._clock(), [event]
-            )
-            self._forget(subject)
         return len(again)
 
     # -- consent --------------------------------------------------------------------------------

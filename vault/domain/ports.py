@@ -244,9 +244,10 @@ class Store(Protocol):
         caller: CallerName,
         now: datetime,
         audit: Sequence[AuditEvent],
-    ) -> tuple[int, int, int] | None:
+    ) -> tuple[int, int] | None:
         """Atomically destroy the subject's data key, values, consents and fingerprints, keep
-        its tokens as tombstones and its digest as a record; None if it has no row."""
+        its tokens as tombstones and its digest as a record. Returns (data keys, values)
+        destroyed; None if it has no row."""
         ...
 
     def save_tokenized(

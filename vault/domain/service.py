@@ -133,7 +133,7 @@ class TokenService:
         self._keys = keys
         self._cipher = cipher
         self._clock = clock
-        self.limits = self._limits = limits or Limits()
+        self.limits = limits or Limits()
 
     # -- Tokenize -------------------------------------------------------------------------------
 
@@ -157,7 +157,7 @@ class TokenService:
                 twin = self._store.idempotency(caller, request_id)
                 if twin is None:
                     continue
-                if self._clock() - twin.created_at >= self._limits.idempotency_retention:
+                if self._clock() - twin.created_at >= self.limits.idempotency_retention:
                     self._store.forget_idempotency(caller, request_id)  # expired: a new request
                     continue
                 return self._replay(twin, subject_id, checked)
@@ -196,22 +196,22 @@ class TokenService:
             violations.append(
                 FieldViolation("fields", "fields.required", "must have at least 1 field")
             )
-        elif len(fields) > self._limits.max_fields:
+        elif len(fields) > self.limits.max_fields:
             violations.append(
                 FieldViolation(
                     "fields",
                     "fields.max_count",
-                    f"must have at most {self._limits.max_fields} fields",
+                    f"must have at most {self.limits.max_fields} fields",
                 )
             )
             raise InvalidArgument(violations)
         total = sum(len(f.value.data) for f in fields if f.value is not None)
-        if total > self._limits.max_request_bytes:
+        if total > self.limits.max_request_bytes:
             violations.append(
                 FieldViolation(
                     "fields",
                     "fields.max_bytes",
-                    f"values must total at most {self._limits.max_request_bytes} bytes",
+                    f"values must total at most {self.limits.max_request_bytes} bytes",
                 )
             )
             raise InvalidArgument(violations)
@@ -357,7 +357,7 @@ class TokenService:
             self._store.save_tokenized(
                 subject=subject,
                 new_key=new_key,
-                encryption_limit=self._limits.encryption_limit,
+                encryption_limit=self.limits.encryption_limit,
                 values=values,
                 audit=audit,
                 idempotency=record,
@@ -476,7 +476,7 @@ class TokenService:
             self._store.values_and_keys(wanted, purpose_id) if wanted else ({}, {}, {})
         )
         verdicts = self._verdicts(
-            caller, requested, purpose_id, legal_basis, stored, data_keys, consent
+            caller, requested, wanted, purpose_id, legal_basis, stored, data_keys, consent
         )
 
         # Unwrap only the keys of subjects with at least one granted token: one provider call.
@@ -541,13 +541,14 @@ class TokenService:
         self,
         caller: CallerName,
         requested: Sequence[str],
+        wanted: set[Token],
         purpose: Purpose,
         legal_basis: LegalBasis | None,
         stored: dict[Token, StoredValue],
         data_keys: dict[SubjectId, StoredDataKey],
         consent: dict[SubjectId, bool | None],
     ) -> dict[str, _Verdict]:
-        missing = {Token(t) for t in requested if tokens.well_formed(t)} - stored.keys()
+        missing = wanted - stored.keys()
         tombstones = self._store.shredded_tokens(missing) if missing else {}
         verdicts: dict[str, _Verdict] = {}
         for t in dict.fromkeys(requested):
@@ -650,12 +651,12 @@ class TokenService:
             violations.append(
                 FieldViolation("tokens", "tokens.required", "must have at least 1 token")
             )
-        elif len(requested) > self._limits.max_tokens:
+        elif len(requested) > self.limits.max_tokens:
             violations.append(
                 FieldViolation(
                     "tokens",
                     "tokens.max_count",
-                    f"must have at most {self._limits.max_tokens} tokens",
+                    f"must have at most {self.limits.max_tokens} tokens",
                 )
             )
         else:

@@ -37,6 +37,11 @@ def subject_digest(subject: str) -> str:
     return hashlib.sha256(b"pdvault.v1.subject\x00" + subject.encode()).hexdigest()
 
 
+def anonymized_subject(digest: str) -> SubjectId:
+    """What audit rows name a shredded subject by: its digest, never its id again."""
+    return SubjectId(f"sha256:{digest}")
+
+
 class SubjectState(enum.Enum):
     ACTIVE = "active"
     STOPPED = "stopped"
@@ -125,6 +130,7 @@ class Action(enum.Enum):
     KEY_ROTATE = "key_rotate"
     KEY_REWRAP = "key_rewrap"
     KEY_TRIM = "key_trim"
+    SUBJECT_SHOW = "subject_show"
     SUBJECT_STOP = "subject_stop"
     SUBJECT_RESUME = "subject_resume"
     SUBJECT_SHRED = "subject_shred"

@@ -58,6 +58,7 @@ from vault.domain.types import (
     TokenFormat,
     View,
     WrappedKey,
+    anonymized_subject,
     subject_digest,
 )
 from vault.errors import StorageUnavailable
@@ -143,22 +144,13 @@ class SqlStore:
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
-        try:
-            with self._engine.begin() as conn:
-                yield conn
-        except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
-            # The driver's text may name hosts or files; log only the class.
-            log.warning("database unavailable: %s", type(exc.orig or exc).__name__)
-            raise StorageUnavailable("the database is unavailable; retry later") from None
+        with _unavailable(), self._engine.begin() as conn:
+            yield conn
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        try:
-            with self._reader.connect() as conn:
-                yield conn
-        except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
-            log.warning("database unavailable: %s", type(exc.orig or exc).__name__)
-            raise StorageUnavailable("the database is unavailable; retry later") from None
+        with _unavailable(), self._reader.connect() as conn:
+            yield conn
 
     def _insert_ignore(self, table: Any) -> Any:
         if self._dialect == "postgresql":
@@ -513,12 +505,12 @@ class SqlStore:
         caller: CallerName,
         now: datetime,
         audit: Sequence[AuditEvent],
-    ) -> tuple[int, int, int] | None:
+    ) -> tuple[int, int] | None:
         """Crypto-shred in one transaction: the data key, the values (their tokens kept as
         tombstones naming only the category), consents, idempotency fingerprints; audit rows
         keep the digest instead of the id. None if the subject has no row. Returns (data keys,
-        values, tokens) destroyed. On PostgreSQL every pdvault process is told, on commit, to
-        drop its cached key."""
+        values) destroyed; every value's token is retired. On PostgreSQL every pdvault process
+        is told, on commit, to drop its cached key."""
         with self._tx() as conn:
             exists = conn.execute(
                 select(subjects.c.subject_id)
@@ -545,7 +537,7 @@ class SqlStore:
             conn.execute(
                 update(audit_events)
                 .where(audit_events.c.subject_id == subject)
-                .values(subject_id=f"sha256:{digest}"[:128])
+                .values(subject_id=anonymized_subject(digest))
             )
             conn.execute(
                 self._insert_ignore(shredded_subjects).values(
@@ -559,7 +551,7 @@ class SqlStore:
             _insert_audit(conn, audit)
             if self._dialect == "postgresql":
                 conn.execute(select(func.pg_notify(SHRED_CHANNEL, subject)))
-        return keys.rowcount, len(rows), len(rows)
+        return keys.rowcount, len(rows)
 
     def _remember(self, conn: Connection, record: IdempotencyRecord) -> None:
         done = conn.execute(
@@ -730,6 +722,17 @@ class _GroupCommit:
                 continue
             for _, done in batch:
                 done.set_result(None)
+
+
+@contextmanager
+def _unavailable() -> Iterator[None]:
+    """A lost or unreachable database is StorageUnavailable (retryable), whatever the call."""
+    try:
+        yield
+    except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+        # The driver's text may name hosts or files; log only the class.
+        log.warning("database unavailable: %s", type(exc.orig or exc).__name__)
+        raise StorageUnavailable("the database is unavailable; retry later") from None
 
 
 class _GoneError(Exception):
