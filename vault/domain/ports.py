@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -121,24 +122,18 @@ class KeyProvider(Protocol):
         ...
 
 
-class TokenCollisionError(Exception):
-    """A generated token already exists; the use case draws new tokens and retries."""
+class WriteOutcome(enum.Enum):
+    """How a write that can lose a race ended. These are answers, not errors: the use case
+    decides what each means for its caller (draw new tokens, retry, refuse)."""
 
-
-class SubjectKeyRaceError(Exception):
-    """Another request created this subject's data key first; the use case retries with it."""
-
-
-class SubjectStoppedError(Exception):
-    """The subject was stopped between reading its key and storing new data."""
-
-
-class DuplicateRequestError(Exception):
-    """A concurrent request with the same (caller, request id) committed first."""
-
-
-class KeyUsageExhaustedError(Exception):
-    """The subject's data key reached its encryption limit (NIST SP 800-38D section 8.3)."""
+    DONE = enum.auto()
+    TOKEN_COLLISION = enum.auto()  # a generated token exists already: draw new ones
+    SUBJECT_RACE = enum.auto()  # the subject's key was created or removed meanwhile
+    DUPLICATE_REQUEST = enum.auto()  # a twin with the same request id committed first
+    SUBJECT_STOPPED = enum.auto()
+    SUBJECT_SHREDDED = enum.auto()  # the id belongs to a crypto-shredded subject
+    KEY_EXHAUSTED = enum.auto()  # the data key reached its encryption limit
+    GONE = enum.auto()  # the row to change no longer exists
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,20 +145,55 @@ class ShreddedRecord:
     shredded_at: datetime
     shredded_by: CallerName
     values_destroyed: int
+    # Set when this shred destroyed data found under an id that was already shredded (a
+    # restored copy): the receipt of the shred before it.
+    previous_receipt_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ShredResult:
+    """What `Store.shred` found. `destroyed` is None when the subject had no row: then
+    `receipt` is the receipt of an earlier shred (or None: the id was never held)."""
+
+    receipt: ShreddedRecord | None
+    destroyed: tuple[int, int] | None  # (data keys, values)
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """What one detokenize reads, in one statement whatever the tokens turn out to be:
+    stored values, their subjects' data keys (with state), each subject's consent for the
+    purpose (True granted, False withdrawn, None never recorded), and tombstones of tokens
+    whose subject was shredded (token -> category)."""
+
+    values: dict[Token, StoredValue]
+    keys: dict[SubjectId, StoredDataKey]
+    consent: dict[SubjectId, bool | None]
+    shredded: dict[Token, Category]
+
+
+@dataclass(frozen=True, slots=True)
+class ShredLogEntry:
+    digest: str
+    receipt_id: str
+    shredded_at: datetime
 
 
 class ShredLog(Protocol):
     """The record of shredded subjects kept outside the database, beside the key provider.
 
     It outlives database restores: at start-up pdvault shreds again every subject of a restored
-    copy that the log names. Entries name subjects by digest only. `append` MUST be durable
-    when it returns (it is called before the database transaction of the shred).
+    copy that the log names. Entries name subjects by digest only.
     """
 
-    def append(self, digest: str, receipt_id: str, at: datetime) -> None: ...
+    def record(self, digest: str, receipt_id: str, at: datetime) -> ShredLogEntry:
+        """The subject's entry: the one already recorded (from any process), else a new one
+        with these facts. MUST be durable when it returns (it is called before the database
+        transaction of the shred) and MUST write at most one entry per digest."""
+        ...
 
-    def digests(self) -> dict[str, str]:
-        """digest -> receipt id, for every shred recorded."""
+    def entries(self) -> dict[str, ShredLogEntry]:
+        """digest -> entry, for every shred recorded."""
         ...
 
 
@@ -184,25 +214,19 @@ class ApiKeyStore(Protocol):
 class Store(Protocol):
     """Persistence of data keys, ciphertexts, audit events and idempotency records.
 
-    No method ever receives a plaintext value. Every write method is one transaction.
+    No method ever receives a plaintext value. Every write method is one transaction, retried
+    whole on a deadlock or serialization failure. Writes under a subject MUST lock the subject
+    first (the one lock order that keeps shred and tokenize from deadlocking), and a write that
+    would create a subject MUST refuse an id that was shredded, inside that transaction.
     """
 
     def data_keys(self, subjects: Collection[SubjectId]) -> dict[SubjectId, StoredDataKey]:
         """The wrapped data keys of these subjects (those that have one)."""
         ...
 
-    def values_and_keys(
-        self, tokens: Collection[Token], purpose: Purpose | None = None
-    ) -> tuple[
-        dict[Token, StoredValue], dict[SubjectId, StoredDataKey], dict[SubjectId, bool | None]
-    ]:
-        """The stored values of these tokens, their subjects' data keys (with the subject's
-        state), and each subject's consent for `purpose` (True granted, False withdrawn, None
-        never recorded), in one round trip."""
-        ...
-
-    def shredded_tokens(self, tokens: Collection[Token]) -> dict[Token, Category]:
-        """Of these tokens, those whose subject was shredded, with their category."""
+    def lookup(self, tokens: Collection[Token], purpose: Purpose | None = None) -> Lookup:
+        """Everything a detokenize needs about these tokens, in one round trip. MUST run the
+        same statements whether the tokens exist, are shredded or are unknown (timing)."""
         ...
 
     def shred_receipt(self, digest: str) -> ShreddedRecord | None: ...
@@ -231,23 +255,27 @@ class Store(Protocol):
     ) -> bool: ...
 
     def replace_value(
-        self, value: StoredValue, encryption_limit: int, audit: Sequence[AuditEvent]
-    ) -> bool:
-        """Overwrite a token's ciphertext in place; False if the token is gone."""
+        self,
+        value: StoredValue,
+        encryption_limit: int,
+        audit: Sequence[AuditEvent],
+        allow_stopped: bool = False,
+    ) -> WriteOutcome:
+        """Overwrite a token's ciphertext in place under the subject's lock: DONE, GONE (the
+        token or its subject is gone), SUBJECT_STOPPED (unless `allow_stopped`) or
+        KEY_EXHAUSTED."""
         ...
 
     def shred(
         self,
         subject: SubjectId,
-        digest: str,
-        receipt_id: str,
-        caller: CallerName,
-        now: datetime,
+        receipt: ShreddedRecord,
         audit: Sequence[AuditEvent],
-    ) -> tuple[int, int] | None:
+    ) -> ShredResult:
         """Atomically destroy the subject's data key, values, consents and fingerprints, keep
-        its tokens as tombstones and its digest as a record. Returns (data keys, values)
-        destroyed; None if it has no row."""
+        its tokens as tombstones and `receipt` as the record of the shred (naming the earlier
+        receipt if the id had one). If the subject has no row, change nothing and return the
+        earlier receipt, if any."""
         ...
 
     def save_tokenized(
@@ -260,18 +288,25 @@ class Store(Protocol):
         audit: Sequence[AuditEvent],
         idempotency: IdempotencyRecord | None,
         now: datetime,
-    ) -> None:
-        """Atomically: create the subject and its data key (when `new_key`), count the
-        encryptions against `encryption_limit`, insert the values, the audit events and the
-        idempotency record. All or nothing.
+    ) -> WriteOutcome:
+        """Atomically: create the subject and its data key (when `new_key`), or lock the
+        existing active subject; count the encryptions against `encryption_limit`; insert the
+        values, the audit events and the idempotency record. All or nothing.
 
-        Raises SubjectKeyRaceError if `new_key` is given and the subject already has a key,
-        TokenCollisionError if a token exists, KeyUsageExhaustedError past the limit.
+        DONE, or (nothing written) SUBJECT_RACE (`new_key` given but the subject exists, or
+        no `new_key` and the subject is gone), SUBJECT_SHREDDED, SUBJECT_STOPPED,
+        TOKEN_COLLISION, DUPLICATE_REQUEST or KEY_EXHAUSTED.
         """
         ...
 
+    def scrub(self) -> bool:
+        """Clear old images of deleted rows from the database's own files (after a shred).
+        False if it could not finish now (busy); then it is to be tried again."""
+        ...
+
     def append_audit(self, events: Sequence[AuditEvent]) -> None:
-        """Commit audit events. MUST be durable when it returns."""
+        """Commit audit events. MUST be durable when it returns; a bad event MUST fail only
+        the call that brought it, never others committed with it."""
         ...
 
     def forget_idempotency(self, caller: CallerName, request_id: str) -> None: ...
@@ -286,12 +321,23 @@ class Store(Protocol):
 
     def api_key(self, key_id: str) -> ApiKeyRecord | None: ...
 
+    def api_keys(self) -> list[ApiKeyRecord]: ...
+
     def add_api_key(self, record: ApiKeyRecord) -> None: ...
 
     def callers_with_keys(self) -> set[CallerName]: ...
 
     def kek_version_counts(self) -> dict[tuple[str, int], int]:
         """How many data keys are wrapped under each (provider, key-encryption-key version)."""
+        ...
+
+    def kek_checks(self, provider: str) -> dict[int, WrappedKey]:
+        """The check values wrapped under each version of `provider`'s key-encryption key:
+        how start-up recognises the key the data keys were wrapped by."""
+        ...
+
+    def add_kek_check(self, check: WrappedKey, now: datetime) -> None:
+        """Record a check value for its (provider, version), unless one is recorded."""
         ...
 
     def data_keys_to_rewrap(

@@ -23,7 +23,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 
 def current_revision(engine: Engine) -> str | None:
-    with engine.connect() as conn:
+    with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 

@@ -81,7 +81,8 @@ class ShredPoller:
         forget_digests: Callable[[set[str]], None],
         interval: float = 1.0,
     ) -> None:
-        self._engine = engine
+        # A read: no transaction (on SQLite a transaction would take the write lock).
+        self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._forget = forget_digests
         self._interval = interval
         self._stop = threading.Event()
@@ -101,7 +102,7 @@ class ShredPoller:
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             try:
-                with self._engine.connect() as conn:
+                with self._reader.connect() as conn:
                     rows = conn.execute(
                         select(
                             shredded_subjects.c.subject_digest, shredded_subjects.c.shredded_at

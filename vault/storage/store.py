@@ -2,28 +2,46 @@
 
 Every statement is built by SQLAlchemy with bound parameters; the engine hides parameters from
 error messages (`hide_parameters=True`), so no ciphertext or id reaches a log through them.
+
+Concurrency, in one place:
+- every write is one transaction, retried whole (a bounded number of times) when PostgreSQL
+  reports a deadlock or a serialization failure;
+- SQLite write transactions start with BEGIN IMMEDIATE: they take the database's single write
+  lock before their first read, so a check inside them cannot be overtaken by another writer;
+- on PostgreSQL every write under a subject locks the subject's row first (FOR SHARE to add or
+  change values, FOR UPDATE to shred): one lock order, so shred and tokenize never deadlock,
+  and a shred waits for the writes already under way and is never undone by them;
+- creating a subject inserts its row and then, in the same transaction, refuses the id if it
+  was shredded: an insert blocked by a shred in progress sees the shred's record once it runs.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
-from collections.abc import Collection, Iterator, Sequence
-from concurrent.futures import Future
+import random
+import time
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Connection,
     Engine,
+    LargeBinary,
+    String,
     bindparam,
+    cast,
     create_engine,
     event,
+    false,
     func,
     insert,
+    null,
     select,
+    true,
+    union_all,
     update,
 )
 from sqlalchemy import exc as sa_exc
@@ -33,12 +51,10 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from vault.domain.ports import (
     ApiKeyRecord,
-    DuplicateRequestError,
-    KeyUsageExhaustedError,
+    Lookup,
     ShreddedRecord,
-    SubjectKeyRaceError,
-    SubjectStoppedError,
-    TokenCollisionError,
+    ShredResult,
+    WriteOutcome,
 )
 from vault.domain.types import (
     Action,
@@ -62,12 +78,14 @@ from vault.domain.types import (
     subject_digest,
 )
 from vault.errors import StorageUnavailable
+from vault.storage.group_commit import GroupCommit
 from vault.storage.tables import (
     api_keys,
     audit_events,
     consents,
     data_keys,
     idempotency_keys,
+    kek_checks,
     shredded_subjects,
     shredded_tokens,
     subjects,
@@ -78,8 +96,15 @@ __all__ = ["Engine", "SqlStore", "make_engine", "redact_url"]
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 # PostgreSQL channel on which a shred tells every pdvault process to drop the subject's key.
 SHRED_CHANNEL = "pdvault_shred"
+
+# SQLSTATEs after which PostgreSQL has rolled the transaction back and a retry may succeed:
+# serialization_failure and deadlock_detected.
+_RETRYABLE = frozenset({"40001", "40P01"})
+TX_ATTEMPTS = 8
 
 
 def make_engine(url: str, pool_size: int = 16) -> Engine:
@@ -94,6 +119,8 @@ def make_engine(url: str, pool_size: int = 16) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
+            # pdvault says when a transaction begins (below), not the driver.
+            dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             # FULL: a committed audit record survives a power loss, not only a crash.
@@ -101,9 +128,17 @@ def make_engine(url: str, pool_size: int = 16) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             # Deleted and overwritten content is zeroed in the file: a corrected or shredded
-            # ciphertext does not linger in free pages.
+            # ciphertext does not linger in free pages (the write-ahead log is checkpointed and
+            # truncated after a shred: see SqlStore.scrub).
             cur.execute("PRAGMA secure_delete=ON")
             cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+                # The write lock first: no other writer can commit between our checks and
+                # our writes (a deferred BEGIN would read an older snapshot, then fail).
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     # A connection per server thread, kept: opening PostgreSQL backends under load showed in the
@@ -124,13 +159,21 @@ def redact_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+class _Answer(Exception):
+    """Not an error: rolls the transaction back and carries an outcome out of it."""
+
+    def __init__(self, outcome: WriteOutcome) -> None:
+        super().__init__(outcome.name)
+        self.outcome = outcome
+
+
 class SqlStore:
     """The `Store` port. Safe to share between threads (one connection per operation)."""
 
     def __init__(self, engine: Engine, group_commit: bool = True) -> None:
         self._engine = engine
         self._dialect = engine.dialect.name
-        self._audit = _GroupCommit(self) if group_commit else None
+        self._audit = GroupCommit(self._commit_audit) if group_commit else None
         # Single-statement reads need no transaction: on PostgreSQL, autocommit saves the
         # BEGIN and ROLLBACK round trips; SQLite's driver opens none for a SELECT anyway.
         self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -138,19 +181,51 @@ class SqlStore:
     def __repr__(self) -> str:
         return f"SqlStore({self._dialect})"
 
+    @property
+    def dialect(self) -> str:
+        return self._dialect
+
     def close(self) -> None:
         if self._audit is not None:
             self._audit.stop()
 
-    @contextmanager
-    def _tx(self) -> Iterator[Connection]:
-        with _unavailable(), self._engine.begin() as conn:
-            yield conn
+    # -- transactions ---------------------------------------------------------------------------
+
+    def _write(self, body: Callable[[Connection], T]) -> T:
+        """Run `body` in one transaction; retried whole after a deadlock or serialization
+        failure. `body` may raise `_Answer` to roll back and return an outcome."""
+        pause = 0.002
+        for attempt in range(1, TX_ATTEMPTS + 1):
+            try:
+                with self._engine.begin() as conn:
+                    return body(conn)
+            except sa_exc.OperationalError as exc:
+                if _sqlstate(exc) not in _RETRYABLE or attempt == TX_ATTEMPTS:
+                    raise _unavailable_error(exc) from None
+                log.info("transaction retried after %s", _sqlstate(exc))
+            except (sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
+                raise _unavailable_error(exc) from None
+            time.sleep(random.uniform(0, pause))  # noqa: S311  (jitter, not a secret)
+            pause = min(pause * 2, 0.2)
+        raise AssertionError("unreachable")
+
+    def _outcome(self, body: Callable[[Connection], None]) -> WriteOutcome:
+        def run(conn: Connection) -> WriteOutcome:
+            body(conn)
+            return WriteOutcome.DONE
+
+        try:
+            return self._write(run)
+        except _Answer as answer:
+            return answer.outcome
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        with _unavailable(), self._reader.connect() as conn:
-            yield conn
+        try:
+            with self._reader.connect() as conn:
+                yield conn
+        except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
+            raise _unavailable_error(exc) from None
 
     def _insert_ignore(self, table: Any) -> Any:
         if self._dialect == "postgresql":
@@ -159,6 +234,18 @@ class SqlStore:
             return sqlite.insert(table).on_conflict_do_nothing()
         raise NotImplementedError(self._dialect)
 
+    def _lock_subject(self, conn: Connection, subject: SubjectId, exclusive: bool) -> Any:
+        """The subject's row, locked (on SQLite the transaction holds the write lock)."""
+        stmt = select(subjects.c.subject_id, subjects.c.state).where(
+            subjects.c.subject_id == subject
+        )
+        return conn.execute(stmt.with_for_update(read=not exclusive)).first()
+
+    def ping(self) -> None:
+        """One trivial round trip; raises StorageUnavailable if the database does not answer."""
+        with self._read() as conn:
+            conn.execute(select(1)).scalar()
+
     # -- reads ----------------------------------------------------------------------------------
 
     def data_keys(self, subject_ids: Collection[SubjectId]) -> dict[SubjectId, StoredDataKey]:
@@ -166,72 +253,52 @@ class SqlStore:
             rows = conn.execute(_DATA_KEYS, {"ids": list(subject_ids)}).all()
         return {SubjectId(r.subject_id): _data_key(r) for r in rows}
 
-    def values_and_keys(
-        self, tokens: Collection[Token], purpose: Purpose | None = None
-    ) -> tuple[
-        dict[Token, StoredValue], dict[SubjectId, StoredDataKey], dict[SubjectId, bool | None]
-    ]:
+    def lookup(self, tokens: Collection[Token], purpose: Purpose | None = None) -> Lookup:
         with self._read() as conn:
-            rows = conn.execute(
-                _VALUES_AND_KEYS, {"tokens": list(tokens), "purpose": purpose or ""}
-            ).all()
-        values: dict[Token, StoredValue] = {}
-        keys: dict[SubjectId, StoredDataKey] = {}
-        consent_of: dict[SubjectId, bool | None] = {}
+            rows = conn.execute(_LOOKUP, {"tokens": list(tokens), "purpose": purpose or ""}).all()
+        found = Lookup({}, {}, {}, {})
         for r in rows:
+            if r.shredded:
+                found.shredded[Token(r.token)] = Category(r.category)
+                continue
             subject = SubjectId(r.subject_id)
-            values[Token(r.token)] = StoredValue(
+            found.values[Token(r.token)] = StoredValue(
                 Token(r.token),
                 subject,
                 Category(r.category),
                 TokenFormat(r.token_format),
                 bytes(r.ciphertext),
             )
-            keys[subject] = _data_key(r)
-            consent_of[subject] = None if r.granted is None else bool(r.granted)
-        return values, keys, consent_of
-
-    def shredded_tokens(self, tokens: Collection[Token]) -> dict[Token, Category]:
-        stmt = select(shredded_tokens.c.token, shredded_tokens.c.category).where(
-            shredded_tokens.c.token.in_(bindparam("tokens", expanding=True))
-        )
-        with self._read() as conn:
-            rows = conn.execute(stmt, {"tokens": list(tokens)}).all()
-        return {Token(t): Category(c) for t, c in rows}
+            found.keys[subject] = _data_key(r)
+            found.consent[subject] = None if r.granted is None else bool(r.granted)
+        return found
 
     def shred_receipt(self, digest: str) -> ShreddedRecord | None:
         stmt = select(shredded_subjects).where(shredded_subjects.c.subject_digest == digest)
         with self._read() as conn:
             r = conn.execute(stmt).first()
-        if r is None:
-            return None
-        return ShreddedRecord(
-            r.subject_digest,
-            r.receipt_id,
-            r.shredded_at,
-            CallerName(r.shredded_by),
-            r.values_destroyed,
-        )
+        return None if r is None else _receipt(r)
 
     def subject_record(self, subject: SubjectId) -> SubjectRecord | None:
-        with self._tx() as conn:
-            row = conn.execute(
-                select(subjects.c.state, subjects.c.state_changed_at).where(
-                    subjects.c.subject_id == subject
-                )
-            ).first()
-            if row is None:
-                return None
-            granted = conn.execute(
-                select(consents.c.purpose, consents.c.granted).where(
-                    consents.c.subject_id == subject
-                )
-            ).all()
+        stmt = (
+            select(
+                subjects.c.state,
+                subjects.c.state_changed_at,
+                consents.c.purpose,
+                consents.c.granted,
+            )
+            .outerjoin(consents, consents.c.subject_id == subjects.c.subject_id)
+            .where(subjects.c.subject_id == subject)
+        )
+        with self._read() as conn:
+            rows = conn.execute(stmt).all()
+        if not rows:
+            return None
         return SubjectRecord(
             subject,
-            SubjectState(row.state),
-            {Purpose(p): bool(g) for p, g in granted},
-            row.state_changed_at,
+            SubjectState(rows[0].state),
+            {Purpose(r.purpose): bool(r.granted) for r in rows if r.purpose is not None},
+            rows[0].state_changed_at,
         )
 
     def subject_values(self, subject: SubjectId) -> list[tuple[StoredValue, datetime]]:
@@ -257,9 +324,10 @@ class SqlStore:
         ]
 
     def subject_audit(self, subject: SubjectId) -> list[AuditEvent]:
+        named = anonymized_subject(subject_digest(subject))
         stmt = (
             select(audit_events)
-            .where(audit_events.c.subject_id == subject)
+            .where(audit_events.c.subject_id == named)
             .order_by(audit_events.c.id)
         )
         with self._read() as conn:
@@ -294,11 +362,11 @@ class SqlStore:
     def api_key(self, key_id: str) -> ApiKeyRecord | None:
         with self._read() as conn:
             r = conn.execute(select(api_keys).where(api_keys.c.key_id == key_id)).first()
-        if r is None:
-            return None
-        return ApiKeyRecord(
-            r.key_id, CallerName(r.caller), bytes(r.key_hash), r.revoked_at is not None
-        )
+        return None if r is None else _api_key(r)
+
+    def api_keys(self) -> list[ApiKeyRecord]:
+        with self._read() as conn:
+            return [_api_key(r) for r in conn.execute(select(api_keys))]
 
     def callers_with_keys(self) -> set[CallerName]:
         stmt = select(api_keys.c.caller).where(api_keys.c.revoked_at.is_(None)).distinct()
@@ -311,6 +379,14 @@ class SqlStore:
         )
         with self._read() as conn:
             return {(p, v): n for p, v, n in conn.execute(stmt)}
+
+    def kek_checks(self, provider: str) -> dict[int, WrappedKey]:
+        stmt = select(kek_checks).where(kek_checks.c.provider == provider)
+        with self._read() as conn:
+            return {
+                r.kek_version: WrappedKey(r.provider, r.kek_version, bytes(r.wrapped_check))
+                for r in conn.execute(stmt)
+            }
 
     def data_keys_to_rewrap(
         self, provider: str, below_version: int, limit: int, after: SubjectId | None = None
@@ -328,12 +404,25 @@ class SqlStore:
 
     # -- writes ---------------------------------------------------------------------------------
 
+    def add_kek_check(self, check: WrappedKey, now: datetime) -> None:
+        def body(conn: Connection) -> None:
+            conn.execute(
+                self._insert_ignore(kek_checks).values(
+                    provider=check.provider,
+                    kek_version=check.kek_version,
+                    wrapped_check=check.blob,
+                    created_at=now,
+                )
+            )
+
+        self._write(body)
+
     def replace_wrapped_keys(
         self, updates: Sequence[tuple[StoredDataKey, WrappedKey]], audit: Sequence[AuditEvent]
     ) -> int:
-        replaced = 0
-        with self._tx() as conn:
-            for old, new in updates:
+        def body(conn: Connection) -> int:
+            replaced = 0
+            for old, new in sorted(updates, key=lambda u: u[0].subject):  # one lock order
                 result = conn.execute(
                     update(data_keys)
                     .where(
@@ -346,7 +435,9 @@ class SqlStore:
                 )
                 replaced += result.rowcount
             _insert_audit(conn, audit)
-        return replaced
+            return replaced
+
+        return self._write(body)
 
     def save_tokenized(
         self,
@@ -358,81 +449,101 @@ class SqlStore:
         audit: Sequence[AuditEvent],
         idempotency: IdempotencyRecord | None,
         now: datetime,
-    ) -> None:
-        with self._tx() as conn:
+    ) -> WriteOutcome:
+        rows = [
+            {
+                "token": v.token,
+                "subject_id": v.subject,
+                "category": v.category,
+                "token_format": v.token_format.value,
+                "ciphertext": v.ciphertext,
+                "created_at": now,
+            }
+            for v in values
+        ]
+
+        def body(conn: Connection) -> None:
+            if new_key is not None:
+                self._create_subject(conn, subject, new_key, len(values), encryption_limit, now)
+            else:
+                self._count_under_lock(conn, subject, len(values), encryption_limit)
             if idempotency is not None:
                 self._remember(conn, idempotency)
-            if new_key is not None:
-                created = conn.execute(
-                    self._insert_ignore(subjects)
-                    .values(
-                        subject_id=subject,
-                        subject_digest=subject_digest(subject),
-                        state="active",
-                        created_at=now,
-                    )
-                    .returning(subjects.c.subject_id)
-                ).first()
-                if created is None:
-                    raise SubjectKeyRaceError()
-                if len(values) > encryption_limit:
-                    raise KeyUsageExhaustedError()
-                conn.execute(
-                    insert(data_keys).values(
-                        subject_id=subject,
-                        provider=new_key.provider,
-                        kek_version=new_key.kek_version,
-                        wrapped_key=new_key.blob,
-                        encryptions=len(values),
-                        created_at=now,
-                    )
-                )
-            else:
-                counted = conn.execute(
-                    _COUNT_ENCRYPTIONS, {"s": subject, "n": len(values), "limit": encryption_limit}
-                )
-                if counted.rowcount != 1:
-                    state = conn.execute(
-                        select(subjects.c.state).where(subjects.c.subject_id == subject)
-                    ).scalar()
-                    if state is None:
-                        raise SubjectKeyRaceError()  # shredded meanwhile: start over
-                    if state != "active":
-                        raise SubjectStoppedError()
-                    raise KeyUsageExhaustedError()
-            rows = [
-                {
-                    "token": v.token,
-                    "subject_id": v.subject,
-                    "category": v.category,
-                    "token_format": v.token_format.value,
-                    "ciphertext": v.ciphertext,
-                    "created_at": now,
-                }
-                for v in values
-            ]
             try:
                 conn.execute(_INSERT_VALUES, rows)
             except sa_exc.IntegrityError:
-                # The primary key of token_values: a token drawn twice. The transaction rolls
-                # back as the error leaves this block.
-                raise TokenCollisionError() from None
+                raise _Answer(WriteOutcome.TOKEN_COLLISION) from None  # a token drawn twice
             _insert_audit(conn, audit)
+
+        return self._outcome(body)
+
+    def _create_subject(
+        self,
+        conn: Connection,
+        subject: SubjectId,
+        key: WrappedKey,
+        encryptions: int,
+        limit: int,
+        now: datetime,
+    ) -> None:
+        digest = subject_digest(subject)
+        created = conn.execute(
+            self._insert_ignore(subjects)
+            .values(subject_id=subject, subject_digest=digest, state="active", created_at=now)
+            .returning(subjects.c.subject_id)
+        ).first()
+        if created is None:
+            raise _Answer(WriteOutcome.SUBJECT_RACE)  # created meanwhile: use its key
+        # After the insert, in its transaction: a shred that held the id's old row made the
+        # insert wait, and its record is visible to this statement. (SQLite: the write lock.)
+        shredded = conn.execute(
+            select(shredded_subjects.c.subject_digest).where(
+                shredded_subjects.c.subject_digest == digest
+            )
+        ).first()
+        if shredded is not None:
+            raise _Answer(WriteOutcome.SUBJECT_SHREDDED)
+        if encryptions > limit:
+            raise _Answer(WriteOutcome.KEY_EXHAUSTED)
+        conn.execute(
+            insert(data_keys).values(
+                subject_id=subject,
+                provider=key.provider,
+                kek_version=key.kek_version,
+                wrapped_key=key.blob,
+                encryptions=encryptions,
+                created_at=now,
+            )
+        )
+
+    def _count_under_lock(
+        self, conn: Connection, subject: SubjectId, encryptions: int, limit: int
+    ) -> None:
+        row = self._lock_subject(conn, subject, exclusive=False)
+        if row is None:
+            raise _Answer(WriteOutcome.SUBJECT_RACE)  # shredded meanwhile: start over
+        if row.state != SubjectState.ACTIVE.value:
+            raise _Answer(WriteOutcome.SUBJECT_STOPPED)
+        counted = conn.execute(_COUNT_ENCRYPTIONS, {"s": subject, "n": encryptions, "limit": limit})
+        if counted.rowcount != 1:
+            raise _Answer(WriteOutcome.KEY_EXHAUSTED)
 
     def set_state(
         self, subject: SubjectId, state: SubjectState, now: datetime, audit: Sequence[AuditEvent]
     ) -> bool:
         """Set a subject's state; False if it has no row (unknown or shredded)."""
-        with self._tx() as conn:
-            done = conn.execute(
+
+        def body(conn: Connection) -> None:
+            if self._lock_subject(conn, subject, exclusive=True) is None:
+                raise _Answer(WriteOutcome.GONE)
+            conn.execute(
                 update(subjects)
                 .where(subjects.c.subject_id == subject)
                 .values(state=state.value, state_changed_at=now)
             )
-            if done.rowcount != 1:
-                return False
             _insert_audit(conn, audit)
-        return True
+
+        return self._outcome(body) is WriteOutcome.DONE
 
     def set_consent(
         self,
@@ -442,12 +553,9 @@ class SqlStore:
         now: datetime,
         audit: Sequence[AuditEvent],
     ) -> bool:
-        with self._tx() as conn:
-            exists = conn.execute(
-                select(subjects.c.subject_id).where(subjects.c.subject_id == subject)
-            ).first()
-            if exists is None:
-                return False
+        def body(conn: Connection) -> None:
+            if self._lock_subject(conn, subject, exclusive=False) is None:
+                raise _Answer(WriteOutcome.GONE)
             conn.execute(
                 consents.delete().where(
                     consents.c.subject_id == subject, consents.c.purpose == purpose
@@ -459,22 +567,22 @@ class SqlStore:
                 )
             )
             _insert_audit(conn, audit)
-        return True
+
+        return self._outcome(body) is WriteOutcome.DONE
 
     def replace_value(
-        self, value: StoredValue, encryption_limit: int, audit: Sequence[AuditEvent]
-    ) -> bool:
-        """Overwrite a token's ciphertext in place (the token stays); False if it is gone."""
-        try:
-            self._replace_value(value, encryption_limit, audit)
-        except _GoneError:
-            return False
-        return True
-
-    def _replace_value(
-        self, value: StoredValue, encryption_limit: int, audit: Sequence[AuditEvent]
-    ) -> None:
-        with self._tx() as conn:
+        self,
+        value: StoredValue,
+        encryption_limit: int,
+        audit: Sequence[AuditEvent],
+        allow_stopped: bool = False,
+    ) -> WriteOutcome:
+        def body(conn: Connection) -> None:
+            row = self._lock_subject(conn, value.subject, exclusive=False)
+            if row is None:
+                raise _Answer(WriteOutcome.GONE)
+            if row.state != SubjectState.ACTIVE.value and not allow_stopped:
+                raise _Answer(WriteOutcome.SUBJECT_STOPPED)
             counted = conn.execute(
                 update(data_keys)
                 .where(
@@ -484,7 +592,7 @@ class SqlStore:
                 .values(encryptions=data_keys.c.encryptions + 1)
             )
             if counted.rowcount != 1:
-                raise KeyUsageExhaustedError()
+                raise _Answer(WriteOutcome.KEY_EXHAUSTED)
             done = conn.execute(
                 update(token_values)
                 .where(
@@ -494,31 +602,31 @@ class SqlStore:
                 .values(ciphertext=value.ciphertext)
             )
             if done.rowcount != 1:
-                raise _GoneError()  # rolls the count back with the transaction
+                raise _Answer(WriteOutcome.GONE)  # rolls the count back with the transaction
             _insert_audit(conn, audit)
+
+        return self._outcome(body)
 
     def shred(
         self,
         subject: SubjectId,
-        digest: str,
-        receipt_id: str,
-        caller: CallerName,
-        now: datetime,
+        receipt: ShreddedRecord,
         audit: Sequence[AuditEvent],
-    ) -> tuple[int, int] | None:
+    ) -> ShredResult:
         """Crypto-shred in one transaction: the data key, the values (their tokens kept as
-        tombstones naming only the category), consents, idempotency fingerprints; audit rows
-        keep the digest instead of the id. None if the subject has no row. Returns (data keys,
-        values) destroyed; every value's token is retired. On PostgreSQL every pdvault process
-        is told, on commit, to drop its cached key."""
-        with self._tx() as conn:
-            exists = conn.execute(
-                select(subjects.c.subject_id)
-                .where(subjects.c.subject_id == subject)
-                .with_for_update()
+        tombstones naming only the category), consents, idempotency fingerprints, the subject
+        row; the receipt is kept by digest. On PostgreSQL every pdvault process is told, on
+        commit, to drop its cached key."""
+        digest = receipt.subject_digest
+
+        def body(conn: Connection) -> ShredResult:
+            exists = self._lock_subject(conn, subject, exclusive=True)
+            earlier_row = conn.execute(
+                select(shredded_subjects).where(shredded_subjects.c.subject_digest == digest)
             ).first()
+            earlier = None if earlier_row is None else _receipt(earlier_row)
             if exists is None:
-                return None
+                return ShredResult(earlier, None)
             rows = conn.execute(
                 select(token_values.c.token, token_values.c.category).where(
                     token_values.c.subject_id == subject
@@ -527,31 +635,59 @@ class SqlStore:
             if rows:
                 conn.execute(
                     self._insert_ignore(shredded_tokens),
-                    [{"token": t, "category": c, "receipt_id": receipt_id} for t, c in rows],
+                    [
+                        {"token": t, "category": c, "receipt_id": receipt.receipt_id}
+                        for t, c in rows
+                    ],
                 )
             conn.execute(token_values.delete().where(token_values.c.subject_id == subject))
             keys = conn.execute(data_keys.delete().where(data_keys.c.subject_id == subject))
             conn.execute(idempotency_keys.delete().where(idempotency_keys.c.subject_id == subject))
             conn.execute(consents.delete().where(consents.c.subject_id == subject))
             conn.execute(subjects.delete().where(subjects.c.subject_id == subject))
-            conn.execute(
-                update(audit_events)
-                .where(audit_events.c.subject_id == subject)
-                .values(subject_id=anonymized_subject(digest))
+            done = ShreddedRecord(
+                digest,
+                receipt.receipt_id,
+                receipt.shredded_at,
+                receipt.shredded_by,
+                len(rows),
+                earlier.receipt_id if earlier is not None else None,
             )
+            if earlier is not None:
+                conn.execute(
+                    shredded_subjects.delete().where(shredded_subjects.c.subject_digest == digest)
+                )
             conn.execute(
-                self._insert_ignore(shredded_subjects).values(
+                insert(shredded_subjects).values(
                     subject_digest=digest,
-                    receipt_id=receipt_id,
-                    shredded_at=now,
-                    shredded_by=caller,
-                    values_destroyed=len(rows),
+                    receipt_id=done.receipt_id,
+                    shredded_at=done.shredded_at,
+                    shredded_by=done.shredded_by,
+                    values_destroyed=done.values_destroyed,
+                    previous_receipt_id=done.previous_receipt_id,
                 )
             )
             _insert_audit(conn, audit)
             if self._dialect == "postgresql":
                 conn.execute(select(func.pg_notify(SHRED_CHANNEL, subject)))
-        return keys.rowcount, len(rows)
+            return ShredResult(done, (keys.rowcount, len(rows)))
+
+        return self._write(body)
+
+    def scrub(self) -> bool:
+        """Remove old page images from the database's own files after a shred.
+
+        SQLite: `secure_delete` zeroes deleted content in the database file, but the write-ahead
+        log keeps earlier images of those pages until a checkpoint copies them back and the log
+        is truncated. TRUNCATE waits (busy timeout) for readers of older snapshots to finish.
+        Returns False if the checkpoint could not complete. PostgreSQL: nothing to do here
+        (its heap and WAL keep old row versions until vacuum and segment recycling; see README).
+        """
+        if self._dialect != "sqlite":
+            return True
+        with self._read() as conn:
+            busy, _log_frames, _done = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+        return int(busy) == 0
 
     def _remember(self, conn: Connection, record: IdempotencyRecord) -> None:
         done = conn.execute(
@@ -567,10 +703,10 @@ class SqlStore:
             .returning(idempotency_keys.c.request_id)
         ).first()
         if done is None:
-            raise DuplicateRequestError()
+            raise _Answer(WriteOutcome.DUPLICATE_REQUEST)
 
     def forget_idempotency(self, caller: CallerName, request_id: str) -> None:
-        with self._tx() as conn:
+        def body(conn: Connection) -> None:
             conn.execute(
                 idempotency_keys.delete().where(
                     idempotency_keys.c.caller == caller,
@@ -578,12 +714,16 @@ class SqlStore:
                 )
             )
 
+        self._write(body)
+
     def purge_idempotency(self, before: datetime) -> int:
-        with self._tx() as conn:
+        def body(conn: Connection) -> int:
             done = conn.execute(
                 idempotency_keys.delete().where(idempotency_keys.c.created_at < before)
             )
-        return done.rowcount
+            return int(done.rowcount)
+
+        return self._write(body)
 
     def append_audit(self, events: Sequence[AuditEvent]) -> None:
         """Durable when it returns. Concurrent calls share one commit (group commit): the
@@ -597,11 +737,10 @@ class SqlStore:
         self._commit_audit(events)
 
     def _commit_audit(self, events: Sequence[AuditEvent]) -> None:
-        with self._tx() as conn:
-            _insert_audit(conn, events)
+        self._write(lambda conn: _insert_audit(conn, events))
 
     def add_api_key(self, record: ApiKeyRecord) -> None:
-        with self._tx() as conn:
+        def body(conn: Connection) -> None:
             conn.execute(
                 insert(api_keys).values(
                     key_id=record.key_id,
@@ -610,6 +749,8 @@ class SqlStore:
                     created_at=datetime.now(UTC),
                 )
             )
+
+        self._write(body)
 
 
 # The statements of the hot path, built once: constructing a statement costs more than
@@ -620,7 +761,9 @@ _DATA_KEYS = (
     .where(data_keys.c.subject_id.in_(bindparam("ids", expanding=True)))
 )
 _consent = consents.alias("consent")
-_VALUES_AND_KEYS = (
+# One statement for live and shredded tokens: a token that exists, one that is refused, one
+# whose subject was shredded and one that never existed all cost the same work.
+_LOOKUP = union_all(
     select(
         token_values.c.token,
         token_values.c.subject_id,
@@ -633,6 +776,7 @@ _VALUES_AND_KEYS = (
         data_keys.c.encryptions,
         subjects.c.state,
         _consent.c.granted,
+        false().label("shredded"),
     )
     .join(data_keys, data_keys.c.subject_id == token_values.c.subject_id)
     .join(subjects, subjects.c.subject_id == token_values.c.subject_id)
@@ -641,16 +785,27 @@ _VALUES_AND_KEYS = (
         (_consent.c.subject_id == token_values.c.subject_id)
         & (_consent.c.purpose == bindparam("purpose")),
     )
-    .where(token_values.c.token.in_(bindparam("tokens", expanding=True)))
+    .where(token_values.c.token.in_(bindparam("tokens", expanding=True))),
+    select(
+        shredded_tokens.c.token,
+        cast(null(), String),
+        shredded_tokens.c.category,
+        cast(null(), String),
+        cast(null(), LargeBinary),
+        cast(null(), String),
+        null(),
+        cast(null(), LargeBinary),
+        null(),
+        cast(null(), String),
+        null(),
+        true(),
+    ).where(shredded_tokens.c.token.in_(bindparam("tokens", expanding=True))),
 )
 _COUNT_ENCRYPTIONS = (
     update(data_keys)
     .where(
         data_keys.c.subject_id == bindparam("s"),
         data_keys.c.encryptions + bindparam("n") <= bindparam("limit"),
-        select(subjects.c.subject_id)
-        .where(subjects.c.subject_id == bindparam("s"), subjects.c.state == "active")
-        .exists(),
     )
     .values(encryptions=data_keys.c.encryptions + bindparam("n"))
 )
@@ -658,85 +813,17 @@ _INSERT_VALUES = insert(token_values)
 _INSERT_AUDIT = insert(audit_events)
 
 
-class _GroupCommit:
-    """One writer thread commits the audit events of all waiting requests together.
-
-    No artificial delay: while one commit is under way the next requests queue, and the next
-    commit takes them all. A failed commit fails every request in it (they return no value).
-    """
-
-    MAX_EVENTS = 5000
-
-    def __init__(self, store: SqlStore) -> None:
-        self._store = store
-        self._cv = threading.Condition()
-        self._queue: list[tuple[Sequence[AuditEvent], Future[None]]] = []
-        self._stopping = False
-        self._thread: threading.Thread | None = None
-
-    def append(self, events: Sequence[AuditEvent]) -> None:
-        done: Future[None] = Future()
-        with self._cv:
-            if self._stopping:
-                raise StorageUnavailable("the server is shutting down; retry")
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="audit", daemon=True)
-                self._thread.start()
-            self._queue.append((events, done))
-            self._cv.notify()
-        done.result()
-
-    def stop(self) -> None:
-        with self._cv:
-            self._stopping = True
-            self._cv.notify()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while True:
-            with self._cv:
-                while not self._queue and not self._stopping:
-                    self._cv.wait()
-                if not self._queue:
-                    return
-                batch, size = [], 0
-                while self._queue and size < self.MAX_EVENTS:
-                    item = self._queue.pop(0)
-                    batch.append(item)
-                    size += len(item[0])
-            try:
-                self._store._commit_audit([e for events, _ in batch for e in events])
-            except Exception as exc:  # noqa: BLE001  (handed to every waiting request)
-                failure = (
-                    exc
-                    if isinstance(exc, StorageUnavailable)
-                    else StorageUnavailable(
-                        "the audit log could not be written; no value was returned"
-                    )
-                )
-                if not isinstance(exc, StorageUnavailable):
-                    log.error("audit commit failed: %s", type(exc).__name__)
-                for _, done in batch:
-                    done.set_exception(failure)
-                continue
-            for _, done in batch:
-                done.set_result(None)
+def _sqlstate(exc: sa_exc.DBAPIError) -> str | None:
+    code = getattr(exc.orig, "sqlstate", None)
+    return code if isinstance(code, str) else None
 
 
-@contextmanager
-def _unavailable() -> Iterator[None]:
+def _unavailable_error(exc: Exception) -> StorageUnavailable:
     """A lost or unreachable database is StorageUnavailable (retryable), whatever the call."""
-    try:
-        yield
-    except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
-        # The driver's text may name hosts or files; log only the class.
-        log.warning("database unavailable: %s", type(exc.orig or exc).__name__)
-        raise StorageUnavailable("the database is unavailable; retry later") from None
-
-
-class _GoneError(Exception):
-    pass
+    orig = getattr(exc, "orig", None) or exc
+    # The driver's text may name hosts or files; log only the class.
+    log.warning("database unavailable: %s", type(orig).__name__)
+    return StorageUnavailable("the database is unavailable; retry later")
 
 
 def _data_key(r: Any) -> StoredDataKey:
@@ -747,6 +834,21 @@ def _data_key(r: Any) -> StoredDataKey:
         r.encryptions,
         SubjectState(state) if state else SubjectState.ACTIVE,
     )
+
+
+def _receipt(r: Any) -> ShreddedRecord:
+    return ShreddedRecord(
+        r.subject_digest,
+        r.receipt_id,
+        r.shredded_at,
+        CallerName(r.shredded_by),
+        r.values_destroyed,
+        r.previous_receipt_id,
+    )
+
+
+def _api_key(r: Any) -> ApiKeyRecord:
+    return ApiKeyRecord(r.key_id, CallerName(r.caller), bytes(r.key_hash), r.revoked_at is not None)
 
 
 def _audit_event(r: Any) -> AuditEvent:
@@ -768,6 +870,14 @@ def _audit_event(r: Any) -> AuditEvent:
     )
 
 
+def _audited_subject(subject: SubjectId | None) -> str | None:
+    if subject is None:
+        return None
+    if subject.startswith("sha256:"):
+        return subject  # already a digest (a shred's own event)
+    return anonymized_subject(subject_digest(subject))
+
+
 def _insert_audit(conn: Connection, events: Sequence[AuditEvent]) -> None:
     if not events:
         return
@@ -781,7 +891,7 @@ def _insert_audit(conn: Connection, events: Sequence[AuditEvent]) -> None:
                 "outcome": e.outcome.value,
                 "rule": e.rule,
                 "token": e.token,
-                "subject_id": e.subject,
+                "subject_id": _audited_subject(e.subject),
                 "category": e.category,
                 "purpose": e.purpose,
                 "view": e.view.value if e.view else None,

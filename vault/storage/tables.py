@@ -91,6 +91,9 @@ shredded_subjects = Table(
     Column("shredded_at", UtcDateTime(), nullable=False),
     Column("shredded_by", String(64), nullable=False),
     Column("values_destroyed", Integer, nullable=False),
+    # A shred that found data under an id already shredded (a restored copy) names the earlier
+    # receipt here; this row then holds the latest receipt.
+    Column("previous_receipt_id", String(36)),
 )
 
 # Tokens services still hold after their subject was shredded: they resolve to "deleted".
@@ -149,6 +152,7 @@ audit_events = Table(
     Column("outcome", String(16), nullable=False),
     Column("rule", String(128), nullable=False),
     Column("token", String(64)),
+    # The subject as `sha256:<digest>`, never its id: a shred need not rewrite audit rows.
     Column("subject_id", String(128)),
     Column("category", String(64)),
     Column("purpose", String(64)),
@@ -160,6 +164,18 @@ audit_events = Table(
     Index(None, "token"),
     Index(None, "subject_id"),
     Index(None, "occurred_at"),
+)
+
+# One check value per key-encryption-key version that wrapped data keys: a random key wrapped
+# under that version. At start-up each is unwrapped; a key file or Transit key that cannot open
+# them is not the one the data keys were wrapped by, and pdvault refuses to start.
+kek_checks = Table(
+    "kek_checks",
+    metadata,
+    Column("provider", String(32), primary_key=True),
+    Column("kek_version", Integer, primary_key=True),
+    Column("wrapped_check", LargeBinary, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
 )
 
 idempotency_keys = Table(
