@@ -22,6 +22,7 @@ from pdvault_client import (
 from tests.conftest import RunningServer, running
 from vault.app import build_app
 from vault.domain.types import subject_digest
+from vault.domain.validation import luhn_valid
 from vault.storage.tables import (
     audit_events,
     consents,
@@ -253,8 +254,39 @@ def test_correction_keeps_the_token_and_replaces_the_value(server: RunningServer
     assert after != before
     with server.client("support") as support, pytest.raises(PermissionDeniedError):
         support.subjects().correct(address, "3 Other Street")  # may not store addresses
+    # Issue #8 item 11: correction is a lifecycle operation. A caller that may store addresses
+    # may still not overwrite a subject's address.
+    with server.client("shipping") as shipping, pytest.raises(PermissionDeniedError) as err:
+        shipping.subjects().correct(address, "4 Shipping Street")
+    assert err.value.metadata["rule"] == "caller:shipping:operations"
     with server.client("shipping") as shipping:
-        shipping.subjects().correct(address, "4 Shipping Street")  # may store addresses
+        [got] = shipping.detokenize([address], "product_shipping")
+    assert got.value == "2 New Street"
+
+
+def test_a_stopped_subject_is_not_corrected(server: RunningServer) -> None:
+    [address] = tokenize(server, "user-3b", Field("address", "1 Old Street"))
+    with server.client("ops") as ops:
+        ops.subjects().stop("user-3b")
+        with pytest.raises(FailedPreconditionError) as err:
+            ops.subjects().correct(address, "2 New Street")
+        assert err.value.reason == "SUBJECT_STOPPED"
+        ops.subjects().resume("user-3b")
+        ops.subjects().correct(address, "2 New Street")
+
+
+def test_correction_refuses_what_is_not_a_token(server: RunningServer) -> None:
+    with server.client("ops") as ops:
+        for bad in ("x" * 74, "tok_\x00" + "a" * 25, PAN + "0"):
+            with pytest.raises(InvalidArgumentError) as err:
+                ops.subjects().correct(bad, "2 New Street")
+            assert err.value.violations[0].rule == "token.syntax"
+        with pytest.raises(PermissionDeniedError):
+            ops.subjects().correct(PAN, "2 New Street")  # card-shaped, but no such token
+    with server.app.engine.connect() as conn:
+        audited = set(conn.execute(select(audit_events.c.token)).scalars())
+    assert PAN not in audited
+    assert "************" + PAN[-4:] in audited
 
 
 # -- consent and legal bases ----------------------------------------------------------------------
@@ -310,8 +342,19 @@ def test_a_legal_basis_reads_a_stopped_account(server: RunningServer) -> None:
     assert got.value == "Ann Lee"
 
 
-def test_justifications_may_not_carry_card_numbers(server: RunningServer) -> None:
-    with server.client("payment") as payment, pytest.raises(InvalidArgumentError) as err:
-        payment.detokenize(["tok_" + "a" * 26], "payment", justification=f"card {PAN}")
-    assert err.value.violations[0].rule == "justification.card_number"
-    assert PAN not in str(err.value)
+def test_card_numbers_in_justifications_are_masked_in_the_audit(server: RunningServer) -> None:
+    """Issue #8 item 16: whatever the separators; an order number passing Luhn without an
+    issuer's prefix is kept as it is."""
+    order = "9" * 15 + "5"  # passes Luhn; 9 is no card issuer's prefix
+    assert luhn_valid(order)
+    spaced = ["4111.1111.1111.1111", "4111_1111/1111|1111", "4111+1111 1111-1111", f"card {PAN}"]
+    with server.client("payment") as payment:
+        for text in [*spaced, f"order {order}"]:
+            payment.detokenize(["tok_" + "a" * 26], "payment", justification=text)
+    with server.app.engine.connect() as conn:
+        kept = list(conn.execute(select(audit_events.c.justification)).scalars())
+    for j in kept:
+        assert PAN not in "".join(ch for ch in j or "" if ch.isdigit())
+    assert "****.****.****.1111" in kept
+    assert "****_****/****|1111" in kept
+    assert f"order {order}" in kept

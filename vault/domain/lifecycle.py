@@ -1,8 +1,7 @@
 """The data subject's lifecycle, as the privacy policy promises it: stop and resume, deletion by
 crypto-shredding, disclosure (export), correction, and consent or its withdrawal.
 
-Callers with the `subjects` operation (ops) run these; a value may also be corrected by a
-caller that may store its category. Every call is audited.
+Callers with the `subjects` operation (ops) run these. Every call is audited.
 """
 
 from __future__ import annotations
@@ -20,10 +19,15 @@ from vault.domain.ports import (
     KeyProvider,
     ShreddedRecord,
     ShredLog,
+    ShredLogEntry,
+    ShredResult,
     Store,
+    WriteOutcome,
 )
+from vault.domain.redaction import audited_token
 from vault.domain.secrets import Secret
 from vault.domain.service import GCM_RANDOM_NONCE_LIMIT
+from vault.domain.tokens import TOKEN_MAX_LENGTH, well_formed
 from vault.domain.types import (
     SUBJECT_RE,
     Action,
@@ -50,8 +54,10 @@ from vault.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    StorageUnavailable,
 )
 
+SCRUB_ATTEMPTS = 5
 SHRED_METHOD = "crypto-shred: data key destroyed (NIST SP 800-88 cryptographic erase)"
 SYSTEM_CALLER = CallerName("system:shred-log")
 
@@ -78,10 +84,13 @@ class SubjectExport:
 
 
 class SubjectAdministration:
-    """Invariants: a shred MUST be recorded in the shred log before the database forgets the
-    subject, MUST be atomic in the database, idempotent (a second shred returns the first
-    receipt), and MUST leave no cached key in this process (other processes are told through
-    the store); an export and a correction decrypt only under the subject's own binding."""
+    """Invariants: a shred MUST be recorded in the shred log (once per subject) before the
+    database forgets the subject, MUST be atomic in the database, idempotent (a repeat that
+    finds nothing returns the receipt unchanged; one that finds data again, in a restored copy,
+    destroys it and returns a new receipt naming the earlier one), MUST leave no cached key in
+    this process (other processes are told through the store) and no old page in the database's
+    own files before it returns; an export and a correction decrypt only under the subject's
+    own binding."""
 
     def __init__(
         self,
@@ -129,58 +138,72 @@ class SubjectAdministration:
     def shred(self, caller: CallerName, subject: str) -> ErasureReceipt:
         subject_id = self._authorize(caller, subject, Action.SUBJECT_SHRED)
         digest = subject_digest(subject_id)
-        done = self._store.shred_receipt(digest)
-        if done is not None:
-            return self._receipt_of(done)
         if self._store.subject_record(subject_id) is None:
-            raise NotFound(f"no data subject '{subject_id}' is held", reason="SUBJECT_UNKNOWN")
-        return self._shred(caller, subject_id, digest)
-
-    def _shred(self, caller: CallerName, subject: SubjectId, digest: str) -> ErasureReceipt:
-        now = self._clock()
-        receipt_id = str(uuid.uuid4())
-        # The log first: if the process dies after this line, start-up finishes the shred.
-        self._log.append(digest, receipt_id, now)
-        counts = self._destroy(
-            subject,
-            digest,
-            receipt_id,
-            caller,
-            f"caller:{caller}:operations",
-            f"receipt {receipt_id}",
-        )
-        if counts is None:  # a concurrent shred won: answer with its receipt
             done = self._store.shred_receipt(digest)
             if done is None:
-                raise FailedPrecondition("the subject changed during the shred; retry")
+                raise NotFound(f"no data subject '{subject_id}' is held", reason="SUBJECT_UNKNOWN")
+            self._scrub()  # a retry after a scrub that could not finish completes it
             return self._receipt_of(done)
-        keys, values = counts
+        # One instant, taken once: the log, the database and the receipt all hold it. The log
+        # first: if the process dies after this line, start-up finishes the shred.
+        entry = self._log.record(digest, str(uuid.uuid4()), self._clock())
+        result = self._destroy(
+            subject_id, entry, caller, f"caller:{caller}:operations", f"receipt {entry.receipt_id}"
+        )
+        if result.destroyed is None or result.receipt is None:
+            # A concurrent shred won: answer with its receipt.
+            if result.receipt is None:
+                raise FailedPrecondition("the subject changed during the shred; retry")
+            return self._receipt_of(result.receipt)
+        keys, values = result.destroyed
+        r = result.receipt
         return ErasureReceipt(
-            receipt_id, digest, now, caller, keys, values, values, self._keys.name
+            r.receipt_id,
+            digest,
+            r.shredded_at,
+            caller,
+            keys,
+            values,
+            values,
+            self._keys.name,
+            r.previous_receipt_id,
         )
 
     def _destroy(
         self,
         subject: SubjectId,
-        digest: str,
-        receipt_id: str,
+        entry: ShredLogEntry,
         caller: CallerName,
         rule: str,
         detail: str,
-    ) -> tuple[int, int] | None:
-        """The database half of a shred, audited, and the key out of this process's cache."""
+    ) -> ShredResult:
+        """The database half of a shred, audited; the key out of this process's cache; the
+        database's own files scrubbed of the old pages before the caller hears it is done."""
         event = AuditEvent(
-            occurred_at=self._clock(),
+            occurred_at=entry.shredded_at,
             caller=caller,
             action=Action.SUBJECT_SHRED,
             outcome=Outcome.GRANTED,
             rule=rule,
-            subject=anonymized_subject(digest),
+            subject=anonymized_subject(entry.digest),
             detail=detail,
         )
-        counts = self._store.shred(subject, digest, receipt_id, caller, self._clock(), [event])
+        record = ShreddedRecord(entry.digest, entry.receipt_id, entry.shredded_at, caller, 0)
+        result = self._store.shred(subject, record, [event])
         self._forget(subject)
-        return counts
+        self._scrub()
+        return result
+
+    def _scrub(self) -> None:
+        for _ in range(SCRUB_ATTEMPTS):
+            if self._store.scrub():
+                return
+        # The shred is committed (a retry returns its receipt and scrubs again), but the
+        # promise "the live database holds none of its data" is not yet true: say so.
+        raise StorageUnavailable(
+            "the subject is shredded, but the database's write-ahead log could not be cleared "
+            "of it yet (readers busy); retry the call to finish"
+        )
 
     def _receipt_of(self, done: ShreddedRecord) -> ErasureReceipt:
         """The receipt of an earlier shred, rebuilt from what the database kept of it."""
@@ -193,24 +216,24 @@ class SubjectAdministration:
             done.values_destroyed,
             done.values_destroyed,
             self._keys.name,
+            done.previous_receipt_id,
         )
 
     def reapply_shred_log(self) -> int:
         """Shred again every subject the log names that this database still holds (a restored
-        backup). Returns how many. Run at start-up, before serving."""
-        logged = self._log.digests()
+        backup). Returns how many. Run at start-up, before serving, by one process."""
+        logged = self._log.entries()
         if not logged:
             return 0
         again = self._store.subjects_with_digests(list(logged))
         for subject in again:
-            digest = subject_digest(subject)
+            entry = logged[subject_digest(subject)]
             self._destroy(
                 subject,
-                digest,
-                logged[digest],
+                entry,
                 SYSTEM_CALLER,
                 "shred-log:reapplied",
-                f"receipt {logged[digest]} re-applied to a restored database",
+                f"receipt {entry.receipt_id} re-applied to a restored database",
             )
         return len(again)
 
@@ -245,12 +268,20 @@ class SubjectAdministration:
     # -- correction -----------------------------------------------------------------------------
 
     def correct(self, caller: CallerName, token: str, value: PlainValue) -> tuple[Token, Category]:
-        stored, keys, _consent = self._store.values_and_keys([Token(token)])
-        current = stored.get(Token(token))
-        allowed = self._policy.may_operate(caller, "subjects").allowed or (
-            current is not None and self._policy.may_tokenize(caller, current.category).allowed
-        )
-        if current is None or not allowed:
+        """Replace the value behind `token` (Art. 29's correction), keeping the token. Only
+        callers with the `subjects` operation; audited with the token and category, never a
+        value; refused on a stopped subject unless the policy allows it."""
+        if len(token) > TOKEN_MAX_LENGTH or not well_formed(token):
+            raise InvalidArgument.one(
+                "token",
+                "token.syntax",
+                "is not a pdvault token (tok_ and 26 base32 characters, or 16 digits)",
+            )
+        decision = self._policy.may_operate(caller, "subjects")
+        current = None
+        if decision.allowed:
+            current = self._store.lookup([Token(token)]).values.get(Token(token))
+        if current is None:
             # As with detokenize: a token that does not exist looks like one you may not touch.
             self._store.append_audit(
                 [
@@ -259,11 +290,13 @@ class SubjectAdministration:
                         caller=caller,
                         action=Action.VALUE_CORRECT,
                         outcome=Outcome.REFUSED,
-                        rule="token:refused",
-                        token=Token(token),
+                        rule=decision.rule if not decision.allowed else "token:refused",
+                        token=audited_token(token),
                     )
                 ]
             )
+            if not decision.allowed:
+                raise PermissionDenied(decision.reason, rule=decision.rule)
             raise PermissionDenied(
                 "refused: the token does not exist, or this caller may not correct its category",
                 rule="token:refused",
@@ -274,12 +307,16 @@ class SubjectAdministration:
             normalized = validate(rule, value, self._clock().date())
         except RuleBroken as broken:
             raise InvalidArgument.one("value", broken.rule.name, broken.rule.description) from None
-        key = self._unwrap(current.subject, keys[current.subject].wrapped)
+        wrapped = self._store.data_keys([current.subject]).get(current.subject)
+        if wrapped is None:
+            raise NotFound("the token's subject was deleted meanwhile", reason="SUBJECT_DELETED")
+        key = self._unwrap(current.subject, wrapped.wrapped)
         try:
             binding = Binding(current.token, current.subject, current.category)
             sealed = self._cipher.seal(key, binding, normalized)
         finally:
             key.wipe()
+            normalized.data.wipe()
         replaced = StoredValue(
             current.token, current.subject, current.category, current.token_format, sealed
         )
@@ -293,7 +330,22 @@ class SubjectAdministration:
             subject=current.subject,
             category=current.category,
         )
-        if not self._store.replace_value(replaced, GCM_RANDOM_NONCE_LIMIT, [event]):
+        outcome = self._store.replace_value(
+            replaced,
+            GCM_RANDOM_NONCE_LIMIT,
+            [event],
+            allow_stopped=self._policy.lifecycle.correct_when_stopped,
+        )
+        if outcome is WriteOutcome.SUBJECT_STOPPED:
+            raise FailedPrecondition(
+                "the data subject's account is stopped: resume it before correcting its values",
+                reason="SUBJECT_STOPPED",
+            )
+        if outcome is WriteOutcome.KEY_EXHAUSTED:
+            raise FailedPrecondition(
+                "the subject's data key reached its encryption limit", reason="DATA_KEY_EXHAUSTED"
+            )
+        if outcome is not WriteOutcome.DONE:
             raise NotFound("the token's subject was deleted meanwhile", reason="SUBJECT_DELETED")
         return current.token, current.category
 

@@ -69,6 +69,9 @@ class PurposeRule:
     consent_required: bool
     # May read a stopped account's data ("in case you want to come back": kept, not used).
     allowed_when_stopped: bool = False
+    # A stated legal basis (Art. 23's exceptions) stands in for the subject's consent, even a
+    # withdrawn one: third-party provision under law.
+    legal_basis_replaces_consent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +95,23 @@ class CallerRule:
     views: Mapping[Category, View]
     tokenize: frozenset[Category]
     operations: frozenset[str] = frozenset()
+    # The purposes for which this caller may state a legal basis; for any other, stating one
+    # is refused (a legal basis lifts Account Stop and may replace consent: not for anyone).
+    legal_basis: frozenset[Purpose] = frozenset()
 
     def view_of(self, category: Category) -> View:
         return self.views.get(category, self.view)
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleRules:
+    """What the subject lifecycle allows, where the privacy policy leaves a choice."""
+
+    # A request stating a legal basis (allowed to its caller for its purpose) may read a
+    # stopped account's data.
+    legal_basis_lifts_stop: bool = True
+    # A stopped account's values may be corrected (default: no; resume it first).
+    correct_when_stopped: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +146,7 @@ class Policy:
     categories: Mapping[Category, CategoryRule]
     callers: Mapping[CallerName, CallerRule]
     notes: tuple[PolicyNote, ...]
+    lifecycle: LifecycleRules = field(default_factory=LifecycleRules)
     _reads: dict[tuple[CallerName, Purpose, Category], Decision] = field(
         default_factory=dict, repr=False, compare=False
     )
@@ -193,6 +211,21 @@ class Policy:
             False,
             f"purpose:{purpose}:consent",
             f"purpose '{purpose}' needs the subject's advance consent, and none is recorded",
+        )
+
+    def may_state_legal_basis(self, caller: CallerName, purpose: Purpose) -> Decision:
+        """Whether `caller` may state a legal basis for `purpose` (a whole-request check)."""
+        rule = self.callers.get(caller)
+        if rule is None or purpose not in rule.legal_basis:
+            allowed = ", ".join(sorted(rule.legal_basis)) if rule and rule.legal_basis else "none"
+            return Decision(
+                False,
+                f"caller:{caller}:legal_basis",
+                f"caller '{caller}' may not state a legal basis for purpose '{purpose}' "
+                f"(it may for: {allowed})",
+            )
+        return Decision(
+            True, f"caller:{caller}:legal_basis", "the caller may state a legal basis here"
         )
 
     def may_tokenize(self, caller: CallerName, category: Category) -> Decision:
@@ -304,6 +337,7 @@ class _Parser:
                 str(body.get("text", "")),
                 self._bool(body, "consent_required", f"purposes.{name}"),
                 self._bool(body, "allowed_when_stopped", f"purposes.{name}"),
+                self._bool(body, "legal_basis_replaces_consent", f"purposes.{name}"),
             )
             for name, body in self._named_tables("purposes")
         }
@@ -316,6 +350,16 @@ class _Parser:
             for name, body in self._named_tables("callers")
         }
         notes = self._notes()
+        life = self._table(self.doc, "lifecycle")
+        unknown = sorted(set(life) - {"legal_basis_lifts_stop", "correct_when_stopped"})
+        if unknown:
+            self.errors.append(f"lifecycle: unknown settings {', '.join(unknown)}")
+        lifecycle = LifecycleRules(
+            legal_basis_lifts_stop=self._bool(
+                life, "legal_basis_lifts_stop", "lifecycle", default=True
+            ),
+            correct_when_stopped=self._bool(life, "correct_when_stopped", "lifecycle"),
+        )
         version = head.get("version", 1)
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             self.errors.append("policy.version: must be a whole number from 1")
@@ -330,6 +374,7 @@ class _Parser:
             categories=categories,
             callers=callers,
             notes=notes,
+            lifecycle=lifecycle,
         )
 
     def _notes(self) -> tuple[PolicyNote, ...]:
@@ -409,17 +454,24 @@ class _Parser:
                     views[self._known(Category(cat), categories, f"{where}.views", "category")] = (
                         view
                     )
+        claimed = frozenset(
+            self._known(Purpose(p), purposes, f"{where}.purposes", "purpose")
+            for p in self._names(body, "purposes", where)
+        )
+        legal_basis = frozenset(Purpose(p) for p in self._names(body, "legal_basis", where))
+        for p in sorted(legal_basis - claimed):
+            self.errors.append(
+                f"{where}.legal_basis: '{p}' is not one of the purposes this caller may claim"
+            )
         return CallerRule(
             name=CallerName(name),
             text=str(body.get("text", "")),
-            purposes=frozenset(
-                self._known(Purpose(p), purposes, f"{where}.purposes", "purpose")
-                for p in self._names(body, "purposes", where)
-            ),
+            purposes=claimed,
             view=self._enum(View, body, "view", where, View.MASKED),
             views=views,
             tokenize=tokenize,
             operations=operations & OPERATIONS,
+            legal_basis=legal_basis & claimed,
         )
 
     # -- small helpers --
@@ -449,8 +501,8 @@ class _Parser:
             return []
         return list(value)
 
-    def _bool(self, body: Mapping[str, Any], key: str, where: str) -> bool:
-        value = body.get(key, False)
+    def _bool(self, body: Mapping[str, Any], key: str, where: str, default: bool = False) -> bool:
+        value = body.get(key, default)
         if not isinstance(value, bool):
             self.errors.append(f"{where}.{key}: must be true or false")
             return False

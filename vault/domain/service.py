@@ -11,18 +11,8 @@ from datetime import timedelta
 
 from vault.domain import masking, tokens
 from vault.domain.policy import CategoryRule, Decision, Policy
-from vault.domain.ports import (
-    Binding,
-    Cipher,
-    Clock,
-    DuplicateRequestError,
-    KeyProvider,
-    KeyUsageExhaustedError,
-    Store,
-    SubjectKeyRaceError,
-    SubjectStoppedError,
-    TokenCollisionError,
-)
+from vault.domain.ports import Binding, Cipher, Clock, KeyProvider, Lookup, Store, WriteOutcome
+from vault.domain.redaction import audited_token, mask_card_numbers
 from vault.domain.secrets import Secret
 from vault.domain.types import (
     NAME_RE,
@@ -36,7 +26,6 @@ from vault.domain.types import (
     Outcome,
     PlainValue,
     Purpose,
-    StoredDataKey,
     StoredValue,
     SubjectId,
     SubjectState,
@@ -46,7 +35,7 @@ from vault.domain.types import (
     WrappedKey,
     subject_digest,
 )
-from vault.domain.validation import RuleBroken, luhn_valid, validate
+from vault.domain.validation import RuleBroken, validate
 from vault.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -55,6 +44,7 @@ from vault.errors import (
     NotFound,
     PdvaultError,
     PermissionDenied,
+    ResourceExhausted,
 )
 
 # NIST SP 800-38D section 8.3: with random 96-bit nonces, at most 2^32 invocations of the
@@ -71,6 +61,9 @@ class Limits:
     max_fields: int = 1000
     max_tokens: int = 1000
     max_request_bytes: int = 4 * 1024 * 1024
+    # What a Detokenize may return, counted from the stored ciphertexts before anything is
+    # decrypted: gRPC's send limit (8 MiB) less room for the tokens and statuses around them.
+    max_response_bytes: int = 7 * 1024 * 1024
     idempotency_retention: timedelta = timedelta(hours=24)
     encryption_limit: int = GCM_RANDOM_NONCE_LIMIT
 
@@ -144,15 +137,17 @@ class TokenService:
         fields: Sequence[FieldInput],
         request_id: str = "",
     ) -> list[Tokenized]:
+        request_id = normalized_request_id(request_id)
         subject_id, checked = self._check_tokenize(caller, subject, fields, request_id)
         # No read of the request id first: the save inserts it, and only a conflict (a retry)
         # costs a lookup. A first request, the common case, saves a round trip.
         for _ in range(4):
-            try:
-                return self._tokenize_once(caller, subject_id, checked, request_id)
-            except (TokenCollisionError, SubjectKeyRaceError):
+            outcome, results = self._tokenize_once(caller, subject_id, checked, request_id)
+            if outcome is WriteOutcome.DONE:
+                return results
+            if outcome in (WriteOutcome.TOKEN_COLLISION, WriteOutcome.SUBJECT_RACE):
                 continue  # fresh tokens, or the data key another request created first
-            except DuplicateRequestError:
+            if outcome is WriteOutcome.DUPLICATE_REQUEST:
                 # A retry, or a concurrent twin that committed first: answer as it did.
                 twin = self._store.idempotency(caller, request_id)
                 if twin is None:
@@ -161,15 +156,17 @@ class TokenService:
                     self._store.forget_idempotency(caller, request_id)  # expired: a new request
                     continue
                 return self._replay(twin, subject_id, checked)
-            except SubjectStoppedError:
-                raise _stopped_for_new_data() from None
-            except KeyUsageExhaustedError:
+            if outcome is WriteOutcome.SUBJECT_STOPPED:
+                raise _stopped_for_new_data()
+            if outcome is WriteOutcome.SUBJECT_SHREDDED:
+                raise _deleted_subject()
+            if outcome is WriteOutcome.KEY_EXHAUSTED:
                 raise FailedPrecondition(
                     "the subject's data key reached its encryption limit (NIST SP 800-38D: "
                     "2^32 with random nonces; pdvault stops at 2^31): no more data can be stored "
                     "for this subject; tell the operators",
                     reason="DATA_KEY_EXHAUSTED",
-                ) from None
+                )
         raise FailedPrecondition("could not store the values; retry", reason="CONTENTION")
 
     def _check_tokenize(
@@ -186,7 +183,7 @@ class TokenService:
                     "subject", "subject.syntax", "must be 1 to 128 characters from [A-Za-z0-9._:@-]"
                 )
             )
-        if request_id and not _is_uuid(request_id):
+        if request_id and not is_uuid(request_id):
             violations.append(
                 FieldViolation(
                     "request_id", "request_id.uuid", "must be a UUID in its 36-character text form"
@@ -300,12 +297,13 @@ class TokenService:
         subject: SubjectId,
         checked: list[tuple[CategoryRule, PlainValue, TokenFormat]],
         request_id: str,
-    ) -> list[Tokenized]:
+    ) -> tuple[WriteOutcome, list[Tokenized]]:
         existing = self._store.data_keys([subject]).get(subject)
         new_key = None
         if existing is not None and existing.state is SubjectState.STOPPED:
             raise _stopped_for_new_data()
         if existing is None:
+            # Early and cheap; the save refuses a shredded id again inside its transaction.
             if self._store.shred_receipt(subject_digest(subject)) is not None:
                 raise _deleted_subject()
             dek = self._cipher.new_data_key()
@@ -354,7 +352,7 @@ class TokenService:
                     tokens=tuple((r.token, r.category) for r in results),
                     created_at=now,
                 )
-            self._store.save_tokenized(
+            outcome = self._store.save_tokenized(
                 subject=subject,
                 new_key=new_key,
                 encryption_limit=self.limits.encryption_limit,
@@ -363,7 +361,7 @@ class TokenService:
                 idempotency=record,
                 now=now,
             )
-            return results
+            return outcome, results
         finally:
             dek.wipe()
 
@@ -446,7 +444,8 @@ class TokenService:
         self._check_detokenize(requested, purpose, justification)
         purpose_id = Purpose(purpose)
         now = self._clock()
-        why = justification or None
+        # Stored in clear for auditors; a card number pasted into it keeps its last four only.
+        why = mask_card_numbers(justification) or None
 
         def event(
             token: str, outcome: Outcome, decision: Decision, value: StoredValue | None
@@ -457,7 +456,7 @@ class TokenService:
                 action=Action.DETOKENIZE,
                 outcome=outcome,
                 rule=decision.rule,
-                token=Token(token) if value else _audited_unknown(token),
+                token=Token(token) if value else audited_token(token),
                 subject=value.subject if value else None,
                 category=value.category if value else None,
                 purpose=purpose_id,
@@ -466,61 +465,98 @@ class TokenService:
                 legal_basis=legal_basis,
             )
 
+        def refuse_all(decision: Decision) -> None:
+            self._store.append_audit([event(t, Outcome.REFUSED, decision, None) for t in requested])
+
         claim = self.policy.may_claim(caller, purpose_id)
         if not claim.allowed:
-            self._store.append_audit([event(t, Outcome.REFUSED, claim, None) for t in requested])
+            refuse_all(claim)
             raise PermissionDenied(claim.reason, rule=claim.rule)
+        if legal_basis is not None:
+            stated = self.policy.may_state_legal_basis(caller, purpose_id)
+            if not stated.allowed:
+                refuse_all(stated)
+                raise PermissionDenied(
+                    stated.reason, rule=stated.rule, reason="LEGAL_BASIS_REFUSED"
+                )
 
-        wanted = {Token(t) for t in requested if tokens.well_formed(t)}
-        stored, data_keys, consent = (
-            self._store.values_and_keys(wanted, purpose_id) if wanted else ({}, {}, {})
+        distinct = list(dict.fromkeys(requested))
+        found = self._store.lookup([Token(t) for t in distinct], purpose_id)
+        verdicts = {
+            t: self._verdict(caller, purpose_id, Token(t), found, legal_basis) for t in distinct
+        }
+
+        # Bounded before anything is decrypted: a repeated 1 MiB token must not cost gigabytes.
+        size = sum(
+            len(found.values[Token(t)].ciphertext)
+            for t in requested
+            if verdicts[t].decision.allowed
         )
-        verdicts = self._verdicts(
-            caller, requested, wanted, purpose_id, legal_basis, stored, data_keys, consent
-        )
+        if size > self.limits.max_response_bytes:
+            too_large = Decision(False, "response:too_large", "the answer would be too large")
+            self._store.append_audit(
+                [
+                    event(t, Outcome.REFUSED, too_large, found.values.get(Token(t)))
+                    for t in requested
+                ]
+            )
+            raise ResourceExhausted(
+                f"the values asked for total more than {self.limits.max_response_bytes} bytes; "
+                "ask for fewer tokens per call",
+                reason="RESPONSE_TOO_LARGE",
+            )
 
         # Unwrap only the keys of subjects with at least one granted token: one provider call.
         subjects = sorted(
-            {stored[Token(t)].subject for t, v in verdicts.items() if v.decision.allowed}
+            {found.values[Token(t)].subject for t, v in verdicts.items() if v.decision.allowed}
         )
         unwrapped = (
-            self._keys.unwrap([(s, data_keys[s].wrapped) for s in subjects]) if subjects else []
+            self._keys.unwrap([(s, found.keys[s].wrapped) for s in subjects]) if subjects else []
         )
         keys = dict(zip(subjects, unwrapped, strict=True))
         openers: dict[SubjectId, Callable[[Binding, bytes], PlainValue]] = {}
         try:
-            results: list[Detokenized] = []
-            audit: list[AuditEvent] = []
-            for t in requested:
-                verdict = verdicts[t]
-                decision = verdict.decision
-                value = stored.get(Token(t))
-                if value is None or not decision.allowed:
-                    audit.append(event(t, Outcome.REFUSED, decision, value))
-                    results.append(Detokenized(t, error=verdict.error))
-                    continue
-                try:
-                    plain = self._open_stored(value, keys, openers)
-                except IntegrityError as exc:
-                    integrity = Decision(False, "integrity:failed", exc.message)
-                    audit.append(event(t, Outcome.REFUSED, integrity, value))
-                    results.append(Detokenized(t, error=exc))
-                    continue
-                audit.append(event(t, Outcome.GRANTED, decision, value))
-                if decision.view is View.FULL:
-                    results.append(Detokenized(t, value.category, View.FULL, value=plain))
-                else:
-                    rule = self.policy.categories[value.category]
-                    masked = masking.mask(rule.mask, plain)
-                    plain.data.wipe()
-                    results.append(Detokenized(t, value.category, View.MASKED, masked=masked))
+            answers: dict[str, tuple[Detokenized, AuditEvent]] = {}
+            for t in distinct:
+                answers[t] = self._answer(
+                    t, verdicts[t], found.values.get(Token(t)), keys, openers, event
+                )
+            results = [answers[t][0] for t in requested]
             # The audit record is committed before any value leaves: if it fails, nothing does.
-            self._store.append_audit(audit)
+            self._store.append_audit([answers[t][1] for t in requested])
             return results
         finally:
             for k in keys.values():
                 if k is not None:
                     k.wipe()
+
+    def _answer(
+        self,
+        token: str,
+        verdict: _Verdict,
+        value: StoredValue | None,
+        keys: dict[SubjectId, Secret | None],
+        openers: dict[SubjectId, Callable[[Binding, bytes], PlainValue]],
+        event: Callable[[str, Outcome, Decision, StoredValue | None], AuditEvent],
+    ) -> tuple[Detokenized, AuditEvent]:
+        """One distinct token's result and its audit event (a repeated token shares them)."""
+        decision = verdict.decision
+        if value is None or not decision.allowed:
+            return Detokenized(token, error=verdict.error), event(
+                token, Outcome.REFUSED, decision, value
+            )
+        try:
+            plain = self._open_stored(value, keys, openers)
+        except IntegrityError as exc:
+            integrity = Decision(False, "integrity:failed", exc.message)
+            return Detokenized(token, error=exc), event(token, Outcome.REFUSED, integrity, value)
+        granted = event(token, Outcome.GRANTED, decision, value)
+        if decision.view is View.FULL:
+            return Detokenized(token, value.category, View.FULL, value=plain), granted
+        rule = self.policy.categories[value.category]
+        masked = masking.mask(rule.mask, plain)
+        plain.data.wipe()
+        return Detokenized(token, value.category, View.MASKED, masked=masked), granted
 
     def _open_stored(
         self,
@@ -537,65 +573,28 @@ class TokenService:
             open_value = openers[value.subject] = self._cipher.opener(key)
         return open_value(Binding(value.token, value.subject, value.category), value.ciphertext)
 
-    def _verdicts(
-        self,
-        caller: CallerName,
-        requested: Sequence[str],
-        wanted: set[Token],
-        purpose: Purpose,
-        legal_basis: LegalBasis | None,
-        stored: dict[Token, StoredValue],
-        data_keys: dict[SubjectId, StoredDataKey],
-        consent: dict[SubjectId, bool | None],
-    ) -> dict[str, _Verdict]:
-        missing = wanted - stored.keys()
-        tombstones = self._store.shredded_tokens(missing) if missing else {}
-        verdicts: dict[str, _Verdict] = {}
-        for t in dict.fromkeys(requested):
-            value = stored.get(Token(t))
-            if value is None:
-                verdicts[t] = self._verdict_missing(caller, purpose, tombstones.get(Token(t)))
-            else:
-                state = data_keys[value.subject].state
-                verdicts[t] = self._verdict(
-                    caller, purpose, value, state, consent.get(value.subject), legal_basis
-                )
-        return verdicts
-
-    def _verdict_missing(
-        self, caller: CallerName, purpose: Purpose, shredded_category: Category | None
-    ) -> _Verdict:
-        # Only a caller who could have read it learns that its subject was deleted.
-        if (
-            shredded_category is not None
-            and self.policy.permits(caller, purpose, shredded_category).allowed
-        ):
-            return _Verdict(
-                Decision(False, "subject:shredded", "the data subject was deleted"),
-                NotFound(
-                    "the data subject was deleted (crypto-shredded): this token resolves to "
-                    "nothing any more",
-                    reason="SUBJECT_DELETED",
-                ),
-            )
-        return _Verdict(Decision(False, "token:unknown", "no such token"), self._refusal(purpose))
-
     def _verdict(
         self,
         caller: CallerName,
         purpose: Purpose,
-        value: StoredValue,
-        state: SubjectState,
-        consent: bool | None,
+        token: Token,
+        found: Lookup,
         legal_basis: LegalBasis | None,
     ) -> _Verdict:
         """The order matters: the category first (whose refusal looks like an unknown token),
         then what the subject's lifecycle and choices say, which may be told in words."""
+        value = found.values.get(token)
+        if value is None:
+            return self._verdict_missing(caller, purpose, found.shredded.get(token))
+        state = found.keys[value.subject].state
+        consent = found.consent.get(value.subject)
         rule = self.policy.purposes[purpose]
         base = self.policy.permits(caller, purpose, value.category)
         if not base.allowed:
             return _Verdict(base, self._refusal(purpose))
-        if state is SubjectState.STOPPED and not (rule.allowed_when_stopped or legal_basis):
+        # A legal basis reaching here was allowed to this caller for this purpose.
+        lifted = legal_basis is not None and self.policy.lifecycle.legal_basis_lifts_stop
+        if state is SubjectState.STOPPED and not (rule.allowed_when_stopped or lifted):
             stopped_ok = sorted(
                 p.name for p in self.policy.purposes.values() if p.allowed_when_stopped
             )
@@ -607,8 +606,8 @@ class TokenService:
                 Decision(False, "subject:stopped", reason),
                 PermissionDenied(reason, rule="subject:stopped", reason="SUBJECT_STOPPED"),
             )
-        if legal_basis is not None and purpose == THIRD_PARTY_PROVISION:
-            # Art. 23's exceptions replace consent (and override a withdrawal) for provision.
+        if legal_basis is not None and rule.legal_basis_replaces_consent:
+            # Art. 23's exceptions replace consent (and override a withdrawal).
             return _Verdict(
                 Decision(
                     True,
@@ -635,6 +634,24 @@ class TokenService:
                 PermissionDenied(decision.reason, rule=decision.rule, reason="CONSENT_REQUIRED"),
             )
         return _Verdict(decision, None)
+
+    def _verdict_missing(
+        self, caller: CallerName, purpose: Purpose, shredded_category: Category | None
+    ) -> _Verdict:
+        # Only a caller who could have read it learns that its subject was deleted.
+        if (
+            shredded_category is not None
+            and self.policy.permits(caller, purpose, shredded_category).allowed
+        ):
+            return _Verdict(
+                Decision(False, "subject:shredded", "the data subject was deleted"),
+                NotFound(
+                    "the data subject was deleted (crypto-shredded): this token resolves to "
+                    "nothing any more",
+                    reason="SUBJECT_DELETED",
+                ),
+            )
+        return _Verdict(Decision(False, "token:unknown", "no such token"), self._refusal(purpose))
 
     def _refusal(self, purpose: Purpose) -> PermissionDenied:
         permitted = ", ".join(self.policy.categories_for(purpose)) or "no category"
@@ -687,20 +704,8 @@ class TokenService:
                     "must be at most 256 printable ASCII characters",
                 )
             )
-        elif _looks_like_card_number(justification):
-            # It is stored in the audit log in clear: a pasted card number must not get there.
-            violations.append(
-                FieldViolation(
-                    "justification",
-                    "justification.card_number",
-                    "must not contain a card number (a run of 12-19 digits passing the Luhn check)",
-                )
-            )
         if violations:
             raise InvalidArgument(violations)
-
-
-THIRD_PARTY_PROVISION = Purpose("third_party_provision")
 
 
 @dataclass(frozen=True, slots=True)
@@ -724,31 +729,7 @@ def _deleted_subject() -> FailedPrecondition:
     )
 
 
-def _audited_unknown(token: str) -> Token:
-    """How a token that resolved to nothing is written to the audit log.
-
-    A card-shaped "token" that does not exist may be a real card number pasted by mistake: the
-    audit keeps only its last four digits (PCI DSS 3.4.1), never the number.
-    """
-    if len(token) == 16 and token.isascii() and token.isdigit():
-        return Token("*" * 12 + token[-4:])
-    return Token(token)
-
-
-_DIGIT_RUN = re.compile(r"[0-9][0-9 -]{10,}[0-9]")
-
-
-def _looks_like_card_number(text: str) -> bool:
-    for run in _DIGIT_RUN.findall(text):
-        digits = re.sub(r"[ -]", "", run)
-        for length in range(12, 20):
-            for start in range(len(digits) - length + 1):
-                if luhn_valid(digits[start : start + length]):
-                    return True
-    return False
-
-
-def _is_uuid(text: str) -> bool:
+def is_uuid(text: str) -> bool:
     if len(text) != 36:
         return False
     try:
@@ -756,3 +737,9 @@ def _is_uuid(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def normalized_request_id(request_id: str) -> str:
+    """A UUID in its canonical lower-case form (AIP-155 ids are compared as UUIDs, not text);
+    anything else unchanged, for validation to refuse."""
+    return str(uuid.UUID(request_id)) if is_uuid(request_id) else request_id

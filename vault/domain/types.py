@@ -187,6 +187,8 @@ class ErasureReceipt:
     values_destroyed: int
     tokens_retired: int
     key_provider: str
+    # Set when this shred destroyed data found under an id already shredded (a restored copy).
+    previous_receipt_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

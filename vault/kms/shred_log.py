@@ -5,10 +5,15 @@ and fsynced before the database transaction of the shred, in a file beside the k
 (by default next to the local key file; set PDV_SHRED_LOG to storage every replica shares and
 that database restores do not roll back). At start-up pdvault shreds again every subject of the
 database that the log names, so a restored old copy forgets them again.
+
+A subject has one entry: the first shred writes it, under an exclusive lock on the file, and
+every later shred of the same id (a retry, a second replica, a re-shred of a restored copy)
+reads it back and uses the same receipt id and time.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -16,52 +21,76 @@ import threading
 from datetime import datetime
 from pathlib import Path
 
+from vault.domain.ports import ShredLogEntry
+
 log = logging.getLogger(__name__)
 
 
 class FileShredLog:
-    """`ShredLog` over an append-only file (mode 0600). Thread-safe within a process; appends
-    from several processes are whole lines (O_APPEND, one write each)."""
+    """`ShredLog` over an append-only file (mode 0600). Thread- and process-safe."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
         self._lock = threading.Lock()
+        self._entries: dict[str, ShredLogEntry] = {}
+        self._read_up_to = 0  # bytes of the file already parsed into _entries
 
     def __repr__(self) -> str:
         return f"FileShredLog({str(self._path)!r})"
 
-    def append(self, digest: str, receipt_id: str, at: datetime) -> None:
-        line = json.dumps(
-            {"digest": digest, "receipt_id": receipt_id, "shredded_at": at.isoformat()},
-            sort_keys=True,
-        )
-        created = not self._path.exists()
-        self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    def record(self, digest: str, receipt_id: str, at: datetime) -> ShredLogEntry:
         with self._lock:
-            fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            created = not self._path.exists()
+            fd = os.open(self._path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
             try:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # another process may be appending this digest
+                self._catch_up()
+                earlier = self._entries.get(digest)
+                if earlier is not None:
+                    return earlier
+                entry = ShredLogEntry(digest, receipt_id, at)
+                line = json.dumps(
+                    {"digest": digest, "receipt_id": receipt_id, "shredded_at": at.isoformat()},
+                    sort_keys=True,
+                )
                 os.write(fd, (line + "\n").encode("ascii"))
                 os.fsync(fd)
             finally:
-                os.close(fd)
+                os.close(fd)  # releases the lock
         if created:  # the new directory entry must survive a crash too
             dir_fd = os.open(self._path.parent, os.O_RDONLY)
             try:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
+        return entry
 
-    def digests(self) -> dict[str, str]:
+    def entries(self) -> dict[str, ShredLogEntry]:
+        with self._lock:
+            self._catch_up()
+            return dict(self._entries)
+
+    def _catch_up(self) -> None:
+        """Parse what was appended since the last read (by this process or another)."""
         try:
-            text = self._path.read_text("ascii")
+            with self._path.open("rb") as f:
+                f.seek(self._read_up_to)
+                tail = f.read()
         except FileNotFoundError:
-            return {}
-        out: dict[str, str] = {}
-        for n, line in enumerate(text.splitlines(), 1):
+            return
+        complete = tail[: tail.rfind(b"\n") + 1]  # a line being written is read next time
+        for line in complete.decode("ascii", "replace").splitlines():
             try:
-                entry = json.loads(line)
-                out[str(entry["digest"])] = str(entry["receipt_id"])
+                raw = json.loads(line)
+                entry = ShredLogEntry(
+                    str(raw["digest"]),
+                    str(raw["receipt_id"]),
+                    datetime.fromisoformat(str(raw["shredded_at"])),
+                )
             except (ValueError, KeyError, TypeError):
-                # A torn last line after a crash: its shred never reached the database either.
-                log.warning("shred log %s: line %d is not an entry; skipped", self._path, n)
-        return out
+                # A torn line after a crash: its shred never reached the database either.
+                log.warning("shred log %s: a line is not an entry; skipped", self._path)
+                continue
+            self._entries.setdefault(entry.digest, entry)
+        self._read_up_to += len(complete)
