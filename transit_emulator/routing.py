@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from transit_emulator import auth, dataplane, lifecycle, sysapi
+from transit_emulator import auth, dataplane, lifecycle, signing, sysapi
 from transit_emulator.envelope import Handler, Request, Result, TransitHandler
 from transit_emulator.errors import UNSUPPORTED_PATH, VaultError
 from transit_emulator.fields import unknown_params_warning
@@ -81,6 +81,9 @@ TRANSIT: list[tuple[str, dict[str, str], dict[str, TransitHandler], set[str]]] =
     (f"encrypt/{NAME}", {"*": "encrypt"}, {"update": dataplane.encrypt}, CRYPT_FIELDS),
     (f"decrypt/{NAME}", {"*": "decrypt"}, {"update": dataplane.decrypt}, CRYPT_FIELDS),
     (f"rewrap/{NAME}", {"*": "rewrap"}, {"update": dataplane.rewrap}, CRYPT_FIELDS),
+    (f"hmac/{NAME}{ALGORITHM}", {"*": "hmac"}, {"update": signing.generate_hmac}, HMAC_FIELDS),
+    (f"sign/{NAME}{ALGORITHM}", {"*": "sign"}, {"update": signing.sign}, SIGN_FIELDS),
+    (f"verify/{NAME}{ALGORITHM}", {"*": "verify"}, {"update": signing.verify}, VERIFY_FIELDS),
     (
         "config/keys",
         {"*": "config_keys"},
