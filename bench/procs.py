@@ -22,7 +22,7 @@ import psycopg
 from sqlalchemy.engine import make_url
 
 from bench.procstat import descendants
-from tests.transit_emulator import TransitEmulator  # the tests' emulator, unchanged
+from transit_emulator import TransitEmulator
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"

@@ -30,7 +30,7 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from pdvault_client import Client
-from tests.transit_emulator import TransitEmulator
+from transit_emulator import TransitEmulator
 from vault.app import App, build_app
 from vault.config import Settings
 from vault.domain.secrets import Secret
