@@ -35,7 +35,7 @@ from vault.app import App, build_app
 from vault.config import Settings
 from vault.domain.secrets import Secret
 from vault.kms.transit import TransitSettings, VaultTransitKeyProvider
-from vault.transport.server import build_server
+from vault.transport.server import ServerThread
 
 ADMIN_URL = os.environ.get(
     "PDV_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -130,12 +130,11 @@ class RunningServer:
 @contextmanager
 def running(app: App, close: bool = False) -> Iterator[RunningServer]:
     """Serve `app` on a free loopback port for the block (closing the app after, if asked)."""
-    srv, port, _health = build_server(app, "127.0.0.1:0")
-    srv.start()
+    srv = ServerThread(app, "127.0.0.1:0")
     try:
-        yield RunningServer(app, f"127.0.0.1:{port}", port)
+        yield RunningServer(app, f"127.0.0.1:{srv.port}", srv.port)
     finally:
-        srv.stop(grace=None).wait()
+        srv.stop(grace=None)
         if close:
             app.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,10 +16,11 @@ from vault.domain.callers import Authenticator, issue_api_key
 from vault.domain.keys import CacheFigures, KeyAdministration
 from vault.domain.lifecycle import SubjectAdministration
 from vault.domain.policy import Policy, load_policy
-from vault.domain.ports import KeyProvider
+from vault.domain.ports import KeyProvider, Store
 from vault.domain.secrets import Secret
 from vault.domain.service import TokenService
-from vault.errors import ConfigurationError, KeyServiceUnavailable
+from vault.domain.types import SubjectId
+from vault.errors import ConfigurationError, KeyServiceUnavailable, PdvaultError
 from vault.kms.cache import CacheLimits, CachingKeyProvider
 from vault.kms.local import LocalKeyFileProvider
 from vault.kms.shred_log import FileShredLog
@@ -54,18 +56,53 @@ class App:
         self.store.close()
         self.engine.dispose()
 
+    def dependency_problems(self) -> list[str]:
+        """What keeps this process from serving now (readiness): [] when all answer."""
+        problems = []
+        try:
+            self.store.ping()
+        except PdvaultError:
+            problems.append("the database does not answer")
+        try:
+            self.keys.status()
+        except PdvaultError:
+            problems.append("the key provider does not answer")
+        return problems
 
-def build_app(settings: Settings) -> App:
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+def build_app(settings: Settings, primary: bool = True) -> App:
+    """Wire the application. The primary process (the only one, or the parent of several)
+    also migrates the database, re-applies the shred log and writes the demo credentials;
+    the processes it spawns do none of that, so they never race each other over it."""
+    secure_directory(settings.data_dir)
     policy = load_policy(settings.policy_file)
     engine = make_engine(settings.effective_database_url, pool_size=settings.max_workers + 2)
-    if settings.auto_migrate:
-        migrate.upgrade(engine)
-    elif migrate.current_revision(engine) != migrate.head_revision():
-        raise ConfigurationError("the database schema is not current; run: pdv db upgrade")
+    try:
+        if settings.auto_migrate and primary:
+            migrate.upgrade(engine)
+        elif migrate.current_revision(engine) != migrate.head_revision():
+            raise ConfigurationError("the database schema is not current; run: pdv db upgrade")
+    except PdvaultError:
+        engine.dispose()
+        raise
+    if settings.uses_sqlite:
+        for suffix in ("", "-wal", "-shm"):
+            secure_file(Path(str(engine.url.database) + suffix))
     store = SqlStore(engine)
+    try:
+        return _wire(settings, policy, engine, store, primary)
+    except BaseException:
+        store.close()
+        engine.dispose()
+        raise
+
+
+def _wire(
+    settings: Settings, policy: Policy, engine: Engine, store: SqlStore, primary: bool
+) -> App:
     cipher = AesGcmCipher()
-    provider = key_provider(settings)
+    provider = key_provider(settings, store)
+    check_key_encryption_key(store, provider)
     cache = None
     keys: KeyProvider = provider
     if settings.cache_max_entries > 0:
@@ -105,24 +142,107 @@ def build_app(settings: Settings) -> App:
         subjects,
         Authenticator(store, policy),
     )
-    store.purge_idempotency(utc_now() - tokens.limits.idempotency_retention)
-    again = subjects.reapply_shred_log()
-    if again:
-        log.warning("shred log: %d subjects of a restored database were shredded again", again)
+    if primary:
+        store.purge_idempotency(utc_now() - tokens.limits.idempotency_retention)
+        again = subjects.reapply_shred_log()
+        if again:
+            log.warning("shred log: %d subjects of a restored database were shredded again", again)
     if cache is not None and not settings.uses_sqlite:
         app.listener = ShredListener(settings.effective_database_url, cache.forget, cache.clear)
         app.listener.start()
     elif cache is not None:
         app.listener = ShredPoller(engine, cache.forget_digests)
         app.listener.start()
-    if settings.dev_credentials:
+    if settings.dev_credentials and primary:
         ensure_dev_credentials(app)
     return app
 
 
-def key_provider(settings: Settings) -> KeyProvider:
+def secure_directory(path: Path) -> None:
+    """Create the directory for this user only, or make an existing one so (with a warning)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        path.chmod(0o700)
+        log.warning("%s was open to other users (mode %04o); it is now 0700", path, mode)
+
+
+def secure_file(path: Path) -> None:
+    """Make an existing file readable by this user only (with a warning if it was not)."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return
+    if mode & 0o077:
+        path.chmod(0o600)
+        log.warning("%s was readable by other users (mode %04o); it is now 0600", path, mode)
+
+
+# Wrapped under each key-encryption-key version as its check value. Never a subject id: the
+# subject syntax has no '#'.
+KEK_CHECK = SubjectId("#kek-check")
+
+
+def check_key_encryption_key(store: Store, provider: KeyProvider) -> None:
+    """Refuse a key-encryption key that is not the one the data keys were wrapped by.
+
+    Each version that wrapped data keys has a check value in the database (a random key
+    wrapped under it). A version still allowed to decrypt must open its check (or, for
+    databases from before checks, one of its data keys); a version the provider destroyed on
+    purpose (trim) is skipped: its values answer DATA_LOSS, as they should. The newest version
+    gets a check if it has none.
+    """
+    try:
+        status = provider.status()
+    except KeyServiceUnavailable as exc:
+        log.warning("cannot check the key-encryption key now: %s", exc.message)
+        return
+    checks = store.kek_checks(provider.name)
+    in_use = {v for (p, v), _n in store.kek_version_counts().items() if p == provider.name}
+    newest = max(checks.keys() | in_use, default=0)
+    where = f"{provider.name} key {status.key_name}"
+    if newest > status.latest_version:
+        raise ConfigurationError(
+            f"the {where} is at version {status.latest_version}, but the database holds data "
+            f"keys wrapped under version {newest}: this is not the key they were wrapped by "
+            "(restore the right key file, or point PDV_VAULT_KEY at the right key)"
+        )
+    floor = max(status.min_decryption_version, status.min_available_version, 1)
+    probes = [(KEK_CHECK, w) for v, w in sorted(checks.items()) if v >= floor]
+    for v in sorted(in_use - checks.keys()):
+        if v >= floor:  # a database from before check values: one of its data keys instead
+            for d in store.data_keys_to_rewrap(provider.name, v + 1, 1, None):
+                probes.append((d.subject, d.wrapped))
+    opened = provider.unwrap(probes) if probes else []
+    for (_subject, wrapped), key in zip(probes, opened, strict=True):
+        if key is None:
+            raise ConfigurationError(
+                f"the {where} does not open what its version {wrapped.kek_version} wrapped: it "
+                "is not the key the data keys were wrapped by (restore the right key file, or "
+                "point PDV_VAULT_KEY at the right key)"
+            )
+        key.wipe()
+    if status.latest_version not in checks:
+        fresh = AesGcmCipher().new_data_key()
+        try:
+            [check] = provider.wrap([(KEK_CHECK, fresh)])
+        finally:
+            fresh.wipe()
+        store.add_kek_check(check, utc_now())
+
+
+def key_provider(settings: Settings, store: Store) -> KeyProvider:
     if settings.kms == "local":
-        return LocalKeyFileProvider(settings.effective_key_file)
+        path = settings.effective_key_file
+        if not path.exists():
+            held = sum(n for (p, _v), n in store.kek_version_counts().items() if p == "local")
+            if held or store.kek_checks("local"):
+                raise ConfigurationError(
+                    f"the key file {path} is missing, but the database holds {held} data keys "
+                    "wrapped by it: restore it from where you keep it (pdvault never makes a "
+                    "new key-encryption key over existing data)"
+                )
+        return LocalKeyFileProvider(path)
     transit = VaultTransitKeyProvider(
         TransitSettings(
             addr=settings.vault_addr,
@@ -176,11 +296,14 @@ def ensure_dev_credentials(app: App) -> Path:
     path = app.settings.credentials_file
     known: dict[str, str] = {}
     if path.exists():
+        secure_file(path)
         try:
             loaded = json.loads(path.read_text("utf-8"))
-            if isinstance(loaded, dict):
-                known = {str(k): str(v) for k, v in loaded.items()}
+            if not isinstance(loaded, dict):
+                raise ValueError("not an object")
+            known = {str(k): str(v) for k, v in loaded.items()}
         except (OSError, ValueError):
+            log.warning("%s is not a JSON object of keys: new demo keys are issued", path)
             known = {}
     have_keys = app.store.callers_with_keys()
     changed = False

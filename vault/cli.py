@@ -238,15 +238,14 @@ def _settings() -> Settings:
 
 def _serve(args: argparse.Namespace) -> int:
     from vault.app import build_app
-    from vault.errors import ConfigurationError
-    from vault.transport.server import serve, serve_processes
+    from vault.errors import PdvaultError
+    from vault.logs import configure_logging
+    from vault.runtime import serve_processes
+    from vault.transport.server import serve
 
     settings = _settings()
     os.umask(0o077)  # the database, key file and credentials are for this user only
-    logging.basicConfig(
-        level=(args.log_level or settings.log_level).upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.log_level or settings.log_level)
     logging.getLogger("pdv").info("starting: %s", settings.describe())
     if settings.dev_credentials:
         print(
@@ -258,9 +257,10 @@ def _serve(args: argparse.Namespace) -> int:
         if processes > 1:
             return serve_processes(settings, processes)
         serve(build_app(settings), settings.addr)
-    except ConfigurationError as exc:
+    except PdvaultError as exc:
+        # One line naming what to fix: a start-up that would lose or hide data stops here.
         print(f"pdv serve: {exc.message}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_USAGE
     return EXIT_OK
 
 

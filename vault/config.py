@@ -60,6 +60,13 @@ class Settings:
     cache_max_entries: int = 10_000
     cache_max_age: float = 300.0
     cache_max_uses: int = 100_000
+    # Defences against slow and greedy clients (see vault.transport.rpc).
+    request_read_timeout: float = 10.0  # seconds a call may take to deliver its request
+    max_calls: int = 256  # calls in flight per process (health checks not counted)
+    max_calls_per_caller: int = 128  # ... and per caller, per process
+    max_streams_per_connection: int = 100  # HTTP/2 streams in flight on one connection
+    max_connection_age: float = 1800.0  # seconds; then the client reconnects
+    health_interval: float = 5.0  # seconds between readiness checks of the database and keys
 
     @property
     def effective_database_url(self) -> str:
@@ -130,6 +137,12 @@ _ENV = {
     "PDV_KEY_CACHE_MAX_ENTRIES": "cache_max_entries",
     "PDV_KEY_CACHE_MAX_AGE": "cache_max_age",
     "PDV_KEY_CACHE_MAX_USES": "cache_max_uses",
+    "PDV_REQUEST_READ_TIMEOUT": "request_read_timeout",
+    "PDV_MAX_CALLS": "max_calls",
+    "PDV_MAX_CALLS_PER_CALLER": "max_calls_per_caller",
+    "PDV_MAX_STREAMS_PER_CONNECTION": "max_streams_per_connection",
+    "PDV_MAX_CONNECTION_AGE": "max_connection_age",
+    "PDV_HEALTH_INTERVAL": "health_interval",
 }
 
 
@@ -244,4 +257,18 @@ def _build(raw: Mapping[str, object]) -> Settings:
         cache_max_entries=whole("cache_max_entries", "PDV_KEY_CACHE_MAX_ENTRIES", 10_000, 0, 10**7),
         cache_max_age=number("cache_max_age", "PDV_KEY_CACHE_MAX_AGE", 300.0, 0, 86_400),
         cache_max_uses=whole("cache_max_uses", "PDV_KEY_CACHE_MAX_USES", 100_000, 1, 2**32),
+        request_read_timeout=number(
+            "request_read_timeout", "PDV_REQUEST_READ_TIMEOUT", 10.0, 0.1, 600
+        ),
+        max_calls=whole("max_calls", "PDV_MAX_CALLS", 256, 1, 100_000),
+        max_calls_per_caller=whole(
+            "max_calls_per_caller", "PDV_MAX_CALLS_PER_CALLER", 128, 1, 100_000
+        ),
+        max_streams_per_connection=whole(
+            "max_streams_per_connection", "PDV_MAX_STREAMS_PER_CONNECTION", 100, 1, 10_000
+        ),
+        max_connection_age=number(
+            "max_connection_age", "PDV_MAX_CONNECTION_AGE", 1800.0, 10, 86_400 * 7
+        ),
+        health_interval=number("health_interval", "PDV_HEALTH_INTERVAL", 5.0, 0.1, 3600),
     )

@@ -84,9 +84,22 @@ class FailedPrecondition(PdvaultError):
 
 
 class ResourceExhausted(PdvaultError):
-    """A limit was reached; retrying later, or with less, may succeed."""
+    """A limit was reached; retrying later, or with less, may succeed. `retry_after` (seconds)
+    tells the client when a retry may succeed, where pdvault knows."""
 
     reason = "RESOURCE_EXHAUSTED"
+
+    def __init__(
+        self, message: str, *, reason: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, reason=reason)
+        self.retry_after = retry_after
+
+
+class DeadlineExceeded(PdvaultError):
+    """The call did not complete in the time allowed (its request message came too slowly)."""
+
+    reason = "DEADLINE_EXCEEDED"
 
 
 class KeyServiceUnavailable(PdvaultError):

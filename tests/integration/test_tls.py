@@ -19,7 +19,7 @@ from tests.conftest import RunningServer
 from vault.app import App, build_app
 from vault.config import Settings
 from vault.errors import ConfigurationError
-from vault.transport.server import build_server
+from vault.transport.server import ServerThread
 
 
 def _self_signed(tmp: Path) -> tuple[Path, Path]:
@@ -52,6 +52,7 @@ def _self_signed(tmp: Path) -> tuple[Path, Path]:
             serialization.NoEncryption(),
         )
     )
+    key_path.chmod(0o600)
     return cert_path, key_path
 
 
@@ -59,12 +60,11 @@ def _self_signed(tmp: Path) -> tuple[Path, Path]:
 def tls_server(settings: Settings, tmp_path: Path) -> Iterator[tuple[RunningServer, bytes]]:
     cert, key = _self_signed(tmp_path)
     app = build_app(dataclasses.replace(settings, tls_cert=cert, tls_key=key))
-    srv, port, _ = build_server(app, "127.0.0.1:0")
-    srv.start()
+    srv = ServerThread(app, "127.0.0.1:0")
     try:
-        yield RunningServer(app, f"127.0.0.1:{port}", port), cert.read_bytes()
+        yield RunningServer(app, f"127.0.0.1:{srv.port}", srv.port), cert.read_bytes()
     finally:
-        srv.stop(grace=None).wait()
+        srv.stop(grace=None)
         app.close()
 
 
@@ -90,10 +90,10 @@ def test_a_plaintext_client_cannot_talk_to_a_tls_port(
 
 def test_no_plaintext_port_off_loopback(app: App) -> None:
     with pytest.raises(ConfigurationError, match="without TLS"):
-        build_server(app, "0.0.0.0:0")
+        ServerThread(app, "0.0.0.0:0")
     insecure = dataclasses.replace(
         app, settings=dataclasses.replace(app.settings, allow_insecure=True)
     )
-    srv, port, _ = build_server(insecure, "0.0.0.0:0")
-    assert port > 0
+    srv = ServerThread(insecure, "0.0.0.0:0")
+    assert srv.port > 0
     srv.stop(None)

@@ -5,25 +5,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Collection, Sequence
-from datetime import datetime
-from typing import cast
 
 import pytest
 
 from vault.domain.callers import Authenticator, issue_api_key
 from vault.domain.policy import load_policy
-from vault.domain.ports import ApiKeyRecord, ApiKeyStore, Store
-from vault.domain.types import (
-    AuditEvent,
-    CallerName,
-    IdempotencyRecord,
-    StoredDataKey,
-    StoredValue,
-    SubjectId,
-    Token,
-    WrappedKey,
-)
+from vault.domain.ports import ApiKeyRecord, ApiKeyStore
+from vault.domain.types import CallerName
 from vault.errors import Unauthenticated
 
 POLICY = load_policy()
@@ -31,89 +19,39 @@ KEY_SHAPE = re.compile(r"pdv_([a-z2-7]{16})_([A-Za-z0-9_-]{43})")
 MESSAGE = "missing or invalid API key (metadata 'authorization: Bearer <key>')"
 
 
-class FakeStore:
-    """Only the API-key part of the Store protocol; everything else is out of scope here.
-
-    The signatures mirror `vault.domain.ports.Store`, so mypy checks that this is a Store.
-    """
+class FakeKeyStore:
+    """An in-memory `ApiKeyStore`: every key record, and how often the table was read."""
 
     def __init__(self) -> None:
         self.keys: dict[str, ApiKeyRecord] = {}
-        self.lookups: list[str] = []
+        self.reads = 0
 
-    def api_key(self, key_id: str) -> ApiKeyRecord | None:
-        self.lookups.append(key_id)
-        return self.keys.get(key_id)
+    def api_keys(self) -> list[ApiKeyRecord]:
+        self.reads += 1
+        return list(self.keys.values())
 
     def add_api_key(self, record: ApiKeyRecord) -> None:
         self.keys[record.key_id] = record
 
-    def callers_with_keys(self) -> set[CallerName]:
-        return {r.caller for r in self.keys.values()}
 
-    def data_keys(self, subjects: Collection[SubjectId]) -> dict[SubjectId, StoredDataKey]:
-        raise NotImplementedError
-
-    def values_and_keys(
-        self, tokens: Collection[Token]
-    ) -> tuple[dict[Token, StoredValue], dict[SubjectId, StoredDataKey]]:
-        raise NotImplementedError
-
-    def save_tokenized(
-        self,
-        *,
-        subject: SubjectId,
-        new_key: WrappedKey | None,
-        encryption_limit: int,
-        values: Sequence[StoredValue],
-        audit: Sequence[AuditEvent],
-        idempotency: IdempotencyRecord | None,
-        now: datetime,
-    ) -> None:
-        raise NotImplementedError
-
-    def append_audit(self, events: Sequence[AuditEvent]) -> None:
-        raise NotImplementedError
-
-    def idempotency(self, caller: CallerName, request_id: str) -> IdempotencyRecord | None:
-        raise NotImplementedError
-
-    def kek_version_counts(self) -> dict[tuple[str, int], int]:
-        raise NotImplementedError
-
-    def data_keys_to_rewrap(
-        self, provider: str, below_version: int, limit: int
-    ) -> list[StoredDataKey]:
-        raise NotImplementedError
-
-    def replace_wrapped_keys(
-        self, updates: Sequence[tuple[StoredDataKey, WrappedKey]], audit: Sequence[AuditEvent]
-    ) -> int:
-        raise NotImplementedError
+def _fake_serves_authentication(store: FakeKeyStore) -> ApiKeyStore:
+    return store  # mypy checks that the fake is an ApiKeyStore, without a cast
 
 
-def _store_is_a_store(store: FakeStore) -> Store:
-    return cast(Store, store)  # the full Store is more than authentication needs
-
-
-def _fake_serves_authentication(store: FakeStore) -> ApiKeyStore:
-    return store  # mypy checks that FakeStore satisfies what Authenticator needs
-
-
-def _issue(store: FakeStore, caller: str) -> str:
+def _issue(store: FakeKeyStore, caller: str) -> str:
     key, record = issue_api_key(CallerName(caller))
     store.add_api_key(record)
     return key
 
 
 @pytest.fixture
-def store() -> FakeStore:
-    return FakeStore()
+def store() -> FakeKeyStore:
+    return FakeKeyStore()
 
 
 @pytest.fixture
-def auth(store: FakeStore) -> Authenticator:
-    return Authenticator(_store_is_a_store(store), POLICY)
+def auth(store: FakeKeyStore) -> Authenticator:
+    return Authenticator(store, POLICY)
 
 
 # -- issue_api_key --------------------------------------------------------------------------------
@@ -154,13 +92,13 @@ def test_issued_keys_are_distinct() -> None:
 
 @pytest.mark.parametrize("caller", ["payment", "shipping", "support", "kyc", "ops"])
 def test_valid_key_authenticates_its_caller(
-    store: FakeStore, auth: Authenticator, caller: str
+    store: FakeKeyStore, auth: Authenticator, caller: str
 ) -> None:
     key = _issue(store, caller)
     assert auth.authenticate(key) == caller
 
 
-def test_each_key_maps_to_its_own_caller(store: FakeStore, auth: Authenticator) -> None:
+def test_each_key_maps_to_its_own_caller(store: FakeKeyStore, auth: Authenticator) -> None:
     payment = _issue(store, "payment")
     support = _issue(store, "support")
     assert auth.authenticate(payment) == "payment"
@@ -183,26 +121,55 @@ def _other_secret(key: str) -> str:
     return head + flipped
 
 
-def test_wrong_secret(store: FakeStore, auth: Authenticator) -> None:
+def test_wrong_secret(store: FakeKeyStore, auth: Authenticator) -> None:
     key = _issue(store, "payment")
     _refused(auth, _other_secret(key))
-    _refused(auth, _other_secret(_issue(FakeStore(), "payment")))
+    _refused(auth, _other_secret(_issue(FakeKeyStore(), "payment")))
 
 
-def test_unknown_key_id(store: FakeStore, auth: Authenticator) -> None:
+def test_unknown_key_id(store: FakeKeyStore, auth: Authenticator) -> None:
     _issue(store, "payment")
     other, _ = issue_api_key(CallerName("payment"))  # never stored
     _refused(auth, other)
-    assert store.lookups == [other[4:20]]  # the key id was looked up, and not found
+    assert store.reads == 1  # the table was read, and the key id is not in it
 
 
-def test_revoked_key(store: FakeStore, auth: Authenticator) -> None:
+def test_a_flood_of_made_up_keys_is_answered_from_memory(store: FakeKeyStore) -> None:
+    """Issue #8 item 2: an unknown key id must not cost a database round trip each time."""
+    now = [0.0]
+    auth = Authenticator(store, POLICY, clock=lambda: now[0])
+    valid = _issue(store, "payment")
+    assert auth.authenticate(valid) == "payment"
+    for _ in range(1000):
+        _refused(auth, issue_api_key(CallerName("payment"))[0])
+    assert store.reads == 1  # within the same second: no more reads
+    now[0] = 1.5
+    for _ in range(1000):
+        _refused(auth, issue_api_key(CallerName("payment"))[0])
+    assert store.reads == 2  # at most one read a second
+    # A key added elsewhere is found by that read.
+    added = _issue(store, "kyc")
+    now[0] = 3.0
+    assert auth.check(added) is None  # unknown in memory: a read is due
+    assert auth.authenticate(added) == "kyc"
+
+
+def test_check_never_reads_the_store(store: FakeKeyStore, auth: Authenticator) -> None:
+    key = _issue(store, "payment")
+    assert auth.check(key) is None  # nothing loaded yet: the caller must refresh off the loop
+    assert store.reads == 0
+    auth.refresh()
+    assert auth.check(key) == "payment"
+    assert store.reads == 1
+
+
+def test_revoked_key(store: FakeKeyStore, auth: Authenticator) -> None:
     key, record = issue_api_key(CallerName("payment"))
     store.add_api_key(ApiKeyRecord(record.key_id, record.caller, record.key_hash, revoked=True))
     _refused(auth, key)
 
 
-def test_caller_not_in_policy(store: FakeStore, auth: Authenticator) -> None:
+def test_caller_not_in_policy(store: FakeKeyStore, auth: Authenticator) -> None:
     key = _issue(store, "retired_service")
     _refused(auth, key)
 
@@ -226,7 +193,7 @@ def test_caller_not_in_policy(store: FakeStore, auth: Authenticator) -> None:
         pytest.param("{bad_char}", id="secret-with-non-url-safe-char"),
     ],
 )
-def test_malformed_keys(store: FakeStore, auth: Authenticator, presented: str | None) -> None:
+def test_malformed_keys(store: FakeKeyStore, auth: Authenticator, presented: str | None) -> None:
     key = _issue(store, "payment")
     if presented is not None:
         key_id = key[4:20]
@@ -238,10 +205,10 @@ def test_malformed_keys(store: FakeStore, auth: Authenticator, presented: str | 
             bad_char=key[:-1] + "+",
         )
     _refused(auth, presented)
-    assert store.lookups == []  # a malformed key is refused before any lookup
+    assert store.reads == 0  # a malformed key is refused before any lookup
 
 
-def test_every_failure_has_the_same_message(store: FakeStore, auth: Authenticator) -> None:
+def test_every_failure_has_the_same_message(store: FakeKeyStore, auth: Authenticator) -> None:
     valid = _issue(store, "payment")
     revoked, record = issue_api_key(CallerName("payment"))
     store.add_api_key(ApiKeyRecord(record.key_id, record.caller, record.key_hash, revoked=True))
@@ -255,17 +222,17 @@ def test_every_failure_has_the_same_message(store: FakeStore, auth: Authenticato
         assert presented[21:] not in MESSAGE
 
 
-def test_refusals_do_not_chain_the_cause(store: FakeStore, auth: Authenticator) -> None:
+def test_refusals_do_not_chain_the_cause(store: FakeKeyStore, auth: Authenticator) -> None:
     key = _issue(store, "payment")
     error = _refused(auth, _other_secret(key))
     assert error.__cause__ is None
 
 
 def test_valid_keys_are_remembered_for_a_while_and_revocation_then_holds(
-    store: FakeStore,
+    store: FakeKeyStore,
 ) -> None:
     now = [0.0]
-    auth = Authenticator(store, POLICY, cache_seconds=30, clock=lambda: now[0])
+    auth = Authenticator(store, POLICY, refresh_seconds=30, clock=lambda: now[0])
     key, record = issue_api_key(CallerName("payment"))
     store.add_api_key(record)
     assert auth.authenticate(key) == "payment"
@@ -275,7 +242,7 @@ def test_valid_keys_are_remembered_for_a_while_and_revocation_then_holds(
     now[0] = 31.0
     _refused(auth, key)
     # A wrong secret for a remembered key id is still refused.
-    now[0] = 0.0
+    now[0] = 62.0
     other, rec2 = issue_api_key(CallerName("kyc"))
     store.add_api_key(rec2)
     assert auth.authenticate(other) == "kyc"

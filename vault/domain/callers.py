@@ -36,56 +36,88 @@ def issue_api_key(caller: CallerName) -> tuple[str, ApiKeyRecord]:
 
 
 class Authenticator:
-    """Turns a presented bearer key into the caller it belongs to.
+    """Turns a presented bearer key into the caller it belongs to, from memory.
 
-    Records of valid keys are remembered for `cache_seconds` (a database round trip saved on
-    every call), so a revoked key keeps working for at most that long in each process. Unknown
-    or invalid keys are never remembered: a guess always costs a lookup.
+    Every key record (id, caller, hash, revoked) is held in memory; the table is read again
+    when it is older than `refresh_seconds` (so a revocation made elsewhere holds within that
+    time), and when a key id it does not know is presented, at most once per
+    `min_refresh_seconds`: a flood of made-up keys costs at most one lookup a second, never
+    one each. `check` never does I/O (an event loop calls it); `authenticate` may refresh.
     """
 
     def __init__(
         self,
         store: ApiKeyStore,
         policy: Policy,
-        cache_seconds: float = 30.0,
+        refresh_seconds: float = 30.0,
+        min_refresh_seconds: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._policy = policy
-        self._ttl = cache_seconds
+        self._ttl = refresh_seconds
+        self._min_interval = min_refresh_seconds
         self._clock = clock
-        self._known: dict[str, tuple[ApiKeyRecord, float]] = {}
+        self._records: dict[str, ApiKeyRecord] = {}
+        self._loaded_at: float | None = None
         self._lock = threading.Lock()
 
-    def _record(self, key_id: str) -> ApiKeyRecord | None:
-        now = self._clock()
+    def __repr__(self) -> str:
+        return f"Authenticator(keys={len(self._records)})"
+
+    def invalidate(self) -> None:
+        """Read the table again at the next check (a key was added or revoked elsewhere)."""
+        self._loaded_at = None
+
+    def refresh(self) -> None:
+        """Read every key record again (I/O: call it off the event loop)."""
         with self._lock:
-            hit = self._known.get(key_id)
-        if hit is not None and now - hit[1] < self._ttl:
-            return hit[0]
-        record = self._store.api_key(key_id)
-        if record is not None and not record.revoked and self._ttl > 0:
-            with self._lock:
-                if len(self._known) > 10_000:
-                    self._known.clear()
-                self._known[key_id] = (record, now)
-        return record
+            now = self._clock()
+            if self._loaded_at is not None and now - self._loaded_at < self._min_interval:
+                return  # another thread just did
+            records = {r.key_id: r for r in self._store.api_keys()}
+            self._records, self._loaded_at = records, now
+
+    def check(self, presented: str | None) -> CallerName | None:
+        """The caller, from memory; None when the table must be read first (stale, or an
+        unknown key id and no read in the last `min_refresh_seconds`). Raises
+        Unauthenticated for every failure, with one message."""
+        key_id, secret = _parse(presented)
+        now = self._clock()
+        loaded = self._loaded_at
+        if loaded is None or now - loaded >= self._ttl:
+            return None
+        record = self._records.get(key_id)
+        if record is None and now - loaded >= self._min_interval:
+            return None
+        return self._verify(record, secret)
 
     def authenticate(self, presented: str | None) -> CallerName:
-        # One message for every failure: which part was wrong is of no use to a caller.
-        failure = Unauthenticated(
-            "missing or invalid API key (metadata 'authorization: Bearer <key>')"
-        )
-        if not presented:
-            raise failure
-        m = _KEY_RE.fullmatch(presented)
-        if not m:
-            raise failure
-        record = self._record(m.group(1))
-        expected = record.key_hash if record else _hash("no-such-key-but-take-the-same-time")
-        ok = hmac.compare_digest(expected, _hash(m.group(2)))
-        if record is None or not ok or record.revoked:
-            raise failure
-        if record.caller not in self._policy.callers:
-            raise failure
+        caller = self.check(presented)
+        if caller is None:
+            self.refresh()
+            key_id, secret = _parse(presented)
+            caller = self._verify(self._records.get(key_id), secret)
+        return caller
+
+    def _verify(self, record: ApiKeyRecord | None, secret: str) -> CallerName:
+        expected = record.key_hash if record else _DUMMY_HASH
+        ok = hmac.compare_digest(expected, _hash(secret))
+        if record is None or not ok or record.revoked or record.caller not in self._policy.callers:
+            raise _failure()
         return record.caller
+
+
+_DUMMY_HASH = _hash("no-such-key-but-take-the-same-time")
+
+
+def _failure() -> Unauthenticated:
+    # One message for every failure: which part was wrong is of no use to a caller.
+    return Unauthenticated("missing or invalid API key (metadata 'authorization: Bearer <key>')")
+
+
+def _parse(presented: str | None) -> tuple[str, str]:
+    m = _KEY_RE.fullmatch(presented) if presented else None
+    if m is None:
+        raise _failure()
+    return m.group(1), m.group(2)

@@ -206,9 +206,9 @@ class ApiKeyRecord:
 
 
 class ApiKeyStore(Protocol):
-    """What authentication needs: API key records by id."""
+    """What authentication needs: every API key record (a few per caller)."""
 
-    def api_key(self, key_id: str) -> ApiKeyRecord | None: ...
+    def api_keys(self) -> list[ApiKeyRecord]: ...
 
 
 class Store(Protocol):

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from vault.errors import StorageUnavailable
 
 
 def _config() -> Config:
@@ -15,16 +21,28 @@ def _config() -> Config:
     return cfg
 
 
+@contextmanager
+def _reachable(engine: Engine) -> Iterator[None]:
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        # The driver's text may name hosts, users or files: only its class, and what to check.
+        raise StorageUnavailable(
+            f"cannot reach the database ({type(exc).__name__}): check PDV_DATABASE_URL "
+            f"({engine.url.get_backend_name()}) and that its server is running"
+        ) from None
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     cfg = _config()
-    with engine.begin() as conn:
+    with _reachable(engine), engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 
 
 def current_revision(engine: Engine) -> str | None:
-    with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+    with _reachable(engine), engine.execution_options(isolation_level="AUTOCOMMIT").connect() as c:
+        return MigrationContext.configure(c).get_current_revision()
 
 
 def head_revision() -> str | None:

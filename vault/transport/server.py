@@ -1,166 +1,250 @@
-"""Server construction: `build_server(app, addr) -> (server, port)`; tests start it on port 0."""
+"""Server construction: one `grpc.aio` server per process, serving pdvault's services (see
+`vault.transport.rpc` for how a call is served), health checking and reflection.
+
+`start_server(app, addr)` builds and starts it on the running event loop; `ServerThread` runs
+one on a loop of its own (tests start it on port 0); `serve` runs one until SIGTERM or SIGINT.
+Why `grpc.aio` and not the thread-pool server: the thread-pool server hands each call to a
+worker thread that then waits for the request message, so a client that opens calls and never
+sends them holds every thread (48 such streams stalled health checks and every caller). On the
+event loop a waiting call costs a coroutine, and pdvault reads the message itself, with a time
+limit. Measured on the no-op (docs/process-model.md): the two models serve a trivial call at
+about the same rate.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import asyncio
 import logging
-import multiprocessing
 import os
 import signal
+import stat
 import threading
-from concurrent import futures
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from pdvault.v1 import (
-    key_service_pb2,
-    key_service_pb2_grpc,
-    subject_service_pb2,
-    subject_service_pb2_grpc,
-    token_service_pb2,
-    token_service_pb2_grpc,
-)
+from pdvault.v1 import key_service_pb2, subject_service_pb2, token_service_pb2
 
-from vault.app import App, build_app
-from vault.config import Settings
-from vault.errors import ConfigurationError
-from vault.transport.interceptors import ServiceInterceptor
+from vault.app import App
+from vault.errors import ConfigurationError, PdvaultError
+from vault.transport.rpc import Gate, Limits, Method, ServiceHandler
 from vault.transport.servicers import KeyServicer, SubjectServicer, TokenServicer
 
 log = logging.getLogger(__name__)
 
-TOKEN_SERVICE = token_service_pb2.DESCRIPTOR.services_by_name["TokenService"].full_name
-KEY_SERVICE = key_service_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name
-SUBJECT_SERVICE = subject_service_pb2.DESCRIPTOR.services_by_name["SubjectService"].full_name
+TOKEN_SERVICE = token_service_pb2.DESCRIPTOR.services_by_name["TokenService"]
+KEY_SERVICE = key_service_pb2.DESCRIPTOR.services_by_name["KeyService"]
+SUBJECT_SERVICE = subject_service_pb2.DESCRIPTOR.services_by_name["SubjectService"]
+SERVICE_NAMES = (TOKEN_SERVICE.full_name, KEY_SERVICE.full_name, SUBJECT_SERVICE.full_name)
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+# Calls above pdvault's own cap that gRPC still accepts: room for health checks and reflection.
+HEALTH_HEADROOM = 64
 
 
-def build_server(
-    app: App, addr: str, reuse_port: bool = False
-) -> tuple[grpc.Server, int, health.HealthServicer]:
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=app.settings.max_workers, thread_name_prefix="rpc"),
-        interceptors=[ServiceInterceptor(app.authenticator)],
+@dataclass
+class Serving:
+    """A started server and what belongs to it in this process."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    gate: Gate
+    executor: ThreadPoolExecutor
+    monitor: asyncio.Task[None] | None = None
+
+
+def _methods(app: App) -> list[tuple[str, dict[str, Method[Any, Any]]]]:
+    services = [
+        (TOKEN_SERVICE, TokenServicer(app.tokens).methods()),
+        (KEY_SERVICE, KeyServicer(app.key_admin).methods()),
+        (SUBJECT_SERVICE, SubjectServicer(app.subjects).methods()),
+    ]
+    for descriptor, methods in services:
+        missing = set(descriptor.methods_by_name) - set(methods)
+        if missing:  # fail at start-up, not with UNIMPLEMENTED in production
+            raise AssertionError(f"{descriptor.full_name} lacks {sorted(missing)}")
+    return [(d.full_name, m) for d, m in services]
+
+
+async def start_server(app: App, addr: str, reuse_port: bool = False) -> Serving:
+    settings = app.settings
+    limits = Limits(
+        settings.request_read_timeout, settings.max_calls, settings.max_calls_per_caller
+    )
+    executor = ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc")
+    gate = Gate(app.authenticator, executor, limits)
+    server = grpc.aio.server(
+        maximum_concurrent_rpcs=limits.max_calls + HEALTH_HEADROOM,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            # Several processes share one port (SO_REUSEPORT): the kernel spreads connections.
+            # Several processes of one instance share the port: the kernel spreads connections.
             ("grpc.so_reuseport", 1 if reuse_port else 0),
+            # Streams in flight per connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
+            ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+            # Connections end after an age (with a grace for calls under way), so a client
+            # cannot hold a stream for ever, and rotated certificates take effect.
+            ("grpc.max_connection_age_ms", int(settings.max_connection_age * 1000)),
+            ("grpc.max_connection_age_grace_ms", 30_000),
+            ("grpc.max_connection_idle_ms", 300_000),
+            ("grpc.keepalive_time_ms", 60_000),
+            ("grpc.keepalive_timeout_ms", 20_000),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+            ("grpc.http2.max_ping_strikes", 2),
         ],
     )
-    token_service_pb2_grpc.add_TokenServiceServicer_to_server(TokenServicer(app.tokens), server)
-    key_service_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(app.key_admin), server)
-    subject_service_pb2_grpc.add_SubjectServiceServicer_to_server(
-        SubjectServicer(app.subjects), server
+    server.add_generic_rpc_handlers(
+        [ServiceHandler(name, methods, gate, executor) for name, methods in _methods(app)]
     )
-    health_servicer = health.HealthServicer()
+    health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", TOKEN_SERVICE, KEY_SERVICE, SUBJECT_SERVICE):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(
-        (
-            TOKEN_SERVICE,
-            KEY_SERVICE,
-            SUBJECT_SERVICE,
-            health.SERVICE_NAME,
-            reflection.SERVICE_NAME,
-        ),
-        server,
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    try:
-        port = _listen(server, app, addr)
-    except RuntimeError:
-        port = 0
-    if port == 0:
-        raise ConfigurationError(f"cannot listen on {addr}: is the address in use?")
-    return server, port, health_servicer
+    port = _listen(server, app, addr)
+    await server.start()
+    # The key table, read once before the first call (every later read is off the loop).
+    await asyncio.get_running_loop().run_in_executor(executor, app.authenticator.refresh)
+    serving = Serving(server, port, health_servicer, gate, executor)
+    await _set_health(serving, health_pb2.HealthCheckResponse.SERVING)
+    serving.monitor = asyncio.create_task(_watch(app, serving))
+    return serving
+
+
+async def stop_server(serving: Serving, grace: float | None) -> None:
+    if serving.monitor is not None:
+        serving.monitor.cancel()
+    await serving.health.enter_graceful_shutdown()
+    await serving.server.stop(grace)
+    serving.executor.shutdown(wait=True)
+
+
+async def _set_health(serving: Serving, status: Any) -> None:
+    for name in ("", *SERVICE_NAMES):
+        await serving.health.set(name, status)
+
+
+async def _watch(app: App, serving: Serving) -> None:
+    """Readiness: NOT_SERVING while the database or the key provider does not answer."""
+    loop = asyncio.get_running_loop()
+    healthy = True
+    while True:
+        await asyncio.sleep(app.settings.health_interval)
+        problems = await loop.run_in_executor(serving.executor, app.dependency_problems)
+        if problems and healthy:
+            log.error("not ready: %s", "; ".join(problems))
+            await _set_health(serving, health_pb2.HealthCheckResponse.NOT_SERVING)
+        elif not problems and not healthy:
+            log.warning("ready again: the database and the key provider answer")
+            await _set_health(serving, health_pb2.HealthCheckResponse.SERVING)
+        healthy = not problems
 
 
 LOOPBACK = ("127.", "localhost:", "[::1]:")
 
 
-def _listen(server: grpc.Server, app: App, addr: str) -> int:
+def _listen(server: grpc.aio.Server, app: App, addr: str) -> int:
     settings = app.settings
-    if settings.tls_cert and settings.tls_key:
-        try:
-            chain, key = settings.tls_cert.read_bytes(), settings.tls_key.read_bytes()
-        except OSError as exc:
-            raise ConfigurationError(f"cannot read the TLS certificate or key: {exc}") from None
-        return server.add_secure_port(addr, grpc.ssl_server_credentials([(key, chain)]))
-    if not addr.startswith(LOOPBACK) and not settings.allow_insecure:
-        # API keys, values and operators' Vault tokens would cross the network in clear.
+    try:
+        if settings.tls_cert and settings.tls_key:
+            chain, key = read_tls(settings.tls_cert, settings.tls_key)
+            port = server.add_secure_port(addr, grpc.ssl_server_credentials([(key, chain)]))
+        elif not addr.startswith(LOOPBACK) and not settings.allow_insecure:
+            # API keys, values and operators' Vault tokens would cross the network in clear.
+            raise ConfigurationError(
+                f"refusing to serve {addr} without TLS: set PDV_TLS_CERT and PDV_TLS_KEY, or "
+                "PDV_ALLOW_INSECURE=true behind a TLS-terminating proxy or mesh"
+            )
+        else:
+            port = server.add_insecure_port(addr)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise ConfigurationError(f"cannot listen on {addr}: is the address in use?")
+    return port
+
+
+def read_tls(cert: os.PathLike[str], key: os.PathLike[str]) -> tuple[bytes, bytes]:
+    """The certificate chain and private key; refused if the key is readable by others."""
+    try:
+        mode = os.stat(key).st_mode
+        chain, private = open(cert, "rb").read(), open(key, "rb").read()  # noqa: SIM115
+    except OSError as exc:
         raise ConfigurationError(
-            f"refusing to serve {addr} without TLS: set PDV_TLS_CERT and PDV_TLS_KEY, or "
-            "PDV_ALLOW_INSECURE=true behind a TLS-terminating proxy or mesh"
+            f"cannot read the TLS certificate or key: {exc.strerror}: {exc.filename}"
+        ) from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigurationError(
+            f"PDV_TLS_KEY {os.fspath(key)} is readable by others (mode {stat.S_IMODE(mode):04o}): "
+            f"run chmod 600 on it (on Kubernetes, mount the Secret with defaultMode: 0400)"
         )
-    return server.add_insecure_port(addr)
+    return chain, private
 
 
-def serve(app: App, addr: str, reuse_port: bool = False) -> None:
-    """Run until SIGINT or SIGTERM, then stop taking calls and finish those under way."""
-    server, port, health_servicer = build_server(app, addr, reuse_port)
-    server.start()
-    log.info("pdvault listening on %s (port %d, pid %d)", addr, port, os.getpid())
-    stop = threading.Event()
+class ServerThread:
+    """A server on an event loop of its own thread: for tests and tools that are not async."""
 
-    def _stop(signum: int, _frame: object) -> None:
-        log.info("signal %d: draining", signum)
-        stop.set()
+    def __init__(self, app: App, addr: str, reuse_port: bool = False) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="grpc-loop")
+        self._thread.start()
+        try:
+            self.serving = self._call(start_server(app, addr, reuse_port))
+        except BaseException:
+            self._end()
+            raise
+        self.port = self.serving.port
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, _stop)
-        signal.signal(signal.SIGTERM, _stop)
-    stop.wait()
-    health_servicer.enter_graceful_shutdown()
-    server.stop(grace=10).wait()
-    app.close()
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def stop(self, grace: float | None = None) -> None:
+        try:
+            self._call(stop_server(self.serving, grace))
+        finally:
+            self._end()
+
+    def _end(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
 
 
-def _child(settings: Settings) -> None:
-    """One serving process: its own application (engine, cache, listener) and gRPC server."""
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    app = build_app(dataclasses.replace(settings, auto_migrate=False, dev_credentials=False))
-    serve(app, settings.addr, reuse_port=True)
+def serve(
+    app: App,
+    addr: str,
+    reuse_port: bool = False,
+    on_ready: Callable[[int], None] | None = None,
+    grace: float = 10.0,
+) -> None:
+    """Serve until SIGINT or SIGTERM, then stop taking calls and finish those under way."""
+
+    async def main() -> None:
+        serving = await start_server(app, addr, reuse_port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        if on_ready is None:
+            log.info("pdvault listening on %s (port %d, pid %d)", addr, serving.port, os.getpid())
+        else:
+            on_ready(serving.port)
+        await stop.wait()
+        log.info("draining calls under way (up to %g s)", grace)
+        await stop_server(serving, grace)
+
+    try:
+        asyncio.run(main())
+    finally:
+        app.close()
 
 
-def serve_processes(settings: Settings, processes: int) -> int:
-    """Serve from `processes` processes on one port (gRPC's SO_REUSEPORT pattern: Python's
-    gRPC server is bound by one core's GIL). The parent prepares the database once, starts the
-    children (spawned, so no gRPC or database state crosses a fork), passes signals on, and
-    stops them all if one dies: the orchestrator restarts the whole unit."""
-    if settings.addr.endswith(":0"):
-        raise ConfigurationError("several processes need a fixed port: set PDV_ADDR")
-    prepared = build_app(settings)  # migrations, dev credentials, shred log, once
-    prepared.close()
-    ctx = multiprocessing.get_context("spawn")
-    children = [
-        ctx.Process(target=_child, args=(settings,), name=f"pdvault-{i}", daemon=False)
-        for i in range(processes)
-    ]
-    for child in children:
-        child.start()
-    log.info("pdvault serving %s from %d processes", settings.addr, processes)
-    stopping = threading.Event()
-
-    def _stop(signum: int, _frame: object) -> None:
-        stopping.set()
-        for child in children:
-            if child.pid is not None and child.is_alive():
-                os.kill(child.pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    status = 0
-    while any(c.is_alive() for c in children):
-        for child in children:
-            child.join(timeout=0.5)
-            if not child.is_alive() and child.exitcode not in (0, None) and not stopping.is_set():
-                log.error(
-                    "process %s exited with %s: stopping the others", child.name, child.exitcode
-                )
-                status = 1
-                _stop(signal.SIGTERM, None)
-    return status
+def describe_error(exc: BaseException) -> str:
+    """One line for a start-up failure (never the text of an unexpected exception)."""
+    if isinstance(exc, PdvaultError):
+        return exc.message
+    return f"unexpected {type(exc).__name__} (see the log)"

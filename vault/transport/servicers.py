@@ -1,29 +1,28 @@
-"""Thin servicers: proto -> domain, one use case, domain -> proto. Nothing else lives here."""
+"""Thin servicers: proto -> domain, one use case, domain -> proto. Nothing else lives here.
+
+Each service is a table of methods (`vault.transport.rpc.Method`); `rpc` authenticates, reads and
+parses the request, runs the method on the thread pool with a `Call` (the caller and the
+metadata), and maps errors to statuses.
+"""
 
 from __future__ import annotations
 
 import base64
+import binascii
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from typing import Any
 
-import grpc
 from google.protobuf import timestamp_pb2
-from pdvault.v1 import (
-    common_pb2,
-    key_service_pb2,
-    key_service_pb2_grpc,
-    subject_service_pb2,
-    subject_service_pb2_grpc,
-    token_service_pb2,
-    token_service_pb2_grpc,
-)
+from pdvault.v1 import common_pb2, key_service_pb2, subject_service_pb2, token_service_pb2
 
 from vault.domain.keys import KeyAdministration, KeyReport
 from vault.domain.lifecycle import SHRED_METHOD, SubjectAdministration
 from vault.domain.secrets import Secret
 from vault.domain.service import Detokenized, FieldInput, TokenService
 from vault.domain.types import (
+    SUBJECT_RE,
     AuditEvent,
     LegalBasis,
     PlainValue,
@@ -35,7 +34,7 @@ from vault.domain.types import (
     View,
 )
 from vault.errors import InvalidArgument
-from vault.transport.interceptors import current_caller
+from vault.transport.rpc import Call, Method
 from vault.transport.status import to_status_proto
 
 _FORMATS = {
@@ -69,12 +68,20 @@ def _result_out(r: Detokenized) -> token_service_pb2.DetokenizeResult:
     return out
 
 
-class TokenServicer(token_service_pb2_grpc.TokenServiceServicer):
+class TokenServicer:
     def __init__(self, service: TokenService) -> None:
         self._service = service
 
-    def Tokenize(  # noqa: N802  (the gRPC method name)
-        self, request: token_service_pb2.TokenizeRequest, context: grpc.ServicerContext
+    def methods(self) -> dict[str, Method[Any, Any]]:
+        return {
+            "Tokenize": Method("Tokenize", token_service_pb2.TokenizeRequest, self.tokenize),
+            "Detokenize": Method(
+                "Detokenize", token_service_pb2.DetokenizeRequest, self.detokenize
+            ),
+        }
+
+    def tokenize(
+        self, request: token_service_pb2.TokenizeRequest, call: Call
     ) -> token_service_pb2.TokenizeResponse:
         fields = [
             FieldInput(
@@ -84,9 +91,7 @@ class TokenServicer(token_service_pb2_grpc.TokenServiceServicer):
             )
             for f in request.fields
         ]
-        results = self._service.tokenize(
-            current_caller(), request.subject, fields, request.request_id
-        )
+        results = self._service.tokenize(call.caller, request.subject, fields, request.request_id)
         return token_service_pb2.TokenizeResponse(
             results=[
                 token_service_pb2.TokenizeResult(token=r.token, category=r.category)
@@ -94,8 +99,8 @@ class TokenServicer(token_service_pb2_grpc.TokenServiceServicer):
             ]
         )
 
-    def Detokenize(  # noqa: N802
-        self, request: token_service_pb2.DetokenizeRequest, context: grpc.ServicerContext
+    def detokenize(
+        self, request: token_service_pb2.DetokenizeRequest, call: Call
     ) -> token_service_pb2.DetokenizeResponse:
         legal_basis = None
         if request.legal_basis != token_service_pb2.LEGAL_BASIS_UNSPECIFIED:
@@ -105,7 +110,7 @@ class TokenServicer(token_service_pb2_grpc.TokenServiceServicer):
                     "legal_basis", "legal_basis.unknown", "is not a known legal basis"
                 )
         results = self._service.detokenize(
-            current_caller(),
+            call.caller,
             list(request.tokens),
             request.purpose,
             request.justification,
@@ -122,12 +127,10 @@ VAULT_TOKEN_METADATA = "x-vault-token"  # noqa: S105  (a metadata key, not a sec
 
 
 @contextmanager
-def _operator_token(context: grpc.ServicerContext) -> Iterator[Secret | None]:
+def _operator_token(call: Call) -> Iterator[Secret | None]:
     """The operator's own Vault token from the metadata, for one call; wiped after it."""
-    token = None
-    for key, value in context.invocation_metadata():
-        if key == VAULT_TOKEN_METADATA and isinstance(value, str) and value:
-            token = Secret(value.encode())
+    presented = call.header(VAULT_TOKEN_METADATA)
+    token = Secret(presented.encode()) if presented else None
     try:
         yield token
     finally:
@@ -166,40 +169,42 @@ def _status_out(report: KeyReport) -> key_service_pb2.KeyStatus:
     return out
 
 
-class KeyServicer(key_service_pb2_grpc.KeyServiceServicer):
+class KeyServicer:
     def __init__(self, admin: KeyAdministration) -> None:
         self._admin = admin
 
-    def GetKeyStatus(  # noqa: N802
-        self, request: key_service_pb2.GetKeyStatusRequest, context: grpc.ServicerContext
+    def methods(self) -> dict[str, Method[Any, Any]]:
+        k = key_service_pb2
+        return {
+            "GetKeyStatus": Method("GetKeyStatus", k.GetKeyStatusRequest, self.get_key_status),
+            "RotateKey": Method("RotateKey", k.RotateKeyRequest, self.rotate_key),
+            "RewrapDataKeys": Method(
+                "RewrapDataKeys", k.RewrapDataKeysRequest, self.rewrap_data_keys
+            ),
+            "TrimKeyVersions": Method(
+                "TrimKeyVersions", k.TrimKeyVersionsRequest, self.trim_key_versions
+            ),
+        }
+
+    def get_key_status(
+        self, request: key_service_pb2.GetKeyStatusRequest, call: Call
     ) -> key_service_pb2.GetKeyStatusResponse:
-        report = self._admin.status(current_caller())
+        report = self._admin.status(call.caller)
         return key_service_pb2.GetKeyStatusResponse(status=_status_out(report))
 
-    def RotateKey(  # noqa: N802
-        self, request: key_service_pb2.RotateKeyRequest, context: grpc.ServicerContext
+    def rotate_key(
+        self, request: key_service_pb2.RotateKeyRequest, call: Call
     ) -> key_service_pb2.RotateKeyResponse:
-        with _operator_token(context) as admin:
-            report = self._admin.rotate(current_caller(), admin)
+        with _operator_token(call) as admin:
+            report = self._admin.rotate(call.caller, admin)
         return key_service_pb2.RotateKeyResponse(status=_status_out(report))
 
-    def RewrapDataKeys(  # noqa: N802
-        self, request: key_service_pb2.RewrapDataKeysRequest, context: grpc.ServicerContext
+    def rewrap_data_keys(
+        self, request: key_service_pb2.RewrapDataKeysRequest, call: Call
     ) -> key_service_pb2.RewrapDataKeysResponse:
-        after = None
-        if request.page_token:
-            try:
-                after = SubjectId(base64.urlsafe_b64decode(request.page_token).decode())
-            except (ValueError, UnicodeDecodeError):
-                raise InvalidArgument.one(
-                    "page_token", "page_token.invalid", "must be a next_page_token of this call"
-                ) from None
-        progress = self._admin.rewrap(current_caller(), request.batch_size or 100, after)
-        token = (
-            base64.urlsafe_b64encode(progress.next_after.encode()).decode()
-            if progress.next_after
-            else ""
-        )
+        after = _page_after(request.page_token) if request.page_token else None
+        progress = self._admin.rewrap(call.caller, request.batch_size or 100, after)
+        token = _page_token(progress.next_after) if progress.next_after else ""
         return key_service_pb2.RewrapDataKeysResponse(
             rewrapped=progress.rewrapped,
             failed=progress.failed,
@@ -208,12 +213,32 @@ class KeyServicer(key_service_pb2_grpc.KeyServiceServicer):
             next_page_token=token,
         )
 
-    def TrimKeyVersions(  # noqa: N802
-        self, request: key_service_pb2.TrimKeyVersionsRequest, context: grpc.ServicerContext
+    def trim_key_versions(
+        self, request: key_service_pb2.TrimKeyVersionsRequest, call: Call
     ) -> key_service_pb2.TrimKeyVersionsResponse:
-        with _operator_token(context) as admin:
-            report = self._admin.trim(current_caller(), request.min_version or None, admin)
+        with _operator_token(call) as admin:
+            report = self._admin.trim(call.caller, request.min_version or None, admin)
         return key_service_pb2.TrimKeyVersionsResponse(status=_status_out(report))
+
+
+def _page_token(after: SubjectId) -> str:
+    return base64.urlsafe_b64encode(after.encode()).decode().rstrip("=")
+
+
+def _page_after(token: str) -> SubjectId:
+    """The subject a next_page_token names. Strict: a token this call did not give is refused,
+    never read as "start over" (base64 decoders skip characters they do not know)."""
+    refused = InvalidArgument.one(
+        "page_token", "page_token.invalid", "must be a next_page_token of this call"
+    )
+    try:
+        raw = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
+        after = raw.decode("utf-8")
+    except (binascii.Error, ValueError):
+        raise refused from None
+    if not SUBJECT_RE.fullmatch(after) or _page_token(SubjectId(after)) != token:
+        raise refused
+    return SubjectId(after)
 
 
 _LEGAL_BASES = {
@@ -270,32 +295,44 @@ def _access_out(e: AuditEvent) -> subject_service_pb2.AccessRecord:
     )
 
 
-class SubjectServicer(subject_service_pb2_grpc.SubjectServiceServicer):
+class SubjectServicer:
     def __init__(self, admin: SubjectAdministration) -> None:
         self._admin = admin
 
-    def GetSubject(  # noqa: N802
-        self, request: subject_service_pb2.GetSubjectRequest, context: grpc.ServicerContext
+    def methods(self) -> dict[str, Method[Any, Any]]:
+        s = subject_service_pb2
+        return {
+            "GetSubject": Method("GetSubject", s.GetSubjectRequest, self.get_subject),
+            "StopSubject": Method("StopSubject", s.StopSubjectRequest, self.stop_subject),
+            "ResumeSubject": Method("ResumeSubject", s.ResumeSubjectRequest, self.resume_subject),
+            "ShredSubject": Method("ShredSubject", s.ShredSubjectRequest, self.shred_subject),
+            "ExportSubject": Method("ExportSubject", s.ExportSubjectRequest, self.export_subject),
+            "SetConsent": Method("SetConsent", s.SetConsentRequest, self.set_consent),
+            "CorrectValue": Method("CorrectValue", s.CorrectValueRequest, self.correct_value),
+        }
+
+    def get_subject(
+        self, request: subject_service_pb2.GetSubjectRequest, call: Call
     ) -> subject_service_pb2.GetSubjectResponse:
-        record = self._admin.status(current_caller(), request.subject)
+        record = self._admin.status(call.caller, request.subject)
         return subject_service_pb2.GetSubjectResponse(subject=_subject_out(record))
 
-    def StopSubject(  # noqa: N802
-        self, request: subject_service_pb2.StopSubjectRequest, context: grpc.ServicerContext
+    def stop_subject(
+        self, request: subject_service_pb2.StopSubjectRequest, call: Call
     ) -> subject_service_pb2.StopSubjectResponse:
-        record = self._admin.stop(current_caller(), request.subject)
+        record = self._admin.stop(call.caller, request.subject)
         return subject_service_pb2.StopSubjectResponse(subject=_subject_out(record))
 
-    def ResumeSubject(  # noqa: N802
-        self, request: subject_service_pb2.ResumeSubjectRequest, context: grpc.ServicerContext
+    def resume_subject(
+        self, request: subject_service_pb2.ResumeSubjectRequest, call: Call
     ) -> subject_service_pb2.ResumeSubjectResponse:
-        record = self._admin.resume(current_caller(), request.subject)
+        record = self._admin.resume(call.caller, request.subject)
         return subject_service_pb2.ResumeSubjectResponse(subject=_subject_out(record))
 
-    def ShredSubject(  # noqa: N802
-        self, request: subject_service_pb2.ShredSubjectRequest, context: grpc.ServicerContext
+    def shred_subject(
+        self, request: subject_service_pb2.ShredSubjectRequest, call: Call
     ) -> subject_service_pb2.ShredSubjectResponse:
-        r = self._admin.shred(current_caller(), request.subject)
+        r = self._admin.shred(call.caller, request.subject)
         return subject_service_pb2.ShredSubjectResponse(
             receipt=subject_service_pb2.ErasureReceipt(
                 receipt_id=r.receipt_id,
@@ -310,10 +347,10 @@ class SubjectServicer(subject_service_pb2_grpc.SubjectServiceServicer):
             )
         )
 
-    def ExportSubject(  # noqa: N802
-        self, request: subject_service_pb2.ExportSubjectRequest, context: grpc.ServicerContext
+    def export_subject(
+        self, request: subject_service_pb2.ExportSubjectRequest, call: Call
     ) -> subject_service_pb2.ExportSubjectResponse:
-        export = self._admin.export(current_caller(), request.subject)
+        export = self._admin.export(call.caller, request.subject)
         record = SubjectRecord(export.subject, export.state, export.consents)
         values = []
         for v in export.values:
@@ -333,16 +370,16 @@ class SubjectServicer(subject_service_pb2_grpc.SubjectServiceServicer):
             access_history=[_access_out(e) for e in export.access_history],
         )
 
-    def SetConsent(  # noqa: N802
-        self, request: subject_service_pb2.SetConsentRequest, context: grpc.ServicerContext
+    def set_consent(
+        self, request: subject_service_pb2.SetConsentRequest, call: Call
     ) -> subject_service_pb2.SetConsentResponse:
         record = self._admin.set_consent(
-            current_caller(), request.subject, request.purpose, request.granted
+            call.caller, request.subject, request.purpose, request.granted
         )
         return subject_service_pb2.SetConsentResponse(subject=_subject_out(record))
 
-    def CorrectValue(  # noqa: N802
-        self, request: subject_service_pb2.CorrectValueRequest, context: grpc.ServicerContext
+    def correct_value(
+        self, request: subject_service_pb2.CorrectValueRequest, call: Call
     ) -> subject_service_pb2.CorrectValueResponse:
         kind = request.value.WhichOneof("kind") if request.HasField("value") else None
         if kind is None:
@@ -352,5 +389,5 @@ class SubjectServicer(subject_service_pb2_grpc.SubjectServiceServicer):
             if kind == "text"
             else PlainValue.binary(request.value.binary)
         )
-        token, category = self._admin.correct(current_caller(), request.token, value)
+        token, category = self._admin.correct(call.caller, request.token, value)
         return subject_service_pb2.CorrectValueResponse(token=token, category=category)

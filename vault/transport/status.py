@@ -25,6 +25,7 @@ STATUS_TABLE: dict[type[errors.PdvaultError], grpc.StatusCode] = {
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.KeyServiceUnavailable: grpc.StatusCode.UNAVAILABLE,
     errors.KeyServiceDenied: grpc.StatusCode.PERMISSION_DENIED,
     errors.StorageUnavailable: grpc.StatusCode.UNAVAILABLE,
@@ -72,9 +73,14 @@ def to_status_proto(exc: errors.PdvaultError) -> status_pb2.Status:
                 )
             )
         )
+    delay = None
     if isinstance(exc, errors.KeyServiceUnavailable | errors.StorageUnavailable):
+        delay = 0.2
+    elif isinstance(exc, errors.ResourceExhausted):
+        delay = exc.retry_after
+    if delay is not None:
         retry = error_details_pb2.RetryInfo()
-        retry.retry_delay.FromMilliseconds(200)
+        retry.retry_delay.FromMilliseconds(round(delay * 1000))
         details.append(_pack(retry))
     return status_pb2.Status(code=code.value[0], message=exc.message, details=details)
 

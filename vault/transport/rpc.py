@@ -1,0 +1,232 @@
+"""How one call of pdvault's own services is served, on `grpc.aio`.
+
+The order is what keeps a stranger from stalling the service:
+
+1. Authenticate from the metadata, before anything waits for the request message: the caller's
+   key is checked in memory (an unknown key id costs at most one table read a second, off the
+   event loop). A stranger's call ends here, whatever it sends next.
+2. Admit the call against the caps: calls in flight per process and per caller. Over a cap:
+   RESOURCE_EXHAUSTED with RetryInfo. Health checks and reflection are not counted.
+3. Read the request message within `read_timeout`: every method is registered as
+   client-streaming on the server side (identical on the wire to a unary call), so the server
+   reads the message itself and can stop waiting. A caller that opens a call and never sends
+   holds only a coroutine, never a thread, and only for that long.
+4. Parse it here: malformed protobuf or invalid UTF-8 is INVALID_ARGUMENT, never INTERNAL.
+5. Run the servicer (synchronous: the use cases, the database, the key provider) on the
+   process's thread pool, with the call's deadline, and map any error through the one status
+   table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, Generic, NoReturn, TypeVar
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+from grpc_status import rpc_status
+
+from vault.domain.callers import Authenticator
+from vault.domain.deadline import NO_DEADLINE_ABOVE, deadline_in
+from vault.domain.types import CallerName
+from vault.errors import DeadlineExceeded, InvalidArgument, PdvaultError, ResourceExhausted
+from vault.transport.status import internal_status, to_status_proto
+
+log = logging.getLogger(__name__)
+
+Req = TypeVar("Req", bound=Message)
+Resp = TypeVar("Resp", bound=Message)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What a servicer learns about the call it serves: who calls, and the metadata."""
+
+    caller: CallerName
+    metadata: tuple[tuple[str, str | bytes], ...] = field(repr=False)
+
+    def header(self, key: str) -> str | None:
+        for k, v in self.metadata:
+            if k == key and isinstance(v, str) and v:
+                return v
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Method(Generic[Req, Resp]):
+    """One unary method of a service: its request type and the servicer function."""
+
+    name: str
+    request_type: type[Req]
+    run: Callable[[Req, Call], Resp]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    read_timeout: float = 10.0  # seconds to deliver the request message
+    max_calls: int = 256  # calls in flight in this process (health and reflection excluded)
+    max_calls_per_caller: int = 128
+
+
+class Gate:
+    """Authentication and the concurrency caps. Lives on the event loop's thread only."""
+
+    def __init__(self, auth: Authenticator, executor: Executor, limits: Limits) -> None:
+        self._auth = auth
+        self._executor = executor
+        self.limits = limits
+        self._in_flight = 0
+        self._per_caller: dict[CallerName, int] = {}
+
+    def __repr__(self) -> str:
+        return f"Gate(in_flight={self._in_flight})"
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    async def authenticate(self, metadata: tuple[tuple[str, str | bytes], ...]) -> CallerName:
+        presented = _bearer(metadata)
+        caller = self._auth.check(presented)
+        if caller is None:  # the key table must be read first: off the event loop
+            loop = asyncio.get_running_loop()
+            caller = await loop.run_in_executor(self._executor, self._auth.authenticate, presented)
+        return caller
+
+    def admit(self, caller: CallerName) -> None:
+        mine = self._per_caller.get(caller, 0)
+        if self._in_flight >= self.limits.max_calls:
+            raise _busy("the server is at its limit of calls in flight; retry shortly")
+        if mine >= self.limits.max_calls_per_caller:
+            raise _busy(
+                f"caller '{caller}' has {mine} calls in flight, the most one caller may have; "
+                "retry when some have finished"
+            )
+        self._in_flight += 1
+        self._per_caller[caller] = mine + 1
+
+    def release(self, caller: CallerName) -> None:
+        self._in_flight -= 1
+        left = self._per_caller[caller] - 1
+        if left:
+            self._per_caller[caller] = left
+        else:
+            del self._per_caller[caller]
+
+
+def _busy(message: str) -> ResourceExhausted:
+    return ResourceExhausted(message, reason="TOO_MANY_CALLS", retry_after=0.1)
+
+
+def _bearer(metadata: tuple[tuple[str, str | bytes], ...]) -> str | None:
+    for key, value in metadata:
+        if key == "authorization" and isinstance(value, str):
+            scheme, _, credential = value.partition(" ")
+            return credential.strip() if scheme.lower() == "bearer" else None
+    return None
+
+
+class ServiceHandler(grpc.GenericRpcHandler):
+    """The methods of one of pdvault's services, each served as described above."""
+
+    def __init__(
+        self,
+        service: str,
+        methods: Mapping[str, Method[Any, Any]],
+        gate: Gate,
+        executor: Executor,
+    ) -> None:
+        self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+            f"/{service}/{name}": grpc.stream_unary_rpc_method_handler(
+                _serve(method, gate, executor),
+                request_deserializer=None,  # raw bytes: parsed in _serve
+                response_serializer=_serialize,
+            )
+            for name, method in methods.items()
+        }
+
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        return self._handlers.get(handler_call_details.method)
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
+
+
+def _serve(
+    method: Method[Any, Any], gate: Gate, executor: Executor
+) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[Any, Any]], Any]:
+    async def handle(
+        requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Message:
+        metadata = tuple(context.invocation_metadata() or ())
+        try:
+            caller = await gate.authenticate(metadata)
+            gate.admit(caller)
+        except PdvaultError as exc:
+            await _abort(context, to_status_proto(exc))
+        try:
+            status = None
+            try:
+                raw = await _read_one(requests, gate.limits.read_timeout)
+                request = _parse(method.request_type, raw)
+                remaining = context.time_remaining()
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(
+                    executor, _run, method, request, Call(caller, metadata), remaining
+                )
+            except PdvaultError as exc:
+                status = to_status_proto(exc)
+            except Exception as exc:  # noqa: BLE001  (the safety net: never UNKNOWN, never a trace)
+                status = internal_status(exc)
+            await _abort(context, status)
+        finally:
+            gate.release(caller)
+
+    return handle
+
+
+async def _read_one(requests: AsyncIterator[bytes], timeout: float) -> bytes:
+    try:
+        return await asyncio.wait_for(anext(requests), timeout)
+    except TimeoutError:
+        raise _slow(timeout) from None
+    except StopAsyncIteration:
+        raise InvalidArgument.one(
+            "request", "request.required", "the request message is missing"
+        ) from None
+
+
+def _slow(timeout: float) -> DeadlineExceeded:
+    return DeadlineExceeded(
+        f"the request message did not arrive within {timeout:g} s", reason="REQUEST_TOO_SLOW"
+    )
+
+
+def _parse(request_type: type[Req], raw: bytes) -> Req:
+    try:
+        return request_type.FromString(raw)
+    except DecodeError:
+        raise InvalidArgument.one(
+            "request",
+            "request.encoding",
+            "is not a valid protobuf message of this method (or holds text that is not UTF-8)",
+        ) from None
+
+
+def _run(method: Method[Req, Resp], request: Req, call: Call, remaining: float | None) -> Resp:
+    if remaining is not None and remaining > NO_DEADLINE_ABOVE:
+        remaining = None
+    with deadline_in(remaining):
+        return method.run(request, call)
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], status: Any) -> NoReturn:
+    converted = rpc_status.to_status(status)
+    await context.abort(converted.code, converted.details, converted.trailing_metadata)
