@@ -466,7 +466,12 @@ def _detokenize(args: argparse.Namespace) -> int:
 
     with _client(args) as client:
         try:
-            results = client.detokenize(args.tokens, args.purpose, justification=args.justification)
+            results = client.detokenize(
+                args.tokens,
+                args.purpose,
+                justification=args.justification,
+                legal_basis=args.legal_basis,
+            )
         except PdvaultError as exc:
             _report(exc)
             return EXIT_FAILED

@@ -113,3 +113,14 @@ def test_keys_commands(pdv_env: RunningServer, capsys: pytest.CaptureFixture[str
     assert capsys.readouterr().out.strip() == "Ann Lee"
     assert main(["keys", "status", "--caller", "payment"]) == 1
     assert "PERMISSION_DENIED" in capsys.readouterr().err
+
+
+def test_legal_basis_is_sent(pdv_env: RunningServer, capsys: pytest.CaptureFixture[str]) -> None:
+    """Provision to third parties without consent: refused, unless a legal basis is stated."""
+    main(["tokenize", "--caller", "kyc", "--subject", "u1", "--category", "name", "Ann Lee"])
+    token = capsys.readouterr().out.strip()
+    refuse = ["detokenize", "--caller", "legal", "--purpose", "third_party_provision", token]
+    assert main(refuse) != 0
+    assert "consent" in capsys.readouterr().err
+    assert main([*refuse, "--legal-basis", "law_or_regulation"]) == 0
+    assert capsys.readouterr().out.strip() == "Ann Lee"
