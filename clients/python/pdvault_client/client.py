@@ -27,6 +27,15 @@ T = TypeVar("T")
 
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
 
+# The largest message the client sends or accepts: the server's own limit (MAX_MESSAGE_BYTES in
+# vault/transport/server.py, not imported: this library installs without the server). gRPC's
+# default receive limit, 4 MiB, would refuse a batch the server is allowed to send.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+)
+
 
 @dataclass(frozen=True)
 class Field:
@@ -128,17 +137,18 @@ class Client:
     ) -> None:
         """`tls_ca`: the PEM CA bundle that signed the server's certificate; with it the
         channel uses TLS (`tls_server_name` overrides the name checked in the certificate).
-        Without it the channel is plaintext, which pdvault serves on loopback only."""
+        Without it the channel is plaintext, which pdvault serves on loopback only. A channel
+        given in `channel` is used as it is (set its message limits to MAX_MESSAGE_BYTES)."""
         if channel is None:
+            options: list[tuple[str, str | int]] = list(CHANNEL_OPTIONS)
             if tls_ca is not None:
-                options = (
-                    [("grpc.ssl_target_name_override", tls_server_name)] if tls_server_name else []
-                )
+                if tls_server_name:
+                    options.append(("grpc.ssl_target_name_override", tls_server_name))
                 channel = grpc.secure_channel(
                     addr, grpc.ssl_channel_credentials(root_certificates=tls_ca), options=options
                 )
             else:
-                channel = grpc.insecure_channel(addr)
+                channel = grpc.insecure_channel(addr, options=options)
         self._channel = channel
         self._stub = token_service_pb2_grpc.TokenServiceStub(self._channel)
         self._key_stub = key_service_pb2_grpc.KeyServiceStub(self._channel)
@@ -235,6 +245,9 @@ class Client:
             except grpc.RpcError as err:
                 error = from_rpc_error(err)
                 pause = random.uniform(0, backoff)  # noqa: S311  (jitter, not a secret)
+                if error.retry_delay is not None:
+                    # The server's RetryInfo says how long to wait at least (AIP-194).
+                    pause = max(pause, error.retry_delay)
                 retryable = error.code in RETRYABLE and attempt < attempts
                 if not retryable or time.monotonic() + pause >= deadline:
                     raise error from None
