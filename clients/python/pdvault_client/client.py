@@ -11,6 +11,7 @@ from typing import Any, TypeVar, cast
 
 import grpc
 from google.protobuf import json_format
+from google.protobuf.message import Message
 from pdvault.v1 import (
     common_pb2,
     key_service_pb2,
@@ -256,9 +257,20 @@ class Client:
         raise AssertionError("unreachable")
 
 
+def message_to_dict(message: Message) -> dict[str, Any]:
+    """A message in the proto's JSON form, as a reader expects it: every field printed, its
+    default too (a withdrawn consent shows `"granted": false` instead of no `granted` at all),
+    and 64-bit integers as JSON numbers rather than the strings ProtoJSON allows."""
+    out: dict[str, Any] = json_format.MessageToDict(
+        message, always_print_fields_with_no_presence=True, unquote_int64_if_possible=True
+    )
+    return out
+
+
 class SubjectAdmin:
-    """The SubjectService, through a Client. Answers are plain dicts (the proto's JSON form),
-    ready to print or store; the export contains values: handle it as the data it is."""
+    """The SubjectService, through a Client. Answers are plain dicts (the proto's JSON form,
+    defaults included, see `message_to_dict`), ready to print or store; the export contains
+    values: handle it as the data it is."""
 
     def __init__(self, client: Client) -> None:
         self._client = client
@@ -271,8 +283,7 @@ class SubjectAdmin:
         self, method: Callable[..., Any], request: object, retry: bool = True
     ) -> dict[str, Any]:
         answer = self._client._call(method, request, retry=retry)
-        out: dict[str, Any] = json_format.MessageToDict(answer)
-        return out
+        return message_to_dict(answer)
 
     def get(self, subject: str) -> dict[str, Any]:
         return self._do(
