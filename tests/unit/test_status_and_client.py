@@ -302,3 +302,23 @@ def test_the_client_receives_what_the_server_may_send(server: RunningServer) -> 
     ):
         c.detokenize([first[0].token], "identity_verification")
     assert "larger than max" in err.value.message
+
+
+@pytest.mark.parametrize(
+    "addr", ["127.0.0.1:50051", "localhost:1", "[::1]:65535", "db.example:443"]
+)
+def test_addresses_the_client_accepts(addr: str) -> None:
+    from pdvault_client import check_address
+
+    assert check_address(addr) == addr
+
+
+@pytest.mark.parametrize(
+    "addr",
+    ["127.0.0.1", "http://127.0.0.1:50051", "h:0", "h:65536", ":50051", "::1:50051", "h:port", ""],
+)
+def test_addresses_the_client_refuses(addr: str) -> None:
+    from pdvault_client import check_address
+
+    with pytest.raises(ValueError, match="expected HOST:PORT"):
+        check_address(addr)

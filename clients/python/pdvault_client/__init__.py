@@ -1,5 +1,6 @@
 """The Python client of pdvault's gRPC API (installable without the server)."""
 
+from pdvault_client.address import check_address
 from pdvault_client.client import (
     MAX_MESSAGE_BYTES,
     CacheStats,
@@ -52,4 +53,5 @@ __all__ = [
     "Tokenized",
     "UnauthenticatedError",
     "UnavailableError",
+    "check_address",
 ]
