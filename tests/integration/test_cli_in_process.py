@@ -51,9 +51,13 @@ def test_many_tokens_and_a_refusal(
     card = capsys.readouterr().out.strip()
     code = main(["detokenize", "--caller", "shipping", "--purpose", "product_shipping", name, card])
     out = capsys.readouterr()
-    assert code == 1
-    assert out.out.strip() == "Ann Lee"
-    assert out.err.startswith(f"{card}: PERMISSION_DENIED")
+    assert code == 4  # refused
+    # One line per token, in order, labelled with its token: refusals included.
+    lines = out.out.splitlines()
+    assert lines[0] == f"{name}\tAnn Lee"
+    assert lines[1].startswith(f"{card}\tPERMISSION_DENIED: ")
+    assert len(lines) == 2
+    assert out.err == ""
 
 
 def test_binary_values(
@@ -78,10 +82,10 @@ def test_binary_values(
 
 
 def test_errors(pdv_env: RunningServer, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["tokenize", "--caller", "kyc", "--subject", "u 1", "--category", "name", "A"]) == 1
+    assert main(["tokenize", "--caller", "kyc", "--subject", "u 1", "--category", "name", "A"]) == 3
     assert "subject.syntax" in capsys.readouterr().err
     assert (
-        main(["detokenize", "--caller", "shipping", "--purpose", "payment", "tok_" + "a" * 26]) == 1
+        main(["detokenize", "--caller", "shipping", "--purpose", "payment", "tok_" + "a" * 26]) == 4
     )
     assert "may not claim" in capsys.readouterr().err
     assert main(["detokenize", "--purpose", "payment", "tok_" + "a" * 26]) == 2
@@ -103,7 +107,7 @@ def test_keys_commands(pdv_env: RunningServer, capsys: pytest.CaptureFixture[str
     assert "cache (this server process)" in out
     assert main(["keys", "rotate", "--caller", "ops"]) == 0
     assert "latest v2" in capsys.readouterr().out
-    assert main(["keys", "trim", "--caller", "ops", "--min-version", "2"]) == 1
+    assert main(["keys", "trim", "--caller", "ops", "--min-version", "2"]) == 4
     assert "run pdv keys rewrap first" in capsys.readouterr().err
     assert main(["keys", "rewrap", "--caller", "ops", "--batch-size", "10"]) == 0
     assert "rewrapped 1 data keys to v2; 0 left" in capsys.readouterr().out
@@ -111,7 +115,7 @@ def test_keys_commands(pdv_env: RunningServer, capsys: pytest.CaptureFixture[str
     assert "decrypting from v2, destroyed below v2" in capsys.readouterr().out
     assert main(["detokenize", "--caller", "shipping", "--purpose", "product_shipping", token]) == 0
     assert capsys.readouterr().out.strip() == "Ann Lee"
-    assert main(["keys", "status", "--caller", "payment"]) == 1
+    assert main(["keys", "status", "--caller", "payment"]) == 4
     assert "PERMISSION_DENIED" in capsys.readouterr().err
 
 
