@@ -42,8 +42,14 @@ types: $(DEV_STAMP)
 imports: $(DEV_STAMP)
 	$(BIN)/lint-imports
 
+# The API never breaks its clients: buf breaking against the image of the last release, committed
+# in protos/releases/ so that a clone without tags can check it. Additions pass; a breaking change
+# needs a new major version of the package (pdvault.v2). How to cut a release: protos/releases/README.md.
+API_RELEASE := protos/releases/v0.1.0.binpb
+
 api: $(DEV_STAMP) node_modules/.bin/buf
 	node_modules/.bin/buf lint
+	node_modules/.bin/buf breaking protos --against $(API_RELEASE)
 	$(BIN)/python scripts/gen_protos.py --check
 
 unit: $(DEV_STAMP)
