@@ -11,14 +11,20 @@ DEV_STAMP := $(VENV)/.installed-dev
 
 .PHONY: serve test check lint types imports api unit proto clean
 
+# setuptools warns on every editable install of a distribution whose packages live under two roots
+# (vault/ here, pdvault_client/ under clients/python/): an informational "Editable installation"
+# notice about folders named like packages, nothing to act on. The layout is deliberate (one
+# distribution for the server and the client library), so the notice is filtered, not the cause.
+PIP_INSTALL := PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install --quiet
+
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e .
+	$(PIP_INSTALL) --upgrade pip
+	$(PIP_INSTALL) -c constraints.txt -e .
 	touch $@
 
 $(DEV_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PIP_INSTALL) -c constraints.txt -e '.[dev]'
 	touch $@
 
 node_modules/.bin/buf: package.json package-lock.json
@@ -40,10 +46,16 @@ types: $(DEV_STAMP)
 	$(BIN)/mypy
 
 imports: $(DEV_STAMP)
-	$(BIN)/lint-imports
+	$(BIN)/lint-imports --no-logo
+
+# The API never breaks its clients: buf breaking against the image of the last release, committed
+# in protos/releases/ so that a clone without tags can check it. Additions pass; a breaking change
+# needs a new major version of the package (pdvault.v2). How to cut a release: protos/releases/README.md.
+API_RELEASE := protos/releases/v0.1.0.binpb
 
 api: $(DEV_STAMP) node_modules/.bin/buf
 	node_modules/.bin/buf lint
+	node_modules/.bin/buf breaking protos --against $(API_RELEASE)
 	$(BIN)/python scripts/gen_protos.py --check
 
 unit: $(DEV_STAMP)

@@ -18,6 +18,7 @@ DEFAULT_ADDR = "127.0.0.1:50051"
 DEFAULT_DATA_DIR = ".pdvault"
 KMS_CHOICES = ("local", "vault")
 VAULT_AUTH_CHOICES = ("token", "approle", "kubernetes")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,11 @@ def _build(raw: Mapping[str, object]) -> Settings:
             raise ConfigurationError(f"{var}: expected a whole number from {low} to {high}")
         return value
 
+    log_level = text("log_level", "INFO").strip().upper()
+    if log_level not in LOG_LEVELS:
+        raise ConfigurationError(
+            f"PDV_LOG_LEVEL={text('log_level', '')!r}: expected one of {', '.join(LOG_LEVELS)}"
+        )
     workers = whole("max_workers", "PDV_MAX_WORKERS", 16, 1, 1024)
     if bool(raw.get("tls_cert")) != bool(raw.get("tls_key")):
         raise ConfigurationError("PDV_TLS_CERT and PDV_TLS_KEY go together")
@@ -233,7 +239,7 @@ def _build(raw: Mapping[str, object]) -> Settings:
         policy_file=path("policy_file"),
         max_workers=workers,
         processes=whole("processes", "PDV_PROCESSES", 0, 0, 256),
-        log_level=text("log_level", "INFO").upper(),
+        log_level=log_level,
         dev_credentials=flag("dev_credentials", True),
         auto_migrate=flag("auto_migrate", True),
         vault_addr=text("vault_addr", "http://127.0.0.1:8200"),

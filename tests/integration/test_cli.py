@@ -70,7 +70,7 @@ def test_readme_walk_through(cli: Cli) -> None:
     assert paid.stdout.strip() == "4111111111111111"
 
     refused = cli.run("detokenize", "--caller", "shipping", "--purpose", "product_shipping", token)
-    assert refused.returncode == 1
+    assert refused.returncode == 4  # refused
     assert refused.stdout == ""
     assert "PERMISSION_DENIED" in refused.stderr
     assert "product_shipping" in refused.stderr
@@ -82,7 +82,7 @@ def test_readme_walk_through(cli: Cli) -> None:
     assert unknown.stderr == refused.stderr
 
     claim = cli.run("detokenize", "--caller", "shipping", "--purpose", "payment", token)
-    assert claim.returncode == 1
+    assert claim.returncode == 4
     assert "may not claim purpose 'payment'" in claim.stderr
 
     masked = cli.run("detokenize", "--caller", "support", "--purpose", "customer_support", token)
@@ -109,7 +109,7 @@ def test_bad_input_and_usage_errors(cli: Cli) -> None:
         "card_number",
         "4111111111111112",
     )
-    assert luhn.returncode == 1
+    assert luhn.returncode == 3  # invalid
     assert "INVALID_ARGUMENT" in luhn.stderr
     assert "card_number.luhn" in luhn.stderr
     assert "4111111111111112" not in luhn.stderr
@@ -131,7 +131,7 @@ def test_bad_input_and_usage_errors(cli: Cli) -> None:
         timeout=60,
         check=False,
     )
-    assert bad_key.returncode == 1
+    assert bad_key.returncode == 4  # refused
     assert "UNAUTHENTICATED" in bad_key.stderr
 
 
@@ -170,7 +170,7 @@ def test_client_commands_say_when_no_server_runs(tmp_path: Path) -> None:
         timeout=60,
         check=False,
     )
-    assert out.returncode == 1
+    assert out.returncode == 5  # unavailable: try again later
     assert "UNAVAILABLE" in out.stderr or "DEADLINE_EXCEEDED" in out.stderr
 
 

@@ -3,9 +3,11 @@ test_cli.py run the real thing; these give the same paths to coverage and run on
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, free_port
 from vault.cli import main
 
 
@@ -51,9 +53,13 @@ def test_many_tokens_and_a_refusal(
     card = capsys.readouterr().out.strip()
     code = main(["detokenize", "--caller", "shipping", "--purpose", "product_shipping", name, card])
     out = capsys.readouterr()
-    assert code == 1
-    assert out.out.strip() == "Ann Lee"
-    assert out.err.startswith(f"{card}: PERMISSION_DENIED")
+    assert code == 4  # refused
+    # One line per token, in order, labelled with its token: refusals included.
+    lines = out.out.splitlines()
+    assert lines[0] == f"{name}\tAnn Lee"
+    assert lines[1].startswith(f"{card}\tPERMISSION_DENIED: ")
+    assert len(lines) == 2
+    assert out.err == ""
 
 
 def test_binary_values(
@@ -78,10 +84,10 @@ def test_binary_values(
 
 
 def test_errors(pdv_env: RunningServer, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["tokenize", "--caller", "kyc", "--subject", "u 1", "--category", "name", "A"]) == 1
+    assert main(["tokenize", "--caller", "kyc", "--subject", "u 1", "--category", "name", "A"]) == 3
     assert "subject.syntax" in capsys.readouterr().err
     assert (
-        main(["detokenize", "--caller", "shipping", "--purpose", "payment", "tok_" + "a" * 26]) == 1
+        main(["detokenize", "--caller", "shipping", "--purpose", "payment", "tok_" + "a" * 26]) == 4
     )
     assert "may not claim" in capsys.readouterr().err
     assert main(["detokenize", "--purpose", "payment", "tok_" + "a" * 26]) == 2
@@ -103,7 +109,7 @@ def test_keys_commands(pdv_env: RunningServer, capsys: pytest.CaptureFixture[str
     assert "cache (this server process)" in out
     assert main(["keys", "rotate", "--caller", "ops"]) == 0
     assert "latest v2" in capsys.readouterr().out
-    assert main(["keys", "trim", "--caller", "ops", "--min-version", "2"]) == 1
+    assert main(["keys", "trim", "--caller", "ops", "--min-version", "2"]) == 4
     assert "run pdv keys rewrap first" in capsys.readouterr().err
     assert main(["keys", "rewrap", "--caller", "ops", "--batch-size", "10"]) == 0
     assert "rewrapped 1 data keys to v2; 0 left" in capsys.readouterr().out
@@ -111,5 +117,90 @@ def test_keys_commands(pdv_env: RunningServer, capsys: pytest.CaptureFixture[str
     assert "decrypting from v2, destroyed below v2" in capsys.readouterr().out
     assert main(["detokenize", "--caller", "shipping", "--purpose", "product_shipping", token]) == 0
     assert capsys.readouterr().out.strip() == "Ann Lee"
-    assert main(["keys", "status", "--caller", "payment"]) == 1
+    assert main(["keys", "status", "--caller", "payment"]) == 4
     assert "PERMISSION_DENIED" in capsys.readouterr().err
+
+
+def test_legal_basis_is_sent(pdv_env: RunningServer, capsys: pytest.CaptureFixture[str]) -> None:
+    """Provision to third parties without consent: refused, unless a legal basis is stated."""
+    main(["tokenize", "--caller", "kyc", "--subject", "u1", "--category", "name", "Ann Lee"])
+    token = capsys.readouterr().out.strip()
+    refuse = ["detokenize", "--caller", "legal", "--purpose", "third_party_provision", token]
+    assert main(refuse) != 0
+    assert "consent" in capsys.readouterr().err
+    assert main([*refuse, "--legal-basis", "law_or_regulation"]) == 0
+    assert capsys.readouterr().out.strip() == "Ann Lee"
+
+
+# -- the same mistakes as test_cli_errors.py, in-process (for coverage) ---------------------------
+
+
+def test_usage_errors_in_process(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("PDV_API_KEY", raising=False)
+    monkeypatch.setenv("PDV_LOG_LEVEL", "verbose")
+    assert main(["serve"]) == 2
+    assert capsys.readouterr().err.startswith("pdv serve: PDV_LOG_LEVEL='verbose'")
+    monkeypatch.delenv("PDV_LOG_LEVEL")
+
+    monkeypatch.setenv("PDV_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("PDV_ADDR", "")  # main() copies --addr there: restored after the test
+    assert main(["--addr", "127.0.0.1", "keys", "status", "--caller", "ops"]) == 2
+    assert "--addr '127.0.0.1': expected HOST:PORT" in capsys.readouterr().err
+    monkeypatch.setenv("PDV_ADDR", "127.0.0.1:1")
+    assert main(["keys", "status", "--caller", "ops"]) == 2
+    assert "no " in capsys.readouterr().err  # no credentials file yet
+    (tmp_path / "dev-credentials.json").write_text('{"ops": 1}')
+    assert main(["keys", "status", "--caller", "ops"]) == 2
+    assert "not a JSON object of caller names" in capsys.readouterr().err
+    monkeypatch.setenv("PDV_API_KEY", "pdv_x")
+    monkeypatch.setenv("PDV_TLS_CA", str(tmp_path / "missing.pem"))
+    assert main(["subject", "show", "u1"]) == 2
+    assert "cannot read PDV_TLS_CA" in capsys.readouterr().err
+
+
+def test_db_upgrade_in_process(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PDV_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("PDV_DATABASE_URL", raising=False)
+    assert main(["db", "upgrade"]) == 0
+    assert "at revision" in capsys.readouterr().out
+    monkeypatch.setenv(
+        "PDV_DATABASE_URL", f"postgresql+psycopg://u:hunter2@127.0.0.1:{free_port()}/x"
+    )
+    assert main(["db", "upgrade"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pdv db upgrade: database postgresql+psycopg://u:***@")
+    assert "hunter2" not in err
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("PDV_DATA_DIR", str(blocker / "data"))
+    monkeypatch.delenv("PDV_DATABASE_URL")
+    assert main(["db", "upgrade"]) == 2
+    assert str(blocker) in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("message", "tls", "hint"),
+    [
+        ("failed to connect to all addresses; Connection refused", False, "set PDV_TLS_CA"),
+        ("failed to connect to all addresses; Connection refused", True, "PDV_TLS_CA is set"),
+        ("Socket closed", False, "If it serves TLS (PDV_TLS_CERT), set PDV_TLS_CA"),
+        ("Tls handshake failed: WRONG_VERSION_NUMBER", True, "does not answer in TLS"),
+        ("Tls handshake failed: CERTIFICATE_VERIFY_FAILED", True, "PDV_TLS_SERVER_NAME"),
+        ("errors resolving nowhere.invalid:1: lookup failed", False, "cannot resolve"),
+    ],
+)
+def test_the_hint_after_unavailable(
+    monkeypatch: pytest.MonkeyPatch, message: str, tls: bool, hint: str
+) -> None:
+    from vault.cli import _connection_hint
+
+    monkeypatch.setenv("PDV_ADDR", "127.0.0.1:1")
+    if tls:
+        monkeypatch.setenv("PDV_TLS_CA", "ca.pem")
+    else:
+        monkeypatch.delenv("PDV_TLS_CA", raising=False)
+    assert hint in _connection_hint(message)

@@ -46,6 +46,8 @@ def test_the_database_password_never_reaches_repr_or_describe() -> None:
         ({"PDV_DATABASE_URL": "mysql://x"}, "PDV_DATABASE_URL"),
         ({"PDV_DEV_CREDENTIALS": "maybe"}, "dev_credentials"),
         ({"PDV_CONFIG": "/nonexistent/pdv.toml"}, "PDV_CONFIG"),
+        ({"PDV_LOG_LEVEL": "verbose"}, "PDV_LOG_LEVEL='verbose': expected one of DEBUG, INFO"),
+        ({"PDV_LOG_LEVEL": ""}, "PDV_LOG_LEVEL"),
     ],
 )
 def test_bad_settings_say_what_is_wrong(env: dict[str, str], message: str) -> None:
@@ -64,3 +66,14 @@ def test_settings_are_immutable() -> None:
     s = Settings()
     with pytest.raises(AttributeError):
         s.addr = "x"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("value", "level"), [("debug", "DEBUG"), (" Warning ", "WARNING")])
+def test_the_log_level_is_case_insensitive(value: str, level: str) -> None:
+    assert load_settings({"PDV_LOG_LEVEL": value}).log_level == level
+
+
+def test_the_cli_offers_the_log_levels_the_settings_accept() -> None:
+    from vault import cli, config
+
+    assert cli.LOG_LEVELS == config.LOG_LEVELS

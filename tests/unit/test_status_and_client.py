@@ -194,3 +194,131 @@ def test_reprs_never_show_values() -> None:
 
     assert "4111" not in repr(Field("card_number", "4111111111111111"))
     assert "4111" not in repr(Detokenized("tok_x", "card_number", value="4111111111111111"))
+
+
+# -- limits, quotas and the server's retry delay ---------------------------------------------------
+
+
+def _status_error(code: grpc.StatusCode, message: str, *details: Any) -> _RpcError:
+    """An RpcError carrying a google.rpc.Status with `details`, as the server sends them."""
+    from google.rpc import status_pb2
+
+    status = status_pb2.Status(code=code.value[0], message=message)
+    for d in details:
+        status.details.add().Pack(d)
+
+    class _Rich(_RpcError):
+        def details(self) -> str:
+            return message
+
+        def trailing_metadata(self) -> Any:
+            return (("grpc-status-details-bin", status.SerializeToString()),)
+
+    return _Rich(code)
+
+
+def _retry_info(seconds: float) -> error_details_pb2.RetryInfo:
+    info = error_details_pb2.RetryInfo()
+    info.retry_delay.FromMilliseconds(int(seconds * 1000))
+    return info
+
+
+def test_resource_exhausted_has_its_own_class_with_quota_and_retry_details() -> None:
+    from pdvault_client import QuotaViolation, ResourceExhaustedError
+    from pdvault_client.errors import from_rpc_error
+
+    quota = error_details_pb2.QuotaFailure()
+    quota.violations.add(subject="caller:kyc", description="at most 100 calls a second")
+    err = from_rpc_error(
+        _status_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "slow down", quota, _retry_info(1.5))
+    )
+    assert isinstance(err, ResourceExhaustedError)
+    assert err.quota_violations == (QuotaViolation("caller:kyc", "at most 100 calls a second"),)
+    assert err.retry_delay == pytest.approx(1.5)
+    # Without rich details (the local "message larger than max" failure): still the class.
+    bare = from_rpc_error(_RpcError(grpc.StatusCode.RESOURCE_EXHAUSTED))
+    assert isinstance(bare, ResourceExhaustedError)
+
+
+def test_resource_exhausted_is_not_retried() -> None:
+    from pdvault_client import ResourceExhaustedError
+
+    stub = _FlakyStub([grpc.StatusCode.RESOURCE_EXHAUSTED])
+    with _client() as c, pytest.raises(ResourceExhaustedError):
+        c._call(stub, "req")
+    assert len(stub.calls) == 1
+
+
+def test_client_waits_as_long_as_the_server_asks_before_retrying() -> None:
+    pauses: list[float] = []
+    errors_left = [
+        _status_error(grpc.StatusCode.UNAVAILABLE, "busy", _retry_info(0.75)),
+    ]
+
+    def stub(request: Any, timeout: float, metadata: Any) -> str:
+        if errors_left:
+            raise errors_left.pop()
+        return "answer"
+
+    c = Client("127.0.0.1:1", "pdv_x", timeout=5.0, sleep=pauses.append)
+    with c:
+        assert c._call(stub, "req") == "answer"
+    assert len(pauses) == 1
+    assert pauses[0] >= 0.75  # at least RetryInfo's delay, whatever the jitter drew
+
+
+def test_client_does_not_wait_past_its_deadline_for_a_retry_delay() -> None:
+    pauses: list[float] = []
+
+    def stub(request: Any, timeout: float, metadata: Any) -> str:
+        raise _status_error(grpc.StatusCode.UNAVAILABLE, "busy", _retry_info(60))
+
+    with (
+        Client("127.0.0.1:1", "pdv_x", timeout=2.0, sleep=pauses.append) as c,
+        pytest.raises(UnavailableError),
+    ):
+        c._call(stub, "req")
+    assert pauses == []
+
+
+def test_the_client_receives_what_the_server_may_send(server: RunningServer) -> None:
+    """Five 1 MiB documents in one answer: over gRPC's 4 MiB default, within the 8 MiB limit."""
+    from pdvault_client import MAX_MESSAGE_BYTES, Field, ResourceExhaustedError
+
+    assert MAX_MESSAGE_BYTES == 8 * 1024 * 1024
+    doc = bytes(range(256)) * 4096  # 1 MiB
+    with server.client("kyc", timeout=60) as kyc:
+        first = kyc.tokenize("user-1", [Field("identity_document", doc)] * 3)
+        second = kyc.tokenize("user-1", [Field("identity_document", doc)] * 2)
+        got = kyc.detokenize([t.token for t in first + second], "identity_verification")
+    assert [g.value for g in got] == [doc] * 5
+
+    # A channel with a smaller limit: RESOURCE_EXHAUSTED, raised as its own class.
+    small = grpc.insecure_channel(server.addr, options=[("grpc.max_receive_message_length", 1024)])
+    key = server.credentials()["kyc"]
+    with (
+        Client(server.addr, key, channel=small) as c,
+        pytest.raises(ResourceExhaustedError) as err,
+    ):
+        c.detokenize([first[0].token], "identity_verification")
+    assert "larger than max" in err.value.message
+
+
+@pytest.mark.parametrize(
+    "addr", ["127.0.0.1:50051", "localhost:1", "[::1]:65535", "db.example:443"]
+)
+def test_addresses_the_client_accepts(addr: str) -> None:
+    from pdvault_client import check_address
+
+    assert check_address(addr) == addr
+
+
+@pytest.mark.parametrize(
+    "addr",
+    ["127.0.0.1", "http://127.0.0.1:50051", "h:0", "h:65536", ":50051", "::1:50051", "h:port", ""],
+)
+def test_addresses_the_client_refuses(addr: str) -> None:
+    from pdvault_client import check_address
+
+    with pytest.raises(ValueError, match="expected HOST:PORT"):
+        check_address(addr)

@@ -26,11 +26,13 @@ def _reachable(engine: Engine) -> Iterator[None]:
     try:
         yield
     except SQLAlchemyError as exc:
-        # The driver's text may name hosts, users or files: only its class, and what to check.
-        raise StorageUnavailable(
-            f"cannot reach the database ({type(exc).__name__}): check PDV_DATABASE_URL "
-            f"({engine.url.get_backend_name()}) and that its server is running"
-        ) from None
+        # At start-up, for the operator's terminal (never a caller): the URL without its
+        # password, and the driver's first line, which says what failed.
+        orig = getattr(exc, "orig", None)
+        lines = str(orig or "").strip().splitlines()
+        detail = lines[0] if lines else type(exc).__name__
+        where = engine.url.render_as_string(hide_password=True)
+        raise StorageUnavailable(f"database {where}: {detail}") from None
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:

@@ -1,6 +1,8 @@
 """The Python client of pdvault's gRPC API (installable without the server)."""
 
+from pdvault_client.address import check_address
 from pdvault_client.client import (
+    MAX_MESSAGE_BYTES,
     CacheStats,
     Client,
     Detokenized,
@@ -21,11 +23,14 @@ from pdvault_client.errors import (
     NotFoundError,
     PdvaultError,
     PermissionDeniedError,
+    QuotaViolation,
+    ResourceExhaustedError,
     UnauthenticatedError,
     UnavailableError,
 )
 
 __all__ = [
+    "MAX_MESSAGE_BYTES",
     "CacheStats",
     "Client",
     "DataLossError",
@@ -40,10 +45,13 @@ __all__ = [
     "NotFoundError",
     "PdvaultError",
     "PermissionDeniedError",
+    "QuotaViolation",
+    "ResourceExhaustedError",
     "RetryPolicy",
     "RewrapStep",
     "SubjectAdmin",
     "Tokenized",
     "UnauthenticatedError",
     "UnavailableError",
+    "check_address",
 ]

@@ -11,6 +11,7 @@ from typing import Any, TypeVar, cast
 
 import grpc
 from google.protobuf import json_format
+from google.protobuf.message import Message
 from pdvault.v1 import (
     common_pb2,
     key_service_pb2,
@@ -26,6 +27,15 @@ from pdvault_client.errors import PdvaultError, from_rpc_error, from_status
 T = TypeVar("T")
 
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
+
+# The largest message the client sends or accepts: the server's own limit (MAX_MESSAGE_BYTES in
+# vault/transport/server.py, not imported: this library installs without the server). gRPC's
+# default receive limit, 4 MiB, would refuse a batch the server is allowed to send.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+)
 
 
 @dataclass(frozen=True)
@@ -128,17 +138,18 @@ class Client:
     ) -> None:
         """`tls_ca`: the PEM CA bundle that signed the server's certificate; with it the
         channel uses TLS (`tls_server_name` overrides the name checked in the certificate).
-        Without it the channel is plaintext, which pdvault serves on loopback only."""
+        Without it the channel is plaintext, which pdvault serves on loopback only. A channel
+        given in `channel` is used as it is (set its message limits to MAX_MESSAGE_BYTES)."""
         if channel is None:
+            options: list[tuple[str, str | int]] = list(CHANNEL_OPTIONS)
             if tls_ca is not None:
-                options = (
-                    [("grpc.ssl_target_name_override", tls_server_name)] if tls_server_name else []
-                )
+                if tls_server_name:
+                    options.append(("grpc.ssl_target_name_override", tls_server_name))
                 channel = grpc.secure_channel(
                     addr, grpc.ssl_channel_credentials(root_certificates=tls_ca), options=options
                 )
             else:
-                channel = grpc.insecure_channel(addr)
+                channel = grpc.insecure_channel(addr, options=options)
         self._channel = channel
         self._stub = token_service_pb2_grpc.TokenServiceStub(self._channel)
         self._key_stub = key_service_pb2_grpc.KeyServiceStub(self._channel)
@@ -235,6 +246,9 @@ class Client:
             except grpc.RpcError as err:
                 error = from_rpc_error(err)
                 pause = random.uniform(0, backoff)  # noqa: S311  (jitter, not a secret)
+                if error.retry_delay is not None:
+                    # The server's RetryInfo says how long to wait at least (AIP-194).
+                    pause = max(pause, error.retry_delay)
                 retryable = error.code in RETRYABLE and attempt < attempts
                 if not retryable or time.monotonic() + pause >= deadline:
                     raise error from None
@@ -243,9 +257,20 @@ class Client:
         raise AssertionError("unreachable")
 
 
+def message_to_dict(message: Message) -> dict[str, Any]:
+    """A message in the proto's JSON form, as a reader expects it: every field printed, its
+    default too (a withdrawn consent shows `"granted": false` instead of no `granted` at all),
+    and 64-bit integers as JSON numbers rather than the strings ProtoJSON allows."""
+    out: dict[str, Any] = json_format.MessageToDict(
+        message, always_print_fields_with_no_presence=True, unquote_int64_if_possible=True
+    )
+    return out
+
+
 class SubjectAdmin:
-    """The SubjectService, through a Client. Answers are plain dicts (the proto's JSON form),
-    ready to print or store; the export contains values: handle it as the data it is."""
+    """The SubjectService, through a Client. Answers are plain dicts (the proto's JSON form,
+    defaults included, see `message_to_dict`), ready to print or store; the export contains
+    values: handle it as the data it is."""
 
     def __init__(self, client: Client) -> None:
         self._client = client
@@ -258,8 +283,7 @@ class SubjectAdmin:
         self, method: Callable[..., Any], request: object, retry: bool = True
     ) -> dict[str, Any]:
         answer = self._client._call(method, request, retry=retry)
-        out: dict[str, Any] = json_format.MessageToDict(answer)
-        return out
+        return message_to_dict(answer)
 
     def get(self, subject: str) -> dict[str, Any]:
         return self._do(

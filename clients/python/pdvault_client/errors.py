@@ -1,5 +1,5 @@
 """Errors as exceptions: one root, one class per gRPC status a caller acts on, with the rich
-details (ErrorInfo reason, field violations, retry delay) already decoded."""
+details (ErrorInfo reason, field violations, quota violations, retry delay) already decoded."""
 
 from __future__ import annotations
 
@@ -17,6 +17,14 @@ class FieldViolation:
     description: str
 
 
+@dataclass(frozen=True)
+class QuotaViolation:
+    """One limit that was reached (`google.rpc.QuotaFailure`): what it applies to, and why."""
+
+    subject: str
+    description: str
+
+
 class PdvaultError(Exception):
     """Root of the client's errors. `code` is the gRPC status; `reason` the ErrorInfo reason."""
 
@@ -28,6 +36,7 @@ class PdvaultError(Exception):
         metadata: dict[str, str] | None = None,
         violations: tuple[FieldViolation, ...] = (),
         retry_delay: float | None = None,
+        quota_violations: tuple[QuotaViolation, ...] = (),
     ) -> None:
         super().__init__(f"{code.name}: {message}")
         self.code = code
@@ -35,7 +44,9 @@ class PdvaultError(Exception):
         self.reason = reason
         self.metadata = metadata or {}
         self.violations = violations
+        # `google.rpc.RetryInfo`: wait at least this long (seconds) before trying again.
         self.retry_delay = retry_delay
+        self.quota_violations = quota_violations
 
 
 class InvalidArgumentError(PdvaultError):
@@ -70,6 +81,12 @@ class DataLossError(PdvaultError):
     pass
 
 
+class ResourceExhaustedError(PdvaultError):
+    """A limit was reached: a message larger than either side accepts, or a quota. Retrying
+    the same request does not help; send less, or wait `retry_delay` when the server gives one.
+    """
+
+
 _CLASSES: dict[grpc.StatusCode, type[PdvaultError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
     grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
@@ -79,6 +96,7 @@ _CLASSES: dict[grpc.StatusCode, type[PdvaultError]] = {
     grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
     grpc.StatusCode.NOT_FOUND: NotFoundError,
     grpc.StatusCode.DATA_LOSS: DataLossError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
 }
 _BY_NUMBER = {c.value[0]: c for c in grpc.StatusCode}
 
@@ -87,10 +105,12 @@ def from_status(status: status_pb2.Status) -> PdvaultError:
     """Decode a `google.rpc.Status` (a whole call's, or one batch item's) into an exception."""
     code = _BY_NUMBER.get(status.code, grpc.StatusCode.UNKNOWN)
     reason, metadata, violations, delay = "", {}, [], None
+    quotas: list[QuotaViolation] = []
     for detail in status.details:
         info = error_details_pb2.ErrorInfo()
         bad = error_details_pb2.BadRequest()
         retry = error_details_pb2.RetryInfo()
+        quota = error_details_pb2.QuotaFailure()
         if detail.Unpack(info):
             reason, metadata = info.reason, dict(info.metadata)
         elif detail.Unpack(bad):
@@ -99,8 +119,10 @@ def from_status(status: status_pb2.Status) -> PdvaultError:
             ]
         elif detail.Unpack(retry):
             delay = retry.retry_delay.ToMilliseconds() / 1000
+        elif detail.Unpack(quota):
+            quotas = [QuotaViolation(v.subject, v.description) for v in quota.violations]
     cls = _CLASSES.get(code, PdvaultError)
-    return cls(code, status.message, reason, metadata, tuple(violations), delay)
+    return cls(code, status.message, reason, metadata, tuple(violations), delay, tuple(quotas))
 
 
 def from_rpc_error(err: grpc.RpcError) -> PdvaultError:
