@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -285,6 +286,8 @@ def cache_figures(cache: CachingKeyProvider | None) -> CacheFigures | None:
         s.limits.max_entries,
         s.limits.max_age,
         s.limits.max_uses,
+        os.getpid(),
+        socket.gethostname(),
     )
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
-    from pdvault_client import Client, Detokenized, KeyStatus, PdvaultError
+    from pdvault_client import Client, Detokenized, KeyStatus, PdvaultError, Trimmed
     from vault.config import Settings
 
 # -- exit status ----------------------------------------------------------------------------------
@@ -779,17 +779,39 @@ def _keys(client: Client, args: argparse.Namespace) -> int:
                 }
             )
         return EXIT_OK
-    if args.keys_command == "status":
-        status = admin.status()
-    elif args.keys_command == "rotate":
-        status = admin.rotate()
-    else:
-        status = admin.trim(args.min_version or None)
+    if args.keys_command == "trim":
+        done = admin.trim(args.min_version or None)
+        if args.output == "json":
+            _print_json(
+                {
+                    "status": _status_dict(done.status),
+                    "destroyedVersions": list(done.destroyed_versions),
+                    "stillInUse": [
+                        {"version": v, "dataKeys": n} for v, n in done.still_in_use.items()
+                    ],
+                }
+            )
+        else:
+            _print_trimmed(done)
+        return EXIT_OK
+    status = admin.status() if args.keys_command == "status" else admin.rotate()
     if args.output == "json":
         _print_json(_status_dict(status))
     else:
         _print_status(status)
     return EXIT_OK
+
+
+def _print_trimmed(done: Trimmed) -> None:
+    if done.destroyed_versions:
+        shown = ", ".join(f"v{v}" for v in done.destroyed_versions)
+        print(f"destroyed {shown}: what they wrapped can no longer be decrypted")
+    elif done.still_in_use:
+        users = ", ".join(f"v{v} still wraps {n} data keys" for v, n in done.still_in_use.items())
+        print(f"nothing to trim: {users}; run pdv keys rewrap first, then trim again")
+    else:
+        print("nothing to trim: no version older than the ones in use is left")
+    _print_status(done.status)
 
 
 def _status_dict(s: KeyStatus) -> dict[str, Any]:
@@ -801,7 +823,10 @@ def _status_dict(s: KeyStatus) -> dict[str, Any]:
         "latestVersion": s.latest_version,
         "minDecryptionVersion": s.min_decryption_version,
         "minAvailableVersion": s.min_available_version,
-        "versions": [{"version": v, "dataKeys": n} for v, n in s.data_keys_by_version.items()],
+        "versions": [
+            {"version": v, "dataKeys": n, "state": s.version_states.get(v, "")}
+            for v, n in s.data_keys_by_version.items()
+        ],
         "otherProviderDataKeys": s.other_provider_data_keys,
         "cache": None
         if c is None
@@ -814,8 +839,18 @@ def _status_dict(s: KeyStatus) -> dict[str, Any]:
             "maxEntries": c.max_entries,
             "maxAgeSeconds": c.max_age_seconds,
             "maxUses": c.max_uses,
+            "processId": c.process_id,
+            "host": c.host,
         },
     }
+
+
+_STATE_NOTES = {
+    "retired": " (retired: not decrypting until min_decryption_version is lowered)",
+    "destroyed": " (destroyed by a trim: unreadable for ever, their values answer DATA_LOSS)",
+    "unknown_to_provider": " (the key provider has no such version: not the key they were "
+    "wrapped by)",
+}
 
 
 def _print_status(status: KeyStatus) -> None:
@@ -825,13 +860,15 @@ def _print_status(status: KeyStatus) -> None:
         f"v{status.min_decryption_version}, destroyed below v{max(status.min_available_version, 1)}"
     )
     for version, count in status.data_keys_by_version.items():
-        print(f"  v{version}: {count} data keys")
+        note = _STATE_NOTES.get(status.version_states.get(version, ""), "")
+        print(f"  v{version}: {count} data keys{note}")
     if status.other_provider_data_keys:
         print(f"  other providers: {status.other_provider_data_keys} data keys")
     c = status.cache
     if c is not None:
         print(
-            f"  cache (this server process): {c.entries} keys, hit rate {c.hit_rate:.1%} "
+            f"  cache of process {c.process_id} on {c.host} (each process has its own): "
+            f"{c.entries} keys, hit rate {c.hit_rate:.1%} "
             f"({c.hits} hits, {c.misses} misses, {c.evictions} evictions); limits "
             f"{c.max_entries} keys, {c.max_age_seconds:g} s, {c.max_uses} uses"
         )

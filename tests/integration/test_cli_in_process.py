@@ -3,6 +3,7 @@ test_cli.py run the real thing; these give the same paths to coverage and run on
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -106,15 +107,22 @@ def test_keys_commands(pdv_env: RunningServer, capsys: pytest.CaptureFixture[str
     out = capsys.readouterr().out
     assert "latest v1" in out
     assert "v1: 1 data keys" in out
-    assert "cache (this server process)" in out
+    assert f"cache of process {os.getpid()} on " in out  # issue #9 item 6: which process
     assert main(["keys", "rotate", "--caller", "ops"]) == 0
     assert "latest v2" in capsys.readouterr().out
+    # Issue #9 item 3: a trim before the rewrap says why it did nothing.
+    assert main(["keys", "trim", "--caller", "ops"]) == 0
+    assert "nothing to trim: v1 still wraps 1 data keys; run pdv keys rewrap first" in (
+        capsys.readouterr().out
+    )
     assert main(["keys", "trim", "--caller", "ops", "--min-version", "2"]) == 4
     assert "run pdv keys rewrap first" in capsys.readouterr().err
     assert main(["keys", "rewrap", "--caller", "ops", "--batch-size", "10"]) == 0
     assert "rewrapped 1 data keys to v2; 0 left" in capsys.readouterr().out
     assert main(["keys", "trim", "--caller", "ops"]) == 0
-    assert "decrypting from v2, destroyed below v2" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "destroyed v1: what they wrapped can no longer be decrypted" in out
+    assert "decrypting from v2, destroyed below v2" in out
     assert main(["detokenize", "--caller", "shipping", "--purpose", "product_shipping", token]) == 0
     assert capsys.readouterr().out.strip() == "Ann Lee"
     assert main(["keys", "status", "--caller", "payment"]) == 4

@@ -7,6 +7,7 @@ test_cli_errors.py run the same entry point as a subprocess."""
 from __future__ import annotations
 
 import json
+import os
 import stat
 from pathlib import Path
 from typing import Any
@@ -320,15 +321,17 @@ def test_keys_commands_json(pdv: RunningServer, capsys: pytest.CaptureFixture[st
     code, status = run_json(capsys, "keys", "status", "--caller", "ops")
     assert code == 0
     assert status["latestVersion"] == 1
-    assert status["versions"] == [{"version": 1, "dataKeys": 1}]
+    assert status["versions"] == [{"version": 1, "dataKeys": 1, "state": "active"}]
     assert isinstance(status["cache"]["entries"], int)
+    assert status["cache"]["processId"] == os.getpid()
     code, status = run_json(capsys, "keys", "rotate", "--caller", "ops")
     assert status["latestVersion"] == 2
     code, step = run_json(capsys, "keys", "rewrap", "--caller", "ops")
     assert step == {"rewrapped": 1, "failed": 0, "remaining": 0, "targetVersion": 2}
-    code, status = run_json(capsys, "keys", "trim", "--caller", "ops")
+    code, trimmed = run_json(capsys, "keys", "trim", "--caller", "ops")
     assert code == 0
-    assert status["minDecryptionVersion"] == 2
+    assert trimmed["destroyedVersions"] == [1]
+    assert trimmed["status"]["minDecryptionVersion"] == 2
 
 
 def test_policy_check_json(capsys: pytest.CaptureFixture[str]) -> None:

@@ -129,7 +129,7 @@ def test_rotate_rewrap_trim_on_transit(vault_server: RunningServer, transit: Tra
         assert steps == [(3, 4), (3, 1), (1, 0)]
         assert admin.rewrap_batch(3).rewrapped == 0  # idempotent
 
-        status = admin.trim()
+        status = admin.trim().status
         assert (status.min_decryption_version, status.min_available_version) == (2, 2)
         assert status.data_keys_by_version == {2: 7}
 
@@ -152,6 +152,12 @@ def test_rotate_rewrap_trim_on_transit(vault_server: RunningServer, transit: Tra
     with vault_server.client("shipping") as shipping:
         results = shipping.detokenize(tokens, "product_shipping")
     assert all(isinstance(r.error, DataLossError) for r in results)
+    # pdv keys status tells a version destroyed on purpose from a wrong key (issue #8 item 12).
+    client, admin = ops(vault_server, vault_token=transit.ops_token)
+    with client:
+        status = admin.status()
+    assert status.data_keys_by_version == {1: 7}
+    assert status.version_states == {1: "destroyed"}
 
 
 def test_key_administration_on_the_local_key_file(server: RunningServer) -> None:
@@ -162,7 +168,7 @@ def test_key_administration_on_the_local_key_file(server: RunningServer) -> None
         assert admin.rotate().latest_version == 2
         step = admin.rewrap_batch(100)
         assert (step.rewrapped, step.remaining, step.target_version) == (1, 0, 2)
-        status = admin.trim()
+        status = admin.trim().status
         assert (status.min_decryption_version, status.min_available_version) == (2, 2)
         assert status.cache is not None
     with server.client("shipping") as shipping:

@@ -8,6 +8,7 @@ below it. Trim refuses while any data key still needs a version it would destroy
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +23,8 @@ MAX_REWRAP_BATCH = 1000
 
 @dataclass(frozen=True, slots=True)
 class CacheFigures:
+    """One process's data-key cache (each process keeps its own)."""
+
     entries: int
     hits: int
     misses: int
@@ -30,6 +33,25 @@ class CacheFigures:
     max_entries: int
     max_age_seconds: float
     max_uses: int
+    process_id: int = 0
+    host: str = ""
+
+
+class VersionState(enum.Enum):
+    ACTIVE = "active"  # decrypts
+    RETIRED = "retired"  # below min_decryption_version (reversible)
+    DESTROYED = "destroyed"  # trimmed on purpose: its data keys are unreadable for ever
+    UNKNOWN_TO_PROVIDER = "unknown_to_provider"  # newer than the provider's latest: wrong key
+
+
+def version_state(kek: KekStatus, version: int) -> VersionState:
+    if version > kek.latest_version:
+        return VersionState.UNKNOWN_TO_PROVIDER
+    if version < kek.min_available_version:
+        return VersionState.DESTROYED
+    if version < kek.min_decryption_version:
+        return VersionState.RETIRED
+    return VersionState.ACTIVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +60,18 @@ class KeyReport:
     data_keys_by_version: dict[int, int]
     other_providers: dict[str, int]
     cache: CacheFigures | None
+
+    def state_of(self, version: int) -> VersionState:
+        return version_state(self.kek, version)
+
+
+@dataclass(frozen=True, slots=True)
+class TrimResult:
+    """What a trim did: the versions it destroyed, or why it could destroy none older."""
+
+    report: KeyReport
+    destroyed: tuple[int, ...]
+    still_in_use: dict[int, int]  # the oldest versions still wrapping data keys, and how many
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +146,9 @@ class KeyAdministration:
         next_after = batch[-1].subject if len(batch) == batch_size else None
         return RewrapProgress(replaced, failed, left, target, next_after)
 
-    def trim(self, caller: CallerName, min_version: int | None, admin: Secret | None) -> KeyReport:
+    def trim(self, caller: CallerName, min_version: int | None, admin: Secret | None) -> TrimResult:
+        """Retire and destroy the versions below `min_version` (default: the oldest version
+        still in use). Says what it destroyed, and when nothing, which versions keep it."""
         self._authorize(caller, Action.KEY_TRIM)
         status = self._keys.status()
         in_use = self._usage()
@@ -133,6 +169,12 @@ class KeyAdministration:
                 "run pdv keys rewrap first",
                 reason="KEY_VERSION_IN_USE",
             )
+        keeping = {floor: in_use[floor]} if floor in in_use else {}
+        already = max(status.min_available_version, 1)
+        destroyed = tuple(range(already, floor))
+        if not destroyed and floor <= status.min_decryption_version:
+            self._audit(caller, Action.KEY_TRIM, f"nothing to trim below v{floor}")
+            return TrimResult(self._report(status), (), keeping)
         # Recorded before it happens: destroying key versions must never go unrecorded.
         self._audit(caller, Action.KEY_TRIM, f"requested: retire versions below v{floor}")
         if floor > status.min_decryption_version:
@@ -140,7 +182,7 @@ class KeyAdministration:
         if floor > status.min_available_version:
             status = self._keys.trim(floor, admin)
         self._audit(caller, Action.KEY_TRIM, f"versions below v{floor} retired and destroyed")
-        return self._report(status)
+        return TrimResult(self._report(status), destroyed, keeping)
 
     # -- helpers ------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 from pdvault.v1 import common_pb2, key_service_pb2, subject_service_pb2, token_service_pb2
 
-from vault.domain.keys import KeyAdministration, KeyReport
+from vault.domain.keys import KeyAdministration, KeyReport, VersionState
 from vault.domain.lifecycle import SHRED_METHOD, SubjectAdministration
 from vault.domain.secrets import Secret
 from vault.domain.service import Detokenized, FieldInput, TokenService
@@ -138,6 +138,14 @@ def _operator_token(call: Call) -> Iterator[Secret | None]:
             token.wipe()
 
 
+_VERSION_STATES = {
+    VersionState.ACTIVE: key_service_pb2.KEY_VERSION_STATE_ACTIVE,
+    VersionState.RETIRED: key_service_pb2.KEY_VERSION_STATE_RETIRED,
+    VersionState.DESTROYED: key_service_pb2.KEY_VERSION_STATE_DESTROYED,
+    VersionState.UNKNOWN_TO_PROVIDER: key_service_pb2.KEY_VERSION_STATE_UNKNOWN_TO_PROVIDER,
+}
+
+
 def _status_out(report: KeyReport) -> key_service_pb2.KeyStatus:
     kek = report.kek
     out = key_service_pb2.KeyStatus(
@@ -147,7 +155,9 @@ def _status_out(report: KeyReport) -> key_service_pb2.KeyStatus:
         min_decryption_version=kek.min_decryption_version,
         min_available_version=kek.min_available_version,
         versions=[
-            key_service_pb2.KeyVersionUsage(version=v, data_keys=n)
+            key_service_pb2.KeyVersionUsage(
+                version=v, data_keys=n, state=_VERSION_STATES[report.state_of(v)]
+            )
             for v, n in report.data_keys_by_version.items()
         ],
         other_provider_data_keys=sum(report.other_providers.values()),
@@ -164,6 +174,8 @@ def _status_out(report: KeyReport) -> key_service_pb2.KeyStatus:
                 max_entries=c.max_entries,
                 max_age_seconds=c.max_age_seconds,
                 max_uses=c.max_uses,
+                process_id=c.process_id,
+                host=c.host,
             )
         )
     return out
@@ -217,8 +229,17 @@ class KeyServicer:
         self, request: key_service_pb2.TrimKeyVersionsRequest, call: Call
     ) -> key_service_pb2.TrimKeyVersionsResponse:
         with _operator_token(call) as admin:
-            report = self._admin.trim(call.caller, request.min_version or None, admin)
-        return key_service_pb2.TrimKeyVersionsResponse(status=_status_out(report))
+            done = self._admin.trim(call.caller, request.min_version or None, admin)
+        return key_service_pb2.TrimKeyVersionsResponse(
+            status=_status_out(done.report),
+            destroyed_versions=list(done.destroyed),
+            still_in_use=[
+                key_service_pb2.KeyVersionUsage(
+                    version=v, data_keys=n, state=_VERSION_STATES[done.report.state_of(v)]
+                )
+                for v, n in sorted(done.still_in_use.items())
+            ],
+        )
 
 
 def _page_token(after: SubjectId) -> str:
@@ -335,6 +356,7 @@ class SubjectServicer:
         r = self._admin.shred(call.caller, request.subject)
         return subject_service_pb2.ShredSubjectResponse(
             receipt=subject_service_pb2.ErasureReceipt(
+                previous_receipt_id=r.previous_receipt_id or "",
                 receipt_id=r.receipt_id,
                 subject_digest=r.subject_digest,
                 shredded_at=_timestamp(r.shredded_at),

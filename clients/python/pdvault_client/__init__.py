@@ -13,6 +13,7 @@ from pdvault_client.client import (
     RewrapStep,
     SubjectAdmin,
     Tokenized,
+    Trimmed,
 )
 from pdvault_client.errors import (
     DataLossError,
@@ -51,6 +52,7 @@ __all__ = [
     "RewrapStep",
     "SubjectAdmin",
     "Tokenized",
+    "Trimmed",
     "UnauthenticatedError",
     "UnavailableError",
     "check_address",

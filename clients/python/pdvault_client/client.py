@@ -6,7 +6,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 import grpc
@@ -88,6 +88,9 @@ class CacheStats:
     max_entries: int
     max_age_seconds: float
     max_uses: int
+    # Each server process keeps its own cache: these figures are of this one.
+    process_id: int = 0
+    host: str = ""
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,18 @@ class KeyStatus:
     data_keys_by_version: dict[int, int]
     other_provider_data_keys: int
     cache: CacheStats | None
+    # version -> active | retired | destroyed | unknown_to_provider (see key_service.proto)
+    version_states: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Trimmed:
+    """What a trim did: the key after it, the versions destroyed, and when none could be,
+    the oldest versions still wrapping data keys (rewrap them first)."""
+
+    status: KeyStatus
+    destroyed_versions: tuple[int, ...]
+    still_in_use: dict[int, int]
 
 
 @dataclass(frozen=True)
@@ -369,13 +384,25 @@ class KeyAdmin:
             answer.next_page_token,
         )
 
-    def trim(self, min_version: int | None = None) -> KeyStatus:
+    def trim(self, min_version: int | None = None) -> Trimmed:
         answer = self._client._call(
             self._client._key_stub.TrimKeyVersions,
             key_service_pb2.TrimKeyVersionsRequest(min_version=min_version or 0),
             extra_metadata=self._admin,
         )
-        return _key_status(answer.status)
+        return Trimmed(
+            _key_status(answer.status),
+            tuple(answer.destroyed_versions),
+            {u.version: u.data_keys for u in answer.still_in_use},
+        )
+
+
+_VERSION_STATES = {
+    key_service_pb2.KEY_VERSION_STATE_ACTIVE: "active",
+    key_service_pb2.KEY_VERSION_STATE_RETIRED: "retired",
+    key_service_pb2.KEY_VERSION_STATE_DESTROYED: "destroyed",
+    key_service_pb2.KEY_VERSION_STATE_UNKNOWN_TO_PROVIDER: "unknown_to_provider",
+}
 
 
 def _key_status(s: key_service_pb2.KeyStatus) -> KeyStatus:
@@ -391,6 +418,8 @@ def _key_status(s: key_service_pb2.KeyStatus) -> KeyStatus:
             c.max_entries,
             c.max_age_seconds,
             c.max_uses,
+            c.process_id,
+            c.host,
         )
     return KeyStatus(
         s.provider,
@@ -401,6 +430,7 @@ def _key_status(s: key_service_pb2.KeyStatus) -> KeyStatus:
         {v.version: v.data_keys for v in s.versions},
         s.other_provider_data_keys,
         cache,
+        {v.version: _VERSION_STATES.get(v.state, "") for v in s.versions},
     )
 
 

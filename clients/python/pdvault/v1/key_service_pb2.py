@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cpdvault/v1/key_service.proto\x12\npdvault.v1\x1a\x1fgoogle/api/field_behavior.proto\"\x15\n\x13GetKeyStatusRequest\"C\n\x14GetKeyStatusResponse\x12+\n\x06status\x18\x01 \x01(\x0b\x32\x15.pdvault.v1.KeyStatusB\x04\xe2\x41\x01\x03\"\x12\n\x10RotateKeyRequest\"@\n\x11RotateKeyResponse\x12+\n\x06status\x18\x01 \x01(\x0b\x32\x15.pdvault.v1.KeyStatusB\x04\xe2\x41\x01\x03\"K\n\x15RewrapDataKeysRequest\x12\x18\n\nbatch_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"\x9d\x01\n\x16RewrapDataKeysResponse\x12\x17\n\trewrapped\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x14\n\x06\x66\x61iled\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x17\n\tremaining\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1c\n\x0etarget_version\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x1d\n\x0fnext_page_token\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\"3\n\x16TrimKeyVersionsRequest\x12\x19\n\x0bmin_version\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\"F\n\x17TrimKeyVersionsResponse\x12+\n\x06status\x18\x01 \x01(\x0b\x32\x15.pdvault.v1.KeyStatusB\x04\xe2\x41\x01\x03\"\x81\x02\n\tKeyStatus\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x10\n\x08key_name\x18\x02 \x01(\t\x12\x16\n\x0elatest_version\x18\x03 \x01(\x05\x12\x1e\n\x16min_decryption_version\x18\x04 \x01(\x05\x12\x1d\n\x15min_available_version\x18\x05 \x01(\x05\x12-\n\x08versions\x18\x06 \x03(\x0b\x32\x1b.pdvault.v1.KeyVersionUsage\x12 \n\x18other_provider_data_keys\x18\x07 \x01(\x03\x12(\n\x05\x63\x61\x63he\x18\x08 \x01(\x0b\x32\x19.pdvault.v1.KeyCacheStats\"5\n\x0fKeyVersionUsage\x12\x0f\n\x07version\x18\x01 \x01(\x05\x12\x11\n\tdata_keys\x18\x02 \x01(\x03\"\xa3\x01\n\rKeyCacheStats\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\x03\x12\x0c\n\x04hits\x18\x02 \x01(\x03\x12\x0e\n\x06misses\x18\x03 \x01(\x03\x12\x11\n\tevictions\x18\x04 \x01(\x03\x12\x10\n\x08hit_rate\x18\x05 \x01(\x01\x12\x13\n\x0bmax_entries\x18\x06 \x01(\x03\x12\x17\n\x0fmax_age_seconds\x18\x07 \x01(\x01\x12\x10\n\x08max_uses\x18\x08 \x01(\x03\x32\xde\x02\n\nKeyService\x12Q\n\x0cGetKeyStatus\x12\x1f.pdvault.v1.GetKeyStatusRequest\x1a .pdvault.v1.GetKeyStatusResponse\x12H\n\tRotateKey\x12\x1c.pdvault.v1.RotateKeyRequest\x1a\x1d.pdvault.v1.RotateKeyResponse\x12W\n\x0eRewrapDataKeys\x12!.pdvault.v1.RewrapDataKeysRequest\x1a\".pdvault.v1.RewrapDataKeysResponse\x12Z\n\x0fTrimKeyVersions\x12\".pdvault.v1.TrimKeyVersionsRequest\x1a#.pdvault.v1.TrimKeyVersionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cpdvault/v1/key_service.proto\x12\npdvault.v1\x1a\x1fgoogle/api/field_behavior.proto\"\x15\n\x13GetKeyStatusRequest\"C\n\x14GetKeyStatusResponse\x12+\n\x06status\x18\x01 \x01(\x0b\x32\x15.pdvault.v1.KeyStatusB\x04\xe2\x41\x01\x03\"\x12\n\x10RotateKeyRequest\"@\n\x11RotateKeyResponse\x12+\n\x06status\x18\x01 \x01(\x0b\x32\x15.pdvault.v1.KeyStatusB\x04\xe2\x41\x01\x03\"K\n\x15RewrapDataKeysRequest\x12\x18\n\nbatch_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"\x9d\x01\n\x16RewrapDataKeysResponse\x12\x17\n\trewrapped\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x14\n\x06\x66\x61iled\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x17\n\tremaining\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1c\n\x0etarget_version\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x1d\n\x0fnext_page_token\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\"3\n\x16TrimKeyVersionsRequest\x12\x19\n\x0bmin_version\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\"\xa1\x01\n\x17TrimKeyVersionsResponse\x12+\n\x06status\x18\x01 \x01(\x0b\x32\x15.pdvault.v1.KeyStatusB\x04\xe2\x41\x01\x03\x12 \n\x12\x64\x65stroyed_versions\x18\x02 \x03(\x05\x42\x04\xe2\x41\x01\x03\x12\x37\n\x0cstill_in_use\x18\x03 \x03(\x0b\x32\x1b.pdvault.v1.KeyVersionUsageB\x04\xe2\x41\x01\x03\"\x81\x02\n\tKeyStatus\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x10\n\x08key_name\x18\x02 \x01(\t\x12\x16\n\x0elatest_version\x18\x03 \x01(\x05\x12\x1e\n\x16min_decryption_version\x18\x04 \x01(\x05\x12\x1d\n\x15min_available_version\x18\x05 \x01(\x05\x12-\n\x08versions\x18\x06 \x03(\x0b\x32\x1b.pdvault.v1.KeyVersionUsage\x12 \n\x18other_provider_data_keys\x18\x07 \x01(\x03\x12(\n\x05\x63\x61\x63he\x18\x08 \x01(\x0b\x32\x19.pdvault.v1.KeyCacheStats\"a\n\x0fKeyVersionUsage\x12\x0f\n\x07version\x18\x01 \x01(\x05\x12\x11\n\tdata_keys\x18\x02 \x01(\x03\x12*\n\x05state\x18\x03 \x01(\x0e\x32\x1b.pdvault.v1.KeyVersionState\"\xc5\x01\n\rKeyCacheStats\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\x03\x12\x0c\n\x04hits\x18\x02 \x01(\x03\x12\x0e\n\x06misses\x18\x03 \x01(\x03\x12\x11\n\tevictions\x18\x04 \x01(\x03\x12\x10\n\x08hit_rate\x18\x05 \x01(\x01\x12\x13\n\x0bmax_entries\x18\x06 \x01(\x03\x12\x17\n\x0fmax_age_seconds\x18\x07 \x01(\x01\x12\x10\n\x08max_uses\x18\x08 \x01(\x03\x12\x12\n\nprocess_id\x18\t \x01(\x03\x12\x0c\n\x04host\x18\n \x01(\t*\xbd\x01\n\x0fKeyVersionState\x12!\n\x1dKEY_VERSION_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18KEY_VERSION_STATE_ACTIVE\x10\x01\x12\x1d\n\x19KEY_VERSION_STATE_RETIRED\x10\x02\x12\x1f\n\x1bKEY_VERSION_STATE_DESTROYED\x10\x03\x12)\n%KEY_VERSION_STATE_UNKNOWN_TO_PROVIDER\x10\x04\x32\xde\x02\n\nKeyService\x12Q\n\x0cGetKeyStatus\x12\x1f.pdvault.v1.GetKeyStatusRequest\x1a .pdvault.v1.GetKeyStatusResponse\x12H\n\tRotateKey\x12\x1c.pdvault.v1.RotateKeyRequest\x1a\x1d.pdvault.v1.RotateKeyResponse\x12W\n\x0eRewrapDataKeys\x12!.pdvault.v1.RewrapDataKeysRequest\x1a\".pdvault.v1.RewrapDataKeysResponse\x12Z\n\x0fTrimKeyVersions\x12\".pdvault.v1.TrimKeyVersionsRequest\x1a#.pdvault.v1.TrimKeyVersionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -54,6 +54,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRIMKEYVERSIONSREQUEST'].fields_by_name['min_version']._serialized_options = b'\342A\001\001'
   _globals['_TRIMKEYVERSIONSRESPONSE'].fields_by_name['status']._loaded_options = None
   _globals['_TRIMKEYVERSIONSRESPONSE'].fields_by_name['status']._serialized_options = b'\342A\001\003'
+  _globals['_TRIMKEYVERSIONSRESPONSE'].fields_by_name['destroyed_versions']._loaded_options = None
+  _globals['_TRIMKEYVERSIONSRESPONSE'].fields_by_name['destroyed_versions']._serialized_options = b'\342A\001\003'
+  _globals['_TRIMKEYVERSIONSRESPONSE'].fields_by_name['still_in_use']._loaded_options = None
+  _globals['_TRIMKEYVERSIONSRESPONSE'].fields_by_name['still_in_use']._serialized_options = b'\342A\001\003'
+  _globals['_KEYVERSIONSTATE']._serialized_start=1269
+  _globals['_KEYVERSIONSTATE']._serialized_end=1458
   _globals['_GETKEYSTATUSREQUEST']._serialized_start=77
   _globals['_GETKEYSTATUSREQUEST']._serialized_end=98
   _globals['_GETKEYSTATUSRESPONSE']._serialized_start=100
@@ -68,14 +74,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REWRAPDATAKEYSRESPONSE']._serialized_end=490
   _globals['_TRIMKEYVERSIONSREQUEST']._serialized_start=492
   _globals['_TRIMKEYVERSIONSREQUEST']._serialized_end=543
-  _globals['_TRIMKEYVERSIONSRESPONSE']._serialized_start=545
-  _globals['_TRIMKEYVERSIONSRESPONSE']._serialized_end=615
-  _globals['_KEYSTATUS']._serialized_start=618
-  _globals['_KEYSTATUS']._serialized_end=875
-  _globals['_KEYVERSIONUSAGE']._serialized_start=877
-  _globals['_KEYVERSIONUSAGE']._serialized_end=930
-  _globals['_KEYCACHESTATS']._serialized_start=933
-  _globals['_KEYCACHESTATS']._serialized_end=1096
-  _globals['_KEYSERVICE']._serialized_start=1099
-  _globals['_KEYSERVICE']._serialized_end=1449
+  _globals['_TRIMKEYVERSIONSRESPONSE']._serialized_start=546
+  _globals['_TRIMKEYVERSIONSRESPONSE']._serialized_end=707
+  _globals['_KEYSTATUS']._serialized_start=710
+  _globals['_KEYSTATUS']._serialized_end=967
+  _globals['_KEYVERSIONUSAGE']._serialized_start=969
+  _globals['_KEYVERSIONUSAGE']._serialized_end=1066
+  _globals['_KEYCACHESTATS']._serialized_start=1069
+  _globals['_KEYCACHESTATS']._serialized_end=1266
+  _globals['_KEYSERVICE']._serialized_start=1461
+  _globals['_KEYSERVICE']._serialized_end=1811
 # @@protoc_insertion_point(module_scope)

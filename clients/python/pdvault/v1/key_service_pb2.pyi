@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -17,6 +18,48 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _KeyVersionState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _KeyVersionStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_KeyVersionState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    KEY_VERSION_STATE_UNSPECIFIED: _KeyVersionState.ValueType  # 0
+    """Not reported."""
+    KEY_VERSION_STATE_ACTIVE: _KeyVersionState.ValueType  # 1
+    """It decrypts: its data keys open."""
+    KEY_VERSION_STATE_RETIRED: _KeyVersionState.ValueType  # 2
+    """Below min_decryption_version: it does not decrypt now (reversible)."""
+    KEY_VERSION_STATE_DESTROYED: _KeyVersionState.ValueType  # 3
+    """Destroyed on purpose by a trim: its data keys, and their values, are
+    unreadable for ever (they answer DATA_LOSS).
+    """
+    KEY_VERSION_STATE_UNKNOWN_TO_PROVIDER: _KeyVersionState.ValueType  # 4
+    """Newer than the provider's latest version: the provider's key is not the
+    one these data keys were wrapped by (pdvault refuses to start with such a
+    key; seen only if it changed while serving).
+    """
+
+class KeyVersionState(_KeyVersionState, metaclass=_KeyVersionStateEnumTypeWrapper):
+    """What the key provider says of a version that wraps data keys."""
+
+KEY_VERSION_STATE_UNSPECIFIED: KeyVersionState.ValueType  # 0
+"""Not reported."""
+KEY_VERSION_STATE_ACTIVE: KeyVersionState.ValueType  # 1
+"""It decrypts: its data keys open."""
+KEY_VERSION_STATE_RETIRED: KeyVersionState.ValueType  # 2
+"""Below min_decryption_version: it does not decrypt now (reversible)."""
+KEY_VERSION_STATE_DESTROYED: KeyVersionState.ValueType  # 3
+"""Destroyed on purpose by a trim: its data keys, and their values, are
+unreadable for ever (they answer DATA_LOSS).
+"""
+KEY_VERSION_STATE_UNKNOWN_TO_PROVIDER: KeyVersionState.ValueType  # 4
+"""Newer than the provider's latest version: the provider's key is not the
+one these data keys were wrapped by (pdvault refuses to start with such a
+key; seen only if it changed while serving).
+"""
+Global___KeyVersionState: _TypeAlias = KeyVersionState  # noqa: Y015
 
 @_typing.final
 class GetKeyStatusRequest(_message.Message):
@@ -197,18 +240,32 @@ class TrimKeyVersionsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STATUS_FIELD_NUMBER: _builtins.int
+    DESTROYED_VERSIONS_FIELD_NUMBER: _builtins.int
+    STILL_IN_USE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def status(self) -> Global___KeyStatus:
         """The key after trimming."""
+
+    @_builtins.property
+    def destroyed_versions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The versions this call destroyed; empty when there was nothing to trim."""
+
+    @_builtins.property
+    def still_in_use(self) -> _containers.RepeatedCompositeFieldContainer[Global___KeyVersionUsage]:
+        """Why nothing older could be trimmed: the oldest versions still wrapping data
+        keys (run RewrapDataKeys to move them), or empty.
+        """
 
     def __init__(
         self,
         *,
         status: Global___KeyStatus | None = ...,
+        destroyed_versions: _abc.Iterable[_builtins.int] | None = ...,
+        still_in_use: _abc.Iterable[Global___KeyVersionUsage] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["destroyed_versions", b"destroyed_versions", "status", b"status", "still_in_use", b"still_in_use"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -246,7 +303,7 @@ class KeyStatus(_message.Message):
 
     @_builtins.property
     def cache(self) -> Global___KeyCacheStats:
-        """This server's data-key cache; unset when it has none."""
+        """The answering server process's data-key cache; unset when it has none."""
 
     def __init__(
         self,
@@ -276,19 +333,23 @@ class KeyVersionUsage(_message.Message):
 
     VERSION_FIELD_NUMBER: _builtins.int
     DATA_KEYS_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     """The version."""
     data_keys: _builtins.int
     """Data keys wrapped under it."""
+    state: Global___KeyVersionState.ValueType
+    """What the key provider says of the version."""
     def __init__(
         self,
         *,
         version: _builtins.int = ...,
         data_keys: _builtins.int = ...,
+        state: Global___KeyVersionState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_keys", b"data_keys", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_keys", b"data_keys", "state", b"state", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -308,6 +369,8 @@ class KeyCacheStats(_message.Message):
     MAX_ENTRIES_FIELD_NUMBER: _builtins.int
     MAX_AGE_SECONDS_FIELD_NUMBER: _builtins.int
     MAX_USES_FIELD_NUMBER: _builtins.int
+    PROCESS_ID_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
     entries: _builtins.int
     """Data keys held now."""
     hits: _builtins.int
@@ -324,6 +387,12 @@ class KeyCacheStats(_message.Message):
     """Limit: an entry serves for at most this many seconds after its unwrap."""
     max_uses: _builtins.int
     """Limit: an entry answers at most this many unwraps."""
+    process_id: _builtins.int
+    """The server process these figures are of: each process keeps its own cache,
+    and successive calls may be answered by different processes.
+    """
+    host: _builtins.str
+    """The host (pod) of that process."""
     def __init__(
         self,
         *,
@@ -335,10 +404,12 @@ class KeyCacheStats(_message.Message):
         max_entries: _builtins.int = ...,
         max_age_seconds: _builtins.float = ...,
         max_uses: _builtins.int = ...,
+        process_id: _builtins.int = ...,
+        host: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "evictions", b"evictions", "hit_rate", b"hit_rate", "hits", b"hits", "max_age_seconds", b"max_age_seconds", "max_entries", b"max_entries", "max_uses", b"max_uses", "misses", b"misses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "evictions", b"evictions", "hit_rate", b"hit_rate", "hits", b"hits", "host", b"host", "max_age_seconds", b"max_age_seconds", "max_entries", b"max_entries", "max_uses", b"max_uses", "misses", b"misses", "process_id", b"process_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

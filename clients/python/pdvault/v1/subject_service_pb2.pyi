@@ -308,6 +308,7 @@ class ErasureReceipt(_message.Message):
     TOKENS_RETIRED_FIELD_NUMBER: _builtins.int
     KEY_PROVIDER_FIELD_NUMBER: _builtins.int
     METHOD_FIELD_NUMBER: _builtins.int
+    PREVIOUS_RECEIPT_ID_FIELD_NUMBER: _builtins.int
     receipt_id: _builtins.str
     """The receipt's id (a UUID), also in the audit log and the shred log."""
     subject_digest: _builtins.str
@@ -324,6 +325,12 @@ class ErasureReceipt(_message.Message):
     """The key provider whose key wrapped the destroyed data key."""
     method: _builtins.str
     """How the data was erased."""
+    previous_receipt_id: _builtins.str
+    """Set when this shred destroyed data found again under an id that was
+    already shredded (a restored copy of the database, say): the receipt of
+    the shred before it. A repeat that finds nothing returns the latest
+    receipt unchanged.
+    """
     @_builtins.property
     def shredded_at(self) -> _timestamp_pb2.Timestamp:
         """When the subject was shredded."""
@@ -340,10 +347,11 @@ class ErasureReceipt(_message.Message):
         tokens_retired: _builtins.int = ...,
         key_provider: _builtins.str = ...,
         method: _builtins.str = ...,
+        previous_receipt_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["shredded_at", b"shredded_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_keys_destroyed", b"data_keys_destroyed", "key_provider", b"key_provider", "method", b"method", "receipt_id", b"receipt_id", "shredded_at", b"shredded_at", "shredded_by", b"shredded_by", "subject_digest", b"subject_digest", "tokens_retired", b"tokens_retired", "values_destroyed", b"values_destroyed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_keys_destroyed", b"data_keys_destroyed", "key_provider", b"key_provider", "method", b"method", "previous_receipt_id", b"previous_receipt_id", "receipt_id", b"receipt_id", "shredded_at", b"shredded_at", "shredded_by", b"shredded_by", "subject_digest", b"subject_digest", "tokens_retired", b"tokens_retired", "values_destroyed", b"values_destroyed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
