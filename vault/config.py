@@ -274,7 +274,7 @@ def _build(raw: Mapping[str, object]) -> Settings:
             "max_streams_per_connection", "PDV_MAX_STREAMS_PER_CONNECTION", 100, 1, 10_000
         ),
         max_connection_age=number(
-            "max_connection_age", "PDV_MAX_CONNECTION_AGE", 1800.0, 10, 86_400 * 7
+            "max_connection_age", "PDV_MAX_CONNECTION_AGE", 1800.0, 1, 86_400 * 7
         ),
         health_interval=number("health_interval", "PDV_HEALTH_INTERVAL", 5.0, 0.1, 3600),
     )

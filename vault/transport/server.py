@@ -89,7 +89,10 @@ async def start_server(app: App, addr: str, reuse_port: bool = False) -> Serving
             # Connections end after an age (with a grace for calls under way), so a client
             # cannot hold a stream for ever, and rotated certificates take effect.
             ("grpc.max_connection_age_ms", int(settings.max_connection_age * 1000)),
-            ("grpc.max_connection_age_grace_ms", 30_000),
+            (
+                "grpc.max_connection_age_grace_ms",
+                int(min(30.0, settings.max_connection_age) * 1000),
+            ),
             ("grpc.max_connection_idle_ms", 300_000),
             ("grpc.keepalive_time_ms", 60_000),
             ("grpc.keepalive_timeout_ms", 20_000),
