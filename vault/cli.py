@@ -73,7 +73,7 @@ ENVIRONMENT: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
             ("PDV_KMS", "the key provider: local (key file) or vault (HashiCorp Vault)"),
             ("PDV_KEY_FILE", "the local key-encryption key file (<data dir>/kek.json)"),
             ("PDV_POLICY", "a policy file instead of the shipped default"),
-            ("PDV_MAX_WORKERS", "server threads per process (16)"),
+            ("PDV_MAX_WORKERS", "threads per process running the use cases (16)"),
             ("PDV_PROCESSES", "serving processes sharing the port (one per core)"),
             ("PDV_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR (INFO); --log-level wins"),
             ("PDV_DEV_CREDENTIALS", "create the demo callers' API keys on first start (true)"),
