@@ -1,0 +1,142 @@
+"""Issue #8, items 1 and 6: a shred stays shredded while tokenize and detokenize calls for the
+same subject are in flight, on SQLite and PostgreSQL (one process; two replicas in
+test_attack_replicas.py). Bounded loops, outcomes counted, no clock."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from typing import Any
+
+from pdvault_client import (
+    Client,
+    Field,
+    NotFoundError,
+)
+from tests.conftest import RunningServer
+from tests.integration.attack_support import (
+    TOKENIZERS,
+    audit_rows_naming,
+    backup_subject,
+    race_round,
+    restore_subject,
+    rows_of_subject,
+    run_threads,
+    same_receipt,
+    shred_held,
+)
+
+PAN = "4111111111111111"
+# SQLite resurrected the subject in up to 10 of 15 rounds; PostgreSQL (one process) deadlocks
+# the shred in about half of them today, which makes its rounds slow: fewer there.
+ROUNDS = {"sqlite": 10, "postgresql": 6}
+
+
+def test_a_shred_under_concurrent_tokenize_stays_shredded(server: RunningServer) -> None:
+    """issue #8 item 1: eight threads tokenize for a new subject while it is shredded; after
+    the receipt nothing of it is left, its id is refused, every token that a successful
+    tokenize returned is a tombstone, and a second shred returns the same receipt."""
+    kyc = [server.client("kyc") for _ in range(TOKENIZERS)]
+    problems: list[str] = []
+    unexpected: list[str] = []
+    rounds = ROUNDS[server.app.engine.dialect.name]
+    try:
+        with server.client("ops") as ops:
+            for _ in range(rounds):
+                subject = f"race-{uuid.uuid4().hex[:12]}"
+                tally = race_round(kyc, ops, subject)
+                unexpected += tally.get("unexpected")
+                problems += shred_held(server.app.engine, server.client, subject, tally)
+    finally:
+        for c in kyc:
+            c.close()
+    bad = {p.split(":")[0] for p in problems}
+    assert problems == [], f"the shred did not hold in {len(bad)} of {rounds} rounds: {problems}"
+    assert unexpected == []
+
+
+def test_a_shred_finding_live_data_again_gives_a_new_receipt_naming_the_first(
+    server: RunningServer,
+) -> None:
+    """issue #8 item 1: live data under a subject that already has a receipt (here: its rows
+    put back from a backup while the server runs) is shredded again, with a new receipt that
+    names the first; a repeat that finds nothing returns a receipt unchanged."""
+    subject = "restored-7"
+    with server.client("kyc") as kyc:
+        tokens = [
+            t.token
+            for t in kyc.tokenize(
+                subject,
+                [
+                    Field("name", "Ann Lee"),
+                    Field("email", "ann@example.com"),
+                    Field("card_number", PAN),
+                ],
+            )
+        ]
+    backup = backup_subject(server.app.engine, subject)
+    with server.client("ops") as ops:
+        first: dict[str, Any] = ops.subjects().shred(subject)["receipt"]
+        restore_subject(server.app.engine, subject, backup)
+        assert rows_of_subject(server.app.engine, subject)["token_values"] == 3
+
+        second: dict[str, Any] = ops.subjects().shred(subject)["receipt"]
+        assert second["receiptId"] != first["receiptId"], "the first receipt, and the data left"
+        assert first["receiptId"] in json.dumps(second), "the new receipt must name the first"
+        assert second["valuesDestroyed"] == "3"
+        assert rows_of_subject(server.app.engine, subject) == dict.fromkeys(
+            ("subjects", "data_keys", "token_values"), 0
+        )
+        third: dict[str, Any] = ops.subjects().shred(subject)["receipt"]
+        assert same_receipt(third) in (same_receipt(second), same_receipt(first))
+    with server.client("shipping") as shipping:
+        results = shipping.detokenize(tokens[:1], "product_shipping")
+    assert isinstance(results[0].error, NotFoundError)
+    assert results[0].error.reason == "SUBJECT_DELETED"
+
+
+READERS = 6
+AUDIT_ROUNDS = 4
+READS = 60  # detokenize calls per reader and round, at most
+
+
+def read_while_shredding(
+    readers: list[Client], ops: Client, subject: str, tokens: list[str]
+) -> None:
+    """Every reader detokenizes the subject's tokens in a loop; once all are under way, `ops`
+    shreds the subject; a reader stops when it sees the shred."""
+    under_way = threading.Barrier(len(readers) + 1, timeout=30)
+
+    def reader(client: Client) -> None:
+        for i in range(READS):
+            if i == 1:
+                under_way.wait()
+            got = client.detokenize(tokens, "payment")
+            if any(isinstance(g.error, NotFoundError) for g in got):
+                return
+
+    def shredder() -> None:
+        under_way.wait()
+        ops.subjects().shred(subject)
+
+    run_threads([*(lambda c=c: reader(c) for c in readers), shredder])
+
+
+def test_no_audit_row_names_a_subject_after_its_shred(server: RunningServer) -> None:
+    """issue #8 item 6: detokenize calls in flight during the shred must not leave audit rows
+    naming the subject (today they commit after the shred's anonymizing update)."""
+    readers = [server.client("payment") for _ in range(READERS)]
+    named: dict[str, int] = {}
+    try:
+        with server.client("kyc") as kyc, server.client("ops") as ops:
+            for r in range(AUDIT_ROUNDS):
+                subject = f"audited-{r}"
+                names = [Field("name", f"Ann {c}") for c in "ABCDEFGHIJ"]
+                tokens = [t.token for t in kyc.tokenize(subject, names)]
+                read_while_shredding(readers, ops, subject, tokens)
+                named[subject] = audit_rows_naming(server.app.engine, subject)
+    finally:
+        for c in readers:
+            c.close()
+    assert named == dict.fromkeys(named, 0), "audit rows naming the subject after its shred"
