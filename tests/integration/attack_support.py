@@ -95,6 +95,7 @@ class Serving:
     addr: str
     log: Path
     data_dir: Path
+    processes: int = 1
 
     def creds(self) -> dict[str, str]:
         return credentials(self.data_dir)
@@ -113,28 +114,41 @@ class Serving:
         return self.proc.returncode
 
 
-def spawn(cwd: Path, name: str, data_dir: Path, **env: str) -> Serving:
-    """`pdv serve` in the background, waited for until every process listens. Raises with its
-    log if it exits first (use `start_once` where exiting is the expected outcome)."""
+def launch(cwd: Path, name: str, data_dir: Path, **env: str) -> Serving:
+    """`pdv serve` in the background (one process unless PDV_PROCESSES says otherwise), not
+    waited for: see `listening`."""
     addr = env.pop("PDV_ADDR", f"127.0.0.1:{free_port()}")
     env.setdefault("PDV_PROCESSES", "1")
     log = cwd / f"{name}.log"
-    proc = subprocess.Popen(
-        PDV_SERVE,
-        cwd=cwd,
-        env=pdv_env(PDV_ADDR=addr, PDV_DATA_DIR=str(data_dir), **env),
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    processes = int(env["PDV_PROCESSES"])
-    deadline = time.monotonic() + 60
-    while log.read_bytes().count(b"listening on") < processes:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            proc.wait()
-            raise AssertionError(f"pdv serve did not start:\n{log.read_text()}")
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            PDV_SERVE,
+            cwd=cwd,
+            env=pdv_env(PDV_ADDR=addr, PDV_DATA_DIR=str(data_dir), **env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    return Serving(proc, addr, log, data_dir, int(env["PDV_PROCESSES"]))
+
+
+def listening(srv: Serving, timeout: float = 60.0) -> bool:
+    """Wait until every process of `srv` listens (True) or it exits (False)."""
+    deadline = time.monotonic() + timeout
+    while srv.log.read_bytes().count(b"listening on") < srv.processes:
+        if srv.proc.poll() is not None or time.monotonic() > deadline:
+            return False
         time.sleep(0.1)
-    return Serving(proc, addr, log, data_dir)
+    return True
+
+
+def spawn(cwd: Path, name: str, data_dir: Path, **env: str) -> Serving:
+    """`pdv serve` in the background, waited for until every process listens. Raises with its
+    log if it exits first (use `start_once` where exiting is the expected outcome)."""
+    srv = launch(cwd, name, data_dir, **env)
+    if not listening(srv):
+        srv.stop()
+        raise AssertionError(f"pdv serve did not start:\n{srv.log.read_text()}")
+    return srv
 
 
 @contextmanager
