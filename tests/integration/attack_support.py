@@ -295,17 +295,21 @@ ATTEMPTS = 15  # tokenize calls per thread and round, at most
 SHRED_ATTEMPTS = 2000  # shreds answered "unknown subject" until the first tokenize commits
 
 
-def race_round(kyc: Sequence[Client], ops: Client, subject: str) -> Tally:
-    """One client per thread in `kyc` tokenizes for a fresh subject while `ops` shreds it.
-    Tallies: `receipt`, `tokens` (from tokenizes that succeeded), `unexpected`."""
+def race_round(
+    kyc: Sequence[Client], ops: Client, subject: str, fields: int = 1, attempts: int = ATTEMPTS
+) -> Tally:
+    """One client per thread in `kyc` tokenizes (`fields` values per call) for a fresh subject
+    while `ops` shreds it. Tallies: `receipt`, `tokens` (from tokenizes that succeeded),
+    `unexpected`. Big batches widen the window between a tokenize's check and its write."""
     tally = Tally()
+    batch = [Field("name", "Ann Lee")] * fields
     start = threading.Barrier(len(kyc) + 1, timeout=30)
 
     def tokenizer(client: Client) -> None:
         start.wait()
-        for _ in range(ATTEMPTS):
+        for _ in range(attempts):
             try:
-                got = client.tokenize(subject, [Field("name", "Ann Lee")])
+                got = client.tokenize(subject, batch)
             except FailedPreconditionError as exc:
                 if exc.reason == "SUBJECT_DELETED":
                     return  # refused: the shred holds for this thread

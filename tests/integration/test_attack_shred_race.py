@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
 
 from pdvault_client import (
     Client,
     Field,
     NotFoundError,
+    PdvaultError,
 )
 from tests.conftest import RunningServer
 from tests.integration.attack_support import (
@@ -140,3 +146,68 @@ def test_no_audit_row_names_a_subject_after_its_shred(server: RunningServer) -> 
         for c in readers:
             c.close()
     assert named == dict.fromkeys(named, 0), "audit rows naming the subject after its shred"
+
+
+BLOCK_POLLS = 100  # 0.1 s apart: until the held tokenize waits on the blocker's row
+
+
+@pytest.mark.parametrize(
+    "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+def test_a_tokenize_held_between_its_check_and_its_write_is_refused_after_the_shred(
+    server: RunningServer,
+) -> None:
+    """issue #8 item 1, made deterministic on PostgreSQL (where the free-running race above
+    rarely resurrects: its window is narrow). An uncommitted row with the same (caller, request
+    id) holds a tokenize for a new subject inside its write, after it looked for a data key and a
+    receipt and found neither; meanwhile another tokenize creates the subject and it is shredded;
+    then the held tokenize goes on. It must be refused (SUBJECT_DELETED), or its tokens must be
+    tombstones: nothing of the subject may be left. (The blocker only delays the held call; if a
+    fix writes differently and nothing waits on it, the outcome is asserted all the same.)"""
+    subject, request_id = f"held-{uuid.uuid4().hex[:8]}", str(uuid.uuid4())
+    held: list[object] = []
+
+    def tokenize_held() -> None:
+        with server.client("kyc", timeout=60) as kyc:
+            try:
+                held.append(
+                    kyc.tokenize(subject, [Field("name", "Ann Lee")], request_id=request_id)
+                )
+            except PdvaultError as exc:
+                held.append(exc)
+
+    url = make_url(server.app.settings.database_url)
+    conninfo = f"host={url.host} port={url.port or 5432} dbname={url.database} user={url.username}"
+    with psycopg.connect(conninfo) as blocker:
+        blocker.execute(
+            "INSERT INTO idempotency_keys (caller, request_id, subject_id, fingerprint, response,"
+            " created_at) VALUES ('kyc', %s, 'blocker', %s, '[]', now())",
+            (request_id, b"\0"),
+        )
+        thread = threading.Thread(target=tokenize_held, daemon=True)
+        thread.start()
+        with psycopg.connect(conninfo, autocommit=True) as watch:
+            for _ in range(BLOCK_POLLS):
+                waiting = watch.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                    (blocker.info.backend_pid,),
+                ).fetchone()
+                if (waiting and waiting[0]) or not thread.is_alive():
+                    break
+                time.sleep(0.1)
+        with server.client("kyc") as kyc, server.client("ops") as ops:
+            kyc.tokenize(subject, [Field("name", "Bob Roe")])
+            ops.subjects().shred(subject)
+        blocker.rollback()
+    thread.join(60)
+    assert not thread.is_alive()
+    [outcome] = held
+    left = {t: n for t, n in rows_of_subject(server.app.engine, subject).items() if n}
+    assert left == {}, f"rows left after the shred: {left}; the held tokenize: {outcome!r}"
+    if isinstance(outcome, PdvaultError):
+        assert outcome.reason == "SUBJECT_DELETED", outcome
+    else:
+        assert isinstance(outcome, list)
+        with server.client("shipping") as shipping:
+            got = shipping.detokenize([t.token for t in outcome], "product_shipping")
+        assert all(isinstance(g.error, NotFoundError) for g in got)
