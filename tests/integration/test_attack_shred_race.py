@@ -1,6 +1,7 @@
 """Issue #8, items 1 and 6: a shred stays shredded while tokenize and detokenize calls for the
 same subject are in flight, on SQLite and PostgreSQL (one process; two replicas in
-test_attack_replicas.py). Bounded loops, outcomes counted, no clock."""
+test_attack_replicas.py). Bounded loops, outcomes counted, no clock; on PostgreSQL one test
+also holds a tokenize at the point where the race happens, so that it happens every time."""
 
 from __future__ import annotations
 
@@ -34,8 +35,9 @@ from tests.integration.attack_support import (
 )
 
 PAN = "4111111111111111"
-# SQLite resurrected the subject in up to 10 of 15 rounds; PostgreSQL (one process) deadlocks
-# the shred in about half of them today, which makes its rounds slow: fewer there.
+# SQLite resurrected the subject in up to 10 of 15 rounds. On PostgreSQL the free race rarely
+# resurrects (its window is narrow: see the held test at the end) and today deadlocks the shred
+# in about half the rounds, which makes them slow: fewer there.
 ROUNDS = {"sqlite": 10, "postgresql": 6}
 
 
