@@ -16,6 +16,7 @@ import difflib
 import json
 import logging
 import os
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -896,6 +897,13 @@ def _subject(client: Client, args: argparse.Namespace) -> int:
     if target is not None:
         # A disclosure bundle to hand over: JSON whatever --output says, for this user only.
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        if mode & 0o077:  # an existing file keeps its mode: make it private before writing
+            os.fchmod(fd, 0o600)
+            print(
+                f"pdv: warning: {target} was readable by others ({mode:04o}); now 0600",
+                file=sys.stderr,
+            )
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(json.dumps(answer, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
         if args.output == "json":

@@ -132,9 +132,10 @@ def launch(cwd: Path, name: str, data_dir: Path, **env: str) -> Serving:
 
 
 def listening(srv: Serving, timeout: float = 60.0) -> bool:
-    """Wait until every process of `srv` listens (True) or it exits (False)."""
+    """Wait until `srv` listens (True) or it exits (False). `pdv serve` logs "listening on"
+    once, when every one of its processes accepts calls."""
     deadline = time.monotonic() + timeout
-    while srv.log.read_bytes().count(b"listening on") < srv.processes:
+    while b"listening on" not in srv.log.read_bytes():
         if srv.proc.poll() is not None or time.monotonic() > deadline:
             return False
         time.sleep(0.1)

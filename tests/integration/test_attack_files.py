@@ -189,7 +189,7 @@ def test_a_tls_key_readable_by_all_is_fixed_or_refused(tmp_path: Path) -> None:
 def test_an_export_into_an_open_file_is_fixed_or_refused(
     server: RunningServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """issue #8 item 14: `pdv subject export --output` into an existing file readable by all."""
+    """issue #8 item 14: `pdv subject export --file` into an existing file readable by all."""
     monkeypatch.setenv("PDV_ADDR", server.addr)
     monkeypatch.setenv("PDV_DATA_DIR", str(server.app.settings.data_dir))
     monkeypatch.delenv("PDV_API_KEY", raising=False)
@@ -198,7 +198,7 @@ def test_an_export_into_an_open_file_is_fixed_or_refused(
     out = server.app.settings.data_dir.parent / "user-1.json"
     out.write_text("old\n")
     out.chmod(0o644)
-    code = main(["subject", "export", "user-1", "--caller", "ops", "--output", str(out)])
+    code = main(["subject", "export", "user-1", "--caller", "ops", "--file", str(out)])
     err = capsys.readouterr().err
     if code == 0:
         assert private(out), f"the export was written into a {oct(out.stat().st_mode & 0o777)} file"

@@ -6,6 +6,7 @@ Callers with the `subjects` operation (ops) run these. Every call is audited.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +20,6 @@ from vault.domain.ports import (
     KeyProvider,
     ShreddedRecord,
     ShredLog,
-    ShredLogEntry,
     ShredResult,
     Store,
     WriteOutcome,
@@ -146,9 +146,14 @@ class SubjectAdministration:
             return self._receipt_of(done)
         # One instant, taken once: the log, the database and the receipt all hold it. The log
         # first: if the process dies after this line, start-up finishes the shred.
-        entry = self._log.record(digest, str(uuid.uuid4()), self._clock())
+        fresh = ShreddedRecord(digest, str(uuid.uuid4()), self._clock(), caller, 0)
+        entry = self._log.record(digest, fresh.receipt_id, fresh.shredded_at)
+        if entry.receipt_id != fresh.receipt_id:
+            # Shredded before (the log keeps its first entry): if data is found again, this is
+            # a new shred, with a receipt of its own naming the earlier one.
+            fresh = dataclasses.replace(fresh, previous_receipt_id=entry.receipt_id)
         result = self._destroy(
-            subject_id, entry, caller, f"caller:{caller}:operations", f"receipt {entry.receipt_id}"
+            subject_id, fresh, f"caller:{caller}:operations", f"receipt {fresh.receipt_id}"
         )
         if result.destroyed is None or result.receipt is None:
             # A concurrent shred won: answer with its receipt.
@@ -170,25 +175,19 @@ class SubjectAdministration:
         )
 
     def _destroy(
-        self,
-        subject: SubjectId,
-        entry: ShredLogEntry,
-        caller: CallerName,
-        rule: str,
-        detail: str,
+        self, subject: SubjectId, record: ShreddedRecord, rule: str, detail: str
     ) -> ShredResult:
         """The database half of a shred, audited; the key out of this process's cache; the
         database's own files scrubbed of the old pages before the caller hears it is done."""
         event = AuditEvent(
-            occurred_at=entry.shredded_at,
-            caller=caller,
+            occurred_at=record.shredded_at,
+            caller=record.shredded_by,
             action=Action.SUBJECT_SHRED,
             outcome=Outcome.GRANTED,
             rule=rule,
-            subject=anonymized_subject(entry.digest),
+            subject=anonymized_subject(record.subject_digest),
             detail=detail,
         )
-        record = ShreddedRecord(entry.digest, entry.receipt_id, entry.shredded_at, caller, 0)
         result = self._store.shred(subject, record, [event])
         self._forget(subject)
         self._scrub()
@@ -230,8 +229,7 @@ class SubjectAdministration:
             entry = logged[subject_digest(subject)]
             self._destroy(
                 subject,
-                entry,
-                SYSTEM_CALLER,
+                ShreddedRecord(entry.digest, entry.receipt_id, entry.shredded_at, SYSTEM_CALLER, 0),
                 "shred-log:reapplied",
                 f"receipt {entry.receipt_id} re-applied to a restored database",
             )

@@ -273,9 +273,10 @@ class Store(Protocol):
         audit: Sequence[AuditEvent],
     ) -> ShredResult:
         """Atomically destroy the subject's data key, values, consents and fingerprints, keep
-        its tokens as tombstones and `receipt` as the record of the shred (naming the earlier
-        receipt if the id had one). If the subject has no row, change nothing and return the
-        earlier receipt, if any."""
+        its tokens as tombstones and `receipt` as the record of the shred, naming the earlier
+        receipt the database holds for the id (else the one `receipt` names, from the shred
+        log). If the subject has no row, change nothing and return the earlier receipt, if
+        any."""
         ...
 
     def save_tokenized(

@@ -463,12 +463,13 @@ class SqlStore:
         ]
 
         def body(conn: Connection) -> None:
+            # The request id first: a retry is answered without touching the subject's lock.
+            if idempotency is not None:
+                self._remember(conn, idempotency)
             if new_key is not None:
                 self._create_subject(conn, subject, new_key, len(values), encryption_limit, now)
             else:
                 self._count_under_lock(conn, subject, len(values), encryption_limit)
-            if idempotency is not None:
-                self._remember(conn, idempotency)
             try:
                 conn.execute(_INSERT_VALUES, rows)
             except sa_exc.IntegrityError:
@@ -651,7 +652,7 @@ class SqlStore:
                 receipt.shredded_at,
                 receipt.shredded_by,
                 len(rows),
-                earlier.receipt_id if earlier is not None else None,
+                earlier.receipt_id if earlier is not None else receipt.previous_receipt_id,
             )
             if earlier is not None:
                 conn.execute(
