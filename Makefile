@@ -34,19 +34,24 @@ node_modules/.bin/buf: package.json package-lock.json
 serve: $(STAMP)
 	$(BIN)/pdv serve
 
-test: check
+# Each stage says how long it took (scripts/stage.sh); `make test` ends with the summary.
+STAGE := scripts/stage.sh
+
+test:
+	@rm -f .stages
+	@$(STAGE) setup $(MAKE) --no-print-directory $(DEV_STAMP) node_modules/.bin/buf
+	@$(MAKE) --no-print-directory check; status=$$?; echo "== summary"; cat .stages; exit $$status
 
 check: lint types imports api unit
 
 lint: $(DEV_STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	@$(STAGE) lint sh -c '$(BIN)/ruff check . && $(BIN)/ruff format --check .'
 
 types: $(DEV_STAMP)
-	$(BIN)/mypy
+	@$(STAGE) types $(BIN)/mypy
 
 imports: $(DEV_STAMP)
-	$(BIN)/lint-imports --no-logo
+	@$(STAGE) imports $(BIN)/lint-imports --no-logo
 
 # The API never breaks its clients: buf breaking against the image of the last release, committed
 # in protos/releases/ so that a clone without tags can check it. Additions pass; a breaking change
@@ -54,18 +59,16 @@ imports: $(DEV_STAMP)
 API_RELEASE := protos/releases/v0.1.0.binpb
 
 api: $(DEV_STAMP) node_modules/.bin/buf
-	node_modules/.bin/buf lint
-	node_modules/.bin/buf breaking protos --against $(API_RELEASE)
-	$(BIN)/python scripts/gen_protos.py --check
+	@$(STAGE) api sh -c 'node_modules/.bin/buf lint && node_modules/.bin/buf breaking protos --against $(API_RELEASE) && $(BIN)/python scripts/gen_protos.py --check'
 
 unit: $(DEV_STAMP)
-	$(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
+	@$(STAGE) tests $(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 proto: $(DEV_STAMP)
 	$(BIN)/python scripts/gen_protos.py
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .coverage .stages
 
 # The benchmark harness (bench/README.md): pdvault against its baselines, about 5 minutes.
 # BENCH_ARGS=--quick for a 2-minute smoke run.

@@ -156,6 +156,12 @@ def _wire(
         app.listener.start()
     if settings.dev_credentials and primary:
         ensure_dev_credentials(app)
+    if primary and not store.callers_with_keys():
+        log.warning(
+            "no caller of the policy has an API key: nobody can call this server. With "
+            "PDV_DEV_CREDENTIALS=false the demo keys are not made, and until caller "
+            "management lands they are the only way in (see the README)"
+        )
     return app
 
 

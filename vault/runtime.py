@@ -33,7 +33,7 @@ from vault.app import build_app
 from vault.config import Settings
 from vault.errors import ConfigurationError, PdvaultError
 from vault.logs import configure_logging
-from vault.transport.server import describe_error, read_tls, serve
+from vault.transport.server import check_transport, describe_error, serve
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +106,8 @@ def serve_processes(settings: Settings, processes: int) -> int:
     """Serve `settings.addr` from `processes` processes until stopped; the exit status."""
     if settings.addr.endswith(":0"):
         raise ConfigurationError("several processes need a fixed port: set PDV_ADDR")
+    check_transport(settings)  # TLS files and the plaintext rule, before anything else
     build_app(settings).close()  # migrations, key checks, shred log, credentials: once
-    if settings.tls_cert and settings.tls_key:
-        read_tls(settings.tls_cert, settings.tls_key)
     claim = PortClaim(settings.addr)
     child_settings = dataclasses.replace(settings, auto_migrate=False, dev_credentials=False)
     ctx = multiprocessing.get_context("spawn")

@@ -54,6 +54,24 @@ def test_serve_and_db_upgrade_without_a_database(tmp_path: Path) -> None:
         assert "hunter2" not in out.stderr  # the URL is shown redacted
 
 
+def test_several_processes_off_loopback_without_tls_is_one_line(tmp_path: Path) -> None:
+    """Issue #9 item 9: the parent refuses before it spawns a child or says it serves."""
+    out = pdv(tmp_path, "serve", PDV_ADDR=f"0.0.0.0:{free_port()}", PDV_PROCESSES="2")
+    line = one_line(out, "pdv serve: refusing to serve 0.0.0.0:")
+    assert "PDV_TLS_CERT" in line
+    assert "listening" not in out.stderr
+
+
+def test_a_server_nobody_can_call_says_so(tmp_path: Path) -> None:
+    """With PDV_DEV_CREDENTIALS=false and no key in the database, the start-up log warns."""
+    proc, _addr, log = spawn_serve(tmp_path, PDV_DEV_CREDENTIALS="false", PDV_PROCESSES="1")
+    proc.terminate()
+    proc.wait(timeout=30)
+    assert "no caller of the policy has an API key: nobody can call this server" in (
+        log.read_text()
+    )
+
+
 def test_an_unknown_log_level_is_one_line(tmp_path: Path) -> None:
     line = one_line(pdv(tmp_path, "serve", PDV_LOG_LEVEL="verbose"), "pdv serve: PDV_LOG_LEVEL=")
     assert "DEBUG, INFO, WARNING, ERROR" in line

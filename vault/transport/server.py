@@ -14,6 +14,7 @@ about the same rate.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -30,6 +31,7 @@ from grpc_reflection.v1alpha import reflection
 from pdvault.v1 import key_service_pb2, subject_service_pb2, token_service_pb2
 
 from vault.app import App
+from vault.config import Settings
 from vault.errors import ConfigurationError, PdvaultError
 from vault.transport.rpc import Gate, Limits, Method, ServiceHandler
 from vault.transport.servicers import KeyServicer, SubjectServicer, TokenServicer
@@ -150,18 +152,27 @@ async def _watch(app: App, serving: Serving) -> None:
 LOOPBACK = ("127.", "localhost:", "[::1]:")
 
 
+def check_transport(settings: Settings) -> tuple[bytes, bytes] | None:
+    """The TLS material to serve with, or None for plaintext, after the rules: a key readable
+    by others is refused, and so is plaintext off loopback unless allowed. Run by the parent of
+    several processes before it spawns them, and by each server."""
+    if settings.tls_cert and settings.tls_key:
+        return read_tls(settings.tls_cert, settings.tls_key)
+    if not settings.addr.startswith(LOOPBACK) and not settings.allow_insecure:
+        # API keys, values and operators' Vault tokens would cross the network in clear.
+        raise ConfigurationError(
+            f"refusing to serve {settings.addr} without TLS: set PDV_TLS_CERT and PDV_TLS_KEY, "
+            "or PDV_ALLOW_INSECURE=true behind a TLS-terminating proxy or mesh"
+        )
+    return None
+
+
 def _listen(server: grpc.aio.Server, app: App, addr: str) -> int:
-    settings = app.settings
+    tls = check_transport(dataclasses.replace(app.settings, addr=addr))
     try:
-        if settings.tls_cert and settings.tls_key:
-            chain, key = read_tls(settings.tls_cert, settings.tls_key)
+        if tls is not None:
+            chain, key = tls
             port = server.add_secure_port(addr, grpc.ssl_server_credentials([(key, chain)]))
-        elif not addr.startswith(LOOPBACK) and not settings.allow_insecure:
-            # API keys, values and operators' Vault tokens would cross the network in clear.
-            raise ConfigurationError(
-                f"refusing to serve {addr} without TLS: set PDV_TLS_CERT and PDV_TLS_KEY, or "
-                "PDV_ALLOW_INSECURE=true behind a TLS-terminating proxy or mesh"
-            )
         else:
             port = server.add_insecure_port(addr)
     except RuntimeError:
