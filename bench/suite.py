@@ -42,7 +42,6 @@ class Options:
     open_fraction: float = 0.7
     quick: bool = False
     workers: int = 0  # pdvault serving processes (PDV_PROCESSES); 0: pdvault's default
-    server_commands: int = 1  # `pdv serve` commands on one address
     max_workers: int = 16
     loadgen_procs: int = 1
     connections: int = 4  # per serving process, from each load-generator process
@@ -158,7 +157,6 @@ class Runner:
             vault_token=self.transit.service_token if self.transit else "",
             max_workers=o.max_workers,
             processes=o.workers,
-            commands=o.server_commands,
         )
         return server, pg
 
