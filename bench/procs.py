@@ -65,18 +65,6 @@ def _listening_pids(
         time.sleep(0.05)
 
 
-def _wait_for(
-    proc: subprocess.Popen[bytes], log: Path, marker: bytes, timeout: float, count: int = 1
-) -> None:
-    deadline = time.monotonic() + timeout
-    while log.read_bytes().count(marker) < count:
-        if proc.poll() is not None:
-            raise BenchError(f"{log.name}: exited with {proc.returncode}:\n{_tail(log)}")
-        if time.monotonic() > deadline:
-            raise BenchError(f"{log.name}: not ready after {timeout:.0f} s:\n{_tail(log)}")
-        time.sleep(0.05)
-
-
 def _tail(log: Path, lines: int = 15) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
@@ -186,9 +174,11 @@ class PdvaultServer:
 
 @dataclass
 class NoopServer:
-    """`python -m bench.noop_server`, with pdvault's process model (see PdvaultServer)."""
+    """`python -m bench.noop_server` in one server model (`aio`, pdvault's, or `threads`), with
+    pdvault's process model (see PdvaultServer)."""
 
     log_dir: Path
+    model: str = "aio"
     max_workers: int = 16
     processes: int = 0
     addr: str = ""
@@ -199,7 +189,7 @@ class NoopServer:
     def start(self) -> None:
         self.addr = f"{HOST}:{free_port()}"
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = self.log_dir / "noop.log"
+        log = self.log_dir / f"noop-{self.model}.log"
         processes = self.processes or max(1, os.cpu_count() or 1)
         with log.open("wb") as out:
             self._proc = subprocess.Popen(  # noqa: S603  (our own interpreter, fixed arguments)
@@ -209,6 +199,8 @@ class NoopServer:
                     "bench.noop_server",
                     "--addr",
                     self.addr,
+                    "--model",
+                    self.model,
                     "--max-workers",
                     str(self.max_workers),
                     "--processes",
@@ -219,15 +211,19 @@ class NoopServer:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        _wait_for(self._proc, log, b"listening on", 60, count=processes)
+        try:
+            self._serving = _listening_pids(self._proc, log, b"noop server listening on", 60)
+        except BaseException:
+            self.stop()
+            raise
         self._all = [self._proc.pid, *descendants(self._proc.pid)]
-        self._serving = [int(p) for p in re.findall(r"listening on .*pid (\d+)", log.read_text())]
 
     def stop(self) -> None:
         if self._proc is not None:
             _stop(self._proc, grace=10)
             self._proc = None
             self._all = []
+            self._serving = []
 
     @property
     def pids(self) -> tuple[int, ...]:
