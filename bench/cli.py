@@ -54,13 +54,6 @@ def _parser() -> argparse.ArgumentParser:
         "(default: pdvault's own default, one per core)",
     )
     p.add_argument(
-        "--server-procs",
-        type=int,
-        default=1,
-        metavar="N",
-        help="separate `pdv serve` commands on one address (SO_REUSEPORT; default 1)",
-    )
-    p.add_argument(
         "--max-workers",
         type=int,
         default=16,
@@ -109,7 +102,6 @@ def options_from(args: argparse.Namespace) -> Options:
         open_fraction=args.open_fraction,
         quick=quick,
         workers=args.workers,
-        server_commands=args.server_procs,
         connections=args.connections,
         max_workers=args.max_workers,
         loadgen_procs=args.loadgen_procs,

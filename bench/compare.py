@@ -17,7 +17,12 @@ Key = tuple[str, str, str]
 
 
 def _rows(run: dict[str, Any]) -> dict[Key, dict[str, Any]]:
-    every = list(run.get("baselines", {}).get("noop", [])) + list(run.get("measurements", []))
+    baselines = run.get("baselines", {})
+    every = [
+        *baselines.get("noop", []),
+        *baselines.get("noop_threads", []),
+        *run.get("measurements", []),
+    ]
     return {(m["target"], m["db"] or "-", m["workload"]): m for m in every}
 
 
@@ -51,7 +56,7 @@ def compare(before: dict[str, Any], after: dict[str, Any]) -> str:
     lines = [
         f"before: {before['meta']['started']} {before['meta']['commit']}   "
         f"after: {after['meta']['started']} {after['meta']['commit']}",
-        f"{'target':<8} {'db':<10} {'workload':<20} {'req/s before':>12} {'after':>8} {'chg':>5}  "
+        f"{'target':<12} {'db':<10} {'workload':<20} {'req/s before':>12} {'after':>8} {'chg':>5}  "
         f"{'p99 ms before':>13} {'after':>7} {'chg':>5}  {'srvCPU before':>13} {'after':>6} "
         f"{'chg':>5}",
     ]
@@ -60,7 +65,7 @@ def compare(before: dict[str, Any], after: dict[str, Any]) -> str:
             continue
         (r0, p0, c0), (r1, p1, c1) = _figures(a[key]), _figures(b[key])
         lines.append(
-            f"{key[0]:<8} {key[1]:<10} {key[2]:<20} {_f(r0):>12} {_f(r1):>8} {_change(r0, r1)}  "
+            f"{key[0]:<12} {key[1]:<10} {key[2]:<20} {_f(r0):>12} {_f(r1):>8} {_change(r0, r1)}  "
             f"{_f(p0):>13} {_f(p1):>7} {_change(p0, p1)}  {_f(c0):>13} {_f(c1):>6} "
             f"{_change(c0, c1)}"
         )

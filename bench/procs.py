@@ -45,11 +45,19 @@ def _python_env() -> dict[str, str]:
     return env
 
 
-def _wait_for(
-    proc: subprocess.Popen[bytes], log: Path, marker: bytes, timeout: float, count: int = 1
-) -> None:
+def _listening_pids(
+    proc: subprocess.Popen[bytes], log: Path, marker: bytes, timeout: float
+) -> list[int]:
+    """Wait for the server's one "listening on" line; the serving processes' pids it names
+    ("... (2 processes: pid 123, pid 456)", or "... (port N, pid P)" from a single process)."""
     deadline = time.monotonic() + timeout
-    while log.read_bytes().count(marker) < count:
+    while True:
+        for line in log.read_bytes().splitlines():
+            if marker in line:
+                pids = [int(p) for p in re.findall(rb"\bpid (\d+)", line)]
+                if not pids:
+                    raise BenchError(f"{log.name}: no pid in its listening line: {line!r}")
+                return pids
         if proc.poll() is not None:
             raise BenchError(f"{log.name}: exited with {proc.returncode}:\n{_tail(log)}")
         if time.monotonic() > deadline:
@@ -79,7 +87,7 @@ class PdvaultServer:
     pdvault serves from `PDV_PROCESSES` processes on one port (default: one per core): a parent
     that prepares the database and spawns the serving children, which share the port through
     SO_REUSEPORT, each with its own data-key cache. `processes` sets it (0: pdvault's default).
-    `commands` > 1 starts that many `pdv serve` commands on the same address on top of that."""
+    One `pdv serve` per address: pdvault refuses a port another instance already serves."""
 
     data_dir: Path
     log_dir: Path
@@ -89,17 +97,12 @@ class PdvaultServer:
     vault_token: str = ""
     max_workers: int = 16
     processes: int = 0
-    commands: int = 1
     addr: str = ""
     extra_env: dict[str, str] = field(default_factory=dict)
-    _procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _proc: subprocess.Popen[bytes] | None = None
     _serving: list[int] = field(default_factory=list)
     _all: list[int] = field(default_factory=list)
     _starts: int = 0
-
-    @property
-    def serving_per_command(self) -> int:
-        return self.processes or max(1, os.cpu_count() or 1)
 
     def env(self) -> dict[str, str]:
         env = _python_env()
@@ -119,54 +122,33 @@ class PdvaultServer:
         return env
 
     def start(self) -> None:
-        if self._procs:
+        if self._proc is not None:
             raise BenchError("pdvault is already running")
         if not self.addr:
             self.addr = f"{HOST}:{free_port()}"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._starts += 1
-        want = self.serving_per_command
+        log = self.log_dir / f"pdvault-{self._starts}.log"
+        with log.open("wb") as out:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "vault.cli", "serve"],
+                env=self.env(),
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         try:
-            for i in range(self.commands):
-                log = self.log_dir / f"pdvault-{self._starts}-{i}.log"
-                with log.open("wb") as out:
-                    proc = subprocess.Popen(
-                        [sys.executable, "-m", "vault.cli", "serve"],
-                        env=self.env(),
-                        cwd=ROOT,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                    )
-                self._procs.append(proc)
-                try:
-                    _wait_for(proc, log, b"listening on", 90, count=want)
-                except BenchError as exc:
-                    if i > 0:
-                        raise BenchError(
-                            f"pdv serve {i + 1} of {self.commands} could not share {self.addr} "
-                            f"(does pdvault set SO_REUSEPORT for it?); use --server-procs 1.\n"
-                            f"{exc}"
-                        ) from None
-                    raise
-                self._serving.extend(
-                    int(p) for p in re.findall(r"listening on .*pid (\d+)", log.read_text())
-                )
+            # One line once every serving process accepts calls, naming them all.
+            self._serving = _listening_pids(self._proc, log, b"pdvault listening on", 90)
         except BaseException:
             self.stop()
             raise
-        self._all = [p.pid for p in self._procs]
-        for p in self._procs:
-            self._all.extend(descendants(p.pid))
-        if not self._serving:  # a pdvault that does not log its pid: every process serves
-            self._serving = list(self._all)
+        self._all = [self._proc.pid, *descendants(self._proc.pid)]
 
     def stop(self) -> None:
-        for proc in self._procs:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-        for proc in self._procs:
-            _stop(proc)
-        self._procs = []
+        if self._proc is not None:
+            _stop(self._proc)
+            self._proc = None
         self._serving = []
         self._all = []
 
@@ -192,9 +174,11 @@ class PdvaultServer:
 
 @dataclass
 class NoopServer:
-    """`python -m bench.noop_server`, with pdvault's process model (see PdvaultServer)."""
+    """`python -m bench.noop_server` in one server model (`aio`, pdvault's, or `threads`), with
+    pdvault's process model (see PdvaultServer)."""
 
     log_dir: Path
+    model: str = "aio"
     max_workers: int = 16
     processes: int = 0
     addr: str = ""
@@ -205,7 +189,7 @@ class NoopServer:
     def start(self) -> None:
         self.addr = f"{HOST}:{free_port()}"
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = self.log_dir / "noop.log"
+        log = self.log_dir / f"noop-{self.model}.log"
         processes = self.processes or max(1, os.cpu_count() or 1)
         with log.open("wb") as out:
             self._proc = subprocess.Popen(  # noqa: S603  (our own interpreter, fixed arguments)
@@ -215,6 +199,8 @@ class NoopServer:
                     "bench.noop_server",
                     "--addr",
                     self.addr,
+                    "--model",
+                    self.model,
                     "--max-workers",
                     str(self.max_workers),
                     "--processes",
@@ -225,15 +211,19 @@ class NoopServer:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        _wait_for(self._proc, log, b"listening on", 60, count=processes)
+        try:
+            self._serving = _listening_pids(self._proc, log, b"noop server listening on", 60)
+        except BaseException:
+            self.stop()
+            raise
         self._all = [self._proc.pid, *descendants(self._proc.pid)]
-        self._serving = [int(p) for p in re.findall(r"listening on .*pid (\d+)", log.read_text())]
 
     def stop(self) -> None:
         if self._proc is not None:
             _stop(self._proc, grace=10)
             self._proc = None
             self._all = []
+            self._serving = []
 
     @property
     def pids(self) -> tuple[int, ...]:

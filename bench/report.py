@@ -163,7 +163,7 @@ LEGEND = (
 )
 
 COLUMNS: list[tuple[str, int, Callable[[dict[str, Any]], str]]] = [
-    ("target", 8, lambda m: m["target"]),
+    ("target", 12, lambda m: m["target"]),
     ("db", 10, lambda m: m["db"] or "-"),
     ("workload", 19, lambda m: m["workload"]),
     ("C", 3, lambda m: str(m["closed"]["concurrency"])),
@@ -250,7 +250,7 @@ def render(out: dict[str, Any]) -> str:
             f"select IN(100) {_n(s['select_100']['rows_per_s'])} rows/s, "
             f"x1 {_n(s['select_1']['rows_per_s'])}/s"
         )
-    rows = list(b.get("noop", [])) + list(out["measurements"])
+    rows = list(b.get("noop", [])) + list(b.get("noop_threads", [])) + list(out["measurements"])
     if rows:
         lines.append("")
         lines.append(
@@ -260,6 +260,7 @@ def render(out: dict[str, Any]) -> str:
         lines.append(_row([name for name, _w, _f in COLUMNS]))
         lines.extend(_row([f(m) for _n2, _w, f in COLUMNS]) for m in rows)
         lines.extend(textwrap.wrap(LEGEND, width=130, initial_indent="  ", subsequent_indent="  "))
+    lines.extend(_server_models(b))
     if out.get("targets"):
         lines.append("")
         lines.append("Targets")
@@ -290,6 +291,30 @@ def render(out: dict[str, Any]) -> str:
             f"{s['token_errors']} refused tokens, {s['dropped']} never sent"
         )
     return "\n".join(lines)
+
+
+def _server_models(b: dict[str, Any]) -> list[str]:
+    """The two no-op rows side by side: what each server model allows on this machine."""
+    aio = {m["workload"]: m["closed"] for m in b.get("noop", [])}
+    threads = {m["workload"]: m["closed"] for m in b.get("noop_threads", [])}
+    shared = [w for w in aio if w in threads]
+    if not shared:
+        return []
+    lines = [
+        "",
+        "No-op server models, same run: grpc.aio (pdvault's) vs the thread-pool server",
+        f"  {'workload':<16} {'aio req/s':>10} {'threads req/s':>14} {'aio/threads':>12} "
+        f"{'aio srvCPU':>11} {'threads srvCPU':>15}",
+    ]
+    for w in shared:
+        a, t = aio[w], threads[w]
+        ratio = a["requests_per_s"] / t["requests_per_s"] if t["requests_per_s"] else math.nan
+        lines.append(
+            f"  {w:<16} {_n(a['requests_per_s']):>10} {_n(t['requests_per_s']):>14} "
+            f"{_pct(ratio):>12} {_ms(a['cpu_ms_per_request']['server']):>11} "
+            f"{_ms(t['cpu_ms_per_request']['server']):>15}"
+        )
+    return lines
 
 
 def metadata(started: datetime) -> dict[str, Any]:

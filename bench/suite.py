@@ -30,6 +30,8 @@ from bench.stats import percentile, summarize_ms
 from bench.workloads import CALLER, NOOP_SUITE, SOAK, SUITE, Dataset, Workload
 
 TRANSIT_DATA_CALLS = ("encrypt", "decrypt", "rewrap", "datakey")
+# The no-op baselines' target names, per server model (bench.noop_server).
+NOOP_TARGETS = {"aio": "noop", "threads": "noop_threads"}
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,6 @@ class Options:
     open_fraction: float = 0.7
     quick: bool = False
     workers: int = 0  # pdvault serving processes (PDV_PROCESSES); 0: pdvault's default
-    server_commands: int = 1  # `pdv serve` commands on one address
     max_workers: int = 16
     loadgen_procs: int = 1
     connections: int = 4  # per serving process, from each load-generator process
@@ -59,7 +60,7 @@ class Options:
 class Target:
     """Where the load goes: a server's address, who calls, which processes to watch."""
 
-    name: str  # "noop" or "pdvault"
+    name: str  # "noop", "noop_threads" or "pdvault"
     addr: str
     api_key: str
     pids: tuple[int, ...]
@@ -115,7 +116,10 @@ class Runner:
                     self.transit.url, self.transit.service_token, 2.0 if not o.quick else 0.6
                 ),
             }
-        out["baselines"]["noop"] = self.noop()
+        # The no-op in pdvault's server model bounds pdvault (vsNoop); the thread-pool one shows
+        # what the other model would allow on the same machine, in the same run (issue #10).
+        out["baselines"]["noop"] = self.noop("aio")
+        out["baselines"]["noop_threads"] = self.noop("threads")
         out["baselines"]["storage"] = {}
         for db in o.dbs:
             measurements, storage = self.pdvault(db)
@@ -126,13 +130,21 @@ class Runner:
 
     # -- targets ----------------------------------------------------------------------------
 
-    def noop(self) -> list[dict[str, Any]]:
+    def noop(self, model: str) -> list[dict[str, Any]]:
         server = NoopServer(
-            self.workdir / "logs", max_workers=self.opts.max_workers, processes=self.opts.workers
+            self.workdir / "logs",
+            model=model,
+            max_workers=self.opts.max_workers,
+            processes=self.opts.workers,
         )
         server.start()
+        name = NOOP_TARGETS[model]
+        self.say(
+            f"{name}: no-op server ({model}) on {server.addr} from "
+            f"{len(server.serving_pids)} processes {server.serving_pids}"
+        )
         try:
-            target = Target("noop", server.addr, "pdv_noop", server.pids, server.serving_pids)
+            target = Target(name, server.addr, "pdv_noop", server.pids, server.serving_pids)
             data = Dataset(
                 subjects=tuple(f"noop-{i}" for i in range(100)),
                 tokens=tuple(f"tok_{i:026d}" for i in range(10_000)),
@@ -158,7 +170,6 @@ class Runner:
             vault_token=self.transit.service_token if self.transit else "",
             max_workers=o.max_workers,
             processes=o.workers,
-            commands=o.server_commands,
         )
         return server, pg
 
@@ -426,6 +437,7 @@ def _describe(r: JobResult) -> dict[str, Any]:
 
 def _add_ratios(out: dict[str, Any]) -> None:
     noop = {m["workload"]: m for m in out["baselines"].get("noop", [])}
+    threads = {m["workload"]: m for m in out["baselines"].get("noop_threads", [])}
     crypto = out["baselines"].get("crypto", {})
     for m in out["measurements"]:
         ratios: dict[str, Any] = {}
@@ -433,6 +445,11 @@ def _add_ratios(out: dict[str, Any]) -> None:
         if base and base["closed"]["requests_per_s"]:
             ratios["noop_workload"] = m["baseline_workload"]
             ratios["vs_noop"] = m["closed"]["requests_per_s"] / base["closed"]["requests_per_s"]
+        other = threads.get(m["baseline_workload"])
+        if other and other["closed"]["requests_per_s"]:
+            ratios["vs_noop_threads"] = (
+                m["closed"]["requests_per_s"] / other["closed"]["requests_per_s"]
+            )
         storage = out["baselines"].get("storage", {}).get(m["db"], {})
         phase = _storage_phase(m)
         if phase and phase in storage:
