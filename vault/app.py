@@ -14,6 +14,7 @@ from pathlib import Path
 from vault.config import Settings
 from vault.crypto.aead import AesGcmCipher
 from vault.domain.callers import Authenticator, issue_api_key
+from vault.domain.context import RequestContext
 from vault.domain.keys import CacheFigures, KeyAdministration
 from vault.domain.lifecycle import SubjectAdministration
 from vault.domain.policy import Policy, load_policy
@@ -65,7 +66,7 @@ class App:
         except PdvaultError:
             problems.append("the database does not answer")
         try:
-            self.keys.status()
+            self.keys.status(RequestContext.system("readiness"))
         except PdvaultError:
             problems.append("the key provider does not answer")
         return problems
@@ -145,7 +146,7 @@ def _wire(
     )
     if primary:
         store.purge_idempotency(utc_now() - tokens.limits.idempotency_retention)
-        again = subjects.reapply_shred_log()
+        again = subjects.reapply_shred_log(RequestContext.system("shred-log"))
         if again:
             log.warning("shred log: %d subjects of a restored database were shredded again", again)
     if cache is not None and not settings.uses_sqlite:
@@ -199,8 +200,9 @@ def check_key_encryption_key(store: Store, provider: KeyProvider) -> None:
     purpose (trim) is skipped: its values answer DATA_LOSS, as they should. The newest version
     gets a check if it has none.
     """
+    ctx = RequestContext.system("start-up")
     try:
-        status = provider.status()
+        status = provider.status(ctx)
     except KeyServiceUnavailable as exc:
         log.warning("cannot check the key-encryption key now: %s", exc.message)
         return
@@ -220,7 +222,7 @@ def check_key_encryption_key(store: Store, provider: KeyProvider) -> None:
         if v >= floor:  # a database from before check values: one of its data keys instead
             for d in store.data_keys_to_rewrap(provider.name, v + 1, 1, None):
                 probes.append((d.subject, d.wrapped))
-    opened = provider.unwrap(probes) if probes else []
+    opened = provider.unwrap(ctx, probes) if probes else []
     for (_subject, wrapped), key in zip(probes, opened, strict=True):
         if key is None:
             raise ConfigurationError(
@@ -232,7 +234,7 @@ def check_key_encryption_key(store: Store, provider: KeyProvider) -> None:
     if status.latest_version not in checks:
         fresh = AesGcmCipher().new_data_key()
         try:
-            [check] = provider.wrap([(KEK_CHECK, fresh)])
+            [check] = provider.wrap(ctx, [(KEK_CHECK, fresh)])
         finally:
             fresh.wipe()
         store.add_kek_check(check, utc_now())
@@ -269,7 +271,7 @@ def key_provider(settings: Settings, store: Store) -> KeyProvider:
         )
     )
     try:
-        status = transit.status()
+        status = transit.status(RequestContext.system("start-up"))
         log.info(
             "HashiCorp Vault Transit key %s at version %d", status.key_name, status.latest_version
         )

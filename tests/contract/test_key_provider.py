@@ -16,6 +16,7 @@ import hvac
 import pytest
 
 from tests.conftest import Transit
+from vault.domain.context import RequestContext
 from vault.domain.ports import KeyProvider
 from vault.domain.secrets import Secret
 from vault.domain.types import SubjectId, WrappedKey
@@ -25,6 +26,8 @@ from vault.kms.local import LocalKeyFileProvider
 from vault.kms.transit import TransitSettings, VaultTransitKeyProvider
 
 Factory = Callable[[Path], KeyProvider]
+
+CTX = RequestContext.system("test")
 
 
 @dataclass
@@ -76,99 +79,100 @@ def dek(i: int) -> Secret:
 class TestKeyProviderContract:
     def test_wrap_then_unwrap_in_order(self, provider: KeyProvider) -> None:
         items = [(SubjectId(f"s{i}"), dek(i)) for i in range(5)]
-        wrapped = provider.wrap(items)
+        wrapped = provider.wrap(CTX, items)
         assert len(wrapped) == 5
         assert all(w.provider == provider.name for w in wrapped)
-        unwrapped = provider.unwrap([(s, w) for (s, _), w in zip(items, wrapped, strict=True)])
+        unwrapped = provider.unwrap(CTX, [(s, w) for (s, _), w in zip(items, wrapped, strict=True)])
         assert unwrapped == [d for _, d in items]
 
     def test_wrapped_keys_do_not_contain_the_key(self, provider: KeyProvider) -> None:
-        [w] = provider.wrap([(SubjectId("s"), dek(7))])
+        [w] = provider.wrap(CTX, [(SubjectId("s"), dek(7))])
         assert bytes([7]) * 32 not in w.blob
         assert "blob" not in repr(w)
 
     def test_tampered_or_foreign_keys_unwrap_to_none(self, provider: KeyProvider) -> None:
-        [w] = provider.wrap([(SubjectId("s"), dek(1))])
+        [w] = provider.wrap(CTX, [(SubjectId("s"), dek(1))])
         flipped = bytearray(w.blob)
         flipped[-1] ^= 1
         results = provider.unwrap(
+            CTX,
             [
                 (SubjectId("s"), WrappedKey(w.provider, w.kek_version, bytes(flipped))),
                 (SubjectId("s"), WrappedKey("elsewhere", w.kek_version, w.blob)),
                 (SubjectId("s"), WrappedKey(w.provider, w.kek_version, b"short")),
                 (SubjectId("s"), w),
-            ]
+            ],
         )
         assert results[:3] == [None, None, None]
         assert results[3] == dek(1)
 
     def test_empty_batches(self, provider: KeyProvider) -> None:
-        assert provider.wrap([]) == []
-        assert provider.unwrap([]) == []
-        assert provider.rewrap([]) == []
+        assert provider.wrap(CTX, []) == []
+        assert provider.unwrap(CTX, []) == []
+        assert provider.rewrap(CTX, []) == []
 
     def test_the_key_ladder(self, subject: Subject) -> None:
         """rotate -> rewrap -> raise min_decryption_version -> trim, as Transit does it."""
         p, admin = subject.provider, subject.admin
         s = SubjectId("s")
-        start = p.status()
-        [old] = p.wrap([(s, dek(5))])
+        start = p.status(CTX)
+        [old] = p.wrap(CTX, [(s, dek(5))])
         assert old.kek_version == start.latest_version
 
-        rotated = p.rotate(admin)
+        rotated = p.rotate(CTX, admin)
         assert rotated.latest_version == start.latest_version + 1
-        [new] = p.wrap([(s, dek(6))])
+        [new] = p.wrap(CTX, [(s, dek(6))])
         assert new.kek_version == rotated.latest_version
-        assert p.unwrap([(s, old), (s, new)]) == [dek(5), dek(6)]  # both versions decrypt
+        assert p.unwrap(CTX, [(s, old), (s, new)]) == [dek(5), dek(6)]  # both versions decrypt
 
-        [moved] = p.rewrap([(s, old)])
+        [moved] = p.rewrap(CTX, [(s, old)])
         assert moved is not None
         assert moved.kek_version == rotated.latest_version
         assert moved.blob != old.blob
-        assert p.unwrap([(s, moved)]) == [dek(5)]
+        assert p.unwrap(CTX, [(s, moved)]) == [dek(5)]
 
-        raised = p.set_min_decryption_version(rotated.latest_version, admin)
+        raised = p.set_min_decryption_version(CTX, rotated.latest_version, admin)
         assert raised.min_decryption_version == rotated.latest_version
-        assert p.unwrap([(s, old)]) == [None]  # below the floor: refused
-        assert p.rewrap([(s, old)]) == [None]
+        assert p.unwrap(CTX, [(s, old)]) == [None]  # below the floor: refused
+        assert p.rewrap(CTX, [(s, old)]) == [None]
 
-        trimmed = p.trim(rotated.latest_version, admin)
+        trimmed = p.trim(CTX, rotated.latest_version, admin)
         assert trimmed.min_available_version == rotated.latest_version
-        assert p.unwrap([(s, moved)]) == [dek(5)]
+        assert p.unwrap(CTX, [(s, moved)]) == [dek(5)]
 
     def test_trim_cannot_pass_the_decryption_floor(self, subject: Subject) -> None:
         p, admin = subject.provider, subject.admin
-        p.rotate(admin)
-        latest = p.status().latest_version
+        p.rotate(CTX, admin)
+        latest = p.status(CTX).latest_version
         with pytest.raises(FailedPrecondition):
-            p.trim(latest, admin)
+            p.trim(CTX, latest, admin)
 
 
 def test_a_local_wrapped_key_is_bound_to_its_subject(tmp_path: Path) -> None:
     # Transit wraps without associated data (so that rewrap happens inside Vault); there the
     # binding that matters is each value's own associated data (see vault/kms/transit.py).
     provider = LocalKeyFileProvider(tmp_path / "kek.json")
-    [w] = provider.wrap([(SubjectId("alice"), dek(1))])
-    assert provider.unwrap([(SubjectId("bob"), w)]) == [None]
+    [w] = provider.wrap(CTX, [(SubjectId("alice"), dek(1))])
+    assert provider.unwrap(CTX, [(SubjectId("bob"), w)]) == [None]
 
 
 def test_transit_administration_needs_the_operators_token(transit: Transit) -> None:
     provider = transit.provider()
     with pytest.raises(FailedPrecondition, match="VAULT_TOKEN"):
-        provider.rotate(None)
+        provider.rotate(CTX, None)
     # The service's own token has no rights on rotate: least privilege, as deployed.
     with pytest.raises(KeyServiceDenied, match="pdvault-ops"):
-        provider.rotate(Secret(transit.service_token.encode()))
-    assert provider.rotate(transit.ops()).latest_version == 2
+        provider.rotate(CTX, Secret(transit.service_token.encode()))
+    assert provider.rotate(CTX, transit.ops()).latest_version == 2
 
 
 def test_the_key_file_is_created_private_and_reused(tmp_path: Path) -> None:
     path = tmp_path / "keys" / "kek.json"
     first = LocalKeyFileProvider(path)
     assert oct(path.stat().st_mode & 0o777) == "0o600"
-    [w] = first.wrap([(SubjectId("s"), dek(3))])
+    [w] = first.wrap(CTX, [(SubjectId("s"), dek(3))])
     again = LocalKeyFileProvider(path)
-    assert again.unwrap([(SubjectId("s"), w)]) == [dek(3)]
+    assert again.unwrap(CTX, [(SubjectId("s"), w)]) == [dek(3)]
     material = json.loads(path.read_text())["versions"]["1"]["key"]
     assert material not in repr(again)
 
@@ -209,12 +213,12 @@ def test_local_changes_reach_other_processes_at_once(tmp_path: Path) -> None:
     """Two providers on one key file stand for two processes."""
     a = LocalKeyFileProvider(tmp_path / "kek.json")
     b = LocalKeyFileProvider(tmp_path / "kek.json")
-    [old] = b.wrap([(SubjectId("s"), dek(1))])
-    a.rotate()
-    a.set_min_decryption_version(2)
-    a.trim(2)
-    assert b.unwrap([(SubjectId("s"), old)]) == [None]  # B obeys the retirement at once
-    [new] = b.wrap([(SubjectId("t"), dek(2))])
+    [old] = b.wrap(CTX, [(SubjectId("s"), dek(1))])
+    a.rotate(CTX)
+    a.set_min_decryption_version(CTX, 2)
+    a.trim(CTX, 2)
+    assert b.unwrap(CTX, [(SubjectId("s"), old)]) == [None]  # B obeys the retirement at once
+    [new] = b.wrap(CTX, [(SubjectId("t"), dek(2))])
     assert new.kek_version == 2  # and wraps under the latest version
-    assert a.unwrap([(SubjectId("t"), new)]) == [dek(2)]
+    assert a.unwrap(CTX, [(SubjectId("t"), new)]) == [dek(2)]
     assert not list(tmp_path.glob("*.tmp"))

@@ -13,6 +13,7 @@ import pytest
 from pdvault_client import Client, Field, NotFoundError
 from tests.conftest import RunningServer, spawn_serve
 from vault.app import build_app
+from vault.domain.context import RequestContext
 from vault.domain.types import SubjectId
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,7 +52,8 @@ def test_a_shred_in_one_process_drops_the_key_in_another_on_sqlite(
         with server.client("kyc") as kyc:
             [tok] = kyc.tokenize("user-1", [Field("name", "Ann Lee")])
         stored = other.store.data_keys([SubjectId("user-1")])[SubjectId("user-1")]
-        other.keys.unwrap([(SubjectId("user-1"), stored.wrapped)])  # cached in "the other"
+        ctx = RequestContext.system("test")
+        other.keys.unwrap(ctx, [(SubjectId("user-1"), stored.wrapped)])  # cached in "the other"
         assert other.cache is not None
         assert other.cache.stats().entries == 1
         with server.client("ops") as ops:

@@ -12,6 +12,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 from sqlalchemy import select, update
 
 from vault.crypto.aead import AesGcmCipher
+from vault.domain.context import RequestContext
 from vault.domain.policy import load_policy
 from vault.domain.service import FieldInput, TokenService
 from vault.domain.types import CallerName, PlainValue, TokenFormat, View
@@ -30,6 +31,10 @@ VALUES = {
     "address": st.from_regex(r"[1-9]-[1-9] [A-Z][a-z]{2,8}", fullmatch=True),
 }
 CALLERS = st.sampled_from(sorted(POLICY.callers))
+
+
+def as_caller(name: str) -> RequestContext:
+    return RequestContext(CallerName(name))
 
 
 class VaultModel(RuleBasedStateMachine):
@@ -62,7 +67,7 @@ class VaultModel(RuleBasedStateMachine):
         value = data.draw(VALUES[category])
         fmt = TokenFormat.CARD_NUMBER if card and category == "card_number" else TokenFormat.OPAQUE
         [out] = self.service.tokenize(
-            CallerName("kyc"), subject, [FieldInput(category, PlainValue.text(value), fmt)]
+            as_caller("kyc"), subject, [FieldInput(category, PlainValue.text(value), fmt)]
         )
         assert out.token not in self.model
         self.model[out.token] = (subject, category, value)
@@ -75,14 +80,14 @@ class VaultModel(RuleBasedStateMachine):
         if not rule_.purposes:
             return
         purpose = data.draw(st.sampled_from(sorted(rule_.purposes)))
-        [got] = self.service.detokenize(CallerName(caller), [token], purpose)
+        [got] = self.service.detokenize(as_caller(caller), [token], purpose)
         _subject, category, value = self.model[token]
         decision = POLICY.may_read(CallerName(caller), purpose, category)  # type: ignore[arg-type]
         permitted = POLICY.permits(CallerName(caller), purpose, category)  # type: ignore[arg-type]
         if not permitted.allowed:
             assert isinstance(got.error, PermissionDenied)
             # ... and exactly what an unknown token gets:
-            [unknown] = self.service.detokenize(CallerName(caller), ["tok_" + "a" * 26], purpose)
+            [unknown] = self.service.detokenize(as_caller(caller), ["tok_" + "a" * 26], purpose)
             assert unknown.error is not None
             assert unknown.error.message == got.error.message
         elif not decision.allowed:  # permitted, but the purpose needs consent nobody gave

@@ -7,10 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from vault.domain.context import RequestContext
 from vault.domain.secrets import Secret
 from vault.domain.types import SubjectId, WrappedKey
 from vault.kms.cache import CacheLimits, CachingKeyProvider
 from vault.kms.local import LocalKeyFileProvider
+
+CTX = RequestContext.system("test")
 
 
 class Clock:
@@ -26,9 +29,11 @@ class Counting(LocalKeyFileProvider):
         super().__init__(path)
         self.unwraps = 0
 
-    def unwrap(self, keys: Sequence[tuple[SubjectId, WrappedKey]]) -> list[Secret | None]:
+    def unwrap(
+        self, ctx: RequestContext, keys: Sequence[tuple[SubjectId, WrappedKey]]
+    ) -> list[Secret | None]:
         self.unwraps += 1
-        return super().unwrap(keys)
+        return super().unwrap(ctx, keys)
 
 
 @pytest.fixture
@@ -45,8 +50,8 @@ S = SubjectId("s")
 
 def test_wrapped_keys_are_served_from_memory(inner: Counting) -> None:
     cache = CachingKeyProvider(inner)
-    [w] = cache.wrap([(S, dek(1))])
-    assert cache.unwrap([(S, w)]) == [dek(1)]
+    [w] = cache.wrap(CTX, [(S, dek(1))])
+    assert cache.unwrap(CTX, [(S, w)]) == [dek(1)]
     assert inner.unwraps == 0  # wrap put it in the cache
     stats = cache.stats()
     assert (stats.hits, stats.misses, stats.entries) == (1, 0, 1)
@@ -55,97 +60,99 @@ def test_wrapped_keys_are_served_from_memory(inner: Counting) -> None:
 
 def test_callers_get_copies_they_may_wipe(inner: Counting) -> None:
     cache = CachingKeyProvider(inner)
-    [w] = cache.wrap([(S, dek(1))])
-    [first] = cache.unwrap([(S, w)])
+    [w] = cache.wrap(CTX, [(S, dek(1))])
+    [first] = cache.unwrap(CTX, [(S, w)])
     assert first is not None
     first.wipe()
-    assert cache.unwrap([(S, w)]) == [dek(1)]
+    assert cache.unwrap(CTX, [(S, w)]) == [dek(1)]
 
 
 def test_entries_expire_by_age(inner: Counting) -> None:
     clock = Clock()
     cache = CachingKeyProvider(inner, CacheLimits(max_age=60), clock=clock)
-    [w] = cache.wrap([(S, dek(1))])
+    [w] = cache.wrap(CTX, [(S, dek(1))])
     clock.now += 59
-    cache.unwrap([(S, w)])
+    cache.unwrap(CTX, [(S, w)])
     assert inner.unwraps == 0
     clock.now += 2
-    assert cache.unwrap([(S, w)]) == [dek(1)]
+    assert cache.unwrap(CTX, [(S, w)]) == [dek(1)]
     assert inner.unwraps == 1
     assert cache.stats().evictions == 1
 
 
 def test_entries_expire_by_uses(inner: Counting) -> None:
     cache = CachingKeyProvider(inner, CacheLimits(max_uses=3))
-    [w] = cache.wrap([(S, dek(1))])
+    [w] = cache.wrap(CTX, [(S, dek(1))])
     for _ in range(3):
-        cache.unwrap([(S, w)])
+        cache.unwrap(CTX, [(S, w)])
     assert inner.unwraps == 0
-    cache.unwrap([(S, w)])
+    cache.unwrap(CTX, [(S, w)])
     assert inner.unwraps == 1
 
 
 def test_size_is_bounded_least_recently_used_first(inner: Counting) -> None:
     cache = CachingKeyProvider(inner, CacheLimits(max_entries=2))
-    wrapped = [cache.wrap([(SubjectId(f"s{i}"), dek(i))])[0] for i in range(3)]
+    wrapped = [cache.wrap(CTX, [(SubjectId(f"s{i}"), dek(i))])[0] for i in range(3)]
     assert cache.stats().entries == 2
-    cache.unwrap([(SubjectId("s0"), wrapped[0])])
+    cache.unwrap(CTX, [(SubjectId("s0"), wrapped[0])])
     assert inner.unwraps == 1  # s0 was the oldest: evicted
-    cache.unwrap([(SubjectId("s2"), wrapped[2])])
+    cache.unwrap(CTX, [(SubjectId("s2"), wrapped[2])])
     assert inner.unwraps == 1
 
 
 def test_a_batch_mixes_hits_and_one_call_for_the_misses(inner: Counting) -> None:
     cache = CachingKeyProvider(inner)
-    direct = inner.wrap([(SubjectId(f"s{i}"), dek(i)) for i in range(5)])
-    [cached] = cache.wrap([(SubjectId("c"), dek(9))])
+    direct = inner.wrap(CTX, [(SubjectId(f"s{i}"), dek(i)) for i in range(5)])
+    [cached] = cache.wrap(CTX, [(SubjectId("c"), dek(9))])
     items = [(SubjectId("c"), cached)] + [(SubjectId(f"s{i}"), w) for i, w in enumerate(direct)]
-    assert cache.unwrap(items) == [dek(9)] + [dek(i) for i in range(5)]
+    assert cache.unwrap(CTX, items) == [dek(9)] + [dek(i) for i in range(5)]
     assert inner.unwraps == 1
 
 
 def test_forget_drops_a_subject(inner: Counting) -> None:
     cache = CachingKeyProvider(inner)
-    [w] = cache.wrap([(S, dek(1))])
-    cache.wrap([(SubjectId("other"), dek(2))])
+    [w] = cache.wrap(CTX, [(S, dek(1))])
+    cache.wrap(CTX, [(SubjectId("other"), dek(2))])
     cache.forget(S)
     assert cache.stats().entries == 1
-    cache.unwrap([(S, w)])
+    cache.unwrap(CTX, [(S, w)])
     assert inner.unwraps == 1
 
 
 def test_retiring_a_version_drops_its_entries(inner: Counting) -> None:
     cache = CachingKeyProvider(inner)
-    [old] = cache.wrap([(S, dek(1))])
-    cache.rotate(None)
-    cache.set_min_decryption_version(2, None)
+    [old] = cache.wrap(CTX, [(S, dek(1))])
+    cache.rotate(CTX, None)
+    cache.set_min_decryption_version(CTX, 2, None)
     assert cache.stats().entries == 0
-    assert cache.unwrap([(S, old)]) == [None]  # not served from memory either
+    assert cache.unwrap(CTX, [(S, old)]) == [None]  # not served from memory either
 
 
 def test_failed_unwraps_are_not_cached(inner: Counting) -> None:
     cache = CachingKeyProvider(inner)
     bad = WrappedKey("local", 1, b"\x01" * 61)
-    assert cache.unwrap([(S, bad)]) == [None]
+    assert cache.unwrap(CTX, [(S, bad)]) == [None]
     assert cache.stats().entries == 0
 
 
 def test_reprs_show_no_keys(inner: Counting) -> None:
     cache = CachingKeyProvider(inner)
-    cache.wrap([(S, dek(65))])
+    cache.wrap(CTX, [(S, dek(65))])
     assert "AAAA" not in repr(cache)
     assert "entries=1" in repr(cache)
 
 
 def test_a_key_forgotten_while_it_was_being_unwrapped_is_not_cached(inner: Counting) -> None:
     cache = CachingKeyProvider(inner)
-    [w] = inner.wrap([(S, dek(1))])
+    [w] = inner.wrap(CTX, [(S, dek(1))])
     real = inner.unwrap
 
-    def slow_unwrap(keys: Sequence[tuple[SubjectId, WrappedKey]]) -> list[Secret | None]:
+    def slow_unwrap(
+        ctx: RequestContext, keys: Sequence[tuple[SubjectId, WrappedKey]]
+    ) -> list[Secret | None]:
         cache.forget(S)  # a shred lands while the provider is answering
-        return real(keys)
+        return real(ctx, keys)
 
     inner.unwrap = slow_unwrap  # type: ignore[method-assign]
-    assert cache.unwrap([(S, w)]) == [dek(1)]
+    assert cache.unwrap(CTX, [(S, w)]) == [dek(1)]
     assert cache.stats().entries == 0

@@ -12,6 +12,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from vault.domain.context import RequestContext
 from vault.domain.policy import Policy
 from vault.domain.ports import Clock, KekStatus, KeyProvider, Store
 from vault.domain.secrets import Secret
@@ -106,32 +107,34 @@ class KeyAdministration:
         self._clock = clock
         self._cache_figures = cache_figures
 
-    def status(self, caller: CallerName) -> KeyReport:
-        self._authorize(caller, Action.KEY_STATUS)
-        return self._report(self._keys.status())
+    def status(self, ctx: RequestContext) -> KeyReport:
+        self._authorize(ctx.caller, Action.KEY_STATUS)
+        return self._report(self._keys.status(ctx))
 
-    def rotate(self, caller: CallerName, admin: Secret | None) -> KeyReport:
+    def rotate(self, ctx: RequestContext, admin: Secret | None) -> KeyReport:
+        caller = ctx.caller
         self._authorize(caller, Action.KEY_ROTATE)
-        before = self._keys.status()
-        after = self._keys.rotate(admin)
+        before = self._keys.status(ctx)
+        after = self._keys.rotate(ctx, admin)
         self._audit(
             caller, Action.KEY_ROTATE, f"v{before.latest_version} -> v{after.latest_version}"
         )
         return self._report(after)
 
     def rewrap(
-        self, caller: CallerName, batch_size: int, after: SubjectId | None = None
+        self, ctx: RequestContext, batch_size: int, after: SubjectId | None = None
     ) -> RewrapProgress:
         """Move one batch of data keys to the latest version; call again with `next_after`
         until it is None. Keys that fail are passed over, never retried in a loop."""
+        caller = ctx.caller
         self._authorize(caller, Action.KEY_REWRAP)
         if not 1 <= batch_size <= MAX_REWRAP_BATCH:
             raise InvalidArgument.one(
                 "batch_size", "batch_size.range", f"must be from 1 to {MAX_REWRAP_BATCH}"
             )
-        target = self._keys.status().latest_version
+        target = self._keys.status(ctx).latest_version
         batch = self._store.data_keys_to_rewrap(self._keys.name, target, batch_size, after)
-        fresh = self._keys.rewrap([(k.subject, k.wrapped) for k in batch]) if batch else []
+        fresh = self._keys.rewrap(ctx, [(k.subject, k.wrapped) for k in batch]) if batch else []
         updates = [(old, new) for old, new in zip(batch, fresh, strict=True) if new is not None]
         failed = len(batch) - len(updates)
         detail = f"{len(updates)} data keys to v{target}" + (f", {failed} failed" if failed else "")
@@ -146,11 +149,14 @@ class KeyAdministration:
         next_after = batch[-1].subject if len(batch) == batch_size else None
         return RewrapProgress(replaced, failed, left, target, next_after)
 
-    def trim(self, caller: CallerName, min_version: int | None, admin: Secret | None) -> TrimResult:
+    def trim(
+        self, ctx: RequestContext, min_version: int | None, admin: Secret | None
+    ) -> TrimResult:
         """Retire and destroy the versions below `min_version` (default: the oldest version
         still in use). Says what it destroyed, and when nothing, which versions keep it."""
+        caller = ctx.caller
         self._authorize(caller, Action.KEY_TRIM)
-        status = self._keys.status()
+        status = self._keys.status(ctx)
         in_use = self._usage()
         oldest = min(in_use) if in_use else status.latest_version
         floor = oldest if min_version is None else min_version
@@ -178,9 +184,9 @@ class KeyAdministration:
         # Recorded before it happens: destroying key versions must never go unrecorded.
         self._audit(caller, Action.KEY_TRIM, f"requested: retire versions below v{floor}")
         if floor > status.min_decryption_version:
-            status = self._keys.set_min_decryption_version(floor, admin)
+            status = self._keys.set_min_decryption_version(ctx, floor, admin)
         if floor > status.min_available_version:
-            status = self._keys.trim(floor, admin)
+            status = self._keys.trim(ctx, floor, admin)
         self._audit(caller, Action.KEY_TRIM, f"versions below v{floor} retired and destroyed")
         return TrimResult(self._report(status), destroyed, keeping)
 

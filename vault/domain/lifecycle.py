@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from vault.domain.context import RequestContext
 from vault.domain.policy import Policy
 from vault.domain.ports import (
     Binding,
@@ -113,14 +114,14 @@ class SubjectAdministration:
 
     # -- stop / resume ------------------------------------------------------------------------
 
-    def stop(self, caller: CallerName, subject: str) -> SubjectRecord:
-        return self._set_state(caller, subject, SubjectState.STOPPED, Action.SUBJECT_STOP)
+    def stop(self, ctx: RequestContext, subject: str) -> SubjectRecord:
+        return self._set_state(ctx.caller, subject, SubjectState.STOPPED, Action.SUBJECT_STOP)
 
-    def resume(self, caller: CallerName, subject: str) -> SubjectRecord:
-        return self._set_state(caller, subject, SubjectState.ACTIVE, Action.SUBJECT_RESUME)
+    def resume(self, ctx: RequestContext, subject: str) -> SubjectRecord:
+        return self._set_state(ctx.caller, subject, SubjectState.ACTIVE, Action.SUBJECT_RESUME)
 
-    def status(self, caller: CallerName, subject: str) -> SubjectRecord:
-        subject_id = self._authorize(caller, subject, Action.SUBJECT_SHOW)
+    def status(self, ctx: RequestContext, subject: str) -> SubjectRecord:
+        subject_id = self._authorize(ctx.caller, subject, Action.SUBJECT_SHOW)
         return self._record(subject_id)
 
     def _set_state(
@@ -135,7 +136,8 @@ class SubjectAdministration:
 
     # -- shred ----------------------------------------------------------------------------------
 
-    def shred(self, caller: CallerName, subject: str) -> ErasureReceipt:
+    def shred(self, ctx: RequestContext, subject: str) -> ErasureReceipt:
+        caller = ctx.caller
         subject_id = self._authorize(caller, subject, Action.SUBJECT_SHRED)
         digest = subject_digest(subject_id)
         if self._store.subject_record(subject_id) is None:
@@ -218,7 +220,7 @@ class SubjectAdministration:
             done.previous_receipt_id,
         )
 
-    def reapply_shred_log(self) -> int:
+    def reapply_shred_log(self, ctx: RequestContext) -> int:
         """Shred again every subject the log names that this database still holds (a restored
         backup). Returns how many. Run at start-up, before serving, by one process."""
         logged = self._log.entries()
@@ -238,8 +240,9 @@ class SubjectAdministration:
     # -- consent --------------------------------------------------------------------------------
 
     def set_consent(
-        self, caller: CallerName, subject: str, purpose: str, granted: bool
+        self, ctx: RequestContext, subject: str, purpose: str, granted: bool
     ) -> SubjectRecord:
+        caller = ctx.caller
         subject_id = self._authorize(caller, subject, Action.SUBJECT_CONSENT)
         if Purpose(purpose) not in self._policy.purposes:
             raise InvalidArgument.one(
@@ -265,7 +268,7 @@ class SubjectAdministration:
 
     # -- correction -----------------------------------------------------------------------------
 
-    def correct(self, caller: CallerName, token: str, value: PlainValue) -> tuple[Token, Category]:
+    def correct(self, ctx: RequestContext, token: str, value: PlainValue) -> tuple[Token, Category]:
         """Replace the value behind `token` (Art. 29's correction), keeping the token. Only
         callers with the `subjects` operation; audited with the token and category, never a
         value; refused on a stopped subject unless the policy allows it."""
@@ -275,6 +278,7 @@ class SubjectAdministration:
                 "token.syntax",
                 "is not a pdvault token (tok_ and 26 base32 characters, or 16 digits)",
             )
+        caller = ctx.caller
         decision = self._policy.may_operate(caller, "subjects")
         current = None
         if decision.allowed:
@@ -308,7 +312,7 @@ class SubjectAdministration:
         wrapped = self._store.data_keys([current.subject]).get(current.subject)
         if wrapped is None:
             raise NotFound("the token's subject was deleted meanwhile", reason="SUBJECT_DELETED")
-        key = self._unwrap(current.subject, wrapped.wrapped)
+        key = self._unwrap(ctx, current.subject, wrapped.wrapped)
         try:
             binding = Binding(current.token, current.subject, current.category)
             sealed = self._cipher.seal(key, binding, normalized)
@@ -349,7 +353,8 @@ class SubjectAdministration:
 
     # -- export ---------------------------------------------------------------------------------
 
-    def export(self, caller: CallerName, subject: str) -> SubjectExport:
+    def export(self, ctx: RequestContext, subject: str) -> SubjectExport:
+        caller = ctx.caller
         subject_id = self._authorize(caller, subject, Action.SUBJECT_EXPORT)
         record = self._record(subject_id)
         rows = self._store.subject_values(subject_id)
@@ -357,7 +362,7 @@ class SubjectAdministration:
         values: list[ExportedValue] = []
         if rows:
             wrapped = self._store.data_keys([subject_id])[subject_id].wrapped
-            key = self._unwrap(subject_id, wrapped)
+            key = self._unwrap(ctx, subject_id, wrapped)
             try:
                 for stored, created in rows:
                     binding = Binding(stored.token, stored.subject, stored.category)
@@ -390,8 +395,8 @@ class SubjectAdministration:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _unwrap(self, subject: SubjectId, wrapped: WrappedKey) -> Secret:
-        [key] = self._keys.unwrap([(subject, wrapped)])
+    def _unwrap(self, ctx: RequestContext, subject: SubjectId, wrapped: WrappedKey) -> Secret:
+        [key] = self._keys.unwrap(ctx, [(subject, wrapped)])
         if key is None:
             raise IntegrityError()
         return key

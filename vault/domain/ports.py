@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from vault.domain.context import RequestContext
 from vault.domain.secrets import Secret
 from vault.domain.types import (
     AuditEvent,
@@ -84,39 +85,50 @@ class KeyProvider(Protocol):
     Implementations: a local key file (embedded default), HashiCorp Vault Transit; a cache can
     wrap either. `admin` is an operator's own credential for the provider, needed where the
     provider separates key administration from use (HashiCorp Vault's ops policy); providers
-    that do not (the local file) ignore it.
+    that do not (the local file) ignore it. `ctx` is the request's: a remote provider MUST give
+    up by its deadline (retries included), so the caller hears UNAVAILABLE in time.
     """
 
     name: str
 
-    def wrap(self, keys: Sequence[tuple[SubjectId, Secret]]) -> list[WrappedKey]:
+    def wrap(
+        self, ctx: RequestContext, keys: Sequence[tuple[SubjectId, Secret]]
+    ) -> list[WrappedKey]:
         """Wrap each data key, in order. MUST make at most one remote call for the batch.
 
         Raises `KeyServiceUnavailable` or `KeyServiceDenied`; never half-succeeds.
         """
         ...
 
-    def unwrap(self, keys: Sequence[tuple[SubjectId, WrappedKey]]) -> list[Secret | None]:
+    def unwrap(
+        self, ctx: RequestContext, keys: Sequence[tuple[SubjectId, WrappedKey]]
+    ) -> list[Secret | None]:
         """Unwrap each key, in order; None for one that does not authenticate or whose key
         version is no longer allowed. MUST make at most one remote call for the batch."""
         ...
 
-    def rewrap(self, keys: Sequence[tuple[SubjectId, WrappedKey]]) -> list[WrappedKey | None]:
+    def rewrap(
+        self, ctx: RequestContext, keys: Sequence[tuple[SubjectId, WrappedKey]]
+    ) -> list[WrappedKey | None]:
         """Re-encrypt each wrapped key under the latest version, in order, without the data key
         leaving the provider where the provider allows it; None for one that cannot be."""
         ...
 
-    def status(self) -> KekStatus: ...
+    def status(self, ctx: RequestContext) -> KekStatus: ...
 
-    def rotate(self, admin: Secret | None) -> KekStatus:
+    def rotate(self, ctx: RequestContext, admin: Secret | None) -> KekStatus:
         """Add a new latest version; new data keys are wrapped with it from now on."""
         ...
 
-    def set_min_decryption_version(self, version: int, admin: Secret | None) -> KekStatus:
+    def set_min_decryption_version(
+        self, ctx: RequestContext, version: int, admin: Secret | None
+    ) -> KekStatus:
         """Refuse to unwrap with versions below `version` (reversible)."""
         ...
 
-    def trim(self, min_available_version: int, admin: Secret | None) -> KekStatus:
+    def trim(
+        self, ctx: RequestContext, min_available_version: int, admin: Secret | None
+    ) -> KekStatus:
         """Destroy versions below `min_available_version` (permanent). MUST refuse to go above
         `min_decryption_version`."""
         ...

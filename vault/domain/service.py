@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from vault.domain import masking, tokens
+from vault.domain.context import RequestContext
 from vault.domain.policy import CategoryRule, Decision, Policy
 from vault.domain.ports import Binding, Cipher, Clock, KeyProvider, Lookup, Store, WriteOutcome
 from vault.domain.redaction import audited_token, mask_card_numbers
@@ -132,17 +133,18 @@ class TokenService:
 
     def tokenize(
         self,
-        caller: CallerName,
+        ctx: RequestContext,
         subject: str,
         fields: Sequence[FieldInput],
         request_id: str = "",
     ) -> list[Tokenized]:
+        caller = ctx.caller
         request_id = normalized_request_id(request_id)
         subject_id, checked = self._check_tokenize(caller, subject, fields, request_id)
         # No read of the request id first: the save inserts it, and only a conflict (a retry)
         # costs a lookup. A first request, the common case, saves a round trip.
         for _ in range(4):
-            outcome, results = self._tokenize_once(caller, subject_id, checked, request_id)
+            outcome, results = self._tokenize_once(ctx, subject_id, checked, request_id)
             if outcome is WriteOutcome.DONE:
                 return results
             if outcome in (WriteOutcome.TOKEN_COLLISION, WriteOutcome.SUBJECT_RACE):
@@ -155,7 +157,7 @@ class TokenService:
                 if self._clock() - twin.created_at >= self.limits.idempotency_retention:
                     self._store.forget_idempotency(caller, request_id)  # expired: a new request
                     continue
-                return self._replay(twin, subject_id, checked)
+                return self._replay(ctx, twin, subject_id, checked)
             if outcome is WriteOutcome.SUBJECT_STOPPED:
                 raise _stopped_for_new_data()
             if outcome is WriteOutcome.SUBJECT_SHREDDED:
@@ -293,11 +295,12 @@ class TokenService:
 
     def _tokenize_once(
         self,
-        caller: CallerName,
+        ctx: RequestContext,
         subject: SubjectId,
         checked: list[tuple[CategoryRule, PlainValue, TokenFormat]],
         request_id: str,
     ) -> tuple[WriteOutcome, list[Tokenized]]:
+        caller = ctx.caller
         existing = self._store.data_keys([subject]).get(subject)
         new_key = None
         if existing is not None and existing.state is SubjectState.STOPPED:
@@ -308,12 +311,12 @@ class TokenService:
                 raise _deleted_subject()
             dek = self._cipher.new_data_key()
             try:
-                new_key = self._keys.wrap([(subject, dek)])[0]
+                new_key = self._keys.wrap(ctx, [(subject, dek)])[0]
             except BaseException:
                 dek.wipe()
                 raise
         else:
-            dek = self._unwrap_one(subject, existing.wrapped)
+            dek = self._unwrap_one(ctx, subject, existing.wrapped)
         try:
             now = self._clock()
             values: list[StoredValue] = []
@@ -367,6 +370,7 @@ class TokenService:
 
     def _replay(
         self,
+        ctx: RequestContext,
         earlier: IdempotencyRecord,
         subject: SubjectId,
         checked: list[tuple[CategoryRule, PlainValue, TokenFormat]],
@@ -377,7 +381,7 @@ class TokenService:
             if stored is None:
                 same = False
             else:
-                dek = self._unwrap_one(subject, stored.wrapped)
+                dek = self._unwrap_one(ctx, subject, stored.wrapped)
                 try:
                     same = self._fingerprint(dek, subject, checked) == earlier.fingerprint
                 finally:
@@ -425,8 +429,8 @@ class TokenService:
             h.update(value.data.reveal())
         return self._cipher.fingerprint(dek, h.digest())
 
-    def _unwrap_one(self, subject: SubjectId, wrapped: WrappedKey) -> Secret:
-        key = self._keys.unwrap([(subject, wrapped)])[0]
+    def _unwrap_one(self, ctx: RequestContext, subject: SubjectId, wrapped: WrappedKey) -> Secret:
+        key = self._keys.unwrap(ctx, [(subject, wrapped)])[0]
         if key is None:
             raise IntegrityError()
         return key
@@ -435,12 +439,13 @@ class TokenService:
 
     def detokenize(
         self,
-        caller: CallerName,
+        ctx: RequestContext,
         requested: Sequence[str],
         purpose: str,
         justification: str = "",
         legal_basis: LegalBasis | None = None,
     ) -> list[Detokenized]:
+        caller = ctx.caller
         self._check_detokenize(requested, purpose, justification)
         purpose_id = Purpose(purpose)
         now = self._clock()
@@ -511,7 +516,9 @@ class TokenService:
             {found.values[Token(t)].subject for t, v in verdicts.items() if v.decision.allowed}
         )
         unwrapped = (
-            self._keys.unwrap([(s, found.keys[s].wrapped) for s in subjects]) if subjects else []
+            self._keys.unwrap(ctx, [(s, found.keys[s].wrapped) for s in subjects])
+            if subjects
+            else []
         )
         keys = dict(zip(subjects, unwrapped, strict=True))
         openers: dict[SubjectId, Callable[[Binding, bytes], PlainValue]] = {}

@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from vault.domain.context import RequestContext
 from vault.domain.ports import KekStatus, KeyProvider
 from vault.domain.secrets import Secret
 from vault.domain.types import SubjectId, WrappedKey, subject_digest
@@ -83,14 +84,18 @@ class CachingKeyProvider:
 
     # -- use ----------------------------------------------------------------------------------
 
-    def wrap(self, keys: Sequence[tuple[SubjectId, Secret]]) -> list[WrappedKey]:
+    def wrap(
+        self, ctx: RequestContext, keys: Sequence[tuple[SubjectId, Secret]]
+    ) -> list[WrappedKey]:
         generation = self._generation
-        wrapped = self.inner.wrap(keys)
+        wrapped = self.inner.wrap(ctx, keys)
         for (subject, dek), w in zip(keys, wrapped, strict=True):
             self._put(subject, w, dek, generation)  # a new subject's next call needs no unwrap
         return wrapped
 
-    def unwrap(self, keys: Sequence[tuple[SubjectId, WrappedKey]]) -> list[Secret | None]:
+    def unwrap(
+        self, ctx: RequestContext, keys: Sequence[tuple[SubjectId, WrappedKey]]
+    ) -> list[Secret | None]:
         out: list[Secret | None] = [None] * len(keys)
         missing: list[int] = []
         now = self._clock()
@@ -109,7 +114,7 @@ class CachingKeyProvider:
                     missing.append(i)
                     self._misses += 1
         if missing:
-            fetched = self.inner.unwrap([keys[i] for i in missing])
+            fetched = self.inner.unwrap(ctx, [keys[i] for i in missing])
             for i, key in zip(missing, fetched, strict=True):
                 if key is not None:
                     subject, wrapped = keys[i]
@@ -117,8 +122,10 @@ class CachingKeyProvider:
                 out[i] = key
         return out
 
-    def rewrap(self, keys: Sequence[tuple[SubjectId, WrappedKey]]) -> list[WrappedKey | None]:
-        return self.inner.rewrap(keys)
+    def rewrap(
+        self, ctx: RequestContext, keys: Sequence[tuple[SubjectId, WrappedKey]]
+    ) -> list[WrappedKey | None]:
+        return self.inner.rewrap(ctx, keys)
 
     def forget(self, subject: SubjectId) -> None:
         """Drop every cached key of `subject` (crypto-shredding)."""
@@ -143,19 +150,23 @@ class CachingKeyProvider:
 
     # -- administration -----------------------------------------------------------------------
 
-    def status(self) -> KekStatus:
-        return self.inner.status()
+    def status(self, ctx: RequestContext) -> KekStatus:
+        return self.inner.status(ctx)
 
-    def rotate(self, admin: Secret | None) -> KekStatus:
-        return self.inner.rotate(admin)
+    def rotate(self, ctx: RequestContext, admin: Secret | None) -> KekStatus:
+        return self.inner.rotate(ctx, admin)
 
-    def set_min_decryption_version(self, version: int, admin: Secret | None) -> KekStatus:
-        status = self.inner.set_min_decryption_version(version, admin)
+    def set_min_decryption_version(
+        self, ctx: RequestContext, version: int, admin: Secret | None
+    ) -> KekStatus:
+        status = self.inner.set_min_decryption_version(ctx, version, admin)
         self._retire_below(status.min_decryption_version)
         return status
 
-    def trim(self, min_available_version: int, admin: Secret | None) -> KekStatus:
-        status = self.inner.trim(min_available_version, admin)
+    def trim(
+        self, ctx: RequestContext, min_available_version: int, admin: Secret | None
+    ) -> KekStatus:
+        status = self.inner.trim(ctx, min_available_version, admin)
         self._retire_below(status.min_decryption_version)
         return status
 

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from vault.crypto.aead import random_key, unwrap_key, wrap_key, wrapped_key_version
+from vault.domain.context import RequestContext
 from vault.domain.ports import KekStatus
 from vault.domain.secrets import Secret
 from vault.domain.types import SubjectId, WrappedKey
@@ -62,24 +63,30 @@ class LocalKeyFileProvider:
 
     # -- use ------------------------------------------------------------------------------------
 
-    def wrap(self, keys: Sequence[tuple[SubjectId, Secret]]) -> list[WrappedKey]:
+    def wrap(
+        self, ctx: RequestContext, keys: Sequence[tuple[SubjectId, Secret]]
+    ) -> list[WrappedKey]:
         ring = self._reload()  # another process may have rotated: wrap under the latest
         kek = ring.versions[ring.latest][0]
         return [
             WrappedKey(PROVIDER, ring.latest, wrap_key(kek, ring.latest, s, dek)) for s, dek in keys
         ]
 
-    def unwrap(self, keys: Sequence[tuple[SubjectId, WrappedKey]]) -> list[Secret | None]:
+    def unwrap(
+        self, ctx: RequestContext, keys: Sequence[tuple[SubjectId, WrappedKey]]
+    ) -> list[Secret | None]:
         return [self._unwrap_one(subject, wrapped) for subject, wrapped in keys]
 
-    def rewrap(self, keys: Sequence[tuple[SubjectId, WrappedKey]]) -> list[WrappedKey | None]:
+    def rewrap(
+        self, ctx: RequestContext, keys: Sequence[tuple[SubjectId, WrappedKey]]
+    ) -> list[WrappedKey | None]:
         out: list[WrappedKey | None] = []
         for subject, wrapped in keys:
             dek = self._unwrap_one(subject, wrapped)
             if dek is None:
                 out.append(None)
                 continue
-            out.append(self.wrap([(subject, dek)])[0])
+            out.append(self.wrap(ctx, [(subject, dek)])[0])
             dek.wipe()
         return out
 
@@ -95,22 +102,24 @@ class LocalKeyFileProvider:
 
     # -- administration (the `admin` credential is for providers that need one) ---------------
 
-    def status(self) -> KekStatus:
+    def status(self, ctx: RequestContext) -> KekStatus:
         ring = self._reload()
         return KekStatus(
             PROVIDER, str(self._path.name), ring.latest, ring.min_decryption, ring.min_available
         )
 
-    def rotate(self, admin: Secret | None = None) -> KekStatus:
+    def rotate(self, ctx: RequestContext, admin: Secret | None = None) -> KekStatus:
         with self._lock, self._file_lock():
             ring = self._load()
             new = ring.latest + 1
             ring.versions[new] = (random_key(), _now())
             ring.latest = new
             self._save(ring)
-        return self.status()
+        return self.status(ctx)
 
-    def set_min_decryption_version(self, version: int, admin: Secret | None = None) -> KekStatus:
+    def set_min_decryption_version(
+        self, ctx: RequestContext, version: int, admin: Secret | None = None
+    ) -> KekStatus:
         with self._lock, self._file_lock():
             ring = self._load()
             if not max(1, ring.min_available) <= version <= ring.latest:
@@ -120,9 +129,11 @@ class LocalKeyFileProvider:
                 )
             ring.min_decryption = version
             self._save(ring)
-        return self.status()
+        return self.status(ctx)
 
-    def trim(self, min_available_version: int, admin: Secret | None = None) -> KekStatus:
+    def trim(
+        self, ctx: RequestContext, min_available_version: int, admin: Secret | None = None
+    ) -> KekStatus:
         with self._lock, self._file_lock():
             ring = self._load()
             if min_available_version > ring.min_decryption:
@@ -134,7 +145,7 @@ class LocalKeyFileProvider:
                 ring.versions.pop(v)[0].wipe()
             ring.min_available = max(ring.min_available, min_available_version)
             self._save(ring)
-        return self.status()
+        return self.status(ctx)
 
     # -- the file ---------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ import hvac
 import requests
 from hvac import exceptions as hv
 
-from vault.domain.deadline import remaining
+from vault.domain.context import RequestContext
 from vault.domain.ports import KekStatus
 from vault.domain.secrets import Secret
 from vault.domain.types import SubjectId, WrappedKey
@@ -276,14 +276,17 @@ class VaultTransitKeyProvider:
 
     # -- use ----------------------------------------------------------------------------------
 
-    def wrap(self, keys: Sequence[tuple[SubjectId, Secret]]) -> list[WrappedKey]:
+    def wrap(
+        self, ctx: RequestContext, keys: Sequence[tuple[SubjectId, Secret]]
+    ) -> list[WrappedKey]:
         if not keys:
             return []
         batch = [{"plaintext": _b64(dek.reveal())} for _, dek in keys]
         results = self._batch(
+            ctx,
             lambda c: c.secrets.transit.encrypt_data(
                 self._s.key, batch_input=batch, mount_point=self._s.mount
-            )
+            ),
         )
         if len(results) != len(keys):
             raise KeyServiceUnavailable("HashiCorp Vault answered a different number of keys")
@@ -296,16 +299,19 @@ class VaultTransitKeyProvider:
             out.append(WrappedKey(PROVIDER, version, ciphertext.encode("ascii")))
         return out
 
-    def unwrap(self, keys: Sequence[tuple[SubjectId, WrappedKey]]) -> list[Secret | None]:
+    def unwrap(
+        self, ctx: RequestContext, keys: Sequence[tuple[SubjectId, WrappedKey]]
+    ) -> list[Secret | None]:
         out: list[Secret | None] = [None] * len(keys)
         asked = [i for i, (_, w) in enumerate(keys) if w.provider == PROVIDER]
         if not asked:
             return out
         batch = [{"ciphertext": keys[i][1].blob.decode("ascii", "replace")} for i in asked]
         results = self._batch(
+            ctx,
             lambda c: c.secrets.transit.decrypt_data(
                 self._s.key, batch_input=batch, mount_point=self._s.mount
-            )
+            ),
         )
         for i, item in zip(asked, results, strict=True):
             if not item.get("error") and item.get("plaintext"):
@@ -315,16 +321,19 @@ class VaultTransitKeyProvider:
                     out[i] = None
         return out
 
-    def rewrap(self, keys: Sequence[tuple[SubjectId, WrappedKey]]) -> list[WrappedKey | None]:
+    def rewrap(
+        self, ctx: RequestContext, keys: Sequence[tuple[SubjectId, WrappedKey]]
+    ) -> list[WrappedKey | None]:
         out: list[WrappedKey | None] = [None] * len(keys)
         asked = [i for i, (_, w) in enumerate(keys) if w.provider == PROVIDER]
         if not asked:
             return out
         batch = [{"ciphertext": keys[i][1].blob.decode("ascii", "replace")} for i in asked]
         results = self._batch(
+            ctx,
             lambda c: c.secrets.transit.rewrap_data(
                 self._s.key, None, batch_input=batch, mount_point=self._s.mount
-            )
+            ),
         )
         for i, item in zip(asked, results, strict=True):
             ciphertext = item.get("ciphertext")
@@ -335,53 +344,62 @@ class VaultTransitKeyProvider:
 
     # -- administration -----------------------------------------------------------------------
 
-    def status(self) -> KekStatus:
-        return self._status_of(self._read_key())
+    def status(self, ctx: RequestContext) -> KekStatus:
+        return self._status_of(self._read_key(ctx))
 
-    def rotate(self, admin: Secret | None) -> KekStatus:
+    def rotate(self, ctx: RequestContext, admin: Secret | None) -> KekStatus:
         self._admin_call(
-            admin, lambda c: c.secrets.transit.rotate_key(self._s.key, mount_point=self._s.mount)
+            ctx,
+            admin,
+            lambda c: c.secrets.transit.rotate_key(self._s.key, mount_point=self._s.mount),
         )
-        return self.status()
+        return self.status(ctx)
 
-    def set_min_decryption_version(self, version: int, admin: Secret | None) -> KekStatus:
+    def set_min_decryption_version(
+        self, ctx: RequestContext, version: int, admin: Secret | None
+    ) -> KekStatus:
         # Vault wants min_encryption_version (when set) >= min_decryption_version.
-        self._raise_min_encryption(version, admin)
-        self._configure(admin, min_decryption_version=version)
-        return self.status()
+        self._raise_min_encryption(ctx, version, admin)
+        self._configure(ctx, admin, min_decryption_version=version)
+        return self.status(ctx)
 
-    def trim(self, min_available_version: int, admin: Secret | None) -> KekStatus:
+    def trim(
+        self, ctx: RequestContext, min_available_version: int, admin: Secret | None
+    ) -> KekStatus:
         # Vault refuses to trim while min_encryption_version is 0 ("latest"): pin it first.
-        self._raise_min_encryption(min_available_version, admin, even_from_zero=True)
+        self._raise_min_encryption(ctx, min_available_version, admin, even_from_zero=True)
         self._admin_call(
+            ctx,
             admin,
             lambda c: c.secrets.transit.trim_key(
                 self._s.key, min_available_version, mount_point=self._s.mount
             ),
         )
-        return self.status()
+        return self.status(ctx)
 
     def _raise_min_encryption(
-        self, at_least: int, admin: Secret | None, even_from_zero: bool = False
+        self, ctx: RequestContext, at_least: int, admin: Secret | None, even_from_zero: bool = False
     ) -> None:
-        data = self._read_key()["data"]
+        data = self._read_key(ctx)["data"]
         current = int(data.get("min_encryption_version") or 0)
         if (current == 0 and not even_from_zero) or current >= at_least:
             return
         # The latest version: encryption uses the latest anyway, so this changes nothing else.
         # (Set alone: hvac refuses min_encryption == min_decryption in one call; Vault allows it.)
-        self._configure(admin, min_encryption_version=int(data["latest_version"]))
+        self._configure(ctx, admin, min_encryption_version=int(data["latest_version"]))
 
-    def _configure(self, admin: Secret | None, **config: int) -> None:
+    def _configure(self, ctx: RequestContext, admin: Secret | None, **config: int) -> None:
         self._admin_call(
+            ctx,
             admin,
             lambda c: c.secrets.transit.update_key_configuration(
                 self._s.key, mount_point=self._s.mount, **config
             ),
         )
 
-    def _read_key(self) -> dict[str, Any]:
+    def _read_key(self, ctx: RequestContext) -> dict[str, Any]:
         answer: dict[str, Any] = self._data_call(
+            ctx,
             lambda c: c.secrets.transit.read_key(self._s.key, mount_point=self._s.mount),
             counted=False,
         )
@@ -399,10 +417,10 @@ class VaultTransitKeyProvider:
 
     # -- calls --------------------------------------------------------------------------------
 
-    def _batch(self, fn: Callable[[Any], Any]) -> list[dict[str, Any]]:
+    def _batch(self, ctx: RequestContext, fn: Callable[[Any], Any]) -> list[dict[str, Any]]:
         """A batch call whose per-item failures come back as items, not as an exception."""
         try:
-            answer = self._data_call(fn)
+            answer = self._data_call(ctx, fn)
         except _PartialFailure as partial:
             return partial.results
         try:
@@ -411,23 +429,23 @@ class VaultTransitKeyProvider:
             raise KeyServiceUnavailable("HashiCorp Vault gave an unexpected answer") from None
         return results
 
-    def _data_call(self, fn: Callable[[Any], T], counted: bool = True) -> T:
+    def _data_call(self, ctx: RequestContext, fn: Callable[[Any], T], counted: bool = True) -> T:
         if counted:
             with self._calls_lock:
                 self.calls += 1
-        return self._with_retries(fn, admin=None)
+        return self._with_retries(ctx, fn, admin=None)
 
-    def _admin_call(self, admin: Secret | None, fn: Callable[[Any], T]) -> T:
+    def _admin_call(self, ctx: RequestContext, admin: Secret | None, fn: Callable[[Any], T]) -> T:
         if admin is None:
             raise FailedPrecondition(
                 "key administration on HashiCorp Vault needs the operator's own Vault token "
                 "with the pdvault-ops policy: set VAULT_TOKEN where you run pdv keys",
                 reason="VAULT_ADMIN_TOKEN_REQUIRED",
             )
-        return self._with_retries(fn, admin=admin)
+        return self._with_retries(ctx, fn, admin=admin)
 
-    def _with_retries(self, fn: Callable[[Any], T], admin: Secret | None) -> T:
-        budget = remaining()
+    def _with_retries(self, ctx: RequestContext, fn: Callable[[Any], T], admin: Secret | None) -> T:
+        budget = ctx.remaining()
         # Never longer than the retry budget, even under a long deadline: a worker thread
         # waiting on an absent Vault is a worker not serving anyone else.
         spend = self._s.retry_budget if budget is None else min(budget, self._s.retry_budget)

@@ -31,7 +31,7 @@ from google.protobuf.message import DecodeError, Message
 from grpc_status import rpc_status
 
 from vault.domain.callers import Authenticator
-from vault.domain.deadline import NO_DEADLINE_ABOVE, deadline_in
+from vault.domain.context import RequestContext
 from vault.domain.types import CallerName
 from vault.errors import DeadlineExceeded, InvalidArgument, PdvaultError, ResourceExhausted
 from vault.transport.status import internal_status, to_status_proto
@@ -44,9 +44,10 @@ Resp = TypeVar("Resp", bound=Message)
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """What a servicer learns about the call it serves: who calls, and the metadata."""
+    """What a servicer learns about the call it serves: the request's context (who calls,
+    until when, its id), which it hands to the use case, and the metadata."""
 
-    caller: CallerName
+    ctx: RequestContext
     metadata: tuple[tuple[str, str | bytes], ...] = field(repr=False)
 
     def header(self, key: str) -> str | None:
@@ -176,10 +177,10 @@ def _serve(
             try:
                 raw = await _read_one(requests, gate.limits.read_timeout)
                 request = _parse(method.request_type, raw)
-                remaining = context.time_remaining()
+                ctx = RequestContext.for_call(caller, context.time_remaining())
                 loop = asyncio.get_running_loop()
                 return await loop.run_in_executor(
-                    executor, _run, method, request, Call(caller, metadata), remaining
+                    executor, method.run, request, Call(ctx, metadata)
                 )
             except PdvaultError as exc:
                 status = to_status_proto(exc)
@@ -218,13 +219,6 @@ def _parse(request_type: type[Req], raw: bytes) -> Req:
             "request.encoding",
             "is not a valid protobuf message of this method (or holds text that is not UTF-8)",
         ) from None
-
-
-def _run(method: Method[Req, Resp], request: Req, call: Call, remaining: float | None) -> Resp:
-    if remaining is not None and remaining > NO_DEADLINE_ABOVE:
-        remaining = None
-    with deadline_in(remaining):
-        return method.run(request, call)
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], status: Any) -> NoReturn:

@@ -7,8 +7,9 @@ Why `grpc.aio` and not the thread-pool server: the thread-pool server hands each
 worker thread that then waits for the request message, so a client that opens calls and never
 sends them holds every thread (48 such streams stalled health checks and every caller). On the
 event loop a waiting call costs a coroutine, and pdvault reads the message itself, with a time
-limit. Measured on the no-op (docs/process-model.md): the two models serve a trivial call at
-about the same rate.
+limit. It costs speed: in one `python -m bench --quick` run the aio no-op served 43-69% of the
+thread-pool no-op's calls (about 0.2 ms more CPU per call: the hop to the thread pool and the
+read's timer); docs/process-model.md has the figures and what could win it back.
 """
 
 from __future__ import annotations

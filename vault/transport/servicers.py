@@ -91,7 +91,7 @@ class TokenServicer:
             )
             for f in request.fields
         ]
-        results = self._service.tokenize(call.caller, request.subject, fields, request.request_id)
+        results = self._service.tokenize(call.ctx, request.subject, fields, request.request_id)
         return token_service_pb2.TokenizeResponse(
             results=[
                 token_service_pb2.TokenizeResult(token=r.token, category=r.category)
@@ -110,7 +110,7 @@ class TokenServicer:
                     "legal_basis", "legal_basis.unknown", "is not a known legal basis"
                 )
         results = self._service.detokenize(
-            call.caller,
+            call.ctx,
             list(request.tokens),
             request.purpose,
             request.justification,
@@ -201,21 +201,21 @@ class KeyServicer:
     def get_key_status(
         self, request: key_service_pb2.GetKeyStatusRequest, call: Call
     ) -> key_service_pb2.GetKeyStatusResponse:
-        report = self._admin.status(call.caller)
+        report = self._admin.status(call.ctx)
         return key_service_pb2.GetKeyStatusResponse(status=_status_out(report))
 
     def rotate_key(
         self, request: key_service_pb2.RotateKeyRequest, call: Call
     ) -> key_service_pb2.RotateKeyResponse:
         with _operator_token(call) as admin:
-            report = self._admin.rotate(call.caller, admin)
+            report = self._admin.rotate(call.ctx, admin)
         return key_service_pb2.RotateKeyResponse(status=_status_out(report))
 
     def rewrap_data_keys(
         self, request: key_service_pb2.RewrapDataKeysRequest, call: Call
     ) -> key_service_pb2.RewrapDataKeysResponse:
         after = _page_after(request.page_token) if request.page_token else None
-        progress = self._admin.rewrap(call.caller, request.batch_size or 100, after)
+        progress = self._admin.rewrap(call.ctx, request.batch_size or 100, after)
         token = _page_token(progress.next_after) if progress.next_after else ""
         return key_service_pb2.RewrapDataKeysResponse(
             rewrapped=progress.rewrapped,
@@ -229,7 +229,7 @@ class KeyServicer:
         self, request: key_service_pb2.TrimKeyVersionsRequest, call: Call
     ) -> key_service_pb2.TrimKeyVersionsResponse:
         with _operator_token(call) as admin:
-            done = self._admin.trim(call.caller, request.min_version or None, admin)
+            done = self._admin.trim(call.ctx, request.min_version or None, admin)
         return key_service_pb2.TrimKeyVersionsResponse(
             status=_status_out(done.report),
             destroyed_versions=list(done.destroyed),
@@ -335,25 +335,25 @@ class SubjectServicer:
     def get_subject(
         self, request: subject_service_pb2.GetSubjectRequest, call: Call
     ) -> subject_service_pb2.GetSubjectResponse:
-        record = self._admin.status(call.caller, request.subject)
+        record = self._admin.status(call.ctx, request.subject)
         return subject_service_pb2.GetSubjectResponse(subject=_subject_out(record))
 
     def stop_subject(
         self, request: subject_service_pb2.StopSubjectRequest, call: Call
     ) -> subject_service_pb2.StopSubjectResponse:
-        record = self._admin.stop(call.caller, request.subject)
+        record = self._admin.stop(call.ctx, request.subject)
         return subject_service_pb2.StopSubjectResponse(subject=_subject_out(record))
 
     def resume_subject(
         self, request: subject_service_pb2.ResumeSubjectRequest, call: Call
     ) -> subject_service_pb2.ResumeSubjectResponse:
-        record = self._admin.resume(call.caller, request.subject)
+        record = self._admin.resume(call.ctx, request.subject)
         return subject_service_pb2.ResumeSubjectResponse(subject=_subject_out(record))
 
     def shred_subject(
         self, request: subject_service_pb2.ShredSubjectRequest, call: Call
     ) -> subject_service_pb2.ShredSubjectResponse:
-        r = self._admin.shred(call.caller, request.subject)
+        r = self._admin.shred(call.ctx, request.subject)
         return subject_service_pb2.ShredSubjectResponse(
             receipt=subject_service_pb2.ErasureReceipt(
                 previous_receipt_id=r.previous_receipt_id or "",
@@ -372,7 +372,7 @@ class SubjectServicer:
     def export_subject(
         self, request: subject_service_pb2.ExportSubjectRequest, call: Call
     ) -> subject_service_pb2.ExportSubjectResponse:
-        export = self._admin.export(call.caller, request.subject)
+        export = self._admin.export(call.ctx, request.subject)
         record = SubjectRecord(export.subject, export.state, export.consents)
         values = []
         for v in export.values:
@@ -396,7 +396,7 @@ class SubjectServicer:
         self, request: subject_service_pb2.SetConsentRequest, call: Call
     ) -> subject_service_pb2.SetConsentResponse:
         record = self._admin.set_consent(
-            call.caller, request.subject, request.purpose, request.granted
+            call.ctx, request.subject, request.purpose, request.granted
         )
         return subject_service_pb2.SetConsentResponse(subject=_subject_out(record))
 
@@ -411,5 +411,5 @@ class SubjectServicer:
             if kind == "text"
             else PlainValue.binary(request.value.binary)
         )
-        token, category = self._admin.correct(call.caller, request.token, value)
+        token, category = self._admin.correct(call.ctx, request.token, value)
         return subject_service_pb2.CorrectValueResponse(token=token, category=category)
