@@ -1,15 +1,121 @@
-"""The one exception root of pdvault, and one class per thing a caller can act on.
+"""The one exception root of pdvault, one class per thing a caller can act on, and one enum of
+reasons, each with its one status code.
 
 Every message here is shown to callers as it is: it MUST NOT contain a value, key material, a
-credential or a key id. Name the field and the rule instead. The mapping from these classes to gRPC
-status codes lives in one table in `vault.transport.status`.
+credential or a key id. Name the field and the rule instead.
+
+A caller acts on two things: the status code (what kind of failure: retry, fix the request, ask
+for permission) and the reason (`google.rpc.ErrorInfo.reason`, which failure exactly). Each
+`Reason` belongs to exactly one `Code`, and an error refuses a reason of another code, so the
+two never disagree. `vault.transport.status` maps a `Code` to gRPC's status by name.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 ERROR_DOMAIN = "pdvault.dev"
+
+
+class Code(enum.Enum):
+    """The canonical status codes pdvault answers with (google.rpc.Code names)."""
+
+    INVALID_ARGUMENT = enum.auto()
+    UNAUTHENTICATED = enum.auto()
+    PERMISSION_DENIED = enum.auto()
+    NOT_FOUND = enum.auto()
+    FAILED_PRECONDITION = enum.auto()
+    ABORTED = enum.auto()
+    RESOURCE_EXHAUSTED = enum.auto()
+    DEADLINE_EXCEEDED = enum.auto()
+    UNAVAILABLE = enum.auto()
+    DATA_LOSS = enum.auto()
+    INTERNAL = enum.auto()
+
+
+class Reason(enum.Enum):
+    """Why a call or an item failed: `ErrorInfo.reason`, stable, each with one status code and
+    what a client should do about it (docs/api.md is generated from these)."""
+
+    def __init__(self, code: Code, advice: str) -> None:
+        self.code = code
+        self.advice = advice
+
+    # The request itself.
+    INVALID_ARGUMENT = (Code.INVALID_ARGUMENT, "fix the fields named in BadRequest; do not retry")
+    UNAUTHENTICATED = (Code.UNAUTHENTICATED, "send a valid key: authorization: Bearer <key>")
+    REQUEST_TOO_SLOW = (
+        Code.DEADLINE_EXCEEDED,
+        "the request message did not arrive in time; send it at once after opening the call",
+    )
+    TOO_MANY_CALLS = (
+        Code.RESOURCE_EXHAUSTED,
+        "a cap on calls in flight was reached; retry after RetryInfo's delay",
+    )
+    RESPONSE_TOO_LARGE = (Code.RESOURCE_EXHAUSTED, "ask for fewer tokens per call")
+    # The policy.
+    PERMISSION_DENIED = (
+        Code.PERMISSION_DENIED,
+        "the caller may not claim this purpose or use this operation; ask for the policy to change",
+    )
+    LEGAL_BASIS_REFUSED = (
+        Code.PERMISSION_DENIED,
+        "this caller may not state a legal basis for this purpose; send the request without one",
+    )
+    TOKEN_REFUSED = (
+        Code.PERMISSION_DENIED,
+        "no such token, or its category is not for this purpose (the two look the same)",
+    )
+    CONSENT_REQUIRED = (
+        Code.PERMISSION_DENIED,
+        "the purpose needs the data subject's consent, and none is recorded",
+    )
+    CONSENT_WITHDRAWN = (Code.PERMISSION_DENIED, "the data subject withdrew this purpose")
+    # The data subject's lifecycle.
+    SUBJECT_UNKNOWN = (Code.NOT_FOUND, "no data subject with this id is held")
+    SUBJECT_DELETED = (
+        Code.NOT_FOUND,
+        "the data subject was crypto-shredded: its tokens and its id resolve to nothing, for ever",
+    )
+    SUBJECT_STOPPED = (
+        Code.FAILED_PRECONDITION,
+        "the data subject's account is stopped (Account Stop): resume it, or use a purpose or "
+        "legal basis the policy allows on stopped accounts",
+    )
+    # Keys.
+    DATA_KEY_EXHAUSTED = (
+        Code.FAILED_PRECONDITION,
+        "the subject's data key reached NIST SP 800-38D's limit; tell the operators",
+    )
+    KEY_VERSION_IN_USE = (
+        Code.FAILED_PRECONDITION,
+        "data keys still use the versions to trim: run RewrapDataKeys first",
+    )
+    VAULT_ADMIN_TOKEN_REQUIRED = (
+        Code.FAILED_PRECONDITION,
+        "send the operator's own HashiCorp Vault token in x-vault-token",
+    )
+    KEY_SERVICE_UNAVAILABLE = (
+        Code.UNAVAILABLE,
+        "the key provider does not answer; retry after RetryInfo's delay",
+    )
+    KEY_SERVICE_DENIED = (
+        Code.PERMISSION_DENIED,
+        "the key provider refused pdvault's own credential; tell the operators (error id)",
+    )
+    DATA_INTEGRITY = (
+        Code.DATA_LOSS,
+        "stored data failed its integrity check, or its key version was destroyed; do not retry",
+    )
+    # The service.
+    STORAGE_UNAVAILABLE = (
+        Code.UNAVAILABLE,
+        "the database does not answer; retry after RetryInfo's delay",
+    )
+    CONTENTION = (Code.ABORTED, "concurrent writes kept winning; retry the call")
+    CONFIGURATION = (Code.FAILED_PRECONDITION, "the server's configuration refuses this")
+    INTERNAL = (Code.INTERNAL, "an unexpected failure; tell the operators the error id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,23 +130,27 @@ class FieldViolation:
 class PdvaultError(Exception):
     """Root of every error pdvault raises on purpose.
 
-    `reason` is the machine-readable `google.rpc.ErrorInfo.reason` (UPPER_SNAKE_CASE);
-    `message` is for people and is safe to show to the caller.
+    `reason` is the machine-readable `google.rpc.ErrorInfo.reason`; `message` is for people
+    and is safe to show to the caller. A subclass fixes the status `code`; `reason` MUST be one
+    of that code's reasons.
     """
 
-    reason: str = "INTERNAL"
+    code = Code.INTERNAL
+    default_reason = Reason.INTERNAL
 
-    def __init__(self, message: str, *, reason: str | None = None) -> None:
+    def __init__(self, message: str, *, reason: Reason | None = None) -> None:
         super().__init__(message)
         self.message = message
-        if reason is not None:
-            self.reason = reason
+        self.reason = reason or self.default_reason
+        if self.reason.code is not self.code:
+            raise ValueError(f"{self.reason.name} is a {self.reason.code.name} reason")
 
 
 class InvalidArgument(PdvaultError):
     """The request breaks one or more rules; nothing was written."""
 
-    reason = "INVALID_ARGUMENT"
+    code = Code.INVALID_ARGUMENT
+    default_reason = Reason.INVALID_ARGUMENT
 
     def __init__(self, violations: list[FieldViolation]) -> None:
         if not violations:
@@ -58,15 +168,17 @@ class InvalidArgument(PdvaultError):
 class Unauthenticated(PdvaultError):
     """No credential, or one that pdvault does not know."""
 
-    reason = "UNAUTHENTICATED"
+    code = Code.UNAUTHENTICATED
+    default_reason = Reason.UNAUTHENTICATED
 
 
 class PermissionDenied(PdvaultError):
-    """The policy refuses the whole request; `rule` names the rule that decided."""
+    """The policy refuses; `rule` names the rule that decided."""
 
-    reason = "PERMISSION_DENIED"
+    code = Code.PERMISSION_DENIED
+    default_reason = Reason.PERMISSION_DENIED
 
-    def __init__(self, message: str, *, rule: str, reason: str | None = None) -> None:
+    def __init__(self, message: str, *, rule: str, reason: Reason | None = None) -> None:
         super().__init__(message, reason=reason)
         self.rule = rule
 
@@ -74,23 +186,33 @@ class PermissionDenied(PdvaultError):
 class NotFound(PdvaultError):
     """The named thing does not exist (or no longer does: a shredded subject)."""
 
-    reason = "NOT_FOUND"
+    code = Code.NOT_FOUND
+    default_reason = Reason.SUBJECT_UNKNOWN
 
 
 class FailedPrecondition(PdvaultError):
     """The system is not in a state that allows the request (for example a key limit reached)."""
 
-    reason = "FAILED_PRECONDITION"
+    code = Code.FAILED_PRECONDITION
+    default_reason = Reason.CONFIGURATION
+
+
+class Aborted(PdvaultError):
+    """Concurrent requests kept winning; the call may be retried as a whole."""
+
+    code = Code.ABORTED
+    default_reason = Reason.CONTENTION
 
 
 class ResourceExhausted(PdvaultError):
     """A limit was reached; retrying later, or with less, may succeed. `retry_after` (seconds)
     tells the client when a retry may succeed, where pdvault knows."""
 
-    reason = "RESOURCE_EXHAUSTED"
+    code = Code.RESOURCE_EXHAUSTED
+    default_reason = Reason.TOO_MANY_CALLS
 
     def __init__(
-        self, message: str, *, reason: str | None = None, retry_after: float | None = None
+        self, message: str, *, reason: Reason | None = None, retry_after: float | None = None
     ) -> None:
         super().__init__(message, reason=reason)
         self.retry_after = retry_after
@@ -99,25 +221,29 @@ class ResourceExhausted(PdvaultError):
 class DeadlineExceeded(PdvaultError):
     """The call did not complete in the time allowed (its request message came too slowly)."""
 
-    reason = "DEADLINE_EXCEEDED"
+    code = Code.DEADLINE_EXCEEDED
+    default_reason = Reason.REQUEST_TOO_SLOW
 
 
 class KeyServiceUnavailable(PdvaultError):
     """The key provider cannot be reached or refused to work; the request may be retried."""
 
-    reason = "KEY_SERVICE_UNAVAILABLE"
+    code = Code.UNAVAILABLE
+    default_reason = Reason.KEY_SERVICE_UNAVAILABLE
 
 
 class KeyServiceDenied(PdvaultError):
     """The key provider refused pdvault's own credential: an operator must fix its policy."""
 
-    reason = "KEY_SERVICE_DENIED"
+    code = Code.PERMISSION_DENIED
+    default_reason = Reason.KEY_SERVICE_DENIED
 
 
 class StorageUnavailable(PdvaultError):
     """The database cannot be reached; the request may be retried."""
 
-    reason = "STORAGE_UNAVAILABLE"
+    code = Code.UNAVAILABLE
+    default_reason = Reason.STORAGE_UNAVAILABLE
 
 
 class IntegrityError(PdvaultError):
@@ -127,7 +253,8 @@ class IntegrityError(PdvaultError):
     and on which key, is not something a caller can act on and helps an attacker.
     """
 
-    reason = "DATA_INTEGRITY"
+    code = Code.DATA_LOSS
+    default_reason = Reason.DATA_INTEGRITY
 
     def __init__(self, message: str = "stored data failed its integrity check") -> None:
         super().__init__(message)
@@ -136,4 +263,5 @@ class IntegrityError(PdvaultError):
 class ConfigurationError(PdvaultError):
     """pdvault was started with settings it cannot work with."""
 
-    reason = "CONFIGURATION"
+    code = Code.FAILED_PRECONDITION
+    default_reason = Reason.CONFIGURATION

@@ -23,7 +23,6 @@ from sqlalchemy import Engine, MetaData, Table, create_engine, delete, insert, s
 
 from pdvault_client import (
     Client,
-    FailedPreconditionError,
     Field,
     NotFoundError,
     PdvaultError,
@@ -311,7 +310,7 @@ def race_round(
         for _ in range(attempts):
             try:
                 got = client.tokenize(subject, batch)
-            except FailedPreconditionError as exc:
+            except NotFoundError as exc:
                 if exc.reason == "SUBJECT_DELETED":
                     return  # refused: the shred holds for this thread
                 tally.add("unexpected", f"tokenize: {exc.code.name} {exc.reason}")
@@ -362,7 +361,7 @@ def shred_held(
         try:
             kyc.tokenize(subject, [Field("name", "Ann Lee")])
             problems.append(f"{subject}: a tokenize after the receipt succeeded")
-        except FailedPreconditionError as exc:
+        except NotFoundError as exc:
             if exc.reason != "SUBJECT_DELETED":
                 problems.append(f"{subject}: a later tokenize was refused with {exc.reason}")
         tokens = tally.get("tokens")

@@ -19,7 +19,6 @@ from sqlalchemy import Engine, create_engine, text
 
 from pdvault_client import (
     Client,
-    FailedPreconditionError,
     Field,
     NotFoundError,
     PdvaultError,
@@ -253,7 +252,7 @@ def test_a_replica_starts_while_logged_subjects_have_traffic(replicas: Replicas)
                     assert all(isinstance(g.error, NotFoundError) for g in got)
             with Client(srv.addr, srv.creds()["kyc"]) as kyc:
                 for subject in subjects:
-                    with pytest.raises(FailedPreconditionError):
+                    with pytest.raises(NotFoundError):
                         kyc.tokenize(subject, [Field("name", "Ann Lee")])
         finally:
             srv.stop()

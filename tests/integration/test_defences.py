@@ -188,12 +188,11 @@ def test_retry_info_on_resource_exhausted_is_decodable() -> None:
     """The status the caps send carries RetryInfo (checked on the wire, not via the client)."""
     from google.rpc import status_pb2
 
-    from vault.errors import ResourceExhausted
+    from vault.errors import Reason, ResourceExhausted
     from vault.transport.status import to_status_proto
 
-    status = rpc_status.to_status(
-        to_status_proto(ResourceExhausted("busy", reason="TOO_MANY_CALLS", retry_after=0.1))
-    )
+    busy = ResourceExhausted("busy", reason=Reason.TOO_MANY_CALLS, retry_after=0.1)
+    status = rpc_status.to_status(to_status_proto(busy))
     assert status.code is grpc.StatusCode.RESOURCE_EXHAUSTED
     [(_, raw)] = [m for m in status.trailing_metadata if m[0] == "grpc-status-details-bin"]
     assert isinstance(raw, bytes)

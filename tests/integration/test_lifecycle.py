@@ -86,7 +86,7 @@ def test_a_stopped_account_keeps_its_data_but_refuses_use(server: RunningServer)
     with server.client("payment") as payment:
         [paid] = payment.detokenize([card], "payment")
         [fraud] = payment.detokenize([card], "fraud_prevention")
-    assert isinstance(paid.error, PermissionDeniedError)
+    assert isinstance(paid.error, FailedPreconditionError)  # one code per reason (#10)
     assert paid.error.reason == "SUBJECT_STOPPED"
     assert "fraud_prevention" in paid.error.message
     assert fraud.value == PAN
@@ -127,8 +127,8 @@ def test_shred_destroys_everything_and_tokens_answer_deleted(server: RunningServ
     assert gone.error.reason == "SUBJECT_DELETED"
     assert gone.value is None
     assert other.error is not None  # name is readable for payment too: also deleted
-    with server.client("kyc") as kyc, pytest.raises(FailedPreconditionError) as err:
-        kyc.tokenize("user-42", [Field("name", "Jane Doe")])
+    with server.client("kyc") as kyc, pytest.raises(NotFoundError) as err:
+        kyc.tokenize("user-42", [Field("name", "Jane Doe")])  # one code per reason (#10)
     assert err.value.reason == "SUBJECT_DELETED"
     with server.client("shipping") as shipping:
         [refused] = shipping.detokenize([card], "product_shipping")

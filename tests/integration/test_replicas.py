@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from pdvault_client import Client, Field, NotFoundError, PermissionDeniedError
+from pdvault_client import (
+    Client,
+    FailedPreconditionError,
+    Field,
+    NotFoundError,
+)
 from tests.conftest import spawn_serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -78,7 +83,7 @@ def test_a_shred_in_one_replica_holds_in_the_other_at_once(
         gone, stopped = payment_b.detokenize([card, other], "payment")
     assert isinstance(gone.error, NotFoundError)
     assert gone.error.reason == "SUBJECT_DELETED"
-    assert isinstance(stopped.error, PermissionDeniedError)
+    assert isinstance(stopped.error, FailedPreconditionError)  # one code per reason (#10)
     assert stopped.error.reason == "SUBJECT_STOPPED"
 
     # And b dropped the key material itself (PostgreSQL NOTIFY): wait for the notice, bounded.

@@ -15,8 +15,8 @@ from vault.crypto.aead import AesGcmCipher
 from vault.domain.context import RequestContext
 from vault.domain.policy import load_policy
 from vault.domain.service import FieldInput, TokenService
-from vault.domain.types import CallerName, PlainValue, TokenFormat, View
-from vault.errors import IntegrityError, PermissionDenied
+from vault.domain.types import CallerName, Category, PlainValue, Purpose, TokenFormat, View
+from vault.errors import IntegrityError, PermissionDenied, Reason
 from vault.kms.local import LocalKeyFileProvider
 from vault.storage import migrate
 from vault.storage.store import SqlStore, make_engine
@@ -82,20 +82,21 @@ class VaultModel(RuleBasedStateMachine):
         purpose = data.draw(st.sampled_from(sorted(rule_.purposes)))
         [got] = self.service.detokenize(as_caller(caller), [token], purpose)
         _subject, category, value = self.model[token]
-        decision = POLICY.may_read(CallerName(caller), purpose, category)  # type: ignore[arg-type]
-        permitted = POLICY.permits(CallerName(caller), purpose, category)  # type: ignore[arg-type]
+        # The model: the category's purposes, then consent (nobody consents in this model).
+        permitted = POLICY.permits(CallerName(caller), Purpose(purpose), Category(category))
+        needs_consent = POLICY.purposes[Purpose(purpose)].consent_required
         if not permitted.allowed:
             assert isinstance(got.error, PermissionDenied)
             # ... and exactly what an unknown token gets:
             [unknown] = self.service.detokenize(as_caller(caller), ["tok_" + "a" * 26], purpose)
             assert unknown.error is not None
             assert unknown.error.message == got.error.message
-        elif not decision.allowed:  # permitted, but the purpose needs consent nobody gave
+        elif needs_consent:  # permitted, but the purpose needs consent nobody gave
             assert isinstance(got.error, PermissionDenied)
-            assert got.error.reason == "CONSENT_REQUIRED"
+            assert got.error.reason is Reason.CONSENT_REQUIRED
         elif self.holds[token] != token:
             assert isinstance(got.error, IntegrityError)
-        elif decision.view is View.FULL:
+        elif permitted.view is View.FULL:
             assert got.value is not None
             assert got.value.data.reveal_text() == value
         else:

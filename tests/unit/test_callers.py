@@ -12,7 +12,7 @@ from vault.domain.callers import Authenticator, issue_api_key
 from vault.domain.policy import load_policy
 from vault.domain.ports import ApiKeyRecord, ApiKeyStore
 from vault.domain.types import CallerName
-from vault.errors import Unauthenticated
+from vault.errors import Reason, Unauthenticated
 
 POLICY = load_policy()
 KEY_SHAPE = re.compile(r"pdv_([a-z2-7]{16})_([A-Za-z0-9_-]{43})")
@@ -111,7 +111,7 @@ def _refused(auth: Authenticator, presented: str | None) -> Unauthenticated:
     error = excinfo.value
     assert error.message == MESSAGE
     assert str(error) == MESSAGE
-    assert error.reason == "UNAUTHENTICATED"
+    assert error.reason is Reason.UNAUTHENTICATED
     return error
 
 

@@ -35,8 +35,23 @@ def _all_error_classes() -> list[type[errors.PdvaultError]]:
 
 def test_every_error_class_has_a_status() -> None:
     for cls in _all_error_classes():
-        assert cls in STATUS_TABLE, cls
+        assert cls.code in STATUS_TABLE, cls
+        assert cls.default_reason.code is cls.code, cls
     assert status_code_of(errors.PdvaultError("x")) == grpc.StatusCode.INTERNAL
+
+
+def test_each_reason_has_one_status_code_and_an_error_refuses_another() -> None:
+    """Issue #10 §1: the reasons are one enum, each with one code; an error of another code
+    cannot carry it, so the status and the ErrorInfo reason never disagree."""
+    for reason in errors.Reason:
+        assert reason.code in STATUS_TABLE
+        assert reason.advice
+    assert errors.Reason.SUBJECT_STOPPED.code is errors.Code.FAILED_PRECONDITION
+    assert errors.Reason.SUBJECT_DELETED.code is errors.Code.NOT_FOUND
+    with pytest.raises(ValueError, match="FAILED_PRECONDITION"):
+        errors.PermissionDenied("x", rule="r", reason=errors.Reason.SUBJECT_STOPPED)
+    status = to_status_proto(errors.NotFound("gone", reason=errors.Reason.SUBJECT_DELETED))
+    assert status.code == grpc.StatusCode.NOT_FOUND.value[0]
 
 
 def test_rich_details_round_trip_through_the_client_decoder() -> None:

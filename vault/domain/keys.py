@@ -17,7 +17,7 @@ from vault.domain.policy import Policy
 from vault.domain.ports import Clock, KekStatus, KeyProvider, Store
 from vault.domain.secrets import Secret
 from vault.domain.types import Action, AuditEvent, CallerName, Outcome, SubjectId
-from vault.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from vault.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Reason
 
 MAX_REWRAP_BATCH = 1000
 
@@ -173,7 +173,7 @@ class KeyAdministration:
             raise FailedPrecondition(
                 f"cannot retire versions below v{floor}: data keys still use them ({counts}); "
                 "run pdv keys rewrap first",
-                reason="KEY_VERSION_IN_USE",
+                reason=Reason.KEY_VERSION_IN_USE,
             )
         keeping = {floor: in_use[floor]} if floor in in_use else {}
         already = max(status.min_available_version, 1)

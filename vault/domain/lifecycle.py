@@ -12,6 +12,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from vault.domain.access import (
+    UNKNOWN,
+    Access,
+    Existence,
+    ItemFacts,
+    Operation,
+    ReadDecision,
+    ReadEvaluator,
+)
 from vault.domain.context import RequestContext
 from vault.domain.policy import Policy
 from vault.domain.ports import (
@@ -55,6 +64,7 @@ from vault.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    Reason,
     StorageUnavailable,
 )
 
@@ -105,6 +115,7 @@ class SubjectAdministration:
         forget_key: Callable[[SubjectId], None] = lambda _s: None,
     ) -> None:
         self._policy = policy
+        self._access = ReadEvaluator(policy)
         self._store = store
         self._keys = keys
         self._cipher = cipher
@@ -143,7 +154,9 @@ class SubjectAdministration:
         if self._store.subject_record(subject_id) is None:
             done = self._store.shred_receipt(digest)
             if done is None:
-                raise NotFound(f"no data subject '{subject_id}' is held", reason="SUBJECT_UNKNOWN")
+                raise NotFound(
+                    f"no data subject '{subject_id}' is held", reason=Reason.SUBJECT_UNKNOWN
+                )
             self._scrub()  # a retry after a scrub that could not finish completes it
             return self._receipt_of(done)
         # One instant, taken once: the log, the database and the receipt all hold it. The log
@@ -279,12 +292,25 @@ class SubjectAdministration:
                 "is not a pdvault token (tok_ and 26 base32 characters, or 16 digits)",
             )
         caller = ctx.caller
-        decision = self._policy.may_operate(caller, "subjects")
+        access = Access(caller, operation=Operation.CORRECT)
+        decision = self._access.admit(access)
         current = None
         if decision.allowed:
-            current = self._store.lookup([Token(token)]).values.get(Token(token))
-        if current is None:
-            # As with detokenize: a token that does not exist looks like one you may not touch.
+            found = self._store.lookup([Token(token)])
+            current = found.values.get(Token(token))
+            facts = (
+                ItemFacts(
+                    Existence.STORED,
+                    current.category,
+                    found.keys[current.subject].state,
+                )
+                if current is not None
+                else ItemFacts(Existence.SHREDDED, found.shredded[Token(token)])
+                if Token(token) in found.shredded
+                else UNKNOWN
+            )
+            decision = self._access.decide(access, facts)
+        if current is None or not decision.allowed:
             self._store.append_audit(
                 [
                     AuditEvent(
@@ -292,18 +318,13 @@ class SubjectAdministration:
                         caller=caller,
                         action=Action.VALUE_CORRECT,
                         outcome=Outcome.REFUSED,
-                        rule=decision.rule if not decision.allowed else "token:refused",
+                        rule=decision.rule,
                         token=audited_token(token),
+                        category=current.category if current is not None else None,
                     )
                 ]
             )
-            if not decision.allowed:
-                raise PermissionDenied(decision.reason, rule=decision.rule)
-            raise PermissionDenied(
-                "refused: the token does not exist, or this caller may not correct its category",
-                rule="token:refused",
-                reason="TOKEN_REFUSED",
-            )
+            raise self._access.refusal(access, decision)
         rule = self._policy.categories[current.category]
         try:
             normalized = validate(rule, value, self._clock().date())
@@ -311,7 +332,9 @@ class SubjectAdministration:
             raise InvalidArgument.one("value", broken.rule.name, broken.rule.description) from None
         wrapped = self._store.data_keys([current.subject]).get(current.subject)
         if wrapped is None:
-            raise NotFound("the token's subject was deleted meanwhile", reason="SUBJECT_DELETED")
+            raise NotFound(
+                "the token's subject was deleted meanwhile", reason=Reason.SUBJECT_DELETED
+            )
         key = self._unwrap(ctx, current.subject, wrapped.wrapped)
         try:
             binding = Binding(current.token, current.subject, current.category)
@@ -336,26 +359,30 @@ class SubjectAdministration:
             replaced,
             GCM_RANDOM_NONCE_LIMIT,
             [event],
+            # Decided above; the store checks it again under the subject's lock.
             allow_stopped=self._policy.lifecycle.correct_when_stopped,
         )
         if outcome is WriteOutcome.SUBJECT_STOPPED:
             raise FailedPrecondition(
                 "the data subject's account is stopped: resume it before correcting its values",
-                reason="SUBJECT_STOPPED",
+                reason=Reason.SUBJECT_STOPPED,
             )
         if outcome is WriteOutcome.KEY_EXHAUSTED:
             raise FailedPrecondition(
-                "the subject's data key reached its encryption limit", reason="DATA_KEY_EXHAUSTED"
+                "the subject's data key reached its encryption limit",
+                reason=Reason.DATA_KEY_EXHAUSTED,
             )
         if outcome is not WriteOutcome.DONE:
-            raise NotFound("the token's subject was deleted meanwhile", reason="SUBJECT_DELETED")
+            raise NotFound(
+                "the token's subject was deleted meanwhile", reason=Reason.SUBJECT_DELETED
+            )
         return current.token, current.category
 
     # -- export ---------------------------------------------------------------------------------
 
     def export(self, ctx: RequestContext, subject: str) -> SubjectExport:
         caller = ctx.caller
-        subject_id = self._authorize(caller, subject, Action.SUBJECT_EXPORT)
+        subject_id = self._authorize(caller, subject, Action.SUBJECT_EXPORT, Operation.EXPORT)
         record = self._record(subject_id)
         rows = self._store.subject_values(subject_id)
         history = tuple(self._store.subject_audit(subject_id))
@@ -411,17 +438,25 @@ class SubjectAdministration:
         if self._store.shred_receipt(subject_digest(subject)) is not None:
             return NotFound(
                 "this data subject was deleted (crypto-shredded); nothing is held any more",
-                reason="SUBJECT_DELETED",
+                reason=Reason.SUBJECT_DELETED,
             )
-        return NotFound(f"no data subject '{subject}' is held", reason="SUBJECT_UNKNOWN")
+        return NotFound(f"no data subject '{subject}' is held", reason=Reason.SUBJECT_UNKNOWN)
 
-    def _authorize(self, caller: CallerName, subject: str, action: Action) -> SubjectId:
+    def _authorize(
+        self, caller: CallerName, subject: str, action: Action, read: Operation | None = None
+    ) -> SubjectId:
+        """The subject's id, if `caller` may act on subjects. A read (`read`: export) asks the
+        read evaluator; the other lifecycle operations the policy's operations directly."""
         if not SUBJECT_RE.fullmatch(subject):
             raise InvalidArgument.one(
                 "subject", "subject.syntax", "must be 1 to 128 characters from [A-Za-z0-9._:@-]"
             )
-        decision = self._policy.may_operate(caller, "subjects")
-        if not decision.allowed:
+        if read is not None:
+            admitted = self._access.admit(Access(caller, operation=read))
+        else:
+            d = self._policy.may_operate(caller, "subjects")
+            admitted = ReadDecision(d.allowed, d.rule, None, d.reason)
+        if not admitted.allowed:
             self._store.append_audit(
                 [
                     AuditEvent(
@@ -429,11 +464,11 @@ class SubjectAdministration:
                         caller=caller,
                         action=action,
                         outcome=Outcome.REFUSED,
-                        rule=decision.rule,
+                        rule=admitted.rule,
                     )
                 ]
             )
-            raise PermissionDenied(decision.reason, rule=decision.rule)
+            raise PermissionDenied(admitted.message, rule=admitted.rule)
         return SubjectId(subject)
 
     def _event(

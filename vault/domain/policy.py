@@ -179,39 +179,11 @@ class Policy:
         return Decision(True, f"caller:{caller}:purposes", "the caller may claim this purpose")
 
     def permits(self, caller: CallerName, purpose: Purpose, category: Category) -> Decision:
-        """The category's and caller's part of `may_read`, before consent is considered."""
+        """Whether `caller`'s purpose permits `category`, and the view: the policy's part of
+        a read, prepared at load time. The whole decision (subject state, consent, legal
+        basis, what may be told) is `vault.domain.access.ReadEvaluator`'s."""
         decision = self._reads.get((caller, purpose, category))
         return decision or Decision(False, "policy:no-rule", "no rule allows this read")
-
-    def may_read(
-        self,
-        caller: CallerName,
-        purpose: Purpose,
-        category: Category,
-        consents: frozenset[Purpose] = frozenset(),
-    ) -> Decision:
-        """Whether `caller` may read a value of `category` for `purpose`, and how much of it.
-
-        MUST be asked only after `may_claim` allowed the pair. `consents` are the purposes the
-        subject consented to; they matter only for consent-bound purposes.
-        """
-        decision = self._reads.get((caller, purpose, category))
-        if decision is None:
-            return Decision(False, "policy:no-rule", "no rule allows this read")
-        if not decision.allowed or not self.purposes[purpose].consent_required:
-            return decision
-        if purpose in consents:
-            return Decision(
-                True,
-                f"purpose:{purpose}:consent",
-                "the subject consented to this purpose",
-                decision.view,
-            )
-        return Decision(
-            False,
-            f"purpose:{purpose}:consent",
-            f"purpose '{purpose}' needs the subject's advance consent, and none is recorded",
-        )
 
     def may_state_legal_basis(self, caller: CallerName, purpose: Purpose) -> Decision:
         """Whether `caller` may state a legal basis for `purpose` (a whole-request check)."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from vault.domain import masking, tokens
+from vault.domain.access import UNKNOWN, Access, Existence, ItemFacts, ReadDecision, ReadEvaluator
 from vault.domain.context import RequestContext
 from vault.domain.policy import CategoryRule, Decision, Policy
 from vault.domain.ports import Binding, Cipher, Clock, KeyProvider, Lookup, Store, WriteOutcome
@@ -38,6 +39,7 @@ from vault.domain.types import (
 )
 from vault.domain.validation import RuleBroken, validate
 from vault.errors import (
+    Aborted,
     FailedPrecondition,
     FieldViolation,
     IntegrityError,
@@ -45,6 +47,7 @@ from vault.errors import (
     NotFound,
     PdvaultError,
     PermissionDenied,
+    Reason,
     ResourceExhausted,
 )
 
@@ -97,9 +100,6 @@ class Detokenized:
     error: PdvaultError | None = None
 
 
-TOKEN_REFUSED = "TOKEN_REFUSED"  # noqa: S105  (an ErrorInfo reason, not a secret)
-
-
 class TokenService:
     """Tokenize and detokenize. Stateless between calls; safe to share between threads.
 
@@ -123,6 +123,7 @@ class TokenService:
         limits: Limits | None = None,
     ) -> None:
         self.policy = policy
+        self._access = ReadEvaluator(policy)
         self._store = store
         self._keys = keys
         self._cipher = cipher
@@ -167,9 +168,9 @@ class TokenService:
                     "the subject's data key reached its encryption limit (NIST SP 800-38D: "
                     "2^32 with random nonces; pdvault stops at 2^31): no more data can be stored "
                     "for this subject; tell the operators",
-                    reason="DATA_KEY_EXHAUSTED",
+                    reason=Reason.DATA_KEY_EXHAUSTED,
                 )
-        raise FailedPrecondition("could not store the values; retry", reason="CONTENTION")
+        raise Aborted("could not store the values under concurrent writes; retry the call")
 
     def _check_tokenize(
         self,
@@ -445,75 +446,57 @@ class TokenService:
         justification: str = "",
         legal_basis: LegalBasis | None = None,
     ) -> list[Detokenized]:
-        caller = ctx.caller
         self._check_detokenize(requested, purpose, justification)
-        purpose_id = Purpose(purpose)
+        access = Access(ctx.caller, Purpose(purpose), legal_basis)
         now = self._clock()
         # Stored in clear for auditors; a card number pasted into it keeps its last four only.
         why = mask_card_numbers(justification) or None
 
-        def event(
-            token: str, outcome: Outcome, decision: Decision, value: StoredValue | None
-        ) -> AuditEvent:
+        def event(token: str, decision: ReadDecision, value: StoredValue | None) -> AuditEvent:
             return AuditEvent(
                 occurred_at=now,
-                caller=caller,
+                caller=ctx.caller,
                 action=Action.DETOKENIZE,
-                outcome=outcome,
+                outcome=Outcome.GRANTED if decision.allowed else Outcome.REFUSED,
                 rule=decision.rule,
                 token=Token(token) if value else audited_token(token),
                 subject=value.subject if value else None,
                 category=value.category if value else None,
-                purpose=purpose_id,
-                view=decision.view if outcome is Outcome.GRANTED else None,
+                purpose=access.purpose,
+                view=decision.view if decision.allowed else None,
                 justification=why,
                 legal_basis=legal_basis,
             )
 
-        def refuse_all(decision: Decision) -> None:
-            self._store.append_audit([event(t, Outcome.REFUSED, decision, None) for t in requested])
-
-        claim = self.policy.may_claim(caller, purpose_id)
-        if not claim.allowed:
-            refuse_all(claim)
-            raise PermissionDenied(claim.reason, rule=claim.rule)
-        if legal_basis is not None:
-            stated = self.policy.may_state_legal_basis(caller, purpose_id)
-            if not stated.allowed:
-                refuse_all(stated)
-                raise PermissionDenied(
-                    stated.reason, rule=stated.rule, reason="LEGAL_BASIS_REFUSED"
-                )
+        admitted = self._access.admit(access)
+        if not admitted.allowed:
+            self._store.append_audit([event(t, admitted, None) for t in requested])
+            raise self._access.refusal(access, admitted)
 
         distinct = list(dict.fromkeys(requested))
-        found = self._store.lookup([Token(t) for t in distinct], purpose_id)
-        verdicts = {
-            t: self._verdict(caller, purpose_id, Token(t), found, legal_basis) for t in distinct
-        }
+        found = self._store.lookup([Token(t) for t in distinct], access.purpose)
+        decisions = {t: self._access.decide(access, _facts(found, Token(t))) for t in distinct}
 
         # Bounded before anything is decrypted: a repeated 1 MiB token must not cost gigabytes.
         size = sum(
-            len(found.values[Token(t)].ciphertext)
-            for t in requested
-            if verdicts[t].decision.allowed
+            len(found.values[Token(t)].ciphertext) for t in requested if decisions[t].allowed
         )
         if size > self.limits.max_response_bytes:
-            too_large = Decision(False, "response:too_large", "the answer would be too large")
+            too_large = ReadDecision.refuse(
+                "response:too_large", Reason.RESPONSE_TOO_LARGE, "the answer would be too large"
+            )
             self._store.append_audit(
-                [
-                    event(t, Outcome.REFUSED, too_large, found.values.get(Token(t)))
-                    for t in requested
-                ]
+                [event(t, too_large, found.values.get(Token(t))) for t in requested]
             )
             raise ResourceExhausted(
                 f"the values asked for total more than {self.limits.max_response_bytes} bytes; "
                 "ask for fewer tokens per call",
-                reason="RESPONSE_TOO_LARGE",
+                reason=Reason.RESPONSE_TOO_LARGE,
             )
 
         # Unwrap only the keys of subjects with at least one granted token: one provider call.
         subjects = sorted(
-            {found.values[Token(t)].subject for t, v in verdicts.items() if v.decision.allowed}
+            {found.values[Token(t)].subject for t, d in decisions.items() if d.allowed}
         )
         unwrapped = (
             self._keys.unwrap(ctx, [(s, found.keys[s].wrapped) for s in subjects])
@@ -525,9 +508,8 @@ class TokenService:
         try:
             answers: dict[str, tuple[Detokenized, AuditEvent]] = {}
             for t in distinct:
-                answers[t] = self._answer(
-                    t, verdicts[t], found.values.get(Token(t)), keys, openers, event
-                )
+                value = found.values.get(Token(t))
+                answers[t] = self._answer(access, t, decisions[t], value, keys, openers, event)
             results = [answers[t][0] for t in requested]
             # The audit record is committed before any value leaves: if it fails, nothing does.
             self._store.append_audit([answers[t][1] for t in requested])
@@ -539,25 +521,24 @@ class TokenService:
 
     def _answer(
         self,
+        access: Access,
         token: str,
-        verdict: _Verdict,
+        decision: ReadDecision,
         value: StoredValue | None,
         keys: dict[SubjectId, Secret | None],
         openers: dict[SubjectId, Callable[[Binding, bytes], PlainValue]],
-        event: Callable[[str, Outcome, Decision, StoredValue | None], AuditEvent],
+        event: Callable[[str, ReadDecision, StoredValue | None], AuditEvent],
     ) -> tuple[Detokenized, AuditEvent]:
         """One distinct token's result and its audit event (a repeated token shares them)."""
-        decision = verdict.decision
         if value is None or not decision.allowed:
-            return Detokenized(token, error=verdict.error), event(
-                token, Outcome.REFUSED, decision, value
-            )
+            error = self._access.refusal(access, decision)
+            return Detokenized(token, error=error), event(token, decision, value)
         try:
             plain = self._open_stored(value, keys, openers)
         except IntegrityError as exc:
-            integrity = Decision(False, "integrity:failed", exc.message)
-            return Detokenized(token, error=exc), event(token, Outcome.REFUSED, integrity, value)
-        granted = event(token, Outcome.GRANTED, decision, value)
+            failed = ReadDecision.refuse("integrity:failed", Reason.DATA_INTEGRITY, exc.message)
+            return Detokenized(token, error=exc), event(token, failed, value)
+        granted = event(token, decision, value)
         if decision.view is View.FULL:
             return Detokenized(token, value.category, View.FULL, value=plain), granted
         rule = self.policy.categories[value.category]
@@ -579,95 +560,6 @@ class TokenService:
                 raise IntegrityError()
             open_value = openers[value.subject] = self._cipher.opener(key)
         return open_value(Binding(value.token, value.subject, value.category), value.ciphertext)
-
-    def _verdict(
-        self,
-        caller: CallerName,
-        purpose: Purpose,
-        token: Token,
-        found: Lookup,
-        legal_basis: LegalBasis | None,
-    ) -> _Verdict:
-        """The order matters: the category first (whose refusal looks like an unknown token),
-        then what the subject's lifecycle and choices say, which may be told in words."""
-        value = found.values.get(token)
-        if value is None:
-            return self._verdict_missing(caller, purpose, found.shredded.get(token))
-        state = found.keys[value.subject].state
-        consent = found.consent.get(value.subject)
-        rule = self.policy.purposes[purpose]
-        base = self.policy.permits(caller, purpose, value.category)
-        if not base.allowed:
-            return _Verdict(base, self._refusal(purpose))
-        # A legal basis reaching here was allowed to this caller for this purpose.
-        lifted = legal_basis is not None and self.policy.lifecycle.legal_basis_lifts_stop
-        if state is SubjectState.STOPPED and not (rule.allowed_when_stopped or lifted):
-            stopped_ok = sorted(
-                p.name for p in self.policy.purposes.values() if p.allowed_when_stopped
-            )
-            reason = (
-                "the data subject's account is stopped: its data is kept but may be read only "
-                f"for {', '.join(stopped_ok) or 'no purpose'}, or with a stated legal basis"
-            )
-            return _Verdict(
-                Decision(False, "subject:stopped", reason),
-                PermissionDenied(reason, rule="subject:stopped", reason="SUBJECT_STOPPED"),
-            )
-        if legal_basis is not None and rule.legal_basis_replaces_consent:
-            # Art. 23's exceptions replace consent (and override a withdrawal).
-            return _Verdict(
-                Decision(
-                    True,
-                    f"purpose:{purpose}:legal_basis:{legal_basis.value}",
-                    "provided under a legal exception",
-                    base.view,
-                ),
-                None,
-            )
-        if consent is False:
-            reason = f"the data subject withdrew purpose '{purpose}' (discontinuation of use)"
-            return _Verdict(
-                Decision(False, f"purpose:{purpose}:withdrawn", reason),
-                PermissionDenied(
-                    reason, rule=f"purpose:{purpose}:withdrawn", reason="CONSENT_WITHDRAWN"
-                ),
-            )
-        decision = self.policy.may_read(
-            caller, purpose, value.category, frozenset({purpose}) if consent else frozenset()
-        )
-        if not decision.allowed:
-            return _Verdict(
-                decision,
-                PermissionDenied(decision.reason, rule=decision.rule, reason="CONSENT_REQUIRED"),
-            )
-        return _Verdict(decision, None)
-
-    def _verdict_missing(
-        self, caller: CallerName, purpose: Purpose, shredded_category: Category | None
-    ) -> _Verdict:
-        # Only a caller who could have read it learns that its subject was deleted.
-        if (
-            shredded_category is not None
-            and self.policy.permits(caller, purpose, shredded_category).allowed
-        ):
-            return _Verdict(
-                Decision(False, "subject:shredded", "the data subject was deleted"),
-                NotFound(
-                    "the data subject was deleted (crypto-shredded): this token resolves to "
-                    "nothing any more",
-                    reason="SUBJECT_DELETED",
-                ),
-            )
-        return _Verdict(Decision(False, "token:unknown", "no such token"), self._refusal(purpose))
-
-    def _refusal(self, purpose: Purpose) -> PermissionDenied:
-        permitted = ", ".join(self.policy.categories_for(purpose)) or "no category"
-        return PermissionDenied(
-            f"refused: the token does not exist, or purpose '{purpose}' does not permit its "
-            f"category (it permits: {permitted})",
-            rule="token:refused",
-            reason=TOKEN_REFUSED,
-        )
 
     def _check_detokenize(self, requested: Sequence[str], purpose: str, justification: str) -> None:
         violations: list[FieldViolation] = []
@@ -715,24 +607,35 @@ class TokenService:
             raise InvalidArgument(violations)
 
 
-@dataclass(frozen=True, slots=True)
-class _Verdict:
-    decision: Decision
-    error: PdvaultError | None
+def _facts(found: Lookup, token: Token) -> ItemFacts:
+    """What the lookup knows of one token, as the evaluator takes it."""
+    value = found.values.get(token)
+    if value is not None:
+        return ItemFacts(
+            Existence.STORED,
+            value.category,
+            found.keys[value.subject].state,
+            found.consent.get(value.subject),
+        )
+    if token in found.shredded:
+        return ItemFacts(Existence.SHREDDED, found.shredded[token])
+    return UNKNOWN
 
 
 def _stopped_for_new_data() -> FailedPrecondition:
     return FailedPrecondition(
         "the data subject's account is stopped: its data is kept, but no new data is stored "
         "until it is resumed",
-        reason="SUBJECT_STOPPED",
+        reason=Reason.SUBJECT_STOPPED,
     )
 
 
-def _deleted_subject() -> FailedPrecondition:
-    return FailedPrecondition(
+def _deleted_subject() -> NotFound:
+    # The parent of the new values was deleted: NOT_FOUND, as AIP-193 answers for a child of a
+    # deleted parent; the same reason as its shredded tokens give.
+    return NotFound(
         "this data subject was deleted (crypto-shredded); its id cannot be used again",
-        reason="SUBJECT_DELETED",
+        reason=Reason.SUBJECT_DELETED,
     )
 
 

@@ -46,6 +46,7 @@ from vault.errors import (
     KeyServiceDenied,
     KeyServiceUnavailable,
     PdvaultError,
+    Reason,
 )
 
 log = logging.getLogger(__name__)
@@ -440,7 +441,7 @@ class VaultTransitKeyProvider:
             raise FailedPrecondition(
                 "key administration on HashiCorp Vault needs the operator's own Vault token "
                 "with the pdvault-ops policy: set VAULT_TOKEN where you run pdv keys",
-                reason="VAULT_ADMIN_TOKEN_REQUIRED",
+                reason=Reason.VAULT_ADMIN_TOKEN_REQUIRED,
             )
         return self._with_retries(ctx, fn, admin=admin)
 

@@ -33,7 +33,7 @@ from grpc_status import rpc_status
 from vault.domain.callers import Authenticator
 from vault.domain.context import RequestContext
 from vault.domain.types import CallerName
-from vault.errors import DeadlineExceeded, InvalidArgument, PdvaultError, ResourceExhausted
+from vault.errors import DeadlineExceeded, InvalidArgument, PdvaultError, Reason, ResourceExhausted
 from vault.transport.status import internal_status, to_status_proto
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class Gate:
 
 
 def _busy(message: str) -> ResourceExhausted:
-    return ResourceExhausted(message, reason="TOO_MANY_CALLS", retry_after=0.1)
+    return ResourceExhausted(message, reason=Reason.TOO_MANY_CALLS, retry_after=0.1)
 
 
 def _bearer(metadata: tuple[tuple[str, str | bytes], ...]) -> str | None:
@@ -206,7 +206,7 @@ async def _read_one(requests: AsyncIterator[bytes], timeout: float) -> bytes:
 
 def _slow(timeout: float) -> DeadlineExceeded:
     return DeadlineExceeded(
-        f"the request message did not arrive within {timeout:g} s", reason="REQUEST_TOO_SLOW"
+        f"the request message did not arrive within {timeout:g} s", reason=Reason.REQUEST_TOO_SLOW
     )
 
 

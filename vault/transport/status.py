@@ -18,27 +18,14 @@ from vault import errors
 
 log = logging.getLogger(__name__)
 
-STATUS_TABLE: dict[type[errors.PdvaultError], grpc.StatusCode] = {
-    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
-    errors.NotFound: grpc.StatusCode.NOT_FOUND,
-    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
-    errors.KeyServiceUnavailable: grpc.StatusCode.UNAVAILABLE,
-    errors.KeyServiceDenied: grpc.StatusCode.PERMISSION_DENIED,
-    errors.StorageUnavailable: grpc.StatusCode.UNAVAILABLE,
-    errors.IntegrityError: grpc.StatusCode.DATA_LOSS,
-    errors.ConfigurationError: grpc.StatusCode.FAILED_PRECONDITION,
+# Each Reason has one Code (vault.errors); each Code one gRPC status, by name.
+STATUS_TABLE: dict[errors.Code, grpc.StatusCode] = {
+    code: getattr(grpc.StatusCode, code.name) for code in errors.Code
 }
 
 
 def status_code_of(exc: errors.PdvaultError) -> grpc.StatusCode:
-    for cls in type(exc).__mro__:
-        if cls in STATUS_TABLE:
-            return STATUS_TABLE[cls]
-    return grpc.StatusCode.INTERNAL
+    return STATUS_TABLE[exc.reason.code]
 
 
 def _pack(message: object) -> any_pb2.Any:
@@ -56,7 +43,7 @@ def to_status_proto(exc: errors.PdvaultError) -> status_pb2.Status:
     details = [
         _pack(
             error_details_pb2.ErrorInfo(
-                reason=exc.reason, domain=errors.ERROR_DOMAIN, metadata=metadata
+                reason=exc.reason.name, domain=errors.ERROR_DOMAIN, metadata=metadata
             )
         )
     ]
@@ -101,7 +88,9 @@ def internal_status(exc: BaseException) -> status_pb2.Status:
         details=[
             _pack(
                 error_details_pb2.ErrorInfo(
-                    reason="INTERNAL", domain=errors.ERROR_DOMAIN, metadata={"error_id": error_id}
+                    reason=errors.Reason.INTERNAL.name,
+                    domain=errors.ERROR_DOMAIN,
+                    metadata={"error_id": error_id},
                 )
             )
         ],

@@ -1,0 +1,224 @@
+"""May this caller read this? One evaluator, fed with facts, asked by every read path.
+
+Detokenize, correction, export (and documents) do not decide for themselves: they gather the
+facts (who asks, for which purpose or operation, with which legal basis; what the store knows of
+the item: stored, shredded or unknown, its category, its subject's state and consent) and ask
+`ReadEvaluator`. It answers with one `ReadDecision`: allowed or not, the view, the rule that
+decided, the reason (one of `vault.errors.Reason`), and whether the answer may reveal that the
+item exists. `refusal` turns a refused decision into the error the caller sees.
+
+The rule that a refusal by category looks like an unknown token is written here, once: a
+decision that may not reveal existence is answered with the same error, byte for byte, as an
+unknown token (tested for every caller, purpose and category). What the policy file says
+(purposes a category permits, consent-bound purposes, purposes allowed on stopped accounts,
+whether a legal basis replaces consent or lifts Account Stop, which callers may state one) is
+data the evaluator reads; none of it is code here.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from vault.domain.policy import Policy
+from vault.domain.types import CallerName, Category, LegalBasis, Purpose, SubjectState, View
+from vault.errors import FailedPrecondition, NotFound, PdvaultError, PermissionDenied, Reason
+
+
+class Existence(enum.Enum):
+    STORED = enum.auto()
+    SHREDDED = enum.auto()  # its subject was crypto-shredded; only a tombstone remains
+    UNKNOWN = enum.auto()
+
+
+class Operation(enum.Enum):
+    """Reads of the subject lifecycle, for callers with the `subjects` operation."""
+
+    CORRECT = "correct"
+    EXPORT = "export"
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """Who asks, and why: a purpose (with an optional legal basis), or a lifecycle operation."""
+
+    caller: CallerName
+    purpose: Purpose | None = None
+    legal_basis: LegalBasis | None = None
+    operation: Operation | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemFacts:
+    """What the store knows of one item asked for."""
+
+    existence: Existence
+    category: Category | None = None  # stored and shredded items
+    state: SubjectState | None = None  # stored items: the subject's lifecycle state
+    consent: bool | None = None  # stored items: True given, False withdrawn, None never recorded
+
+
+UNKNOWN = ItemFacts(Existence.UNKNOWN)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadDecision:
+    allowed: bool
+    rule: str  # the rule that decided, recorded in the audit
+    reason: Reason | None  # why not; None when allowed
+    message: str  # for people; never a value
+    view: View | None = None
+    reveals_existence: bool = False  # whether the answer may tell that the item exists
+
+    @classmethod
+    def refuse(cls, rule: str, reason: Reason, message: str, reveals: bool = True) -> ReadDecision:
+        return cls(False, rule, reason, message, None, reveals)
+
+
+class ReadEvaluator:
+    """The one answer to "may this caller read this item?" Stateless; thread-safe."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+
+    def __repr__(self) -> str:
+        return f"ReadEvaluator({self.policy.name} v{self.policy.version})"
+
+    # -- the whole request ----------------------------------------------------------------------
+
+    def admit(self, access: Access) -> ReadDecision:
+        """Whether the request may go on at all: the caller may claim the purpose (and state
+        its legal basis), or has the operation. Its refusal concerns every item."""
+        policy = self.policy
+        if access.operation is not None:
+            d = policy.may_operate(access.caller, "subjects")
+            if not d.allowed:
+                return ReadDecision.refuse(d.rule, Reason.PERMISSION_DENIED, d.reason)
+            return ReadDecision(True, d.rule, None, d.reason, View.FULL)
+        if access.purpose is None:
+            raise ValueError("an access names a purpose or an operation")
+        claim = policy.may_claim(access.caller, access.purpose)
+        if not claim.allowed:
+            return ReadDecision.refuse(claim.rule, Reason.PERMISSION_DENIED, claim.reason)
+        if access.legal_basis is not None:
+            stated = policy.may_state_legal_basis(access.caller, access.purpose)
+            if not stated.allowed:
+                return ReadDecision.refuse(stated.rule, Reason.LEGAL_BASIS_REFUSED, stated.reason)
+        return ReadDecision(True, claim.rule, None, claim.reason)
+
+    # -- one item -------------------------------------------------------------------------------
+
+    def decide(self, access: Access, item: ItemFacts) -> ReadDecision:
+        """The decision for one item, for a request `admit` allowed. The order matters: what
+        may not be told (unknown, or a category the purpose does not permit) first, then what
+        the subject's lifecycle and choices say, which may be told in words."""
+        if access.operation is not None:
+            return self._decide_operation(access.operation, item)
+        purpose = access.purpose
+        if purpose is None:
+            raise ValueError("an access names a purpose or an operation")
+        if item.existence is Existence.UNKNOWN or item.category is None:
+            return self._untold("token:unknown", "no such token")
+        base = self.policy.permits(access.caller, purpose, item.category)
+        if not base.allowed:
+            return self._untold(base.rule, base.reason)
+        if item.existence is Existence.SHREDDED:
+            # Only a caller who could have read it learns that its subject was deleted.
+            return ReadDecision.refuse("subject:shredded", Reason.SUBJECT_DELETED, _SHREDDED)
+        rule = self.policy.purposes[purpose]
+        legal = access.legal_basis
+        lifted = legal is not None and self.policy.lifecycle.legal_basis_lifts_stop
+        if item.state is SubjectState.STOPPED and not (rule.allowed_when_stopped or lifted):
+            return ReadDecision.refuse("subject:stopped", Reason.SUBJECT_STOPPED, self._stopped())
+        if legal is not None and rule.legal_basis_replaces_consent:
+            # Art. 23's exceptions stand in for consent, and override a withdrawal.
+            return ReadDecision(
+                True,
+                f"purpose:{purpose}:legal_basis:{legal.value}",
+                None,
+                "provided under a legal exception",
+                base.view,
+            )
+        if item.consent is False:
+            return ReadDecision.refuse(
+                f"purpose:{purpose}:withdrawn",
+                Reason.CONSENT_WITHDRAWN,
+                f"the data subject withdrew purpose '{purpose}' (discontinuation of use)",
+            )
+        if rule.consent_required:
+            if not item.consent:
+                return ReadDecision.refuse(
+                    f"purpose:{purpose}:consent",
+                    Reason.CONSENT_REQUIRED,
+                    f"purpose '{purpose}' needs the subject's advance consent, and none is "
+                    "recorded",
+                )
+            return ReadDecision(
+                True,
+                f"purpose:{purpose}:consent",
+                None,
+                "the subject consented to this purpose",
+                base.view,
+            )
+        return ReadDecision(True, base.rule, None, base.reason, base.view)
+
+    def _decide_operation(self, operation: Operation, item: ItemFacts) -> ReadDecision:
+        if item.existence is Existence.UNKNOWN:
+            return self._untold("token:refused", "no such token")
+        if item.existence is Existence.SHREDDED:
+            return ReadDecision.refuse("subject:shredded", Reason.SUBJECT_DELETED, _SHREDDED)
+        if (
+            operation is Operation.CORRECT
+            and item.state is SubjectState.STOPPED
+            and not self.policy.lifecycle.correct_when_stopped
+        ):
+            return ReadDecision.refuse(
+                "lifecycle:correct_when_stopped",
+                Reason.SUBJECT_STOPPED,
+                "the data subject's account is stopped: resume it before correcting its values",
+            )
+        # Disclosure (export) holds for a stopped account too: the subject's right of access.
+        return ReadDecision(True, f"operation:{operation.value}", None, "lifecycle operation")
+
+    def _untold(self, rule: str, why: str) -> ReadDecision:
+        return ReadDecision.refuse(rule, Reason.TOKEN_REFUSED, why, reveals=False)
+
+    def _stopped(self) -> str:
+        allowed = sorted(p.name for p in self.policy.purposes.values() if p.allowed_when_stopped)
+        return (
+            "the data subject's account is stopped: its data is kept but may be read only for "
+            f"{', '.join(allowed) or 'no purpose'}, or with a stated legal basis"
+        )
+
+    # -- the answer -----------------------------------------------------------------------------
+
+    def refusal(self, access: Access, decision: ReadDecision) -> PdvaultError:
+        """What the caller hears for a refused item: a decision that may not reveal existence
+        gets the unknown token's answer, the same for every such decision of this access."""
+        if decision.allowed or decision.reason is None:
+            raise ValueError("refusal() of an allowed decision")
+        if not decision.reveals_existence:
+            if access.purpose is None:
+                return PermissionDenied(
+                    "refused: the token does not exist, or this caller may not correct it",
+                    rule="token:refused",
+                    reason=Reason.TOKEN_REFUSED,
+                )
+            permitted = ", ".join(self.policy.categories_for(access.purpose)) or "no category"
+            return PermissionDenied(
+                f"refused: the token does not exist, or purpose '{access.purpose}' does not "
+                f"permit its category (it permits: {permitted})",
+                rule="token:refused",
+                reason=Reason.TOKEN_REFUSED,
+            )
+        reason = decision.reason
+        if reason.code is PermissionDenied.code:
+            return PermissionDenied(decision.message, rule=decision.rule, reason=reason)
+        if reason.code is NotFound.code:
+            return NotFound(decision.message, reason=reason)
+        return FailedPrecondition(decision.message, reason=reason)
+
+
+_SHREDDED = (
+    "the data subject was deleted (crypto-shredded): this token resolves to nothing any more"
+)
