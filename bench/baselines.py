@@ -24,7 +24,7 @@ from sqlalchemy import Column, LargeBinary, MetaData, String, Table, bindparam, 
 
 from bench.stats import summarize_ms
 from bench.workloads import CATEGORIES, sample_values
-from vault.storage.store import make_engine
+from vault.storage.sql import make_engine
 from vault.storage.tables import UtcDateTime
 
 AD_PREFIX = b"pdvault.v1.value\x00"

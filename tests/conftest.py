@@ -81,13 +81,23 @@ def _reset_postgres(url: str) -> None:
         conn.execute("CREATE SCHEMA public")
 
 
+@pytest.fixture
+def database_url_sqlite(tmp_path: Path) -> str:
+    """An empty SQLite database file."""
+    return f"sqlite:///{tmp_path / 'pdvault.db'}"
+
+
+@pytest.fixture
+def database_url_postgresql(postgres_server_url: str) -> str:
+    """The session's PostgreSQL database, wiped clean."""
+    _reset_postgres(postgres_server_url)
+    return postgres_server_url
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def database_url(request: pytest.FixtureRequest) -> str:
     """An empty database: a SQLite file, or the session's PostgreSQL database wiped clean."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'pdvault.db'}"
-    url: str = request.getfixturevalue("postgres_server_url")
-    _reset_postgres(url)
+    url: str = request.getfixturevalue(f"database_url_{request.param}")
     return url
 
 

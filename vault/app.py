@@ -18,9 +18,10 @@ from vault.domain.context import RequestContext
 from vault.domain.keys import CacheFigures, KeyAdministration
 from vault.domain.lifecycle import SubjectAdministration
 from vault.domain.policy import Policy, load_policy
-from vault.domain.ports import KeyProvider, Store
+from vault.domain.ports import KeyProvider
 from vault.domain.secrets import Secret
 from vault.domain.service import TokenService
+from vault.domain.stores import CredentialStore, KeyInventory, Stores
 from vault.domain.types import SubjectId
 from vault.errors import ConfigurationError, KeyServiceUnavailable, PdvaultError
 from vault.kms.cache import CacheLimits, CachingKeyProvider
@@ -29,7 +30,7 @@ from vault.kms.shred_log import FileShredLog
 from vault.kms.transit import TransitSettings, VaultTransitKeyProvider
 from vault.storage import migrate
 from vault.storage.notify import ShredListener, ShredPoller
-from vault.storage.store import Engine, SqlStore, make_engine
+from vault.storage.sql import Database, Engine, make_engine, sql_stores
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,8 @@ def utc_now() -> datetime:
 class App:
     settings: Settings
     policy: Policy
-    engine: Engine
-    store: SqlStore
+    database: Database
+    stores: Stores
     keys: KeyProvider
     cache: CachingKeyProvider | None
     tokens: TokenService
@@ -52,17 +53,21 @@ class App:
     authenticator: Authenticator
     listener: ShredListener | ShredPoller | None = None
 
+    @property
+    def engine(self) -> Engine:
+        return self.database.engine
+
     def close(self) -> None:
         if self.listener is not None:
             self.listener.stop()
-        self.store.close()
-        self.engine.dispose()
+        self.stores.audit.close()
+        self.database.engine.dispose()
 
     def dependency_problems(self) -> list[str]:
         """What keeps this process from serving now (readiness): [] when all answer."""
         problems = []
         try:
-            self.store.ping()
+            self.database.ping()
         except PdvaultError:
             problems.append("the database does not answer")
         try:
@@ -90,21 +95,22 @@ def build_app(settings: Settings, primary: bool = True) -> App:
     if settings.uses_sqlite:
         for suffix in ("", "-wal", "-shm"):
             secure_file(Path(str(engine.url.database) + suffix))
-    store = SqlStore(engine)
+    database = Database(engine)
+    stores = sql_stores(database)
     try:
-        return _wire(settings, policy, engine, store, primary)
+        return _wire(settings, policy, database, stores, primary)
     except BaseException:
-        store.close()
+        stores.audit.close()
         engine.dispose()
         raise
 
 
 def _wire(
-    settings: Settings, policy: Policy, engine: Engine, store: SqlStore, primary: bool
+    settings: Settings, policy: Policy, database: Database, stores: Stores, primary: bool
 ) -> App:
     cipher = AesGcmCipher()
-    provider = key_provider(settings, store)
-    check_key_encryption_key(store, provider)
+    provider = key_provider(settings, stores.keys)
+    check_key_encryption_key(stores.keys, provider)
     cache = None
     keys: KeyProvider = provider
     if settings.cache_max_entries > 0:
@@ -115,17 +121,29 @@ def _wire(
             ),
         )
         keys = cache
-    tokens = TokenService(policy=policy, store=store, keys=keys, cipher=cipher, clock=utc_now)
+    tokens = TokenService(
+        policy=policy,
+        values=stores.values,
+        subjects=stores.subjects,
+        idempotency=stores.idempotency,
+        audit=stores.audit,
+        keys=keys,
+        cipher=cipher,
+        clock=utc_now,
+    )
     key_admin = KeyAdministration(
         policy=policy,
-        store=store,
+        inventory=stores.keys,
+        audit=stores.audit,
         keys=keys,
         clock=utc_now,
         cache_figures=lambda: cache_figures(cache),
     )
     subjects = SubjectAdministration(
         policy=policy,
-        store=store,
+        values=stores.values,
+        subjects=stores.subjects,
+        audit=stores.audit,
         keys=keys,
         cipher=cipher,
         shred_log=FileShredLog(settings.effective_shred_log),
@@ -135,17 +153,17 @@ def _wire(
     app = App(
         settings,
         policy,
-        engine,
-        store,
+        database,
+        stores,
         keys,
         cache,
         tokens,
         key_admin,
         subjects,
-        Authenticator(store, policy),
+        Authenticator(stores.credentials, policy),
     )
     if primary:
-        store.purge_idempotency(utc_now() - tokens.limits.idempotency_retention)
+        stores.idempotency.purge_idempotency(utc_now() - tokens.limits.idempotency_retention)
         again = subjects.reapply_shred_log(RequestContext.system("shred-log"))
         if again:
             log.warning("shred log: %d subjects of a restored database were shredded again", again)
@@ -153,11 +171,11 @@ def _wire(
         app.listener = ShredListener(settings.effective_database_url, cache.forget, cache.clear)
         app.listener.start()
     elif cache is not None:
-        app.listener = ShredPoller(engine, cache.forget_digests)
+        app.listener = ShredPoller(database.engine, cache.forget_digests)
         app.listener.start()
     if settings.dev_credentials and primary:
         ensure_dev_credentials(app)
-    if primary and not store.callers_with_keys():
+    if primary and not stores.credentials.callers_with_keys():
         log.warning(
             "no caller of the policy has an API key: nobody can call this server. With "
             "PDV_DEV_CREDENTIALS=false the demo keys are not made, and until caller "
@@ -191,7 +209,7 @@ def secure_file(path: Path) -> None:
 KEK_CHECK = SubjectId("#kek-check")
 
 
-def check_key_encryption_key(store: Store, provider: KeyProvider) -> None:
+def check_key_encryption_key(store: KeyInventory, provider: KeyProvider) -> None:
     """Refuse a key-encryption key that is not the one the data keys were wrapped by.
 
     Each version that wrapped data keys has a check value in the database (a random key
@@ -240,7 +258,7 @@ def check_key_encryption_key(store: Store, provider: KeyProvider) -> None:
         store.add_kek_check(check, utc_now())
 
 
-def key_provider(settings: Settings, store: Store) -> KeyProvider:
+def key_provider(settings: Settings, store: KeyInventory) -> KeyProvider:
     if settings.kms == "local":
         path = settings.effective_key_file
         if not path.exists():
@@ -316,13 +334,14 @@ def ensure_dev_credentials(app: App) -> Path:
         except (OSError, ValueError):
             log.warning("%s is not a JSON object of keys: new demo keys are issued", path)
             known = {}
-    have_keys = app.store.callers_with_keys()
+    credentials: CredentialStore = app.stores.credentials
+    have_keys = credentials.callers_with_keys()
     changed = False
     for caller in sorted(app.policy.callers):
         if caller in have_keys and caller in known:
             continue
         key, record = issue_api_key(caller)
-        app.store.add_api_key(record)
+        credentials.add_api_key(record)
         known[caller] = key
         changed = True
     if changed or not path.exists():

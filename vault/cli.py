@@ -487,7 +487,7 @@ def _policy_check(args: argparse.Namespace) -> int:
 
 def _db_upgrade() -> int:
     from vault.storage import migrate
-    from vault.storage.store import make_engine, redact_url
+    from vault.storage.sql import make_engine, redact_url
 
     settings = _settings()
     try:

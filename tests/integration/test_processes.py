@@ -51,7 +51,7 @@ def test_a_shred_in_one_process_drops_the_key_in_another_on_sqlite(
     try:
         with server.client("kyc") as kyc:
             [tok] = kyc.tokenize("user-1", [Field("name", "Ann Lee")])
-        stored = other.store.data_keys([SubjectId("user-1")])[SubjectId("user-1")]
+        stored = other.stores.values.data_keys([SubjectId("user-1")])[SubjectId("user-1")]
         ctx = RequestContext.system("test")
         other.keys.unwrap(ctx, [(SubjectId("user-1"), stored.wrapped)])  # cached in "the other"
         assert other.cache is not None

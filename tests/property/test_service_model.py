@@ -19,7 +19,7 @@ from vault.domain.types import CallerName, Category, PlainValue, Purpose, TokenF
 from vault.errors import IntegrityError, PermissionDenied, Reason
 from vault.kms.local import LocalKeyFileProvider
 from vault.storage import migrate
-from vault.storage.store import SqlStore, make_engine
+from vault.storage.sql import Database, make_engine, sql_stores
 from vault.storage.tables import token_values
 
 POLICY = load_policy()
@@ -46,9 +46,13 @@ class VaultModel(RuleBasedStateMachine):
         root = Path(self.tmp.name)
         self.engine = make_engine(f"sqlite:///{root / 'db.sqlite'}")
         migrate.upgrade(self.engine)
+        stores = sql_stores(Database(self.engine), group_commit=False)
         self.service = TokenService(
             policy=POLICY,
-            store=SqlStore(self.engine),
+            values=stores.values,
+            subjects=stores.subjects,
+            idempotency=stores.idempotency,
+            audit=stores.audit,
             keys=LocalKeyFileProvider(root / "kek.json"),
             cipher=AesGcmCipher(),
             clock=lambda: datetime.now(UTC),

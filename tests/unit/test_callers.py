@@ -10,7 +10,7 @@ import pytest
 
 from vault.domain.callers import Authenticator, issue_api_key
 from vault.domain.policy import load_policy
-from vault.domain.ports import ApiKeyRecord, ApiKeyStore
+from vault.domain.stores import ApiKeyRecord, CredentialStore
 from vault.domain.types import CallerName
 from vault.errors import Reason, Unauthenticated
 
@@ -20,7 +20,7 @@ MESSAGE = "missing or invalid API key (metadata 'authorization: Bearer <key>')"
 
 
 class FakeKeyStore:
-    """An in-memory `ApiKeyStore`: every key record, and how often the table was read."""
+    """A `CredentialStore` in memory that counts how often the key table was read."""
 
     def __init__(self) -> None:
         self.keys: dict[str, ApiKeyRecord] = {}
@@ -33,9 +33,12 @@ class FakeKeyStore:
     def add_api_key(self, record: ApiKeyRecord) -> None:
         self.keys[record.key_id] = record
 
+    def callers_with_keys(self) -> set[CallerName]:
+        return {r.caller for r in self.keys.values() if not r.revoked}
 
-def _fake_serves_authentication(store: FakeKeyStore) -> ApiKeyStore:
-    return store  # mypy checks that the fake is an ApiKeyStore, without a cast
+
+def _fake_is_a_credential_store(store: FakeKeyStore) -> CredentialStore:
+    return store  # mypy checks that the fake is a CredentialStore, without a cast
 
 
 def _issue(store: FakeKeyStore, caller: str) -> str:

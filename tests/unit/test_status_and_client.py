@@ -112,7 +112,7 @@ def test_storage_outage_is_unavailable(
     def down(*_args: Any, **_kwargs: Any) -> None:
         raise errors.StorageUnavailable("the database is unavailable; retry later")
 
-    monkeypatch.setattr(server.app.store, "lookup", down)
+    monkeypatch.setattr(server.app.stores.values, "lookup", down)
     with server.client("payment", timeout=2.0) as c, pytest.raises(UnavailableError):
         c.detokenize(["tok_" + "a" * 26], "payment")
 

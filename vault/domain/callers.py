@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from vault.domain.policy import Policy
-from vault.domain.ports import ApiKeyRecord, ApiKeyStore
+from vault.domain.stores import ApiKeyRecord, CredentialStore
 from vault.domain.types import CallerName
 from vault.errors import Unauthenticated
 
@@ -47,7 +47,7 @@ class Authenticator:
 
     def __init__(
         self,
-        store: ApiKeyStore,
+        store: CredentialStore,
         policy: Policy,
         refresh_seconds: float = 30.0,
         min_refresh_seconds: float = 1.0,

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 from vault.domain.context import RequestContext
 from vault.domain.policy import Policy
-from vault.domain.ports import Clock, KekStatus, KeyProvider, Store
+from vault.domain.ports import Clock, KekStatus, KeyProvider
 from vault.domain.secrets import Secret
+from vault.domain.stores import AuditLog, KeyInventory
 from vault.domain.types import Action, AuditEvent, CallerName, Outcome, SubjectId
 from vault.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Reason
 
@@ -96,13 +97,15 @@ class KeyAdministration:
         self,
         *,
         policy: Policy,
-        store: Store,
+        inventory: KeyInventory,
+        audit: AuditLog,
         keys: KeyProvider,
         clock: Clock,
         cache_figures: Callable[[], CacheFigures | None] = lambda: None,
     ) -> None:
         self._policy = policy
-        self._store = store
+        self._inventory = inventory
+        self._audit_log = audit
         self._keys = keys
         self._clock = clock
         self._cache_figures = cache_figures
@@ -133,17 +136,17 @@ class KeyAdministration:
                 "batch_size", "batch_size.range", f"must be from 1 to {MAX_REWRAP_BATCH}"
             )
         target = self._keys.status(ctx).latest_version
-        batch = self._store.data_keys_to_rewrap(self._keys.name, target, batch_size, after)
+        batch = self._inventory.data_keys_to_rewrap(self._keys.name, target, batch_size, after)
         fresh = self._keys.rewrap(ctx, [(k.subject, k.wrapped) for k in batch]) if batch else []
         updates = [(old, new) for old, new in zip(batch, fresh, strict=True) if new is not None]
         failed = len(batch) - len(updates)
         detail = f"{len(updates)} data keys to v{target}" + (f", {failed} failed" if failed else "")
-        replaced = self._store.replace_wrapped_keys(
+        replaced = self._inventory.replace_wrapped_keys(
             updates, [self._event(caller, Action.KEY_REWRAP, detail)] if batch else []
         )
         left = sum(
             n
-            for (p, v), n in self._store.kek_version_counts().items()
+            for (p, v), n in self._inventory.kek_version_counts().items()
             if p == self._keys.name and v < target
         )
         next_after = batch[-1].subject if len(batch) == batch_size else None
@@ -193,12 +196,11 @@ class KeyAdministration:
     # -- helpers ------------------------------------------------------------------------------
 
     def _usage(self) -> dict[int, int]:
-        return {
-            v: n for (p, v), n in self._store.kek_version_counts().items() if p == self._keys.name
-        }
+        counts = self._inventory.kek_version_counts()
+        return {v: n for (p, v), n in counts.items() if p == self._keys.name}
 
     def _report(self, kek: KekStatus) -> KeyReport:
-        counts = self._store.kek_version_counts()
+        counts = self._inventory.kek_version_counts()
         mine = {v: n for (p, v), n in counts.items() if p == self._keys.name}
         others: dict[str, int] = {}
         for (p, _v), n in counts.items():
@@ -209,13 +211,13 @@ class KeyAdministration:
     def _authorize(self, caller: CallerName, action: Action) -> None:
         decision = self._policy.may_operate(caller, "keys")
         if not decision.allowed:
-            self._store.append_audit(
+            self._audit_log.append(
                 [self._event(caller, action, None, granted=False, rule=decision.rule)]
             )
             raise PermissionDenied(decision.reason, rule=decision.rule)
 
     def _audit(self, caller: CallerName, action: Action, detail: str, granted: bool = True) -> None:
-        self._store.append_audit([self._event(caller, action, detail, granted)])
+        self._audit_log.append([self._event(caller, action, detail, granted)])
 
     def _event(
         self,

@@ -23,20 +23,18 @@ from vault.domain.access import (
 )
 from vault.domain.context import RequestContext
 from vault.domain.policy import Policy
-from vault.domain.ports import (
-    Binding,
-    Cipher,
-    Clock,
-    KeyProvider,
-    ShreddedRecord,
-    ShredLog,
-    ShredResult,
-    Store,
-    WriteOutcome,
-)
+from vault.domain.ports import Binding, Cipher, Clock, KeyProvider, ShredLog
 from vault.domain.redaction import audited_token
 from vault.domain.secrets import Secret
 from vault.domain.service import GCM_RANDOM_NONCE_LIMIT
+from vault.domain.stores import (
+    AuditLog,
+    ShreddedRecord,
+    ShredResult,
+    SubjectStore,
+    ValueStore,
+    WriteOutcome,
+)
 from vault.domain.tokens import TOKEN_MAX_LENGTH, well_formed
 from vault.domain.types import (
     SUBJECT_RE,
@@ -107,7 +105,9 @@ class SubjectAdministration:
         self,
         *,
         policy: Policy,
-        store: Store,
+        values: ValueStore,
+        subjects: SubjectStore,
+        audit: AuditLog,
         keys: KeyProvider,
         cipher: Cipher,
         shred_log: ShredLog,
@@ -116,7 +116,9 @@ class SubjectAdministration:
     ) -> None:
         self._policy = policy
         self._access = ReadEvaluator(policy)
-        self._store = store
+        self._values = values
+        self._subjects = subjects
+        self._audit = audit
         self._keys = keys
         self._cipher = cipher
         self._log = shred_log
@@ -141,7 +143,7 @@ class SubjectAdministration:
         subject_id = self._authorize(caller, subject, action)
         now = self._clock()
         event = self._event(caller, action, subject_id, f"state: {state.value}")
-        if not self._store.set_state(subject_id, state, now, [event]):
+        if not self._subjects.set_state(subject_id, state, now, [event]):
             raise self._absent(subject_id)
         return self._record(subject_id)
 
@@ -151,8 +153,8 @@ class SubjectAdministration:
         caller = ctx.caller
         subject_id = self._authorize(caller, subject, Action.SUBJECT_SHRED)
         digest = subject_digest(subject_id)
-        if self._store.subject_record(subject_id) is None:
-            done = self._store.shred_receipt(digest)
+        if self._subjects.subject_record(subject_id) is None:
+            done = self._subjects.shred_receipt(digest)
             if done is None:
                 raise NotFound(
                     f"no data subject '{subject_id}' is held", reason=Reason.SUBJECT_UNKNOWN
@@ -203,14 +205,14 @@ class SubjectAdministration:
             subject=anonymized_subject(record.subject_digest),
             detail=detail,
         )
-        result = self._store.shred(subject, record, [event])
+        result = self._subjects.shred(subject, record, [event])
         self._forget(subject)
         self._scrub()
         return result
 
     def _scrub(self) -> None:
         for _ in range(SCRUB_ATTEMPTS):
-            if self._store.scrub():
+            if self._subjects.scrub():
                 return
         # The shred is committed (a retry returns its receipt and scrubs again), but the
         # promise "the live database holds none of its data" is not yet true: say so.
@@ -239,7 +241,7 @@ class SubjectAdministration:
         logged = self._log.entries()
         if not logged:
             return 0
-        again = self._store.subjects_with_digests(list(logged))
+        again = self._subjects.subjects_with_digests(list(logged))
         for subject in again:
             entry = logged[subject_digest(subject)]
             self._destroy(
@@ -275,7 +277,7 @@ class SubjectAdministration:
             purpose=Purpose(purpose),
             detail=verb,
         )
-        if not self._store.set_consent(subject_id, Purpose(purpose), granted, now, [event]):
+        if not self._subjects.set_consent(subject_id, Purpose(purpose), granted, now, [event]):
             raise self._absent(subject_id)
         return self._record(subject_id)
 
@@ -296,7 +298,7 @@ class SubjectAdministration:
         decision = self._access.admit(access)
         current = None
         if decision.allowed:
-            found = self._store.lookup([Token(token)])
+            found = self._values.lookup([Token(token)])
             current = found.values.get(Token(token))
             facts = (
                 ItemFacts(
@@ -311,7 +313,7 @@ class SubjectAdministration:
             )
             decision = self._access.decide(access, facts)
         if current is None or not decision.allowed:
-            self._store.append_audit(
+            self._audit.append(
                 [
                     AuditEvent(
                         occurred_at=self._clock(),
@@ -330,7 +332,7 @@ class SubjectAdministration:
             normalized = validate(rule, value, self._clock().date())
         except RuleBroken as broken:
             raise InvalidArgument.one("value", broken.rule.name, broken.rule.description) from None
-        wrapped = self._store.data_keys([current.subject]).get(current.subject)
+        wrapped = self._values.data_keys([current.subject]).get(current.subject)
         if wrapped is None:
             raise NotFound(
                 "the token's subject was deleted meanwhile", reason=Reason.SUBJECT_DELETED
@@ -355,7 +357,7 @@ class SubjectAdministration:
             subject=current.subject,
             category=current.category,
         )
-        outcome = self._store.replace_value(
+        outcome = self._values.replace_value(
             replaced,
             GCM_RANDOM_NONCE_LIMIT,
             [event],
@@ -384,11 +386,11 @@ class SubjectAdministration:
         caller = ctx.caller
         subject_id = self._authorize(caller, subject, Action.SUBJECT_EXPORT, Operation.EXPORT)
         record = self._record(subject_id)
-        rows = self._store.subject_values(subject_id)
-        history = tuple(self._store.subject_audit(subject_id))
+        rows = self._values.subject_values(subject_id)
+        history = tuple(self._audit.of_subject(subject_id))
         values: list[ExportedValue] = []
         if rows:
-            wrapped = self._store.data_keys([subject_id])[subject_id].wrapped
+            wrapped = self._values.data_keys([subject_id])[subject_id].wrapped
             key = self._unwrap(ctx, subject_id, wrapped)
             try:
                 for stored, created in rows:
@@ -406,7 +408,7 @@ class SubjectAdministration:
             finally:
                 key.wipe()
         # Audited after it is assembled and before it is returned, like a detokenize.
-        self._store.append_audit(
+        self._audit.append(
             [
                 self._event(
                     caller,
@@ -429,13 +431,13 @@ class SubjectAdministration:
         return key
 
     def _record(self, subject: SubjectId) -> SubjectRecord:
-        record = self._store.subject_record(subject)
+        record = self._subjects.subject_record(subject)
         if record is None:
             raise self._absent(subject)
         return record
 
     def _absent(self, subject: SubjectId) -> Exception:
-        if self._store.shred_receipt(subject_digest(subject)) is not None:
+        if self._subjects.shred_receipt(subject_digest(subject)) is not None:
             return NotFound(
                 "this data subject was deleted (crypto-shredded); nothing is held any more",
                 reason=Reason.SUBJECT_DELETED,
@@ -457,7 +459,7 @@ class SubjectAdministration:
             d = self._policy.may_operate(caller, "subjects")
             admitted = ReadDecision(d.allowed, d.rule, None, d.reason)
         if not admitted.allowed:
-            self._store.append_audit(
+            self._audit.append(
                 [
                     AuditEvent(
                         occurred_at=self._clock(),

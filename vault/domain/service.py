@@ -13,9 +13,17 @@ from vault.domain import masking, tokens
 from vault.domain.access import UNKNOWN, Access, Existence, ItemFacts, ReadDecision, ReadEvaluator
 from vault.domain.context import RequestContext
 from vault.domain.policy import CategoryRule, Decision, Policy
-from vault.domain.ports import Binding, Cipher, Clock, KeyProvider, Lookup, Store, WriteOutcome
+from vault.domain.ports import Binding, Cipher, Clock, KeyProvider
 from vault.domain.redaction import audited_token, mask_card_numbers
 from vault.domain.secrets import Secret
+from vault.domain.stores import (
+    AuditLog,
+    IdempotencyStore,
+    Lookup,
+    SubjectStore,
+    ValueStore,
+    WriteOutcome,
+)
 from vault.domain.types import (
     NAME_RE,
     SUBJECT_RE,
@@ -116,7 +124,10 @@ class TokenService:
         self,
         *,
         policy: Policy,
-        store: Store,
+        values: ValueStore,
+        subjects: SubjectStore,
+        idempotency: IdempotencyStore,
+        audit: AuditLog,
         keys: KeyProvider,
         cipher: Cipher,
         clock: Clock,
@@ -124,7 +135,10 @@ class TokenService:
     ) -> None:
         self.policy = policy
         self._access = ReadEvaluator(policy)
-        self._store = store
+        self._values = values
+        self._subjects = subjects
+        self._idempotency = idempotency
+        self._audit = audit
         self._keys = keys
         self._cipher = cipher
         self._clock = clock
@@ -152,11 +166,13 @@ class TokenService:
                 continue  # fresh tokens, or the data key another request created first
             if outcome is WriteOutcome.DUPLICATE_REQUEST:
                 # A retry, or a concurrent twin that committed first: answer as it did.
-                twin = self._store.idempotency(caller, request_id)
+                twin = self._idempotency.idempotency(caller, request_id)
                 if twin is None:
                     continue
                 if self._clock() - twin.created_at >= self.limits.idempotency_retention:
-                    self._store.forget_idempotency(caller, request_id)  # expired: a new request
+                    self._idempotency.forget_idempotency(
+                        caller, request_id
+                    )  # expired: a new request
                     continue
                 return self._replay(ctx, twin, subject_id, checked)
             if outcome is WriteOutcome.SUBJECT_STOPPED:
@@ -275,7 +291,7 @@ class TokenService:
             raise InvalidArgument(violations)
         if refused:
             now = self._clock()
-            self._store.append_audit(
+            self._audit.append(
                 [
                     AuditEvent(
                         occurred_at=now,
@@ -302,13 +318,13 @@ class TokenService:
         request_id: str,
     ) -> tuple[WriteOutcome, list[Tokenized]]:
         caller = ctx.caller
-        existing = self._store.data_keys([subject]).get(subject)
+        existing = self._values.data_keys([subject]).get(subject)
         new_key = None
         if existing is not None and existing.state is SubjectState.STOPPED:
             raise _stopped_for_new_data()
         if existing is None:
             # Early and cheap; the save refuses a shredded id again inside its transaction.
-            if self._store.shred_receipt(subject_digest(subject)) is not None:
+            if self._subjects.shred_receipt(subject_digest(subject)) is not None:
                 raise _deleted_subject()
             dek = self._cipher.new_data_key()
             try:
@@ -356,7 +372,7 @@ class TokenService:
                     tokens=tuple((r.token, r.category) for r in results),
                     created_at=now,
                 )
-            outcome = self._store.save_tokenized(
+            outcome = self._values.save_tokenized(
                 subject=subject,
                 new_key=new_key,
                 encryption_limit=self.limits.encryption_limit,
@@ -378,7 +394,7 @@ class TokenService:
     ) -> list[Tokenized]:
         same = earlier.subject == subject
         if same:
-            stored = self._store.data_keys([subject]).get(subject)
+            stored = self._values.data_keys([subject]).get(subject)
             if stored is None:
                 same = False
             else:
@@ -394,7 +410,7 @@ class TokenService:
                 "was already used for a different request; use a new id for a new request",
             )
         now = self._clock()
-        self._store.append_audit(
+        self._audit.append(
             [
                 AuditEvent(
                     occurred_at=now,
@@ -470,11 +486,11 @@ class TokenService:
 
         admitted = self._access.admit(access)
         if not admitted.allowed:
-            self._store.append_audit([event(t, admitted, None) for t in requested])
+            self._audit.append([event(t, admitted, None) for t in requested])
             raise self._access.refusal(access, admitted)
 
         distinct = list(dict.fromkeys(requested))
-        found = self._store.lookup([Token(t) for t in distinct], access.purpose)
+        found = self._values.lookup([Token(t) for t in distinct], access.purpose)
         decisions = {t: self._access.decide(access, _facts(found, Token(t))) for t in distinct}
 
         # Bounded before anything is decrypted: a repeated 1 MiB token must not cost gigabytes.
@@ -485,9 +501,7 @@ class TokenService:
             too_large = ReadDecision.refuse(
                 "response:too_large", Reason.RESPONSE_TOO_LARGE, "the answer would be too large"
             )
-            self._store.append_audit(
-                [event(t, too_large, found.values.get(Token(t))) for t in requested]
-            )
+            self._audit.append([event(t, too_large, found.values.get(Token(t))) for t in requested])
             raise ResourceExhausted(
                 f"the values asked for total more than {self.limits.max_response_bytes} bytes; "
                 "ask for fewer tokens per call",
@@ -512,7 +526,7 @@ class TokenService:
                 answers[t] = self._answer(access, t, decisions[t], value, keys, openers, event)
             results = [answers[t][0] for t in requested]
             # The audit record is committed before any value leaves: if it fails, nothing does.
-            self._store.append_audit([answers[t][1] for t in requested])
+            self._audit.append([answers[t][1] for t in requested])
             return results
         finally:
             for k in keys.values():

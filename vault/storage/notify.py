@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from vault.domain.types import SubjectId
-from vault.storage.store import SHRED_CHANNEL
+from vault.storage.sql import SHRED_CHANNEL
 from vault.storage.tables import shredded_subjects
 
 log = logging.getLogger(__name__)

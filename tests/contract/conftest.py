@@ -1,0 +1,104 @@
+"""The storage contract suites run against every adapter: SQLite, PostgreSQL and memory.
+
+`harness` gives one adapter's `Stores`, and the one thing a test needs that no port offers:
+putting a subject row back under a shredded id, as a partial restore of a backup would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import insert
+
+from vault.domain.stores import Stores
+from vault.domain.types import (
+    Action,
+    AuditEvent,
+    CallerName,
+    Category,
+    Outcome,
+    StoredValue,
+    SubjectId,
+    SubjectState,
+    Token,
+    TokenFormat,
+    WrappedKey,
+    subject_digest,
+)
+from vault.storage import migrate
+from vault.storage.memory import MemoryState, memory_stores
+from vault.storage.memory import _Subject as MemorySubject
+from vault.storage.sql import Database, make_engine, sql_stores
+from vault.storage.tables import subjects
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+KEY = WrappedKey("local", 1, b"\x01" * 49)
+S = SubjectId("user-1")
+
+
+@dataclass
+class Harness:
+    kind: str
+    stores: Stores
+    database: Database | None = None
+    memory: MemoryState | None = None
+
+    def restore_subject(self, subject: SubjectId) -> None:
+        """A subject row again under its id, as a partial restore of a backup would put it."""
+        if self.memory is not None:
+            self.memory.subjects[subject] = MemorySubject(SubjectState.ACTIVE, NOW)
+            return
+        assert self.database is not None
+        with self.database.engine.begin() as conn:
+            conn.execute(
+                insert(subjects).values(
+                    subject_id=subject,
+                    subject_digest=subject_digest(subject),
+                    state="active",
+                    created_at=NOW,
+                )
+            )
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres), "memory"])
+def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
+    if request.param == "memory":
+        state = MemoryState()
+        yield Harness("memory", memory_stores(state), memory=state)
+        return
+    url: str = request.getfixturevalue("database_url_" + request.param)
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    db = Database(engine)
+    stores = sql_stores(db)
+    try:
+        yield Harness(request.param, stores, database=db)
+    finally:
+        stores.audit.close()
+        engine.dispose()
+
+
+@pytest.fixture
+def stores(harness: Harness) -> Stores:
+    return harness.stores
+
+
+def value(token: str, subject: SubjectId = S) -> StoredValue:
+    return StoredValue(
+        Token(token), subject, Category("name"), TokenFormat.OPAQUE, b"ct-" + token.encode()
+    )
+
+
+def event(token: str | None = None, subject: SubjectId | None = S) -> AuditEvent:
+    return AuditEvent(
+        occurred_at=NOW,
+        caller=CallerName("kyc"),
+        action=Action.TOKENIZE,
+        outcome=Outcome.GRANTED,
+        rule="caller:kyc:tokenize",
+        token=Token(token) if token else None,
+        subject=subject,
+    )

@@ -1,0 +1,284 @@
+"""The storage ports, one per aggregate, as Protocols, and the records they exchange.
+
+- `ValueStore`: each subject's data key and tokenized values;
+- `SubjectStore`: subjects, their lifecycle state and consents, and what is kept of shredded ones;
+- `IdempotencyStore`: the remembered answers of Tokenize calls with a request id (AIP-155);
+- `AuditLog`: the audit events, durable before any answer that depends on them;
+- `CredentialStore`: callers' API keys (hashes only);
+- `KeyInventory`: which key-encryption-key versions wrap which data keys, and the check values
+  that recognise the key.
+
+Adapters: `vault.storage.sql` (SQLite and PostgreSQL) and `vault.storage.memory` (in memory, for
+the domain's unit tests). One contract suite per port runs against every adapter
+(tests/contract). No method ever receives a plaintext value or an unwrapped key.
+
+Writes that must be atomic with records of another aggregate (a tokenize's audit events and
+idempotency record, a shred's audit event) take those records as arguments: the adapter writes
+them in the same transaction.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from vault.domain.types import (
+    AuditEvent,
+    CallerName,
+    Category,
+    IdempotencyRecord,
+    Purpose,
+    StoredDataKey,
+    StoredValue,
+    SubjectId,
+    SubjectRecord,
+    SubjectState,
+    Token,
+    WrappedKey,
+)
+
+
+class WriteOutcome(enum.Enum):
+    """How a write that can lose a race ended. These are answers, not errors: the use case
+    decides what each means for its caller (draw new tokens, retry, refuse)."""
+
+    DONE = enum.auto()
+    TOKEN_COLLISION = enum.auto()  # a generated token exists already: draw new ones
+    SUBJECT_RACE = enum.auto()  # the subject's key was created or removed meanwhile
+    DUPLICATE_REQUEST = enum.auto()  # a twin with the same request id committed first
+    SUBJECT_STOPPED = enum.auto()
+    SUBJECT_SHREDDED = enum.auto()  # the id belongs to a crypto-shredded subject
+    KEY_EXHAUSTED = enum.auto()  # the data key reached its encryption limit
+    GONE = enum.auto()  # the row to change no longer exists
+
+
+@dataclass(frozen=True, slots=True)
+class ShreddedRecord:
+    """What the database keeps of a shredded subject: its digest and the receipt's facts."""
+
+    subject_digest: str
+    receipt_id: str
+    shredded_at: datetime
+    shredded_by: CallerName
+    values_destroyed: int
+    # Set when this shred destroyed data found under an id that was already shredded (a
+    # restored copy): the receipt of the shred before it.
+    previous_receipt_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ShredResult:
+    """What `Store.shred` found. `destroyed` is None when the subject had no row: then
+    `receipt` is the receipt of an earlier shred (or None: the id was never held)."""
+
+    receipt: ShreddedRecord | None
+    destroyed: tuple[int, int] | None  # (data keys, values)
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """What one detokenize reads, in one statement whatever the tokens turn out to be:
+    stored values, their subjects' data keys (with state), each subject's consent for the
+    purpose (True granted, False withdrawn, None never recorded), and tombstones of tokens
+    whose subject was shredded (token -> category)."""
+
+    values: dict[Token, StoredValue]
+    keys: dict[SubjectId, StoredDataKey]
+    consent: dict[SubjectId, bool | None]
+    shredded: dict[Token, Category]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    key_id: str
+    caller: CallerName
+    key_hash: bytes
+    revoked: bool
+
+
+class ValueStore(Protocol):
+    """Each subject's wrapped data key and its values (ciphertexts bound to token, subject and
+    category). Writes under a subject MUST lock the subject first (the one lock order that keeps
+    writes and shreds from deadlocking), and MUST refuse a shredded subject inside the
+    transaction that would write under it."""
+
+    def data_keys(self, subjects: Collection[SubjectId]) -> dict[SubjectId, StoredDataKey]:
+        """The wrapped data keys of these subjects (those that have one), with their state."""
+        ...
+
+    def lookup(self, tokens: Collection[Token], purpose: Purpose | None = None) -> Lookup:
+        """Everything a detokenize needs about these tokens, in one round trip. MUST do the
+        same work whether the tokens exist, are shredded or are unknown (timing)."""
+        ...
+
+    def subject_values(self, subject: SubjectId) -> list[tuple[StoredValue, datetime]]:
+        """The subject's values with when each was stored, oldest first."""
+        ...
+
+    def save_tokenized(
+        self,
+        *,
+        subject: SubjectId,
+        new_key: WrappedKey | None,
+        encryption_limit: int,
+        values: Sequence[StoredValue],
+        audit: Sequence[AuditEvent],
+        idempotency: IdempotencyRecord | None,
+        now: datetime,
+    ) -> WriteOutcome:
+        """Atomically: record the request id; create the subject and its data key (when
+        `new_key`), or lock the existing active subject; count the encryptions against
+        `encryption_limit`; insert the values and the audit events. All or nothing.
+
+        DONE, or (nothing written) DUPLICATE_REQUEST, SUBJECT_RACE (`new_key` given but the
+        subject exists, or no `new_key` and the subject is gone), SUBJECT_SHREDDED,
+        SUBJECT_STOPPED, TOKEN_COLLISION or KEY_EXHAUSTED.
+        """
+        ...
+
+    def replace_value(
+        self,
+        value: StoredValue,
+        encryption_limit: int,
+        audit: Sequence[AuditEvent],
+        allow_stopped: bool = False,
+    ) -> WriteOutcome:
+        """Overwrite a token's ciphertext in place under the subject's lock: DONE, GONE (the
+        token or its subject is gone), SUBJECT_STOPPED (unless `allow_stopped`) or
+        KEY_EXHAUSTED. The encryption counts MUST roll back with a refused write."""
+        ...
+
+
+class SubjectStore(Protocol):
+    """Subjects, their lifecycle state and consents, and what is kept of shredded ones: their
+    digest and receipt (never their id) and their tokens as tombstones naming the category."""
+
+    def subject_record(self, subject: SubjectId) -> SubjectRecord | None: ...
+
+    def subjects_with_digests(self, digests: Collection[str]) -> list[SubjectId]:
+        """The held subjects among these digests (the shred log names subjects by digest)."""
+        ...
+
+    def shred_receipt(self, digest: str) -> ShreddedRecord | None: ...
+
+    def set_state(
+        self, subject: SubjectId, state: SubjectState, now: datetime, audit: Sequence[AuditEvent]
+    ) -> bool:
+        """Set the state and record `audit` in one transaction; False if no such subject."""
+        ...
+
+    def set_consent(
+        self,
+        subject: SubjectId,
+        purpose: Purpose,
+        granted: bool,
+        now: datetime,
+        audit: Sequence[AuditEvent],
+    ) -> bool:
+        """Record consent to `purpose` (or its withdrawal); False if no such subject."""
+        ...
+
+    def shred(
+        self, subject: SubjectId, receipt: ShreddedRecord, audit: Sequence[AuditEvent]
+    ) -> ShredResult:
+        """Atomically destroy the subject's data key, values, consents and idempotency
+        fingerprints and its row, keep its tokens as tombstones and `receipt` as the record of
+        the shred, naming the earlier receipt the store holds for the id (else the one
+        `receipt` names, from the shred log). If the subject has no row, change nothing and
+        return the earlier receipt, if any. MUST wait for writes under way under the subject,
+        and MUST leave nothing that a later write could bring back."""
+        ...
+
+    def scrub(self) -> bool:
+        """Clear old images of deleted rows from the database's own files (after a shred).
+        False if it could not finish now (busy); then it is to be tried again."""
+        ...
+
+
+class IdempotencyStore(Protocol):
+    """The answers of Tokenize calls with a request id, kept for a while (AIP-155). Records are
+    written by `ValueStore.save_tokenized`, in its transaction."""
+
+    def idempotency(self, caller: CallerName, request_id: str) -> IdempotencyRecord | None: ...
+
+    def forget_idempotency(self, caller: CallerName, request_id: str) -> None: ...
+
+    def purge_idempotency(self, before: datetime) -> int:
+        """Delete records older than `before`; returns how many."""
+        ...
+
+
+class AuditLog(Protocol):
+    """Every decision pdvault takes on a caller's behalf. Events name subjects by digest only."""
+
+    def append(self, events: Sequence[AuditEvent]) -> None:
+        """Commit `events`. MUST be durable when it returns; a bad event MUST fail only the
+        call that brought it, never others committed with it."""
+        ...
+
+    def of_subject(self, subject: SubjectId) -> list[AuditEvent]:
+        """The events about `subject`, in order (for its disclosure export)."""
+        ...
+
+    def close(self) -> None:
+        """Commit what is queued and stop."""
+        ...
+
+
+class CredentialStore(Protocol):
+    """Callers' API keys: only SHA-256 hashes of their secrets."""
+
+    def api_keys(self) -> list[ApiKeyRecord]:
+        """Every key record (a few per caller): authentication holds them in memory."""
+        ...
+
+    def add_api_key(self, record: ApiKeyRecord) -> None: ...
+
+    def callers_with_keys(self) -> set[CallerName]:
+        """The callers with at least one key that is not revoked."""
+        ...
+
+
+class KeyInventory(Protocol):
+    """Which key-encryption-key version wraps which data key, and the check values by which
+    start-up recognises the key the data keys were wrapped by."""
+
+    def kek_version_counts(self) -> dict[tuple[str, int], int]:
+        """How many data keys each (provider, version) wraps."""
+        ...
+
+    def data_keys_to_rewrap(
+        self, provider: str, below_version: int, limit: int, after: SubjectId | None = None
+    ) -> list[StoredDataKey]:
+        """Up to `limit` data keys of `provider` under a version below `below_version`, in
+        subject order, starting after `after`."""
+        ...
+
+    def replace_wrapped_keys(
+        self, updates: Sequence[tuple[StoredDataKey, WrappedKey]], audit: Sequence[AuditEvent]
+    ) -> int:
+        """Swap each data key's wrapping for the new one if it is still the one read (a
+        concurrent rewrap or shred MUST never be overwritten) and record `audit`, in one
+        transaction. Returns how many were replaced."""
+        ...
+
+    def kek_checks(self, provider: str) -> dict[int, WrappedKey]: ...
+
+    def add_kek_check(self, check: WrappedKey, now: datetime) -> None:
+        """Record a check value for its (provider, version), unless one is recorded."""
+        ...
+
+
+@dataclass(frozen=True)
+class Stores:
+    """The storage ports of one database, as the composition root wires them."""
+
+    values: ValueStore
+    subjects: SubjectStore
+    idempotency: IdempotencyStore
+    audit: AuditLog
+    credentials: CredentialStore
+    keys: KeyInventory

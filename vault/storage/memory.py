@@ -1,0 +1,395 @@
+"""The storage ports in memory: the domain's unit tests use it instead of a database.
+
+Same contract as `vault.storage.sql` (the contract suites in tests/contract run against both):
+outcomes, refusals and atomicity are the same. One lock per state plays the transaction: every
+write checks everything first and changes nothing unless all checks pass. Nothing persists.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from vault.domain.stores import (
+    ApiKeyRecord,
+    Lookup,
+    ShreddedRecord,
+    ShredResult,
+    Stores,
+    WriteOutcome,
+)
+from vault.domain.types import (
+    AuditEvent,
+    CallerName,
+    Category,
+    IdempotencyRecord,
+    Purpose,
+    StoredDataKey,
+    StoredValue,
+    SubjectId,
+    SubjectRecord,
+    SubjectState,
+    Token,
+    WrappedKey,
+    anonymized_subject,
+    subject_digest,
+)
+
+__all__ = ["MemoryState", "memory_stores"]
+
+
+@dataclass
+class _Subject:
+    state: SubjectState
+    created_at: datetime
+    state_changed_at: datetime | None = None
+
+
+@dataclass
+class MemoryState:
+    """Every table, in dicts, behind one lock."""
+
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    subjects: dict[SubjectId, _Subject] = field(default_factory=dict)
+    consents: dict[tuple[SubjectId, Purpose], bool] = field(default_factory=dict)
+    keys: dict[SubjectId, StoredDataKey] = field(default_factory=dict)
+    values: dict[Token, tuple[StoredValue, datetime]] = field(default_factory=dict)
+    shredded_subjects: dict[str, ShreddedRecord] = field(default_factory=dict)
+    shredded_tokens: dict[Token, Category] = field(default_factory=dict)
+    idempotency: dict[tuple[CallerName, str], IdempotencyRecord] = field(default_factory=dict)
+    audit: list[AuditEvent] = field(default_factory=list)
+    api_keys: dict[str, ApiKeyRecord] = field(default_factory=dict)
+    kek_checks: dict[tuple[str, int], WrappedKey] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"MemoryState(subjects={len(self.subjects)}, values={len(self.values)})"
+
+    def record_audit(self, events: Sequence[AuditEvent]) -> None:
+        for e in events:
+            named = e.subject
+            if named is not None and not named.startswith("sha256:"):
+                named = anonymized_subject(subject_digest(named))
+            self.audit.append(replace(e, subject=named))
+
+
+def memory_stores(state: MemoryState | None = None) -> Stores:
+    s = state or MemoryState()
+    return Stores(
+        values=MemoryValueStore(s),
+        subjects=MemorySubjectStore(s),
+        idempotency=MemoryIdempotencyStore(s),
+        audit=MemoryAuditLog(s),
+        credentials=MemoryCredentialStore(s),
+        keys=MemoryKeyInventory(s),
+    )
+
+
+class MemoryValueStore:
+    def __init__(self, state: MemoryState) -> None:
+        self._s = state
+
+    def __repr__(self) -> str:
+        return "MemoryValueStore()"
+
+    def _key(self, subject: SubjectId) -> StoredDataKey:
+        key = self._s.keys[subject]
+        return replace(key, state=self._s.subjects[subject].state)
+
+    def data_keys(self, subjects: Collection[SubjectId]) -> dict[SubjectId, StoredDataKey]:
+        with self._s.lock:
+            return {s: self._key(s) for s in subjects if s in self._s.keys}
+
+    def lookup(self, tokens: Collection[Token], purpose: Purpose | None = None) -> Lookup:
+        with self._s.lock:
+            out = Lookup({}, {}, {}, {})
+            for t in tokens:
+                held = self._s.values.get(t)
+                if held is not None:
+                    value = held[0]
+                    out.values[t] = value
+                    out.keys[value.subject] = self._key(value.subject)
+                    out.consent[value.subject] = (
+                        self._s.consents.get((value.subject, purpose)) if purpose else None
+                    )
+                elif t in self._s.shredded_tokens:
+                    out.shredded[t] = self._s.shredded_tokens[t]
+            return out
+
+    def subject_values(self, subject: SubjectId) -> list[tuple[StoredValue, datetime]]:
+        with self._s.lock:
+            held = [(v, at) for v, at in self._s.values.values() if v.subject == subject]
+        return sorted(held, key=lambda pair: (pair[1], pair[0].token))
+
+    def save_tokenized(
+        self,
+        *,
+        subject: SubjectId,
+        new_key: WrappedKey | None,
+        encryption_limit: int,
+        values: Sequence[StoredValue],
+        audit: Sequence[AuditEvent],
+        idempotency: IdempotencyRecord | None,
+        now: datetime,
+    ) -> WriteOutcome:
+        s = self._s
+        n = len(values)
+        with s.lock:
+            if idempotency is not None and (idempotency.caller, idempotency.request_id) in (
+                s.idempotency
+            ):
+                return WriteOutcome.DUPLICATE_REQUEST
+            if new_key is not None:
+                if subject in s.subjects:
+                    return WriteOutcome.SUBJECT_RACE
+                if subject_digest(subject) in s.shredded_subjects:
+                    return WriteOutcome.SUBJECT_SHREDDED
+                if n > encryption_limit:
+                    return WriteOutcome.KEY_EXHAUSTED
+            else:
+                held = s.subjects.get(subject)
+                if held is None or subject not in s.keys:
+                    return WriteOutcome.SUBJECT_RACE
+                if held.state is not SubjectState.ACTIVE:
+                    return WriteOutcome.SUBJECT_STOPPED
+                if s.keys[subject].encryptions + n > encryption_limit:
+                    return WriteOutcome.KEY_EXHAUSTED
+            tokens = [v.token for v in values]
+            if len(set(tokens)) != n or any(t in s.values for t in tokens):
+                return WriteOutcome.TOKEN_COLLISION
+            # Every check passed: write it all.
+            if idempotency is not None:
+                s.idempotency[(idempotency.caller, idempotency.request_id)] = idempotency
+            if new_key is not None:
+                s.subjects[subject] = _Subject(SubjectState.ACTIVE, now)
+                s.keys[subject] = StoredDataKey(subject, new_key, n)
+            else:
+                key = s.keys[subject]
+                s.keys[subject] = replace(key, encryptions=key.encryptions + n)
+            for v in values:
+                s.values[v.token] = (v, now)
+            s.record_audit(audit)
+        return WriteOutcome.DONE
+
+    def replace_value(
+        self,
+        value: StoredValue,
+        encryption_limit: int,
+        audit: Sequence[AuditEvent],
+        allow_stopped: bool = False,
+    ) -> WriteOutcome:
+        s = self._s
+        with s.lock:
+            held = s.subjects.get(value.subject)
+            if held is None:
+                return WriteOutcome.GONE
+            if held.state is not SubjectState.ACTIVE and not allow_stopped:
+                return WriteOutcome.SUBJECT_STOPPED
+            key = s.keys[value.subject]
+            if key.encryptions + 1 > encryption_limit:
+                return WriteOutcome.KEY_EXHAUSTED
+            current = s.values.get(value.token)
+            if current is None or current[0].subject != value.subject:
+                return WriteOutcome.GONE
+            s.keys[value.subject] = replace(key, encryptions=key.encryptions + 1)
+            s.values[value.token] = (replace(current[0], ciphertext=value.ciphertext), current[1])
+            s.record_audit(audit)
+        return WriteOutcome.DONE
+
+
+class MemorySubjectStore:
+    def __init__(self, state: MemoryState) -> None:
+        self._s = state
+
+    def __repr__(self) -> str:
+        return "MemorySubjectStore()"
+
+    def subject_record(self, subject: SubjectId) -> SubjectRecord | None:
+        with self._s.lock:
+            held = self._s.subjects.get(subject)
+            if held is None:
+                return None
+            given = {p: g for (s, p), g in self._s.consents.items() if s == subject}
+            return SubjectRecord(subject, held.state, given, held.state_changed_at)
+
+    def subjects_with_digests(self, digests: Collection[str]) -> list[SubjectId]:
+        wanted = set(digests)
+        with self._s.lock:
+            return [s for s in self._s.subjects if subject_digest(s) in wanted]
+
+    def shred_receipt(self, digest: str) -> ShreddedRecord | None:
+        with self._s.lock:
+            return self._s.shredded_subjects.get(digest)
+
+    def set_state(
+        self, subject: SubjectId, state: SubjectState, now: datetime, audit: Sequence[AuditEvent]
+    ) -> bool:
+        with self._s.lock:
+            held = self._s.subjects.get(subject)
+            if held is None:
+                return False
+            held.state, held.state_changed_at = state, now
+            self._s.record_audit(audit)
+        return True
+
+    def set_consent(
+        self,
+        subject: SubjectId,
+        purpose: Purpose,
+        granted: bool,
+        now: datetime,
+        audit: Sequence[AuditEvent],
+    ) -> bool:
+        with self._s.lock:
+            if subject not in self._s.subjects:
+                return False
+            self._s.consents[(subject, purpose)] = granted
+            self._s.record_audit(audit)
+        return True
+
+    def shred(
+        self, subject: SubjectId, receipt: ShreddedRecord, audit: Sequence[AuditEvent]
+    ) -> ShredResult:
+        s = self._s
+        digest = receipt.subject_digest
+        with s.lock:
+            earlier = s.shredded_subjects.get(digest)
+            if subject not in s.subjects:
+                return ShredResult(earlier, None)
+            held = [v for v, _at in s.values.values() if v.subject == subject]
+            for v in held:
+                s.shredded_tokens.setdefault(v.token, v.category)
+                del s.values[v.token]
+            keys = 1 if s.keys.pop(subject, None) is not None else 0
+            for asked in [k for k, r in s.idempotency.items() if r.subject == subject]:
+                del s.idempotency[asked]
+            for given in [k for k in s.consents if k[0] == subject]:
+                del s.consents[given]
+            del s.subjects[subject]
+            previous = earlier.receipt_id if earlier is not None else receipt.previous_receipt_id
+            done = replace(receipt, values_destroyed=len(held), previous_receipt_id=previous)
+            s.shredded_subjects[digest] = done
+            s.record_audit(audit)
+        return ShredResult(done, (keys, len(held)))
+
+    def scrub(self) -> bool:
+        return True  # nothing persists
+
+
+class MemoryIdempotencyStore:
+    def __init__(self, state: MemoryState) -> None:
+        self._s = state
+
+    def __repr__(self) -> str:
+        return "MemoryIdempotencyStore()"
+
+    def idempotency(self, caller: CallerName, request_id: str) -> IdempotencyRecord | None:
+        with self._s.lock:
+            return self._s.idempotency.get((caller, request_id))
+
+    def forget_idempotency(self, caller: CallerName, request_id: str) -> None:
+        with self._s.lock:
+            self._s.idempotency.pop((caller, request_id), None)
+
+    def purge_idempotency(self, before: datetime) -> int:
+        with self._s.lock:
+            old = [k for k, r in self._s.idempotency.items() if r.created_at < before]
+            for k in old:
+                del self._s.idempotency[k]
+        return len(old)
+
+
+class MemoryAuditLog:
+    def __init__(self, state: MemoryState) -> None:
+        self._s = state
+
+    def __repr__(self) -> str:
+        return f"MemoryAuditLog(events={len(self._s.audit)})"
+
+    def append(self, events: Sequence[AuditEvent]) -> None:
+        with self._s.lock:
+            self._s.record_audit(events)
+
+    def of_subject(self, subject: SubjectId) -> list[AuditEvent]:
+        named = anonymized_subject(subject_digest(subject))
+        with self._s.lock:
+            return [e for e in self._s.audit if e.subject == named]
+
+    def close(self) -> None:
+        return None
+
+
+class MemoryCredentialStore:
+    def __init__(self, state: MemoryState) -> None:
+        self._s = state
+
+    def __repr__(self) -> str:
+        return "MemoryCredentialStore()"
+
+    def api_keys(self) -> list[ApiKeyRecord]:
+        with self._s.lock:
+            return list(self._s.api_keys.values())
+
+    def add_api_key(self, record: ApiKeyRecord) -> None:
+        with self._s.lock:
+            if record.key_id in self._s.api_keys:
+                raise ValueError("a key with this id exists")  # the primary key, in SQL
+            self._s.api_keys[record.key_id] = record
+
+    def callers_with_keys(self) -> set[CallerName]:
+        with self._s.lock:
+            return {r.caller for r in self._s.api_keys.values() if not r.revoked}
+
+
+class MemoryKeyInventory:
+    def __init__(self, state: MemoryState) -> None:
+        self._s = state
+
+    def __repr__(self) -> str:
+        return "MemoryKeyInventory()"
+
+    def kek_version_counts(self) -> dict[tuple[str, int], int]:
+        counts: dict[tuple[str, int], int] = {}
+        with self._s.lock:
+            for key in self._s.keys.values():
+                at = (key.wrapped.provider, key.wrapped.kek_version)
+                counts[at] = counts.get(at, 0) + 1
+        return counts
+
+    def data_keys_to_rewrap(
+        self, provider: str, below_version: int, limit: int, after: SubjectId | None = None
+    ) -> list[StoredDataKey]:
+        with self._s.lock:
+            due = sorted(
+                (
+                    k
+                    for s, k in self._s.keys.items()
+                    if k.wrapped.provider == provider
+                    and k.wrapped.kek_version < below_version
+                    and (after is None or s > after)
+                ),
+                key=lambda k: k.subject,
+            )
+        return due[:limit]
+
+    def replace_wrapped_keys(
+        self, updates: Sequence[tuple[StoredDataKey, WrappedKey]], audit: Sequence[AuditEvent]
+    ) -> int:
+        replaced = 0
+        with self._s.lock:
+            for old, new in updates:
+                current = self._s.keys.get(old.subject)
+                if current is not None and current.wrapped.blob == old.wrapped.blob:
+                    self._s.keys[old.subject] = replace(current, wrapped=new)
+                    replaced += 1
+            self._s.record_audit(audit)
+        return replaced
+
+    def kek_checks(self, provider: str) -> dict[int, WrappedKey]:
+        with self._s.lock:
+            return {v: w for (p, v), w in self._s.kek_checks.items() if p == provider}
+
+    def add_kek_check(self, check: WrappedKey, now: datetime) -> None:
+        with self._s.lock:
+            self._s.kek_checks.setdefault((check.provider, check.kek_version), check)

@@ -1,0 +1,35 @@
+"""The storage ports over SQLAlchemy Core: SQLite (the embedded default) and PostgreSQL
+(production). One `Database` (engine, transactions, retries, locks) shared by one adapter per
+port; `sql_stores` wires them."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+from vault.domain.stores import Stores
+from vault.storage.sql.audit import SqlAuditLog
+from vault.storage.sql.database import Database, make_engine, redact_url
+from vault.storage.sql.records import SqlCredentialStore, SqlIdempotencyStore, SqlKeyInventory
+from vault.storage.sql.subjects import SHRED_CHANNEL, SqlSubjectStore
+from vault.storage.sql.values import SqlValueStore
+
+__all__ = [
+    "SHRED_CHANNEL",
+    "Database",
+    "Engine",
+    "SqlAuditLog",
+    "make_engine",
+    "redact_url",
+    "sql_stores",
+]
+
+
+def sql_stores(db: Database, group_commit: bool = True) -> Stores:
+    return Stores(
+        values=SqlValueStore(db),
+        subjects=SqlSubjectStore(db),
+        idempotency=SqlIdempotencyStore(db),
+        audit=SqlAuditLog(db, group_commit),
+        credentials=SqlCredentialStore(db),
+        keys=SqlKeyInventory(db),
+    )

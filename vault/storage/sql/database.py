@@ -1,0 +1,189 @@
+"""The database the SQL adapters share: the engine, transactions, retries, locks, errors.
+
+Every statement is built by SQLAlchemy with bound parameters; the engine hides parameters from
+error messages (`hide_parameters=True`), so no ciphertext or id reaches a log through them.
+
+Concurrency, in one place:
+- every write is one transaction, retried whole (a bounded number of times) when PostgreSQL
+  reports a deadlock or a serialization failure;
+- SQLite write transactions start with BEGIN IMMEDIATE: they take the database's single write
+  lock before their first read, so a check inside them cannot be overtaken by another writer;
+- on PostgreSQL every write under a subject locks the subject's row first (FOR SHARE to add or
+  change values, FOR UPDATE to shred): one lock order, so shred and tokenize never deadlock,
+  and a shred waits for the writes already under way and is never undone by them;
+- creating a subject inserts its row and then, in the same transaction, refuses the id if it
+  was shredded: an insert blocked by a shred in progress sees the shred's record once it runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event, select
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from vault.domain.stores import WriteOutcome
+from vault.domain.types import SubjectId
+from vault.errors import StorageUnavailable
+from vault.storage.tables import subjects
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# SQLSTATEs after which PostgreSQL has rolled the transaction back and a retry may succeed:
+# serialization_failure and deadlock_detected.
+_RETRYABLE = frozenset({"40001", "40P01"})
+TX_ATTEMPTS = 8
+
+
+def make_engine(url: str, pool_size: int = 16) -> Engine:
+    """An engine configured for pdvault: hidden parameters, SQLite pragmas, pre-ping."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(
+            url,
+            hide_parameters=True,
+            connect_args={"check_same_thread": False, "timeout": 30},
+        )
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
+            # pdvault says when a transaction begins (below), not the driver.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            # FULL: a committed audit record survives a power loss, not only a crash.
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            # Deleted and overwritten content is zeroed in the file: a corrected or shredded
+            # ciphertext does not linger in free pages (the write-ahead log is checkpointed and
+            # truncated after a shred: see SqlSubjectStore.scrub).
+            cur.execute("PRAGMA secure_delete=ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+                # The write lock first: no other writer can commit between our checks and
+                # our writes (a deferred BEGIN would read an older snapshot, then fail).
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    # A connection per server thread, kept: opening PostgreSQL backends under load showed in the
+    # profile, and so did pre-pinging each checkout. Connections are recycled instead, and a
+    # dropped one surfaces as UNAVAILABLE, which clients retry.
+    return create_engine(
+        url,
+        hide_parameters=True,
+        pool_size=pool_size,
+        max_overflow=4,
+        pool_recycle=1800,
+        pool_use_lifo=True,
+    )
+
+
+def redact_url(url: str) -> str:
+    """The database URL with its password hidden, for messages."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+class Answer(Exception):
+    """Not an error: rolls the transaction back and carries an outcome out of it."""
+
+    def __init__(self, outcome: WriteOutcome) -> None:
+        super().__init__(outcome.name)
+        self.outcome = outcome
+
+
+class Database:
+    """One engine, shared by the adapters of every port. Safe to share between threads."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        # Single-statement reads need no transaction: on PostgreSQL, autocommit saves the
+        # BEGIN and ROLLBACK round trips; SQLite's driver opens none for a SELECT anyway.
+        self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    def __repr__(self) -> str:
+        return f"Database({self.dialect})"
+
+    def write(self, body: Callable[[Connection], T]) -> T:
+        """Run `body` in one transaction; retried whole after a deadlock or serialization
+        failure. `body` may raise `Answer` to roll back and return an outcome."""
+        pause = 0.002
+        for attempt in range(1, TX_ATTEMPTS + 1):
+            try:
+                with self.engine.begin() as conn:
+                    return body(conn)
+            except sa_exc.OperationalError as exc:
+                if sqlstate(exc) not in _RETRYABLE or attempt == TX_ATTEMPTS:
+                    raise unavailable(exc) from None
+                log.info("transaction retried after %s", sqlstate(exc))
+            except (sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
+                raise unavailable(exc) from None
+            time.sleep(random.uniform(0, pause))  # noqa: S311  (jitter, not a secret)
+            pause = min(pause * 2, 0.2)
+        raise AssertionError("unreachable")
+
+    def outcome(self, body: Callable[[Connection], None]) -> WriteOutcome:
+        """`write`, for a body that either completes (DONE) or raises an `Answer`."""
+
+        def run(conn: Connection) -> WriteOutcome:
+            body(conn)
+            return WriteOutcome.DONE
+
+        try:
+            return self.write(run)
+        except Answer as answer:
+            return answer.outcome
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        try:
+            with self._reader.connect() as conn:
+                yield conn
+        except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
+            raise unavailable(exc) from None
+
+    def insert_ignore(self, table: Any) -> Any:
+        if self.dialect == "postgresql":
+            return postgresql.insert(table).on_conflict_do_nothing()
+        if self.dialect == "sqlite":
+            return sqlite.insert(table).on_conflict_do_nothing()
+        raise NotImplementedError(self.dialect)
+
+    def lock_subject(self, conn: Connection, subject: SubjectId, exclusive: bool) -> Any:
+        """The subject's row, locked (on SQLite the transaction holds the write lock)."""
+        stmt = select(subjects.c.subject_id, subjects.c.state).where(
+            subjects.c.subject_id == subject
+        )
+        return conn.execute(stmt.with_for_update(read=not exclusive)).first()
+
+    def ping(self) -> None:
+        """One trivial round trip; raises StorageUnavailable if the database does not answer."""
+        with self.read() as conn:
+            conn.execute(select(1)).scalar()
+
+
+def sqlstate(exc: sa_exc.DBAPIError) -> str | None:
+    code = getattr(exc.orig, "sqlstate", None)
+    return code if isinstance(code, str) else None
+
+
+def unavailable(exc: Exception) -> StorageUnavailable:
+    """A lost or unreachable database is StorageUnavailable (retryable), whatever the call."""
+    orig = getattr(exc, "orig", None) or exc
+    # The driver's text may name hosts or files; log only the class.
+    log.warning("database unavailable: %s", type(orig).__name__)
+    return StorageUnavailable("the database is unavailable; retry later")

@@ -1,0 +1,187 @@
+"""Rows to records and back, and the statements of the hot path, built once (constructing a
+statement costs more than SQLAlchemy's compiled-statement cache saves when it is rebuilt on
+every call)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    LargeBinary,
+    String,
+    bindparam,
+    cast,
+    false,
+    insert,
+    null,
+    select,
+    true,
+    union_all,
+    update,
+)
+
+from vault.domain.stores import ApiKeyRecord, ShreddedRecord
+from vault.domain.types import (
+    Action,
+    AuditEvent,
+    CallerName,
+    Category,
+    LegalBasis,
+    Outcome,
+    Purpose,
+    StoredDataKey,
+    SubjectId,
+    SubjectState,
+    Token,
+    View,
+    WrappedKey,
+    anonymized_subject,
+    subject_digest,
+)
+from vault.storage.tables import (
+    audit_events,
+    consents,
+    data_keys,
+    shredded_tokens,
+    subjects,
+    token_values,
+)
+
+DATA_KEYS = (
+    select(data_keys, subjects.c.state)
+    .join(subjects, subjects.c.subject_id == data_keys.c.subject_id)
+    .where(data_keys.c.subject_id.in_(bindparam("ids", expanding=True)))
+)
+_consent = consents.alias("consent")
+# One statement for live and shredded tokens: a token that exists, one that is refused, one
+# whose subject was shredded and one that never existed all run the same statement.
+LOOKUP = union_all(
+    select(
+        token_values.c.token,
+        token_values.c.subject_id,
+        token_values.c.category,
+        token_values.c.token_format,
+        token_values.c.ciphertext,
+        data_keys.c.provider,
+        data_keys.c.kek_version,
+        data_keys.c.wrapped_key,
+        data_keys.c.encryptions,
+        subjects.c.state,
+        _consent.c.granted,
+        false().label("shredded"),
+    )
+    .join(data_keys, data_keys.c.subject_id == token_values.c.subject_id)
+    .join(subjects, subjects.c.subject_id == token_values.c.subject_id)
+    .outerjoin(
+        _consent,
+        (_consent.c.subject_id == token_values.c.subject_id)
+        & (_consent.c.purpose == bindparam("purpose")),
+    )
+    .where(token_values.c.token.in_(bindparam("tokens", expanding=True))),
+    select(
+        shredded_tokens.c.token,
+        cast(null(), String),
+        shredded_tokens.c.category,
+        cast(null(), String),
+        cast(null(), LargeBinary),
+        cast(null(), String),
+        null(),
+        cast(null(), LargeBinary),
+        null(),
+        cast(null(), String),
+        null(),
+        true(),
+    ).where(shredded_tokens.c.token.in_(bindparam("tokens", expanding=True))),
+)
+COUNT_ENCRYPTIONS = (
+    update(data_keys)
+    .where(
+        data_keys.c.subject_id == bindparam("s"),
+        data_keys.c.encryptions + bindparam("n") <= bindparam("limit"),
+    )
+    .values(encryptions=data_keys.c.encryptions + bindparam("n"))
+)
+INSERT_VALUES = insert(token_values)
+_INSERT_AUDIT = insert(audit_events)
+
+
+def data_key(r: Any) -> StoredDataKey:
+    state = getattr(r, "state", None)
+    return StoredDataKey(
+        SubjectId(r.subject_id),
+        WrappedKey(r.provider, r.kek_version, bytes(r.wrapped_key)),
+        r.encryptions,
+        SubjectState(state) if state else SubjectState.ACTIVE,
+    )
+
+
+def receipt(r: Any) -> ShreddedRecord:
+    return ShreddedRecord(
+        r.subject_digest,
+        r.receipt_id,
+        r.shredded_at,
+        CallerName(r.shredded_by),
+        r.values_destroyed,
+        r.previous_receipt_id,
+    )
+
+
+def api_key(r: Any) -> ApiKeyRecord:
+    return ApiKeyRecord(r.key_id, CallerName(r.caller), bytes(r.key_hash), r.revoked_at is not None)
+
+
+def audit_event(r: Any) -> AuditEvent:
+    return AuditEvent(
+        occurred_at=r.occurred_at,
+        caller=CallerName(r.caller),
+        action=Action(r.action),
+        outcome=Outcome(r.outcome),
+        rule=r.rule,
+        token=Token(r.token) if r.token else None,
+        subject=SubjectId(r.subject_id) if r.subject_id else None,
+        category=Category(r.category) if r.category else None,
+        purpose=Purpose(r.purpose) if r.purpose else None,
+        view=View(r.view) if r.view else None,
+        justification=r.justification,
+        request_id=r.request_id,
+        detail=r.detail,
+        legal_basis=LegalBasis(r.legal_basis) if r.legal_basis else None,
+    )
+
+
+def audited_subject(subject: SubjectId | None) -> str | None:
+    """How an audit row names a subject: by digest, never by id."""
+    if subject is None:
+        return None
+    if subject.startswith("sha256:"):
+        return subject  # already a digest (a shred's own event)
+    return anonymized_subject(subject_digest(subject))
+
+
+def insert_audit(conn: Connection, events: Sequence[AuditEvent]) -> None:
+    if not events:
+        return
+    conn.execute(
+        _INSERT_AUDIT,
+        [
+            {
+                "occurred_at": e.occurred_at,
+                "caller": e.caller,
+                "action": e.action.value,
+                "outcome": e.outcome.value,
+                "rule": e.rule,
+                "token": e.token,
+                "subject_id": audited_subject(e.subject),
+                "category": e.category,
+                "purpose": e.purpose,
+                "view": e.view.value if e.view else None,
+                "justification": e.justification,
+                "request_id": e.request_id,
+                "detail": e.detail,
+                "legal_basis": e.legal_basis.value if e.legal_basis else None,
+            }
+            for e in events
+        ],
+    )

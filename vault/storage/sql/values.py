@@ -1,0 +1,236 @@
+"""`ValueStore` over SQL: each subject's data key and its values."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Sequence
+from datetime import datetime
+
+from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import exc as sa_exc
+
+from vault.domain.stores import Lookup, WriteOutcome
+from vault.domain.types import (
+    AuditEvent,
+    Category,
+    IdempotencyRecord,
+    Purpose,
+    StoredDataKey,
+    StoredValue,
+    SubjectId,
+    SubjectState,
+    Token,
+    TokenFormat,
+    WrappedKey,
+    subject_digest,
+)
+from vault.storage.sql import rows
+from vault.storage.sql.database import Answer, Database
+from vault.storage.tables import (
+    data_keys,
+    idempotency_keys,
+    shredded_subjects,
+    subjects,
+    token_values,
+)
+
+
+class SqlValueStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def __repr__(self) -> str:
+        return f"SqlValueStore({self._db.dialect})"
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def data_keys(self, subject_ids: Collection[SubjectId]) -> dict[SubjectId, StoredDataKey]:
+        with self._db.read() as conn:
+            found = conn.execute(rows.DATA_KEYS, {"ids": list(subject_ids)}).all()
+        return {SubjectId(r.subject_id): rows.data_key(r) for r in found}
+
+    def lookup(self, tokens: Collection[Token], purpose: Purpose | None = None) -> Lookup:
+        with self._db.read() as conn:
+            found = conn.execute(
+                rows.LOOKUP, {"tokens": list(tokens), "purpose": purpose or ""}
+            ).all()
+        out = Lookup({}, {}, {}, {})
+        for r in found:
+            if r.shredded:
+                out.shredded[Token(r.token)] = Category(r.category)
+                continue
+            subject = SubjectId(r.subject_id)
+            out.values[Token(r.token)] = StoredValue(
+                Token(r.token),
+                subject,
+                Category(r.category),
+                TokenFormat(r.token_format),
+                bytes(r.ciphertext),
+            )
+            out.keys[subject] = rows.data_key(r)
+            out.consent[subject] = None if r.granted is None else bool(r.granted)
+        return out
+
+    def subject_values(self, subject: SubjectId) -> list[tuple[StoredValue, datetime]]:
+        stmt = (
+            select(token_values)
+            .where(token_values.c.subject_id == subject)
+            .order_by(token_values.c.created_at, token_values.c.token)
+        )
+        with self._db.read() as conn:
+            found = conn.execute(stmt).all()
+        return [
+            (
+                StoredValue(
+                    Token(r.token),
+                    subject,
+                    Category(r.category),
+                    TokenFormat(r.token_format),
+                    bytes(r.ciphertext),
+                ),
+                r.created_at,
+            )
+            for r in found
+        ]
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def save_tokenized(
+        self,
+        *,
+        subject: SubjectId,
+        new_key: WrappedKey | None,
+        encryption_limit: int,
+        values: Sequence[StoredValue],
+        audit: Sequence[AuditEvent],
+        idempotency: IdempotencyRecord | None,
+        now: datetime,
+    ) -> WriteOutcome:
+        new_rows = [
+            {
+                "token": v.token,
+                "subject_id": v.subject,
+                "category": v.category,
+                "token_format": v.token_format.value,
+                "ciphertext": v.ciphertext,
+                "created_at": now,
+            }
+            for v in values
+        ]
+
+        def body(conn: Connection) -> None:
+            # The request id first: a retry is answered without touching the subject's lock.
+            if idempotency is not None:
+                self._remember(conn, idempotency)
+            if new_key is not None:
+                self._create_subject(conn, subject, new_key, len(values), encryption_limit, now)
+            else:
+                self._count_under_lock(conn, subject, len(values), encryption_limit)
+            try:
+                conn.execute(rows.INSERT_VALUES, new_rows)
+            except sa_exc.IntegrityError:
+                raise Answer(WriteOutcome.TOKEN_COLLISION) from None  # a token drawn twice
+            rows.insert_audit(conn, audit)
+
+        return self._db.outcome(body)
+
+    def _create_subject(
+        self,
+        conn: Connection,
+        subject: SubjectId,
+        key: WrappedKey,
+        encryptions: int,
+        limit: int,
+        now: datetime,
+    ) -> None:
+        digest = subject_digest(subject)
+        created = conn.execute(
+            self._db.insert_ignore(subjects)
+            .values(subject_id=subject, subject_digest=digest, state="active", created_at=now)
+            .returning(subjects.c.subject_id)
+        ).first()
+        if created is None:
+            raise Answer(WriteOutcome.SUBJECT_RACE)  # created meanwhile: use its key
+        # After the insert, in its transaction: a shred that held the id's old row made the
+        # insert wait, and its record is visible to this statement. (SQLite: the write lock.)
+        shredded = conn.execute(
+            select(shredded_subjects.c.subject_digest).where(
+                shredded_subjects.c.subject_digest == digest
+            )
+        ).first()
+        if shredded is not None:
+            raise Answer(WriteOutcome.SUBJECT_SHREDDED)
+        if encryptions > limit:
+            raise Answer(WriteOutcome.KEY_EXHAUSTED)
+        conn.execute(
+            insert(data_keys).values(
+                subject_id=subject,
+                provider=key.provider,
+                kek_version=key.kek_version,
+                wrapped_key=key.blob,
+                encryptions=encryptions,
+                created_at=now,
+            )
+        )
+
+    def _count_under_lock(
+        self, conn: Connection, subject: SubjectId, encryptions: int, limit: int
+    ) -> None:
+        row = self._db.lock_subject(conn, subject, exclusive=False)
+        if row is None:
+            raise Answer(WriteOutcome.SUBJECT_RACE)  # shredded meanwhile: start over
+        if row.state != SubjectState.ACTIVE.value:
+            raise Answer(WriteOutcome.SUBJECT_STOPPED)
+        counted = conn.execute(
+            rows.COUNT_ENCRYPTIONS, {"s": subject, "n": encryptions, "limit": limit}
+        )
+        if counted.rowcount != 1:
+            raise Answer(WriteOutcome.KEY_EXHAUSTED)
+
+    def _remember(self, conn: Connection, record: IdempotencyRecord) -> None:
+        done = conn.execute(
+            self._db.insert_ignore(idempotency_keys)
+            .values(
+                caller=record.caller,
+                request_id=record.request_id,
+                subject_id=record.subject,
+                fingerprint=record.fingerprint,
+                response=json.dumps([[t, c] for t, c in record.tokens]),
+                created_at=record.created_at,
+            )
+            .returning(idempotency_keys.c.request_id)
+        ).first()
+        if done is None:
+            raise Answer(WriteOutcome.DUPLICATE_REQUEST)
+
+    def replace_value(
+        self,
+        value: StoredValue,
+        encryption_limit: int,
+        audit: Sequence[AuditEvent],
+        allow_stopped: bool = False,
+    ) -> WriteOutcome:
+        def body(conn: Connection) -> None:
+            row = self._db.lock_subject(conn, value.subject, exclusive=False)
+            if row is None:
+                raise Answer(WriteOutcome.GONE)
+            if row.state != SubjectState.ACTIVE.value and not allow_stopped:
+                raise Answer(WriteOutcome.SUBJECT_STOPPED)
+            counted = conn.execute(
+                rows.COUNT_ENCRYPTIONS, {"s": value.subject, "n": 1, "limit": encryption_limit}
+            )
+            if counted.rowcount != 1:
+                raise Answer(WriteOutcome.KEY_EXHAUSTED)
+            done = conn.execute(
+                update(token_values)
+                .where(
+                    token_values.c.token == value.token,
+                    token_values.c.subject_id == value.subject,
+                )
+                .values(ciphertext=value.ciphertext)
+            )
+            if done.rowcount != 1:
+                raise Answer(WriteOutcome.GONE)  # rolls the count back with the transaction
+            rows.insert_audit(conn, audit)
+
+        return self._db.outcome(body)
