@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import time
@@ -24,7 +25,7 @@ from vault.errors import (
     KeyServiceUnavailable,
     PdvaultError,
 )
-from vault.kms.transit import VaultTransitKeyProvider
+from vault.kms.transit import TransitSigner, VaultTransitKeyProvider
 from vault.kms.vault_http import (
     KEY_MISSING,
     LOGIN_REFUSED,
@@ -410,3 +411,61 @@ def test_a_call_slower_than_its_timeout_is_given_up(transit: Transit) -> None:
         provider.wrap(RequestContext.for_call(CallerName("test"), 1.5), keys(1))
     transit.emulator.set_latency(0.0)
     assert len(provider.wrap(CTX, keys(1))) == 1
+
+
+# -- hmac and Ed25519 signatures, for the verifiable audit log -----------------------------------
+
+
+@pytest.fixture
+def signer(transit: Transit) -> TransitSigner:
+    root: Any = hvac.Client(url=transit.url, token="root")  # transit methods are untyped
+    root.secrets.transit.create_key("audit-digest")
+    root.secrets.transit.create_key("audit-sign", key_type="ed25519")
+    policy = {
+        "transit/hmac/audit-digest": ["update"],
+        "transit/sign/audit-sign": ["update"],
+        "transit/verify/audit-sign": ["update"],
+    }
+    token = Secret(transit.emulator.create_token(policy).encode())
+    return transit.provider(token=token).signer("audit-digest", "audit-sign")
+
+
+def test_hmac_is_a_versioned_keyed_digest_that_vault_verifies(
+    signer: TransitSigner, transit: Transit
+) -> None:
+    digest = signer.hmac(CTX, b"subject-1")
+    assert digest.startswith(b"vault:v1:")
+    assert signer.hmac(CTX, b"subject-1") == digest
+    assert signer.hmac(CTX, b"subject-2") != digest
+    root: Any = hvac.Client(url=transit.url, token="root")
+    answer = root.secrets.transit.verify_signed_data(
+        "audit-digest", base64.b64encode(b"subject-1").decode(), hmac=digest.decode()
+    )
+    assert answer["data"]["valid"] is True
+
+
+def test_ed25519_signatures_verify_and_survive_a_rotation(
+    signer: TransitSigner, transit: Transit
+) -> None:
+    signature = signer.sign(CTX, b"checkpoint 7")
+    assert signature.startswith(b"vault:v1:")
+    assert signer.verify(CTX, b"checkpoint 7", signature)
+    assert not signer.verify(CTX, b"checkpoint 8", signature)
+    assert not signer.verify(CTX, b"checkpoint 7", b"vault:v1:AAAA")
+    assert not signer.verify(CTX, b"checkpoint 7", b"not a signature")
+    root: Any = hvac.Client(url=transit.url, token="root")
+    root.secrets.transit.rotate_key("audit-sign")
+    assert signer.sign(CTX, b"checkpoint 8").startswith(b"vault:v2:")
+    assert signer.verify(CTX, b"checkpoint 7", signature)
+
+
+def test_signing_failures_go_through_the_same_table(
+    transit: Transit, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = transit.provider().signer("pdvault", "pdvault")  # the service policy has neither
+    with pytest.raises(KeyServiceDenied, match="pdvault-service"):
+        service.hmac(CTX, b"x")
+    missing = transit.provider(token=Secret(b"root")).signer(KEY, KEY)
+    with caplog.at_level(logging.INFO), pytest.raises(ConfigurationError) as raised:
+        missing.sign(CTX, b"x")
+    assert f"/v1/transit/sign/{KEY}" in the_log_line(caplog, raised.value)

@@ -19,6 +19,8 @@ Invariants:
 - Every call goes through `vault.kms.vault_http` (its per-call timeout, its retries bounded by
   the request's deadline, its one error table, the error ids that tie a caller's message to
   the operator's log line) with pdvault's own token from `vault.kms.vault_auth`.
+
+`TransitSigner` adds Transit's `hmac` and Ed25519 `sign`/`verify` for the verifiable audit log.
 """
 
 from __future__ import annotations
@@ -123,6 +125,11 @@ class VaultTransitKeyProvider:
 
     def __repr__(self) -> str:
         return f"VaultTransitKeyProvider(addr={self._s.addr!r}, mount={self._s.mount!r})"
+
+    def signer(self, hmac_key: str, signing_key: str) -> TransitSigner:
+        """`hmac` under `hmac_key` and Ed25519 signatures under `signing_key` (same mount and
+        login as the data keys)."""
+        return TransitSigner(self._http, self._login, self._s.mount, hmac_key, signing_key)
 
     # -- use ----------------------------------------------------------------------------------
 
@@ -247,6 +254,49 @@ class VaultTransitKeyProvider:
         if not isinstance(results, list) or len(results) != len(batch):
             raise _unexpected(self._http, ctx, path)
         return [r if isinstance(r, dict) else {"error": "not an object"} for r in results]
+
+
+class TransitSigner:
+    """Transit `hmac` (a keyed digest, e.g. of subject ids) and Ed25519 signatures (e.g. of
+    audit-log checkpoints), under pdvault's own token. Values come back in Transit's
+    self-describing form `vault:v<N>:<base64>`: the key version is part of them.
+
+    The signing key MUST be an `ed25519` key; the hmac key may be of any type (every Transit
+    key version carries its own HMAC key, so a rotation changes the digests)."""
+
+    def __init__(self, http: VaultHttp, login: Login, mount: str, hmac_key: str, signing_key: str):
+        self._http = http
+        self._login = login
+        self._hmac_path = f"{mount}/hmac/{hmac_key}"
+        self._sign_path = f"{mount}/sign/{signing_key}"
+        self._verify_path = f"{mount}/verify/{signing_key}"
+
+    def hmac(self, ctx: RequestContext, message: bytes) -> bytes:
+        """HMAC-SHA-256 of `message` under the latest version of the hmac key."""
+        return self._one(ctx, self._hmac_path, {"input": _b64(message)}, "hmac")
+
+    def sign(self, ctx: RequestContext, message: bytes) -> bytes:
+        """A pure Ed25519 signature of `message` under the latest version of the signing key."""
+        return self._one(ctx, self._sign_path, {"input": _b64(message)}, "signature")
+
+    def verify(self, ctx: RequestContext, message: bytes, signature: bytes) -> bool:
+        """Whether `signature` (as `sign` made it) is valid for `message`. A malformed or
+        retired signature is not valid; a failure to ask Vault raises."""
+        item = {"input": _b64(message), "signature": signature.decode("ascii", "replace")}
+        # A batch of one: what is wrong with its item (a malformed signature) is an answer.
+        answer = self._http.call(
+            ctx, "POST", self._verify_path, {"batch_input": [item]}, self._login
+        )
+        results = _data(answer).get("batch_results")
+        if not isinstance(results, list) or len(results) != 1 or not isinstance(results[0], dict):
+            raise _unexpected(self._http, ctx, self._verify_path)
+        return results[0].get("valid") is True and not results[0].get("error")
+
+    def _one(self, ctx: RequestContext, path: str, body: Body, name: str) -> bytes:
+        value = _data(self._http.call(ctx, "POST", path, body, self._login)).get(name)
+        if not isinstance(value, str) or _version_of(value) is None:
+            raise _unexpected(self._http, ctx, path)
+        return value.encode("ascii")
 
 
 def _data(answer: Body) -> dict[str, Any]:
