@@ -39,7 +39,8 @@ def serve(tmp_path: Path, **env: str) -> Iterator[tuple[str, dict[str, str]]]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    assert "Traceback" not in log.read_text()
+    text = log.read_text()
+    assert "Traceback" not in text, text
 
 
 class Stalled:

@@ -15,6 +15,7 @@ read's timer); docs/process-model.md has the figures and what could win it back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -124,6 +125,8 @@ async def start_server(app: App, addr: str, reuse_port: bool = False) -> Serving
 async def stop_server(serving: Serving, grace: float | None) -> None:
     if serving.monitor is not None:
         serving.monitor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving.monitor
     await serving.health.enter_graceful_shutdown()
     await serving.server.stop(grace)
     serving.executor.shutdown(wait=True)
