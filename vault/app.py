@@ -7,8 +7,9 @@ import logging
 import os
 import socket
 import stat
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from vault.config import Settings
@@ -18,7 +19,7 @@ from vault.domain.context import RequestContext
 from vault.domain.keys import CacheFigures, KeyAdministration
 from vault.domain.lifecycle import SubjectAdministration
 from vault.domain.policy import Policy, load_policy
-from vault.domain.ports import KeyProvider
+from vault.domain.ports import KeyProvider, Notice, NoticeFeed, NoticeKind
 from vault.domain.secrets import Secret
 from vault.domain.service import TokenService
 from vault.domain.stores import CredentialStore, KeyInventory, Stores
@@ -29,10 +30,21 @@ from vault.kms.local import LocalKeyFileProvider
 from vault.kms.shred_log import FileShredLog
 from vault.kms.transit import TransitSettings, VaultTransitKeyProvider
 from vault.storage import migrate
-from vault.storage.notify import ShredListener, ShredPoller
-from vault.storage.sql import Database, Engine, make_engine, sql_stores
+from vault.storage.sql import (
+    Database,
+    Engine,
+    PolledNoticeFeed,
+    PostgresNoticeFeed,
+    make_engine,
+    purge_notices,
+    sql_stores,
+)
 
 log = logging.getLogger(__name__)
+
+
+# Every process polls notices within seconds; an hour's worth is kept for a slow one.
+NOTICE_RETENTION = timedelta(hours=1)
 
 
 def utc_now() -> datetime:
@@ -41,6 +53,16 @@ def utc_now() -> datetime:
 
 @dataclass
 class App:
+    """The runtime of one process: it owns every thread and cache the process has, starts them,
+    stops them and says whether they are healthy. What runs where: docs/process-model.md.
+
+    Threads: the thread pool that runs the use cases (`executor`), the audit log's writer
+    (group commit, started on first use), the notice feed's listener or poller. Caches: the
+    data-key cache (`cache`), the API key table (`authenticator`), the policy's prepared
+    decisions, the shred log's entries, the local key file's versions. A notice from any process
+    (a shred, a change of API keys) reaches them through `forget`.
+    """
+
     settings: Settings
     policy: Policy
     database: Database
@@ -51,15 +73,34 @@ class App:
     key_admin: KeyAdministration
     subjects: SubjectAdministration
     authenticator: Authenticator
-    listener: ShredListener | ShredPoller | None = None
+    executor: ThreadPoolExecutor = field(repr=False)
+    notices: NoticeFeed | None = None
 
     @property
     def engine(self) -> Engine:
         return self.database.engine
 
+    def start(self) -> None:
+        if self.notices is not None:
+            self.notices.start(self.forget, self.forget_everything)
+
+    def forget(self, notice: Notice) -> None:
+        """A notice from any process: drop what it names from this process's caches."""
+        if notice.kind is NoticeKind.SUBJECT_KEY and self.cache is not None:
+            self.cache.forget_digests({notice.key})
+        elif notice.kind is NoticeKind.API_KEYS:
+            self.authenticator.invalidate()
+
+    def forget_everything(self) -> None:
+        """Notices may have been missed (a lost connection): every cache starts over."""
+        if self.cache is not None:
+            self.cache.clear()
+        self.authenticator.invalidate()
+
     def close(self) -> None:
-        if self.listener is not None:
-            self.listener.stop()
+        if self.notices is not None:
+            self.notices.stop()
+        self.executor.shutdown(wait=True)
         self.stores.audit.close()
         self.database.engine.dispose()
 
@@ -161,18 +202,20 @@ def _wire(
         key_admin,
         subjects,
         Authenticator(stores.credentials, policy),
+        ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
     )
     if primary:
         stores.idempotency.purge_idempotency(utc_now() - tokens.limits.idempotency_retention)
         again = subjects.reapply_shred_log(RequestContext.system("shred-log"))
         if again:
             log.warning("shred log: %d subjects of a restored database were shredded again", again)
-    if cache is not None and not settings.uses_sqlite:
-        app.listener = ShredListener(settings.effective_database_url, cache.forget, cache.clear)
-        app.listener.start()
-    elif cache is not None:
-        app.listener = ShredPoller(database.engine, cache.forget_digests)
-        app.listener.start()
+        purge_notices(database.engine, utc_now() - NOTICE_RETENTION)
+    app.notices = (
+        PolledNoticeFeed(database.engine)
+        if settings.uses_sqlite
+        else PostgresNoticeFeed(settings.effective_database_url)
+    )
+    app.start()
     if settings.dev_credentials and primary:
         ensure_dev_credentials(app)
     if primary and not stores.credentials.callers_with_keys():

@@ -4,6 +4,7 @@ port runs against each. The storage ports are in `vault.domain.stores`."""
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -149,3 +150,30 @@ class ShredLog(Protocol):
     def entries(self) -> dict[str, ShredLogEntry]:
         """digest -> entry, for every shred recorded."""
         ...
+
+
+class NoticeKind(enum.Enum):
+    SUBJECT_KEY = "subject_key"  # forget the cached data key of the subject with this digest
+    API_KEYS = "api_keys"  # read the API key table again (a key was added or revoked)
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """What one process tells every process to forget."""
+
+    kind: NoticeKind
+    key: str  # a subject digest, or a key id
+
+
+class NoticeFeed(Protocol):
+    """Notices written by any process, in the transaction of the write that caused them,
+    delivered to every process: how a shred or a revocation reaches the caches of all of them.
+
+    MUST deliver each notice committed after `start` at least once (polling adapters within
+    their interval); when it cannot know what it missed (a lost connection), MUST call
+    `on_lost` before it delivers again, so that the caches forget everything.
+    """
+
+    def start(self, on_notice: Callable[[Notice], None], on_lost: Callable[[], None]) -> None: ...
+
+    def stop(self) -> None: ...

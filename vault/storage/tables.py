@@ -191,6 +191,19 @@ idempotency_keys = Table(
     Index(None, "created_at"),
 )
 
+# What a write tells every pdvault process to forget, in the write's transaction: kind
+# `subject_key` (key: a shredded subject's digest) or `api_keys` (key: a key id). PostgreSQL
+# also NOTIFYs each; SQLite's processes poll for rows past the last seq they saw.
+notices = Table(
+    "notices",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("key", String(128), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Index(None, "created_at"),
+)
+
 api_keys = Table(
     "api_keys",
     metadata,

@@ -79,7 +79,7 @@ async def start_server(app: App, addr: str, reuse_port: bool = False) -> Serving
     limits = Limits(
         settings.request_read_timeout, settings.max_calls, settings.max_calls_per_caller
     )
-    executor = ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc")
+    executor = app.executor  # the runtime's: this server only borrows it
     gate = Gate(app.authenticator, executor, limits)
     server = grpc.aio.server(
         maximum_concurrent_rpcs=limits.max_calls + HEALTH_HEADROOM,
@@ -129,7 +129,6 @@ async def stop_server(serving: Serving, grace: float | None) -> None:
             await serving.monitor
     await serving.health.enter_graceful_shutdown()
     await serving.server.stop(grace)
-    serving.executor.shutdown(wait=True)
 
 
 async def _set_health(serving: Serving, status: Any) -> None:

@@ -9,16 +9,19 @@ from sqlalchemy import Engine
 from vault.domain.stores import Stores
 from vault.storage.sql.audit import SqlAuditLog
 from vault.storage.sql.database import Database, make_engine, redact_url
+from vault.storage.sql.notices import PolledNoticeFeed, PostgresNoticeFeed, purge_notices
 from vault.storage.sql.records import SqlCredentialStore, SqlIdempotencyStore, SqlKeyInventory
-from vault.storage.sql.subjects import SHRED_CHANNEL, SqlSubjectStore
+from vault.storage.sql.subjects import SqlSubjectStore
 from vault.storage.sql.values import SqlValueStore
 
 __all__ = [
-    "SHRED_CHANNEL",
     "Database",
     "Engine",
+    "PolledNoticeFeed",
+    "PostgresNoticeFeed",
     "SqlAuditLog",
     "make_engine",
+    "purge_notices",
     "redact_url",
     "sql_stores",
 ]

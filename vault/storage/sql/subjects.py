@@ -1,18 +1,20 @@
 """`SubjectStore` over SQL: subjects, their state and consents, and what is kept of shredded
-ones. On PostgreSQL a shred NOTIFYs every pdvault process, on commit, to drop the subject's
-cached key (`vault.storage.notify`)."""
+ones. A shred publishes a notice, in its transaction, that tells every pdvault process to drop
+the subject's cached key (`vault.storage.sql.notices`)."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
+from vault.domain.ports import NoticeKind
 from vault.domain.stores import ShreddedRecord, ShredResult, WriteOutcome
 from vault.domain.types import AuditEvent, Purpose, SubjectId, SubjectRecord, SubjectState
 from vault.storage.sql import rows
 from vault.storage.sql.database import Answer, Database
+from vault.storage.sql.notices import publish
 from vault.storage.tables import (
     consents,
     data_keys,
@@ -22,9 +24,6 @@ from vault.storage.tables import (
     subjects,
     token_values,
 )
-
-# PostgreSQL channel on which a shred tells every pdvault process to drop the subject's key.
-SHRED_CHANNEL = "pdvault_shred"
 
 
 class SqlSubjectStore:
@@ -167,8 +166,8 @@ class SqlSubjectStore:
                 )
             )
             rows.insert_audit(conn, audit)
-            if self._db.dialect == "postgresql":
-                conn.execute(select(func.pg_notify(SHRED_CHANNEL, subject)))
+            # Every process drops the subject's key from its cache (on commit, or its next poll).
+            publish(conn, NoticeKind.SUBJECT_KEY, digest, receipt.shredded_at)
             return ShredResult(done, (keys.rowcount, len(held)))
 
         return self._db.write(body)
