@@ -18,7 +18,8 @@ from vault.domain.callers import Authenticator, issue_api_key
 from vault.domain.context import RequestContext
 from vault.domain.keys import CacheFigures, KeyAdministration
 from vault.domain.lifecycle import SubjectAdministration
-from vault.domain.policy import Policy, load_policy
+from vault.domain.policy import Policy
+from vault.domain.policy_file import load_policy
 from vault.domain.ports import KeyProvider, Notice, NoticeFeed, NoticeKind
 from vault.domain.secrets import Secret
 from vault.domain.service import TokenService

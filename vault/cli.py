@@ -453,7 +453,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _policy_check(args: argparse.Namespace) -> int:
-    from vault.domain.policy import load_policy
+    from vault.domain.policy_file import load_policy
     from vault.errors import ConfigurationError
 
     path = args.file or (Path(os.environ["PDV_POLICY"]) if os.environ.get("PDV_POLICY") else None)

@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 
 from vault.crypto.aead import AesGcmCipher
 from vault.domain.context import RequestContext
-from vault.domain.policy import load_policy
+from vault.domain.policy_file import load_policy
 from vault.domain.service import FieldInput, TokenService
 from vault.domain.types import CallerName, Category, PlainValue, Purpose, TokenFormat, View
 from vault.errors import IntegrityError, PermissionDenied, Reason

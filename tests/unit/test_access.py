@@ -21,7 +21,7 @@ from vault.domain.access import (
     Operation,
     ReadEvaluator,
 )
-from vault.domain.policy import default_policy_text, load_policy, parse_policy
+from vault.domain.policy_file import default_policy_text, load_policy, parse_policy
 from vault.domain.types import CallerName, Category, LegalBasis, Purpose, SubjectState, View
 from vault.errors import Reason
 from vault.transport.status import to_status_proto

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from vault.domain.callers import Authenticator, issue_api_key
-from vault.domain.policy import load_policy
+from vault.domain.policy_file import load_policy
 from vault.domain.stores import ApiKeyRecord, CredentialStore
 from vault.domain.types import CallerName
 from vault.errors import Reason, Unauthenticated

@@ -16,7 +16,7 @@ from vault.crypto.aead import AesGcmCipher
 from vault.domain.context import RequestContext
 from vault.domain.keys import KeyAdministration
 from vault.domain.lifecycle import SubjectAdministration
-from vault.domain.policy import load_policy
+from vault.domain.policy_file import load_policy
 from vault.domain.service import FieldInput, TokenService
 from vault.domain.stores import Stores
 from vault.domain.types import CallerName, LegalBasis, PlainValue, SubjectId, TokenFormat

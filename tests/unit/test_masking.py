@@ -7,7 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vault.domain.masking import REDACTED, mask
-from vault.domain.policy import Mask, load_policy
+from vault.domain.policy import Mask
+from vault.domain.policy_file import load_policy
 from vault.domain.types import Category, PlainValue
 
 

@@ -17,15 +17,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from vault.domain.access import Access, Existence, ItemFacts, ReadDecision, ReadEvaluator
-from vault.domain.policy import (
-    Decision,
-    Mask,
-    Policy,
-    ValueRule,
-    default_policy_text,
-    load_policy,
-    parse_policy,
-)
+from vault.domain.policy import Decision, Mask, Policy, ValueRule
+from vault.domain.policy_file import default_policy_text, load_policy, parse_policy
 from vault.domain.types import CallerName, Category, Purpose, SubjectState, TokenFormat, View
 from vault.errors import ConfigurationError, Reason
 

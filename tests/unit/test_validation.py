@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vault.domain.policy import CategoryRule, ValueRule, load_policy
+from vault.domain.policy import CategoryRule, ValueRule
+from vault.domain.policy_file import load_policy
 from vault.domain.secrets import Secret
 from vault.domain.types import Category, PlainValue, ValueKind
 from vault.domain.validation import Rule, RuleBroken, luhn_valid, validate

@@ -35,8 +35,10 @@ from pdvault.v1 import key_service_pb2, subject_service_pb2, token_service_pb2
 from vault.app import App
 from vault.config import Settings
 from vault.errors import ConfigurationError, PdvaultError
+from vault.transport.key_servicer import KeyServicer
 from vault.transport.rpc import Gate, Limits, Method, ServiceHandler
-from vault.transport.servicers import KeyServicer, SubjectServicer, TokenServicer
+from vault.transport.subject_servicer import SubjectServicer
+from vault.transport.token_servicer import TokenServicer
 
 log = logging.getLogger(__name__)
 

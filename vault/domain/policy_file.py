@@ -1,0 +1,258 @@
+"""The policy file: TOML in, a validated `Policy` out (or one ConfigurationError listing every
+mistake). The shipped default, `policies/default.toml`, is written from a real privacy policy;
+docs/policy.md says how each row maps."""
+
+from __future__ import annotations
+
+import enum
+import tomllib
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+from vault.domain.policy import (
+    ALL,
+    OPERATIONS,
+    CallerRule,
+    CategoryRule,
+    LifecycleRules,
+    Mask,
+    Policy,
+    PolicyNote,
+    PurposeRule,
+    ValueRule,
+)
+from vault.domain.types import NAME_RE, CallerName, Category, Purpose, TokenFormat, View
+from vault.errors import ConfigurationError
+
+__all__ = ["default_policy_text", "load_policy", "parse_policy"]
+
+K = TypeVar("K", bound=str)
+V = TypeVar("V")
+E = TypeVar("E", bound=enum.Enum)
+
+
+def default_policy_text() -> str:
+    return (resources.files("vault.domain") / "policies" / "default.toml").read_text("utf-8")
+
+
+def load_policy(path: Path | None = None) -> Policy:
+    """Load and validate a policy file; the shipped default when `path` is None."""
+    text = default_policy_text() if path is None else path.read_text("utf-8")
+    return parse_policy(text)
+
+
+def parse_policy(text: str) -> Policy:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"policy file is not valid TOML: {exc}") from None
+    return _Parser(doc).policy()
+
+
+_FORBIDDEN_CATEGORIES = frozenset({"card_security_code", "cvv", "cvc", "cid", "cvv2", "cvc2"})
+
+
+class _Parser:
+    def __init__(self, doc: Mapping[str, Any]) -> None:
+        self.doc = doc
+        self.errors: list[str] = []
+
+    def policy(self) -> Policy:
+        head = self._table(self.doc, "policy")
+        purposes = {
+            Purpose(name): PurposeRule(
+                Purpose(name),
+                str(body.get("text", "")),
+                self._bool(body, "consent_required", f"purposes.{name}"),
+                self._bool(body, "allowed_when_stopped", f"purposes.{name}"),
+                self._bool(body, "legal_basis_replaces_consent", f"purposes.{name}"),
+            )
+            for name, body in self._named_tables("purposes")
+        }
+        categories = {
+            Category(name): self._category(name, body, purposes)
+            for name, body in self._named_tables("categories")
+        }
+        callers = {
+            CallerName(name): self._caller(name, body, purposes, categories)
+            for name, body in self._named_tables("callers")
+        }
+        notes = self._notes()
+        life = self._table(self.doc, "lifecycle")
+        unknown = sorted(set(life) - {"legal_basis_lifts_stop", "correct_when_stopped"})
+        if unknown:
+            self.errors.append(f"lifecycle: unknown settings {', '.join(unknown)}")
+        lifecycle = LifecycleRules(
+            legal_basis_lifts_stop=self._bool(
+                life, "legal_basis_lifts_stop", "lifecycle", default=True
+            ),
+            correct_when_stopped=self._bool(life, "correct_when_stopped", "lifecycle"),
+        )
+        version = head.get("version", 1)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            self.errors.append("policy.version: must be a whole number from 1")
+            version = 0
+        if self.errors:
+            raise ConfigurationError("policy file is invalid: " + "; ".join(self.errors))
+        return Policy(
+            name=str(head.get("name", "unnamed")),
+            version=version,
+            source=str(head.get("source", "")),
+            purposes=purposes,
+            categories=categories,
+            callers=callers,
+            notes=notes,
+            lifecycle=lifecycle,
+        )
+
+    def _notes(self) -> tuple[PolicyNote, ...]:
+        raw = self.doc.get("decisions", [])
+        if not isinstance(raw, list):
+            self.errors.append("decisions: must be an array of tables ([[decisions]])")
+            return ()
+        notes: list[PolicyNote] = []
+        for i, n in enumerate(raw):
+            if not isinstance(n, Mapping):
+                self.errors.append(f"decisions[{i}]: must be a table")
+                continue
+            note = PolicyNote(str(n.get("id", "")), str(n.get("about", "")), str(n.get("text", "")))
+            if not note.id or any(note.id == other.id for other in notes):
+                self.errors.append(f"decisions[{i}].id: must be set and unique")
+            notes.append(note)
+        return tuple(notes)
+
+    def _category(
+        self, name: str, body: Mapping[str, Any], purposes: Mapping[Purpose, PurposeRule]
+    ) -> CategoryRule:
+        where = f"categories.{name}"
+        if name in _FORBIDDEN_CATEGORIES:
+            self.errors.append(f"{where}: card security codes are never stored (PCI DSS 3.3.1)")
+        kind = self._enum(ValueRule, body, "kind", where, ValueRule.TEXT)
+        max_bytes = body.get("max_bytes", 4096)
+        if not isinstance(max_bytes, int) or not 1 <= max_bytes <= 4 * 1024 * 1024:
+            self.errors.append(f"{where}.max_bytes: must be an integer from 1 to 4194304")
+            max_bytes = 1
+        formats = frozenset(
+            self._enum_value(TokenFormat, f, f"{where}.token_formats")
+            for f in self._names(body, "token_formats", where, default=["opaque"])
+        )
+        row = body.get("row")
+        if row is not None and (not isinstance(row, int) or isinstance(row, bool)):
+            self.errors.append(f"{where}.row: must be the number of a row of the source table")
+            row = None
+        return CategoryRule(
+            name=Category(name),
+            row=row,
+            text=str(body.get("text", "")),
+            kind=kind,
+            max_bytes=max_bytes,
+            mask=self._enum(Mask, body, "mask", where, Mask.REDACTED),
+            purposes=frozenset(
+                self._known(Purpose(p), purposes, f"{where}.purposes", "purpose")
+                for p in self._names(body, "purposes", where)
+            ),
+            token_formats=frozenset(f for f in formats if f is not None),
+        )
+
+    def _caller(
+        self,
+        name: str,
+        body: Mapping[str, Any],
+        purposes: Mapping[Purpose, PurposeRule],
+        categories: Mapping[Category, CategoryRule],
+    ) -> CallerRule:
+        where = f"callers.{name}"
+        tokenize_names = self._names(body, "tokenize", where)
+        if ALL in tokenize_names:
+            tokenize = frozenset(categories)
+        else:
+            tokenize = frozenset(
+                self._known(Category(c), categories, f"{where}.tokenize", "category")
+                for c in tokenize_names
+            )
+        operations = frozenset(self._names(body, "operations", where))
+        for op in sorted(operations - OPERATIONS):
+            self.errors.append(f"{where}.operations: unknown operation '{op}'")
+        views_doc = body.get("views", {})
+        views: dict[Category, View] = {}
+        if isinstance(views_doc, Mapping):
+            for cat, v in views_doc.items():
+                view = self._enum_value(View, v, f"{where}.views.{cat}")
+                if view is not None:
+                    views[self._known(Category(cat), categories, f"{where}.views", "category")] = (
+                        view
+                    )
+        claimed = frozenset(
+            self._known(Purpose(p), purposes, f"{where}.purposes", "purpose")
+            for p in self._names(body, "purposes", where)
+        )
+        legal_basis = frozenset(Purpose(p) for p in self._names(body, "legal_basis", where))
+        for p in sorted(legal_basis - claimed):
+            self.errors.append(
+                f"{where}.legal_basis: '{p}' is not one of the purposes this caller may claim"
+            )
+        return CallerRule(
+            name=CallerName(name),
+            text=str(body.get("text", "")),
+            purposes=claimed,
+            view=self._enum(View, body, "view", where, View.MASKED),
+            views=views,
+            tokenize=tokenize,
+            operations=operations & OPERATIONS,
+            legal_basis=legal_basis & claimed,
+        )
+
+    # -- small helpers --
+
+    def _table(self, doc: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+        value = doc.get(key, {})
+        if not isinstance(value, Mapping):
+            self.errors.append(f"{key}: must be a table")
+            return {}
+        return value
+
+    def _named_tables(self, key: str) -> Iterable[tuple[str, Mapping[str, Any]]]:
+        for name, body in self._table(self.doc, key).items():
+            if not NAME_RE.fullmatch(name):
+                self.errors.append(f"{key}.{name}: names are lower_snake_case, 1-64 characters")
+            if not isinstance(body, Mapping):
+                self.errors.append(f"{key}.{name}: must be a table")
+                continue
+            yield name, body
+
+    def _names(
+        self, body: Mapping[str, Any], key: str, where: str, default: list[str] | None = None
+    ) -> list[str]:
+        value = body.get(key, default if default is not None else [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.errors.append(f"{where}.{key}: must be a list of names")
+            return []
+        return list(value)
+
+    def _bool(self, body: Mapping[str, Any], key: str, where: str, default: bool = False) -> bool:
+        value = body.get(key, default)
+        if not isinstance(value, bool):
+            self.errors.append(f"{where}.{key}: must be true or false")
+            return False
+        return value
+
+    def _known(self, name: K, known: Mapping[K, V], where: str, what: str) -> K:
+        if name not in known:
+            self.errors.append(f"{where}: unknown {what} '{name}'")
+        return name
+
+    def _enum(self, cls: type[E], body: Mapping[str, Any], key: str, where: str, default: E) -> E:
+        if key not in body:
+            return default
+        value = self._enum_value(cls, body[key], f"{where}.{key}")
+        return default if value is None else value
+
+    def _enum_value(self, cls: type[E], raw: object, where: str) -> E | None:
+        try:
+            return cls(raw)
+        except ValueError:
+            choices = ", ".join(str(m.value) for m in cls)
+            self.errors.append(f"{where}: '{raw}' is not one of {choices}")
+            return None
