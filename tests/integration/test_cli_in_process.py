@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from pdvault_client.cli import main
 from tests.conftest import RunningServer, free_port
-from vault.cli import main
 
 
 @pytest.fixture
@@ -204,11 +204,11 @@ def test_db_upgrade_in_process(
 def test_the_hint_after_unavailable(
     monkeypatch: pytest.MonkeyPatch, message: str, tls: bool, hint: str
 ) -> None:
-    from vault.cli import _connection_hint
+    from pdvault_client.cli.report import connection_hint
 
     monkeypatch.setenv("PDV_ADDR", "127.0.0.1:1")
     if tls:
         monkeypatch.setenv("PDV_TLS_CA", "ca.pem")
     else:
         monkeypatch.delenv("PDV_TLS_CA", raising=False)
-    assert hint in _connection_hint(message)
+    assert hint in connection_hint(message)

@@ -76,9 +76,10 @@ def test_the_log_level_is_case_insensitive(value: str, level: str) -> None:
 
 
 def test_the_cli_offers_the_log_levels_the_settings_accept() -> None:
-    from vault import cli, config
+    from pdvault_client.cli import parser
+    from vault import config
 
-    assert cli.LOG_LEVELS == config.LOG_LEVELS
+    assert parser.LOG_LEVELS == config.LOG_LEVELS
 
 
 # -- each default stated once (issue #10 §5) ------------------------------------------------------
@@ -130,3 +131,21 @@ def test_each_kind_of_setting_is_read(
 def test_the_range_and_the_choices_are_the_fields(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         load_settings(env)
+
+
+def test_the_client_commands_default_to_the_server_defaults() -> None:
+    """The client distribution installs without the server, so it states its own defaults:
+    the same as the server's."""
+    from pdvault_client.address import DEFAULT_ADDR
+    from pdvault_client.cli import connection
+    from pdvault_client.cli.environment import CLIENT_VARIABLES
+
+    s = Settings()
+    assert s.addr == DEFAULT_ADDR
+    assert s.data_dir == connection.DEFAULT_DATA_DIR
+    assert s.credentials_file == connection.DEFAULT_DATA_DIR / connection.CREDENTIALS_FILE
+    shown = {v.name: v.default for v in CLIENT_VARIABLES}
+    server = config.defaults()
+    both = shown.keys() & server.keys()
+    assert both == {"PDV_ADDR", "PDV_DATA_DIR", "VAULT_TOKEN"}
+    assert {n: shown[n] for n in both} == {n: server[n] for n in both}
