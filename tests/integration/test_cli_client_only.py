@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from pdvault_client.cli import main, server
 from pdvault_client.cli.server import NOT_INSTALLED
 from tests.conftest import RunningServer, pdv_env
 
@@ -65,3 +67,37 @@ def test_help_without_the_server() -> None:
     assert "environment, client commands:\n  PDV_ADDR " in out.stdout
     assert "PDV_MAX_WORKERS" not in out.stdout  # the server's settings are the server's to list
     assert pdv("--version").stdout.startswith("pdv ")
+
+
+# -- the same, in-process (for coverage): `vault` blocked in sys.modules for the test -----------
+
+
+def test_in_process_without_the_server(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("vault", "vault.cli", "vault.config"):
+        monkeypatch.setitem(sys.modules, name, None)
+    assert main(["db", "upgrade"]) == 1
+    assert capsys.readouterr().err == f"pdv db upgrade: {NOT_INSTALLED}\n"
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert f"environment, server:\n  {NOT_INSTALLED}\n" in capsys.readouterr().out
+
+
+def test_help_in_process_lists_the_server_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "environment, HashiCorp Vault Transit (PDV_KMS=vault):\n  VAULT_ADDR " in out
+    assert NOT_INSTALLED not in out
+
+
+def test_a_server_with_a_missing_dependency_is_a_broken_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Not "the server is not installed": the traceback names what is missing."""
+    (tmp_path / "pdv_probe_server.py").write_text("import pdv_probe_missing_dependency\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModuleNotFoundError, match="pdv_probe_missing_dependency"):
+        server._load("pdv_probe_server")
+    assert server._load("pdv_probe_no_such_server") is None

@@ -12,8 +12,10 @@ probe fails its own test: a new option needs one.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -356,3 +358,38 @@ def test_every_argument_reaches_its_call(
     argv, check = found
     seen = pdv(argv)
     assert check(seen), seen
+
+
+# -- what a command's failure becomes -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raised", "code", "err"),
+    [
+        # The client library refused the input before sending it: its message names the field.
+        (ValueError("fields[0].value: not UTF-8"), 3, "pdv tokenize: fields[0].value: not UTF-8\n"),
+        (KeyboardInterrupt(), 1, ""),
+        (BrokenPipeError(), 1, ""),  # `pdv ... | head`: no traceback
+    ],
+)
+def test_a_failure_becomes_an_exit_status(
+    pdv: Callable[[list[str]], Seen],
+    monkeypatch: pytest.MonkeyPatch,
+    raised: BaseException,
+    code: int,
+    err: str,
+) -> None:
+    def tokenize(*_args: Any, **_kwargs: Any) -> list[Tokenized]:
+        raise raised
+
+    class Stdout(io.StringIO):
+        def fileno(self) -> int:
+            return 1
+
+    redirected: list[int] = []
+    monkeypatch.setattr(FakeClient, "tokenize", tokenize)
+    monkeypatch.setattr(sys, "stdout", Stdout())
+    monkeypatch.setattr(os, "dup2", lambda _fd, fd2: redirected.append(fd2))  # not pytest's fd
+    seen = pdv([*TOKENIZE])
+    assert (seen.code, seen.err) == (code, err)
+    assert redirected == ([1] if isinstance(raised, BrokenPipeError) else [])
