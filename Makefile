@@ -11,20 +11,22 @@ DEV_STAMP := $(VENV)/.installed-dev
 
 .PHONY: serve test check lint types imports api unit proto clean
 
-# setuptools warns on every editable install of a distribution whose packages live under two roots
-# (vault/ here, pdvault_client/ under clients/python/): an informational "Editable installation"
-# notice about folders named like packages, nothing to act on. The layout is deliberate (one
-# distribution for the server and the client library), so the notice is filtered, not the cause.
+# Two distributions, installed together so that pip resolves the server's `pdvault-client==`
+# dependency from this checkout: the client (./clients/python: the generated API, the client
+# library and the `pdv` script) and the server (`.`, the `vault` package), each once.
+# setuptools warns on each editable install of a flat layout (packages beside pyproject.toml, as
+# vault/ and clients/python/pdvault_client/ are): an informational "Editable installation"
+# notice about folders named like packages, nothing to act on, so it is filtered.
 PIP_INSTALL := PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install --quiet
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml clients/python/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) --upgrade pip
-	$(PIP_INSTALL) -c constraints.txt -e .
+	$(PIP_INSTALL) -c constraints.txt -e ./clients/python -e .
 	touch $@
 
 $(DEV_STAMP): $(STAMP)
-	$(PIP_INSTALL) -c constraints.txt -e '.[dev]'
+	$(PIP_INSTALL) -c constraints.txt -e ./clients/python -e '.[dev]'
 	touch $@
 
 node_modules/.bin/buf: package.json package-lock.json

@@ -82,7 +82,7 @@ def _stop(proc: subprocess.Popen[bytes], grace: float = 20) -> None:
 
 @dataclass
 class PdvaultServer:
-    """`python -m vault.cli serve` (what `pdv serve` runs), configured by its environment.
+    """`python -m pdvault_client.cli serve` (what `pdv serve` runs), configured by its environment.
 
     pdvault serves from `PDV_PROCESSES` processes on one port (default: one per core): a parent
     that prepares the database and spawns the serving children, which share the port through
@@ -131,7 +131,7 @@ class PdvaultServer:
         log = self.log_dir / f"pdvault-{self._starts}.log"
         with log.open("wb") as out:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "vault.cli", "serve"],
+                [sys.executable, "-m", "pdvault_client.cli", "serve"],
                 env=self.env(),
                 cwd=ROOT,
                 stdout=out,

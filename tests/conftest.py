@@ -167,7 +167,7 @@ def spawn_serve(
     env.update(env_vars)
     log = cwd / f"{name}.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vault.cli", "serve"],
+        [sys.executable, "-m", "pdvault_client.cli", "serve"],
         cwd=cwd,
         env=env,
         stdout=log.open("wb"),

@@ -1,5 +1,10 @@
 """Typed settings from the environment (PDV_*), optionally from a TOML file (PDV_CONFIG).
 
+Each setting is stated once, as a field of `Settings`: its default, and in its metadata (`Var`)
+the variable that sets it, its range or choices and its line in `pdv --help`. `load_settings`
+reads and checks every field from there, `environment()` gives `pdv --help` its table, and
+tests/integration/test_cli_help.py checks the README's table against `defaults()`.
+
 The environment wins over the file. Secret fields (the database URL may carry a password) are
 kept out of repr; `describe()` gives a safe summary for the start-up log line.
 """
@@ -9,65 +14,203 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
+from typing import Any, TypeVar, get_type_hints
 
 from vault.errors import ConfigurationError
 
-DEFAULT_ADDR = "127.0.0.1:50051"
-DEFAULT_DATA_DIR = ".pdvault"
 KMS_CHOICES = ("local", "vault")
 VAULT_AUTH_CHOICES = ("token", "approle", "kubernetes")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
+SERVER = "server (`pdv serve`, `pdv db upgrade`)"
+TRANSIT = "HashiCorp Vault Transit (PDV_KMS=vault)"
+T = TypeVar("T")
+CONFIG_FILE = ("PDV_CONFIG", "a TOML file with the settings below, in lower case without PDV_")
+
+
+@dataclass(frozen=True)
+class Var:
+    """How a setting is read and described: the variable, its meaning for `pdv --help`, and
+    what values it takes (numbers from `low` to `high`, or one of `choices`)."""
+
+    name: str
+    meaning: str
+    section: str = SERVER
+    shown: str = ""  # the default in words, where the literal does not say it ("one per core")
+    note: str = ""  # said after the default in `pdv --help`
+    low: float = 0
+    high: float = 0
+    choices: tuple[str, ...] = ()
+    fold_case: bool = False  # `debug` is DEBUG
+
+
+def setting(default: T, name: str, meaning: str, *, secret: bool = False, **how: Any) -> T:
+    """A field of Settings: its default, and the variable `name` that sets it (`Var`).
+    Secret fields stay out of repr."""
+    return field(default=default, repr=not secret, metadata={"var": Var(name, meaning, **how)})
+
 
 @dataclass(frozen=True)
 class Settings:
-    addr: str = DEFAULT_ADDR
-    data_dir: Path = Path(DEFAULT_DATA_DIR)
-    database_url: str = field(default="", repr=False)
-    kms: str = "local"
-    key_file: Path | None = None
-    policy_file: Path | None = None
-    max_workers: int = 16
-    # Serving processes sharing the port (SO_REUSEPORT); default: one per core.
-    processes: int = 0
-    log_level: str = "INFO"
+    addr: str = setting("127.0.0.1:50051", "PDV_ADDR", "where the server listens")
+    data_dir: Path = setting(
+        Path(".pdvault"), "PDV_DATA_DIR", "SQLite database, local key file, dev credentials"
+    )
+    database_url: str = setting(
+        "",
+        "PDV_DATABASE_URL",
+        "e.g. postgresql+psycopg://user@host/pdvault",
+        shown="SQLite in the data dir",
+        secret=True,  # it may carry a password
+    )
+    kms: str = setting(
+        "local",
+        "PDV_KMS",
+        "the key provider: local for the key file, vault for HashiCorp Vault",
+        choices=KMS_CHOICES,
+    )
+    key_file: Path | None = setting(
+        None, "PDV_KEY_FILE", "the local key-encryption key file", shown="<data dir>/kek.json"
+    )
+    policy_file: Path | None = setting(None, "PDV_POLICY", "a policy file", shown="shipped default")
+    max_workers: int = setting(
+        16, "PDV_MAX_WORKERS", "threads per process running the use cases", low=1, high=1024
+    )
+    # Serving processes sharing the port (SO_REUSEPORT).
+    processes: int = setting(
+        0, "PDV_PROCESSES", "serving processes sharing the port", shown="one per core", high=256
+    )
+    log_level: str = setting(
+        "INFO",
+        "PDV_LOG_LEVEL",
+        "DEBUG, INFO, WARNING or ERROR",
+        note="--log-level wins",
+        choices=LOG_LEVELS,
+        fold_case=True,
+    )
     # On first start, create API keys for the policy's callers and write them to
     # <data dir>/dev-credentials.json. Meant for the embedded default; turn off in production.
-    dev_credentials: bool = True
-    auto_migrate: bool = True
-    # HashiCorp Vault Transit (PDV_KMS=vault), configured as Vault's own tools are.
-    vault_addr: str = "http://127.0.0.1:8200"
-    vault_token: str = field(default="", repr=False)
-    vault_cacert: str = ""
-    vault_namespace: str = ""
-    vault_mount: str = "transit"
-    vault_key: str = "pdvault"
-    vault_auth: str = "token"
-    vault_role_id: str = ""
-    vault_secret_id: str = field(default="", repr=False)
-    vault_k8s_role: str = ""
-    vault_k8s_jwt_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-    vault_timeout: float = 5.0
+    dev_credentials: bool = setting(
+        True, "PDV_DEV_CREDENTIALS", "create the demo callers' API keys on first start"
+    )
+    auto_migrate: bool = setting(
+        True, "PDV_AUTO_MIGRATE", "run the database migrations at start-up"
+    )
+    # The record of shredded subjects, outside the database.
+    shred_log: Path | None = setting(
+        None, "PDV_SHRED_LOG", "the shred log, outside the database", shown="beside the key file"
+    )
     # TLS for the gRPC port: a PEM certificate chain and its key. Without them pdvault serves
     # in clear only on a loopback address, unless allow_insecure says otherwise.
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    allow_insecure: bool = False
-    # The record of shredded subjects outside the database (default: beside the key file).
-    shred_log: Path | None = None
-    # The data-key cache (0 entries: no cache).
-    cache_max_entries: int = 10_000
-    cache_max_age: float = 300.0
-    cache_max_uses: int = 100_000
+    tls_cert: Path | None = setting(
+        None, "PDV_TLS_CERT", "the server's TLS certificate chain (PEM); with PDV_TLS_KEY"
+    )
+    tls_key: Path | None = setting(None, "PDV_TLS_KEY", "the key of PDV_TLS_CERT (PEM)")
+    allow_insecure: bool = setting(
+        False, "PDV_ALLOW_INSECURE", "allow a plaintext port off loopback"
+    )
+    # The data-key cache.
+    cache_max_entries: int = setting(
+        10_000,
+        "PDV_KEY_CACHE_MAX_ENTRIES",
+        "data keys cached per process",
+        note="0: no cache",
+        high=10**7,
+    )
+    cache_max_age: float = setting(
+        300.0, "PDV_KEY_CACHE_MAX_AGE", "seconds a cached data key serves", high=86_400
+    )
+    cache_max_uses: int = setting(
+        100_000, "PDV_KEY_CACHE_MAX_USES", "unwraps a cached data key answers", low=1, high=2**32
+    )
     # Defences against slow and greedy clients (see vault.transport.rpc).
-    request_read_timeout: float = 10.0  # seconds a call may take to deliver its request
-    max_calls: int = 256  # calls in flight per process (health checks not counted)
-    max_calls_per_caller: int = 128  # ... and per caller, per process
-    max_streams_per_connection: int = 100  # HTTP/2 streams in flight on one connection
-    max_connection_age: float = 1800.0  # seconds; then the client reconnects
-    health_interval: float = 5.0  # seconds between readiness checks of the database and keys
+    request_read_timeout: float = setting(
+        10.0,
+        "PDV_REQUEST_READ_TIMEOUT",
+        "seconds a call may take to send its request",
+        low=0.1,
+        high=600,
+    )
+    max_calls: int = setting(
+        256, "PDV_MAX_CALLS", "calls in flight per process, health checks aside", low=1, high=10**5
+    )
+    max_calls_per_caller: int = setting(
+        128,
+        "PDV_MAX_CALLS_PER_CALLER",
+        "calls in flight per caller, per process",
+        low=1,
+        high=10**5,
+    )
+    max_streams_per_connection: int = setting(  # HTTP/2 streams
+        100,
+        "PDV_MAX_STREAMS_PER_CONNECTION",
+        "calls in flight on one connection",
+        low=1,
+        high=10**4,
+    )
+    max_connection_age: float = setting(
+        1800.0,
+        "PDV_MAX_CONNECTION_AGE",
+        "seconds before a client must reconnect",
+        low=1,
+        high=86_400 * 7,
+    )
+    health_interval: float = setting(
+        5.0,
+        "PDV_HEALTH_INTERVAL",
+        "seconds between readiness checks of database and keys",
+        low=0.1,
+        high=3600,
+    )
+    # HashiCorp Vault Transit (PDV_KMS=vault), configured as Vault's own tools are.
+    vault_addr: str = setting(
+        "http://127.0.0.1:8200", "VAULT_ADDR", "the Vault server", section=TRANSIT
+    )
+    vault_token: str = setting(
+        "",
+        "VAULT_TOKEN",
+        "pdvault's token (token auth); for `pdv keys`: the operator's own",
+        section=TRANSIT,
+        secret=True,
+    )
+    vault_cacert: str = setting(
+        "", "VAULT_CACERT", "the CA that signed Vault's certificate", section=TRANSIT
+    )
+    vault_namespace: str = setting(
+        "", "VAULT_NAMESPACE", "the Vault Enterprise namespace", section=TRANSIT
+    )
+    vault_auth: str = setting(
+        "token",
+        "PDV_VAULT_AUTH",
+        "token, approle or kubernetes",
+        section=TRANSIT,
+        choices=VAULT_AUTH_CHOICES,
+    )
+    vault_role_id: str = setting("", "VAULT_ROLE_ID", "AppRole: the role id", section=TRANSIT)
+    vault_secret_id: str = setting(
+        "", "VAULT_SECRET_ID", "AppRole: the secret id", section=TRANSIT, secret=True
+    )
+    vault_k8s_role: str = setting(
+        "", "PDV_VAULT_K8S_ROLE", "Kubernetes auth: the role", section=TRANSIT
+    )
+    vault_k8s_jwt_file: Path = setting(
+        Path("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+        "PDV_VAULT_K8S_JWT_FILE",
+        "Kubernetes auth: the service account token file",
+        section=TRANSIT,
+    )
+    vault_mount: str = setting("transit", "PDV_VAULT_MOUNT", "the Transit mount", section=TRANSIT)
+    vault_key: str = setting("pdvault", "PDV_VAULT_KEY", "the Transit key", section=TRANSIT)
+    vault_timeout: float = setting(
+        5.0,
+        "PDV_VAULT_TIMEOUT",
+        "seconds one HTTP call to Vault may take",
+        section=TRANSIT,
+        low=0.1,
+        high=120,
+    )
 
     @property
     def effective_database_url(self) -> str:
@@ -107,44 +250,42 @@ class Settings:
         return f"addr={self.addr} data_dir={self.data_dir} database={db} kms={kms}"
 
 
-_ENV = {
-    "PDV_ADDR": "addr",
-    "PDV_DATA_DIR": "data_dir",
-    "PDV_DATABASE_URL": "database_url",
-    "PDV_KMS": "kms",
-    "PDV_KEY_FILE": "key_file",
-    "PDV_POLICY": "policy_file",
-    "PDV_MAX_WORKERS": "max_workers",
-    "PDV_PROCESSES": "processes",
-    "PDV_LOG_LEVEL": "log_level",
-    "PDV_DEV_CREDENTIALS": "dev_credentials",
-    "PDV_AUTO_MIGRATE": "auto_migrate",
-    "VAULT_ADDR": "vault_addr",
-    "VAULT_TOKEN": "vault_token",
-    "VAULT_CACERT": "vault_cacert",
-    "VAULT_NAMESPACE": "vault_namespace",
-    "PDV_VAULT_MOUNT": "vault_mount",
-    "PDV_VAULT_KEY": "vault_key",
-    "PDV_VAULT_AUTH": "vault_auth",
-    "VAULT_ROLE_ID": "vault_role_id",
-    "VAULT_SECRET_ID": "vault_secret_id",
-    "PDV_VAULT_K8S_ROLE": "vault_k8s_role",
-    "PDV_VAULT_K8S_JWT_FILE": "vault_k8s_jwt_file",
-    "PDV_VAULT_TIMEOUT": "vault_timeout",
-    "PDV_SHRED_LOG": "shred_log",
-    "PDV_TLS_CERT": "tls_cert",
-    "PDV_TLS_KEY": "tls_key",
-    "PDV_ALLOW_INSECURE": "allow_insecure",
-    "PDV_KEY_CACHE_MAX_ENTRIES": "cache_max_entries",
-    "PDV_KEY_CACHE_MAX_AGE": "cache_max_age",
-    "PDV_KEY_CACHE_MAX_USES": "cache_max_uses",
-    "PDV_REQUEST_READ_TIMEOUT": "request_read_timeout",
-    "PDV_MAX_CALLS": "max_calls",
-    "PDV_MAX_CALLS_PER_CALLER": "max_calls_per_caller",
-    "PDV_MAX_STREAMS_PER_CONNECTION": "max_streams_per_connection",
-    "PDV_MAX_CONNECTION_AGE": "max_connection_age",
-    "PDV_HEALTH_INTERVAL": "health_interval",
-}
+def _var(f: Field[Any]) -> Var:
+    v: Var = f.metadata["var"]
+    return v
+
+
+def _shown(f: Field[Any]) -> str:
+    """A field's default as `pdv --help` and the README say it."""
+    v, default = _var(f), f.default
+    if v.shown:
+        return v.shown
+    if isinstance(default, bool):
+        return "true" if default else "false"
+    if isinstance(default, float):
+        return f"{default:g}"
+    if isinstance(default, Path) and not default.is_absolute():
+        return f"./{default}"
+    return "" if default is None else str(default)
+
+
+# variable -> setting name, in the order of the fields
+_ENV = {_var(f).name: f.name for f in fields(Settings)}
+
+
+def defaults() -> dict[str, str]:
+    """Every variable's default, as `pdv --help` shows it ("" where there is none)."""
+    return {_var(f).name: _shown(f) for f in fields(Settings)}
+
+
+def environment() -> list[tuple[str, list[tuple[str, str]]]]:
+    """The variables by section for `pdv --help`: (name, what it does (default); note)."""
+    sections: dict[str, list[tuple[str, str]]] = {SERVER: [CONFIG_FILE], TRANSIT: []}
+    for f in fields(Settings):
+        v, default = _var(f), _shown(f)
+        text = v.meaning + (f" ({default})" if default else "") + (f"; {v.note}" if v.note else "")
+        sections[v.section].append((v.name, text))
+    return list(sections.items())
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -156,9 +297,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             raw.update(tomllib.loads(Path(config_file).read_text("utf-8")))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigurationError(f"PDV_CONFIG={config_file}: cannot read it ({exc})") from None
-    for var, name in _ENV.items():
-        if var in env:
-            raw[name] = env[var]
+    for name, setting in _ENV.items():
+        if name in env:
+            raw[setting] = env[name]
     unknown = set(raw) - set(_ENV.values())
     if unknown:
         raise ConfigurationError(f"unknown settings: {', '.join(sorted(unknown))}")
@@ -166,115 +307,59 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
 
 def _build(raw: Mapping[str, object]) -> Settings:
-    def text(name: str, default: str) -> str:
-        return str(raw.get(name, default))
-
-    def path(name: str) -> Path | None:
-        value = raw.get(name)
-        return Path(str(value)) if value else None
-
-    def flag(name: str, default: bool) -> bool:
-        value = raw.get(name, default)
-        if isinstance(value, bool):
-            return value
-        lowered = str(value).strip().lower()
-        if lowered in {"1", "true", "yes", "on"}:
-            return True
-        if lowered in {"0", "false", "no", "off"}:
-            return False
-        raise ConfigurationError(f"{name}: expected true or false")
-
-    addr = text("addr", DEFAULT_ADDR)
-    host, sep, port = addr.rpartition(":")
+    types = get_type_hints(Settings)
+    given = {
+        f.name: _parse(f, types[f.name], raw[f.name]) for f in fields(Settings) if f.name in raw
+    }
+    s = Settings(**given)
+    host, sep, port = s.addr.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigurationError(f"PDV_ADDR={addr!r}: expected HOST:PORT, e.g. {DEFAULT_ADDR}")
-    kms = text("kms", "local")
-    if kms not in KMS_CHOICES:
-        raise ConfigurationError(f"PDV_KMS={kms!r}: expected one of {', '.join(KMS_CHOICES)}")
-
-    def number(name: str, var: str, default: float, low: float, high: float) -> float:
-        try:
-            value = float(text(name, str(default)))
-        except ValueError:
-            value = low - 1
-        if not low <= value <= high:
-            raise ConfigurationError(f"{var}: expected a number from {low:g} to {high:g}")
-        return value
-
-    def whole(name: str, var: str, default: int, low: int, high: int) -> int:
-        try:
-            value = int(text(name, str(default)))
-        except ValueError:
-            value = low - 1
-        if not low <= value <= high:
-            raise ConfigurationError(f"{var}: expected a whole number from {low} to {high}")
-        return value
-
-    log_level = text("log_level", "INFO").strip().upper()
-    if log_level not in LOG_LEVELS:
-        raise ConfigurationError(
-            f"PDV_LOG_LEVEL={text('log_level', '')!r}: expected one of {', '.join(LOG_LEVELS)}"
-        )
-    workers = whole("max_workers", "PDV_MAX_WORKERS", 16, 1, 1024)
-    if bool(raw.get("tls_cert")) != bool(raw.get("tls_key")):
+        example = Settings.addr
+        raise ConfigurationError(f"PDV_ADDR={s.addr!r}: expected HOST:PORT, e.g. {example}")
+    if bool(s.tls_cert) != bool(s.tls_key):
         raise ConfigurationError("PDV_TLS_CERT and PDV_TLS_KEY go together")
-    auth = text("vault_auth", "token")
-    if auth not in VAULT_AUTH_CHOICES:
-        raise ConfigurationError(
-            f"PDV_VAULT_AUTH={auth!r}: expected one of {', '.join(VAULT_AUTH_CHOICES)}"
-        )
-    if kms == "vault" and auth == "token" and not text("vault_token", ""):
+    if s.kms == "vault" and s.vault_auth == "token" and not s.vault_token:
         raise ConfigurationError("PDV_KMS=vault with token auth needs VAULT_TOKEN")
-    url = text("database_url", "")
-    if url and not url.startswith(("sqlite", "postgresql")):
+    if s.database_url and not s.database_url.startswith(("sqlite", "postgresql")):
         raise ConfigurationError(
             "PDV_DATABASE_URL: expected a sqlite:// or postgresql+psycopg:// URL"
         )
-    return Settings(
-        addr=addr,
-        data_dir=path("data_dir") or Path(DEFAULT_DATA_DIR),
-        database_url=url,
-        kms=kms,
-        key_file=path("key_file"),
-        policy_file=path("policy_file"),
-        max_workers=workers,
-        processes=whole("processes", "PDV_PROCESSES", 0, 0, 256),
-        log_level=log_level,
-        dev_credentials=flag("dev_credentials", True),
-        auto_migrate=flag("auto_migrate", True),
-        vault_addr=text("vault_addr", "http://127.0.0.1:8200"),
-        vault_token=text("vault_token", ""),
-        vault_cacert=text("vault_cacert", ""),
-        vault_namespace=text("vault_namespace", ""),
-        vault_mount=text("vault_mount", "transit"),
-        vault_key=text("vault_key", "pdvault"),
-        vault_auth=auth,
-        vault_role_id=text("vault_role_id", ""),
-        vault_secret_id=text("vault_secret_id", ""),
-        vault_k8s_role=text("vault_k8s_role", ""),
-        vault_k8s_jwt_file=text(
-            "vault_k8s_jwt_file", "/var/run/secrets/kubernetes.io/serviceaccount/token"
-        ),
-        shred_log=path("shred_log"),
-        tls_cert=path("tls_cert"),
-        tls_key=path("tls_key"),
-        allow_insecure=flag("allow_insecure", False),
-        vault_timeout=number("vault_timeout", "PDV_VAULT_TIMEOUT", 5.0, 0.1, 120),
-        cache_max_entries=whole("cache_max_entries", "PDV_KEY_CACHE_MAX_ENTRIES", 10_000, 0, 10**7),
-        cache_max_age=number("cache_max_age", "PDV_KEY_CACHE_MAX_AGE", 300.0, 0, 86_400),
-        cache_max_uses=whole("cache_max_uses", "PDV_KEY_CACHE_MAX_USES", 100_000, 1, 2**32),
-        request_read_timeout=number(
-            "request_read_timeout", "PDV_REQUEST_READ_TIMEOUT", 10.0, 0.1, 600
-        ),
-        max_calls=whole("max_calls", "PDV_MAX_CALLS", 256, 1, 100_000),
-        max_calls_per_caller=whole(
-            "max_calls_per_caller", "PDV_MAX_CALLS_PER_CALLER", 128, 1, 100_000
-        ),
-        max_streams_per_connection=whole(
-            "max_streams_per_connection", "PDV_MAX_STREAMS_PER_CONNECTION", 100, 1, 10_000
-        ),
-        max_connection_age=number(
-            "max_connection_age", "PDV_MAX_CONNECTION_AGE", 1800.0, 1, 86_400 * 7
-        ),
-        health_interval=number("health_interval", "PDV_HEALTH_INTERVAL", 5.0, 0.1, 3600),
-    )
+    return s
+
+
+def _parse(f: Field[Any], kind: object, value: object) -> Any:
+    """One setting's value from the file or the environment, checked against its field."""
+    v = _var(f)
+    if kind is bool:
+        return _flag(f.name, value)
+    if kind is int or kind is float:
+        try:
+            number = int(str(value)) if kind is int else float(str(value))
+        except ValueError:
+            number = v.low - 1
+        if not v.low <= number <= v.high:
+            if kind is int:
+                raise ConfigurationError(
+                    f"{v.name}: expected a whole number from {v.low:.0f} to {v.high:.0f}"
+                )
+            raise ConfigurationError(f"{v.name}: expected a number from {v.low:g} to {v.high:g}")
+        return number
+    text = str(value)
+    if kind is str:
+        chosen = text.strip().upper() if v.fold_case else text
+        if v.choices and chosen not in v.choices:
+            raise ConfigurationError(f"{v.name}={text!r}: expected one of {', '.join(v.choices)}")
+        return chosen
+    # A path: empty means the default.
+    return Path(text) if text else f.default
+
+
+def _flag(name: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    lowered = str(value).strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigurationError(f"{name}: expected true or false")

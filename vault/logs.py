@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-
 
 def configure_logging(level: str) -> None:
     logging.basicConfig(

@@ -30,7 +30,7 @@ from pdvault_client import (
 )
 from tests.conftest import free_port, pdv_env
 
-PDV_SERVE = [sys.executable, "-m", "vault.cli", "serve"]
+PDV_SERVE = [sys.executable, "-m", "pdvault_client.cli", "serve"]
 # The rows that hold a subject's data; a restored backup brings them back.
 SUBJECT_TABLES = ("subjects", "data_keys", "token_values")
 

@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.x509.oid import NameOID
 
 from pdvault_client import Field
+from pdvault_client.cli import main
 from tests.conftest import RunningServer
 from tests.integration.attack_support import Started, serving, start_once
-from vault.cli import main
 
 # -- item 3 ---------------------------------------------------------------------------------------
 

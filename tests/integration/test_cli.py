@@ -18,7 +18,7 @@ from vault.storage import migrate
 
 pytestmark = pytest.mark.slow
 
-PDV = [sys.executable, "-m", "vault.cli"]
+PDV = [sys.executable, "-m", "pdvault_client.cli"]
 
 
 @dataclass

@@ -15,7 +15,7 @@ from tests.integration.test_tls import _self_signed
 
 pytestmark = pytest.mark.slow
 
-PDV = [sys.executable, "-m", "vault.cli"]
+PDV = [sys.executable, "-m", "pdvault_client.cli"]
 TOKEN = "tok_" + "a" * 26
 
 

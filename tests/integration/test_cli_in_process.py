@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from pdvault_client.cli import main
 from tests.conftest import RunningServer, free_port
-from vault.cli import main
+from vault.config import Settings
+from vault.errors import ConfigurationError
 
 
 @pytest.fixture
@@ -204,11 +206,84 @@ def test_db_upgrade_in_process(
 def test_the_hint_after_unavailable(
     monkeypatch: pytest.MonkeyPatch, message: str, tls: bool, hint: str
 ) -> None:
-    from vault.cli import _connection_hint
+    from pdvault_client.cli.report import connection_hint
 
     monkeypatch.setenv("PDV_ADDR", "127.0.0.1:1")
     if tls:
         monkeypatch.setenv("PDV_TLS_CA", "ca.pem")
     else:
         monkeypatch.delenv("PDV_TLS_CA", raising=False)
-    assert hint in _connection_hint(message)
+    assert hint in connection_hint(message)
+
+
+# -- the server's commands, in-process (test_cli_errors.py runs them as a user would) ------------
+
+
+def test_serve_runs_one_process_or_several(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import vault.runtime
+    import vault.transport.server
+    from vault.app import App
+
+    served: list[object] = []
+
+    def serve_app(app: App, addr: str) -> None:
+        served.append(addr)
+        app.close()
+
+    def serve_processes(settings: Settings, processes: int) -> int:
+        served.append(processes)
+        return 0
+
+    monkeypatch.setattr(vault.transport.server, "serve", serve_app)
+    monkeypatch.setattr(vault.runtime, "serve_processes", serve_processes)
+    monkeypatch.setattr(os, "umask", lambda _mask: 0o022)  # this process's stays as it is
+    monkeypatch.setenv("PDV_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("PDV_ADDR", "127.0.0.1:0")
+    monkeypatch.setenv("PDV_PROCESSES", "1")
+    assert main(["serve", "--log-level", "warning"]) == 0
+    monkeypatch.setenv("PDV_PROCESSES", "3")
+    assert main(["serve"]) == 0
+    assert served == ["127.0.0.1:0", 3]
+    assert f"API keys of the demo callers are in {tmp_path}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (ConfigurationError("PDV_POLICY: no such file"), "pdv serve: PDV_POLICY: no such file"),
+        (PermissionError(13, "Permission denied", "/k/kek.json"), "Permission denied: /k/kek.json"),
+    ],
+)
+def test_a_start_up_error_is_one_line(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    error: Exception,
+    line: str,
+) -> None:
+    import vault.cli
+
+    def fail(_settings: Settings) -> int:
+        raise error
+
+    monkeypatch.setattr(vault.cli, "_run_server", fail)
+    monkeypatch.setattr(os, "umask", lambda _mask: 0o022)
+    monkeypatch.setenv("PDV_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("PDV_DEV_CREDENTIALS", "false")
+    assert main(["serve"]) == 2
+    assert capsys.readouterr().err.endswith(f"{line}\n")
+
+
+def test_a_bug_at_start_up_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    import vault.cli
+
+    def fail(_settings: Settings) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(vault.cli, "_run_server", fail)
+    monkeypatch.setattr(os, "umask", lambda _mask: 0o022)
+    monkeypatch.setenv("PDV_DEV_CREDENTIALS", "false")
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["serve"])

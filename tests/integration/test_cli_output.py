@@ -1,8 +1,8 @@
 """What a script can rely on: `--output text|json` on every client command, one labelled line
 (or object) per token, the exit status of each kind of failure, and errors said once.
 
-In-process (`vault.cli.main`) against a test server, on SQLite and PostgreSQL; test_cli.py and
-test_cli_errors.py run the same entry point as a subprocess."""
+In-process (`pdvault_client.cli.main`, what `pdv` runs) against a test server, on SQLite and
+PostgreSQL; test_cli.py and test_cli_errors.py run the same entry point as a subprocess."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
+from pdvault_client.cli import main
+from pdvault_client.cli.exits import EXIT_CODES
 from tests.conftest import RunningServer
-from vault.cli import EXIT_CODES, main
 
 PAN = "4111" + "111111111111"  # built at run time, as in the other tests
 

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
+from vault import config
 from vault.config import Settings, load_settings
 from vault.errors import ConfigurationError
 
@@ -74,6 +76,76 @@ def test_the_log_level_is_case_insensitive(value: str, level: str) -> None:
 
 
 def test_the_cli_offers_the_log_levels_the_settings_accept() -> None:
-    from vault import cli, config
+    from pdvault_client.cli import parser
+    from vault import config
 
-    assert cli.LOG_LEVELS == config.LOG_LEVELS
+    assert parser.LOG_LEVELS == config.LOG_LEVELS
+
+
+# -- each default stated once (issue #10 §5) ------------------------------------------------------
+
+
+def test_every_setting_has_one_variable_and_a_valid_default() -> None:
+    seen: set[str] = set()
+    for f in dataclasses.fields(Settings):
+        var = config._var(f)
+        assert var.name not in seen
+        seen.add(var.name)
+        if isinstance(f.default, int | float) and not isinstance(f.default, bool):
+            assert var.low <= f.default <= var.high, f.name
+        if var.choices:
+            assert f.default in var.choices, f.name
+    assert load_settings({}) == Settings()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "setting", "parsed"),
+    [
+        ("PDV_MAX_WORKERS", "4", "max_workers", 4),
+        ("PDV_KEY_CACHE_MAX_AGE", "2.5", "cache_max_age", 2.5),
+        ("PDV_ALLOW_INSECURE", "yes", "allow_insecure", True),
+        ("PDV_KMS", "local", "kms", "local"),
+        ("PDV_KEY_FILE", "/k/kek.json", "key_file", Path("/k/kek.json")),
+        ("PDV_KEY_FILE", "", "key_file", None),
+        ("PDV_DATA_DIR", "", "data_dir", Path(".pdvault")),
+        ("PDV_VAULT_K8S_JWT_FILE", "/t", "vault_k8s_jwt_file", Path("/t")),
+    ],
+)
+def test_each_kind_of_setting_is_read(
+    variable: str, value: str, setting: str, parsed: object
+) -> None:
+    assert getattr(load_settings({variable: value}), setting) == parsed
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PDV_MAX_WORKERS": "2000"}, "PDV_MAX_WORKERS: expected a whole number from 1 to 1024$"),
+        ({"PDV_KEY_CACHE_MAX_USES": "0"}, "from 1 to 4294967296$"),
+        ({"PDV_VAULT_TIMEOUT": "0"}, "PDV_VAULT_TIMEOUT: expected a number from 0.1 to 120$"),
+        ({"PDV_VAULT_AUTH": "ldap"}, "PDV_VAULT_AUTH='ldap': expected one of token, approle"),
+        ({"PDV_TLS_CERT": "c.pem"}, "PDV_TLS_CERT and PDV_TLS_KEY go together"),
+        ({"PDV_KMS": "vault"}, "PDV_KMS=vault with token auth needs VAULT_TOKEN"),
+    ],
+)
+def test_the_range_and_the_choices_are_the_fields(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        load_settings(env)
+
+
+def test_the_client_commands_default_to_the_server_defaults() -> None:
+    """The client distribution installs without the server, so it states its own defaults:
+    the same as the server's."""
+    from pdvault_client.address import DEFAULT_ADDR
+    from pdvault_client.cli import connection
+    from pdvault_client.cli.environment import CLIENT_VARIABLES
+
+    s = Settings()
+    assert s.addr == DEFAULT_ADDR
+    assert s.data_dir == connection.DEFAULT_DATA_DIR
+    assert s.credentials_file == connection.DEFAULT_DATA_DIR / connection.CREDENTIALS_FILE
+    shown = {v.name: v.default for v in CLIENT_VARIABLES}
+    server = config.defaults()
+    both = shown.keys() & server.keys()
+    assert both == {"PDV_ADDR", "PDV_DATA_DIR", "VAULT_TOKEN"}
+    assert {n: shown[n] for n in both} == {n: server[n] for n in both}

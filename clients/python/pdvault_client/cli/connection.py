@@ -1,0 +1,106 @@
+"""Who calls, and where: the API key (`--caller` or PDV_API_KEY), the address, TLS, and the
+client every client command gets. Each default here is the client's own (this distribution
+installs without the server); tests/unit/test_config.py checks that they are the server's."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from pdvault_client.address import DEFAULT_ADDR, check_address
+from pdvault_client.cli.exits import EXIT_INVALID, UsageError, exit_code_of
+from pdvault_client.cli.report import report
+from pdvault_client.client import Client
+from pdvault_client.errors import PdvaultError
+
+DEFAULT_DATA_DIR = Path(".pdvault")  # as the server's Settings.data_dir
+CREDENTIALS_FILE = "dev-credentials.json"  # written there by `pdv serve` (PDV_DEV_CREDENTIALS)
+GRPC_VERBOSITY = "ERROR"  # gRPC core logs a failed TLS handshake at INFO, beside our own line
+
+Run = Callable[[argparse.Namespace], int]
+Handler = Callable[[Client, argparse.Namespace], int]
+
+
+def with_client(handler: Handler) -> Run:
+    """A client command: `handler` gets a connected client; a refusal becomes its exit status."""
+
+    def run(args: argparse.Namespace) -> int:
+        os.environ.setdefault("GRPC_VERBOSITY", GRPC_VERBOSITY)
+        with connect(args) as client:
+            try:
+                return handler(client, args)
+            except PdvaultError as exc:
+                report(exc, args)
+                return exit_code_of(exc)
+            except ValueError as exc:
+                # The client library refused the input before sending it (text that is not
+                # UTF-8, for one); its messages name the field, never the value.
+                print(f"{args.command_name}: {exc}", file=sys.stderr)
+                return EXIT_INVALID
+
+    return run
+
+
+def connect(args: argparse.Namespace) -> Client:
+    addr = _address(args)
+    ca = os.environ.get("PDV_TLS_CA")
+    try:
+        tls_ca = Path(ca).read_bytes() if ca else None
+    except OSError as exc:
+        raise UsageError(f"cannot read PDV_TLS_CA={ca}: {exc.strerror}") from None
+    if tls_ca is not None and b"-----BEGIN CERTIFICATE-----" not in tls_ca:
+        raise UsageError(f"PDV_TLS_CA={ca} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+    return Client(
+        addr,
+        api_key(args.caller),
+        timeout=args.timeout,
+        tls_ca=tls_ca,
+        tls_server_name=os.environ.get("PDV_TLS_SERVER_NAME") or None,
+    )
+
+
+def _address(args: argparse.Namespace) -> str:
+    addr = os.environ.get("PDV_ADDR") or DEFAULT_ADDR
+    try:
+        return check_address(addr)
+    except ValueError as exc:
+        raise UsageError(f"{'--addr ' if args.addr else 'PDV_ADDR='}{exc}") from None
+
+
+def api_key(caller: str | None) -> str:
+    key = os.environ.get("PDV_API_KEY")
+    if key:
+        return key
+    if not caller:
+        raise UsageError("say who calls: --caller NAME, or set PDV_API_KEY")
+    data_dir = Path(os.environ.get("PDV_DATA_DIR") or DEFAULT_DATA_DIR)
+    path = data_dir / CREDENTIALS_FILE
+    try:
+        keys = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise UsageError(
+            f"no {path}: start the server with `pdv serve` first (it writes the demo callers' "
+            "keys there), or set PDV_API_KEY"
+        ) from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError:  # not JSON (or not UTF-8); the decoder's message could quote a key
+        keys = None
+    if not isinstance(keys, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in keys.items()
+    ):
+        raise UsageError(
+            f"{path} is not a JSON object of caller names to API keys: delete it and restart "
+            "`pdv serve` to write it again, or set PDV_API_KEY"
+        )
+    if caller not in keys:
+        near = difflib.get_close_matches(caller, list(keys), n=1)
+        hint = f"; did you mean '{near[0]}'?" if near else ""
+        known = ", ".join(sorted(keys))
+        raise UsageError(f"no key for caller '{caller}' in {path} (callers there: {known}){hint}")
+    return str(keys[caller])
