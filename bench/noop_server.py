@@ -103,12 +103,12 @@ class NoopTokenServicer(token_service_pb2_grpc.TokenServiceServicer):
     def __init__(self) -> None:
         self._answers = CannedAnswers()
 
-    def Tokenize(  # noqa: N802  (the gRPC method name)
+    def Tokenize(
         self, request: token_service_pb2.TokenizeRequest, context: grpc.ServicerContext
     ) -> token_service_pb2.TokenizeResponse:
         return self._answers.tokenize(request)
 
-    def Detokenize(  # noqa: N802
+    def Detokenize(
         self, request: token_service_pb2.DetokenizeRequest, context: grpc.ServicerContext
     ) -> token_service_pb2.DetokenizeResponse:
         return self._answers.detokenize(request)

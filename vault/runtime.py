@@ -86,9 +86,11 @@ class PortClaim:
 def _child(settings: Settings, name: str, ready: Any) -> None:
     """One serving process: its own application (engine, cache, listener) and gRPC server."""
     configure_logging(settings.log_level)
+    # What the user can fix is reported to the parent as one line; anything else is a bug,
+    # which crashes this child with its traceback, and the parent names the child that died.
     try:
         app = build_app(settings, primary=False)
-    except Exception as exc:  # noqa: BLE001  (reported to the parent as one line)
+    except (PdvaultError, OSError) as exc:
         ready.put(("failed", name, describe_error(exc)))
         return
     try:
@@ -98,7 +100,7 @@ def _child(settings: Settings, name: str, ready: Any) -> None:
             reuse_port=True,
             on_ready=lambda port: ready.put(("ready", name, os.getpid())),
         )
-    except Exception as exc:  # noqa: BLE001
+    except (PdvaultError, OSError) as exc:
         ready.put(("failed", name, describe_error(exc)))
 
 

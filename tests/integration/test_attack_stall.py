@@ -108,7 +108,7 @@ def probe_detokenize(addr: str, key: str, token: str) -> str:
     ) as client:
         try:
             [got] = client.detokenize([token], "product_shipping")
-        except Exception as exc:  # noqa: BLE001  (the answer is what is compared)
+        except Exception as exc:
             return f"detokenize: {exc}"
     return str(got.value) if got.error is None else f"detokenize: {got.error}"
 

@@ -6,8 +6,6 @@ Callers with the `subjects` operation (ops) run these. Every call is audited.
 
 from __future__ import annotations
 
-import dataclasses
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +20,7 @@ from vault.domain.access import (
     ReadEvaluator,
 )
 from vault.domain.context import RequestContext
+from vault.domain.erasure import Erasure
 from vault.domain.policy import Policy
 from vault.domain.ports import Binding, Cipher, Clock, KeyProvider, ShredLog
 from vault.domain.redaction import audited_token
@@ -29,8 +28,6 @@ from vault.domain.secrets import Secret
 from vault.domain.service import GCM_RANDOM_NONCE_LIMIT
 from vault.domain.stores import (
     AuditLog,
-    ShreddedRecord,
-    ShredResult,
     SubjectStore,
     ValueStore,
     WriteOutcome,
@@ -52,7 +49,6 @@ from vault.domain.types import (
     SubjectState,
     Token,
     WrappedKey,
-    anonymized_subject,
     subject_digest,
 )
 from vault.domain.validation import RuleBroken, validate
@@ -63,12 +59,7 @@ from vault.errors import (
     NotFound,
     PermissionDenied,
     Reason,
-    StorageUnavailable,
 )
-
-SCRUB_ATTEMPTS = 5
-SHRED_METHOD = "crypto-shred: data key destroyed (NIST SP 800-88 cryptographic erase)"
-SYSTEM_CALLER = CallerName("system:shred-log")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,13 +84,9 @@ class SubjectExport:
 
 
 class SubjectAdministration:
-    """Invariants: a shred MUST be recorded in the shred log (once per subject) before the
-    database forgets the subject, MUST be atomic in the database, idempotent (a repeat that
-    finds nothing returns the receipt unchanged; one that finds data again, in a restored copy,
-    destroys it and returns a new receipt naming the earlier one), MUST leave no cached key in
-    this process (other processes are told through the store) and no old page in the database's
-    own files before it returns; an export and a correction decrypt only under the subject's
-    own binding."""
+    """Invariants: every operation is authorized (the `subjects` operation) and audited; a
+    shred holds the invariants of `vault.domain.erasure`; an export and a correction go through
+    the read evaluator and decrypt only under the subject's own binding."""
 
     def __init__(
         self,
@@ -121,9 +108,14 @@ class SubjectAdministration:
         self._audit = audit
         self._keys = keys
         self._cipher = cipher
-        self._log = shred_log
         self._clock = clock
-        self._forget = forget_key
+        self.erasure = Erasure(
+            subjects=subjects,
+            shred_log=shred_log,
+            clock=clock,
+            provider=keys.name,
+            forget_key=forget_key,
+        )
 
     # -- stop / resume ------------------------------------------------------------------------
 
@@ -150,107 +142,14 @@ class SubjectAdministration:
     # -- shred ----------------------------------------------------------------------------------
 
     def shred(self, ctx: RequestContext, subject: str) -> ErasureReceipt:
-        caller = ctx.caller
-        subject_id = self._authorize(caller, subject, Action.SUBJECT_SHRED)
-        digest = subject_digest(subject_id)
-        if self._subjects.subject_record(subject_id) is None:
-            done = self._subjects.shred_receipt(digest)
-            if done is None:
-                raise NotFound(
-                    f"no data subject '{subject_id}' is held", reason=Reason.SUBJECT_UNKNOWN
-                )
-            self._scrub()  # a retry after a scrub that could not finish completes it
-            return self._receipt_of(done)
-        # One instant, taken once: the log, the database and the receipt all hold it. The log
-        # first: if the process dies after this line, start-up finishes the shred.
-        fresh = ShreddedRecord(digest, str(uuid.uuid4()), self._clock(), caller, 0)
-        entry = self._log.record(digest, fresh.receipt_id, fresh.shredded_at)
-        if entry.receipt_id != fresh.receipt_id:
-            # Shredded before (the log keeps its first entry): if data is found again, this is
-            # a new shred, with a receipt of its own naming the earlier one.
-            fresh = dataclasses.replace(fresh, previous_receipt_id=entry.receipt_id)
-        result = self._destroy(
-            subject_id, fresh, f"caller:{caller}:operations", f"receipt {fresh.receipt_id}"
-        )
-        if result.destroyed is None or result.receipt is None:
-            # A concurrent shred won: answer with its receipt.
-            if result.receipt is None:
-                raise FailedPrecondition("the subject changed during the shred; retry")
-            return self._receipt_of(result.receipt)
-        keys, values = result.destroyed
-        r = result.receipt
-        return ErasureReceipt(
-            r.receipt_id,
-            digest,
-            r.shredded_at,
-            caller,
-            keys,
-            values,
-            values,
-            self._keys.name,
-            r.previous_receipt_id,
-        )
-
-    def _destroy(
-        self, subject: SubjectId, record: ShreddedRecord, rule: str, detail: str
-    ) -> ShredResult:
-        """The database half of a shred, audited; the key out of this process's cache; the
-        database's own files scrubbed of the old pages before the caller hears it is done."""
-        event = AuditEvent(
-            occurred_at=record.shredded_at,
-            caller=record.shredded_by,
-            action=Action.SUBJECT_SHRED,
-            outcome=Outcome.GRANTED,
-            rule=rule,
-            subject=anonymized_subject(record.subject_digest),
-            detail=detail,
-        )
-        result = self._subjects.shred(subject, record, [event])
-        self._forget(subject)
-        self._scrub()
-        return result
-
-    def _scrub(self) -> None:
-        for _ in range(SCRUB_ATTEMPTS):
-            if self._subjects.scrub():
-                return
-        # The shred is committed (a retry returns its receipt and scrubs again), but the
-        # promise "the live database holds none of its data" is not yet true: say so.
-        raise StorageUnavailable(
-            "the subject is shredded, but the database's write-ahead log could not be cleared "
-            "of it yet (readers busy); retry the call to finish"
-        )
-
-    def _receipt_of(self, done: ShreddedRecord) -> ErasureReceipt:
-        """The receipt of an earlier shred, rebuilt from what the database kept of it."""
-        return ErasureReceipt(
-            done.receipt_id,
-            done.subject_digest,
-            done.shredded_at,
-            done.shredded_by,
-            1,
-            done.values_destroyed,
-            done.values_destroyed,
-            self._keys.name,
-            done.previous_receipt_id,
-        )
+        """Account Deletion (see vault.domain.erasure)."""
+        subject_id = self._authorize(ctx.caller, subject, Action.SUBJECT_SHRED)
+        return self.erasure.shred(ctx.caller, subject_id)
 
     def reapply_shred_log(self, ctx: RequestContext) -> int:
         """Shred again every subject the log names that this database still holds (a restored
         backup). Returns how many. Run at start-up, before serving, by one process."""
-        logged = self._log.entries()
-        if not logged:
-            return 0
-        again = self._subjects.subjects_with_digests(list(logged))
-        for subject in again:
-            entry = logged[subject_digest(subject)]
-            self._destroy(
-                subject,
-                ShreddedRecord(entry.digest, entry.receipt_id, entry.shredded_at, SYSTEM_CALLER, 0),
-                "shred-log:reapplied",
-                f"receipt {entry.receipt_id} re-applied to a restored database",
-            )
-        return len(again)
+        return self.erasure.reapply_shred_log()
 
     # -- consent --------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -191,7 +192,7 @@ def read_tls(cert: os.PathLike[str], key: os.PathLike[str]) -> tuple[bytes, byte
     """The certificate chain and private key; refused if the key is readable by others."""
     try:
         mode = os.stat(key).st_mode
-        chain, private = open(cert, "rb").read(), open(key, "rb").read()  # noqa: SIM115
+        chain, private = Path(cert).read_bytes(), Path(key).read_bytes()
     except OSError as exc:
         raise ConfigurationError(
             f"cannot read the TLS certificate or key: {exc.strerror}: {exc.filename}"
@@ -262,8 +263,8 @@ def serve(
         app.close()
 
 
-def describe_error(exc: BaseException) -> str:
-    """One line for a start-up failure (never the text of an unexpected exception)."""
+def describe_error(exc: PdvaultError | OSError) -> str:
+    """One line for a start-up failure the user can fix."""
     if isinstance(exc, PdvaultError):
         return exc.message
-    return f"unexpected {type(exc).__name__} (see the log)"
+    return f"{exc.strerror or type(exc).__name__}: {exc.filename}" if exc.filename else str(exc)

@@ -6,7 +6,8 @@ from typing import Any
 
 from pdvault.v1 import subject_service_pb2
 
-from vault.domain.lifecycle import SHRED_METHOD, SubjectAdministration
+from vault.domain.erasure import SHRED_METHOD
+from vault.domain.lifecycle import SubjectAdministration
 from vault.domain.types import (
     AuditEvent,
     PlainValue,

@@ -1,0 +1,158 @@
+"""Account Deletion by crypto-shredding: the shred, its receipt, and its re-application to a
+restored database.
+
+Invariants: a shred MUST be recorded in the shred log (once per subject) before the database
+forgets the subject, MUST be atomic in the database, idempotent (a repeat that finds nothing
+returns the receipt unchanged; one that finds data again, in a restored copy, destroys it and
+returns a new receipt naming the earlier one), MUST leave no cached key in this process (the
+others hear of it through the notice feed) and no old page in the database's own files before
+it returns. One instant, taken once, is in the log, the database and every receipt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Callable
+
+from vault.domain.ports import Clock, ShredLog
+from vault.domain.stores import ShreddedRecord, ShredResult, SubjectStore
+from vault.domain.types import (
+    Action,
+    AuditEvent,
+    CallerName,
+    ErasureReceipt,
+    Outcome,
+    SubjectId,
+    anonymized_subject,
+    subject_digest,
+)
+from vault.errors import FailedPrecondition, NotFound, Reason, StorageUnavailable
+
+__all__ = ["SCRUB_ATTEMPTS", "SHRED_METHOD", "SYSTEM_CALLER", "Erasure"]
+
+SCRUB_ATTEMPTS = 5
+SHRED_METHOD = "crypto-shred: data key destroyed (NIST SP 800-88 cryptographic erase)"
+SYSTEM_CALLER = CallerName("system:shred-log")
+
+
+class Erasure:
+    def __init__(
+        self,
+        *,
+        subjects: SubjectStore,
+        shred_log: ShredLog,
+        clock: Clock,
+        provider: str,
+        forget_key: Callable[[SubjectId], None] = lambda _s: None,
+    ) -> None:
+        self._subjects = subjects
+        self._log = shred_log
+        self._clock = clock
+        self._provider = provider
+        self._forget = forget_key
+
+    def __repr__(self) -> str:
+        return f"Erasure({self._log!r})"
+
+    def shred(self, caller: CallerName, subject_id: SubjectId) -> ErasureReceipt:
+        """Shred `subject_id` for `caller` (authorized by the lifecycle use cases)."""
+        digest = subject_digest(subject_id)
+        if self._subjects.subject_record(subject_id) is None:
+            done = self._subjects.shred_receipt(digest)
+            if done is None:
+                raise NotFound(
+                    f"no data subject '{subject_id}' is held", reason=Reason.SUBJECT_UNKNOWN
+                )
+            self._scrub()  # a retry after a scrub that could not finish completes it
+            return self._receipt_of(done)
+        # One instant, taken once: the log, the database and the receipt all hold it. The log
+        # first: if the process dies after this line, start-up finishes the shred.
+        fresh = ShreddedRecord(digest, str(uuid.uuid4()), self._clock(), caller, 0)
+        entry = self._log.record(digest, fresh.receipt_id, fresh.shredded_at)
+        if entry.receipt_id != fresh.receipt_id:
+            # Shredded before (the log keeps its first entry): if data is found again, this is
+            # a new shred, with a receipt of its own naming the earlier one.
+            fresh = dataclasses.replace(fresh, previous_receipt_id=entry.receipt_id)
+        result = self._destroy(
+            subject_id, fresh, f"caller:{caller}:operations", f"receipt {fresh.receipt_id}"
+        )
+        if result.destroyed is None or result.receipt is None:
+            # A concurrent shred won: answer with its receipt.
+            if result.receipt is None:
+                raise FailedPrecondition("the subject changed during the shred; retry")
+            return self._receipt_of(result.receipt)
+        keys, values = result.destroyed
+        r = result.receipt
+        return ErasureReceipt(
+            r.receipt_id,
+            digest,
+            r.shredded_at,
+            caller,
+            keys,
+            values,
+            values,
+            self._provider,
+            r.previous_receipt_id,
+        )
+
+    def _destroy(
+        self, subject: SubjectId, record: ShreddedRecord, rule: str, detail: str
+    ) -> ShredResult:
+        """The database half of a shred, audited; the key out of this process's cache; the
+        database's own files scrubbed of the old pages before the caller hears it is done."""
+        event = AuditEvent(
+            occurred_at=record.shredded_at,
+            caller=record.shredded_by,
+            action=Action.SUBJECT_SHRED,
+            outcome=Outcome.GRANTED,
+            rule=rule,
+            subject=anonymized_subject(record.subject_digest),
+            detail=detail,
+        )
+        result = self._subjects.shred(subject, record, [event])
+        self._forget(subject)
+        self._scrub()
+        return result
+
+    def _scrub(self) -> None:
+        for _ in range(SCRUB_ATTEMPTS):
+            if self._subjects.scrub():
+                return
+        # The shred is committed (a retry returns its receipt and scrubs again), but the
+        # promise "the live database holds none of its data" is not yet true: say so.
+        raise StorageUnavailable(
+            "the subject is shredded, but the database's write-ahead log could not be cleared "
+            "of it yet (readers busy); retry the call to finish"
+        )
+
+    def _receipt_of(self, done: ShreddedRecord) -> ErasureReceipt:
+        """The receipt of an earlier shred, rebuilt from what the database kept of it."""
+        return ErasureReceipt(
+            done.receipt_id,
+            done.subject_digest,
+            done.shredded_at,
+            done.shredded_by,
+            1,
+            done.values_destroyed,
+            done.values_destroyed,
+            self._provider,
+            done.previous_receipt_id,
+        )
+
+    def reapply_shred_log(self) -> int:
+        """Shred again every subject the log names that this database still holds (a restored
+        backup). Returns how many. Run at start-up, before serving, by one process."""
+        logged = self._log.entries()
+        if not logged:
+            return 0
+        again = self._subjects.subjects_with_digests(list(logged))
+        for subject in again:
+            entry = logged[subject_digest(subject)]
+            self._destroy(
+                subject,
+                ShreddedRecord(entry.digest, entry.receipt_id, entry.shredded_at, SYSTEM_CALLER, 0),
+                "shred-log:reapplied",
+                f"receipt {entry.receipt_id} re-applied to a restored database",
+            )
+        return len(again)
