@@ -24,9 +24,7 @@ from typing import Any
 import pytest
 
 import vault.cli
-from pdvault_client.cli import connection, main
-from pdvault_client.cli.parser import build_parser
-from pdvault_client.client import (
+from pdvault_client import (
     Detokenized,
     Field,
     KeyStatus,
@@ -34,6 +32,8 @@ from pdvault_client.client import (
     Tokenized,
     Trimmed,
 )
+from pdvault_client.cli import connection, main
+from pdvault_client.cli.parser import build_parser
 from vault.config import Settings
 from vault.domain.policy import Policy
 from vault.domain.policy_file import load_policy

@@ -1,20 +1,8 @@
 """The Python client of pdvault's gRPC API (installable without the server)."""
 
 from pdvault_client.address import check_address
-from pdvault_client.client import (
-    MAX_MESSAGE_BYTES,
-    CacheStats,
-    Client,
-    Detokenized,
-    Field,
-    KeyAdmin,
-    KeyStatus,
-    RetryPolicy,
-    RewrapStep,
-    SubjectAdmin,
-    Tokenized,
-    Trimmed,
-)
+from pdvault_client.admin import KeyAdmin, SubjectAdmin
+from pdvault_client.client import Client
 from pdvault_client.errors import (
     DataLossError,
     DeadlineExceededError,
@@ -28,6 +16,17 @@ from pdvault_client.errors import (
     ResourceExhaustedError,
     UnauthenticatedError,
     UnavailableError,
+)
+from pdvault_client.types import (
+    MAX_MESSAGE_BYTES,
+    CacheStats,
+    Detokenized,
+    Field,
+    KeyStatus,
+    RetryPolicy,
+    RewrapStep,
+    Tokenized,
+    Trimmed,
 )
 
 __all__ = [

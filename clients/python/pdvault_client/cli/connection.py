@@ -12,10 +12,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from pdvault_client import Client
 from pdvault_client.address import DEFAULT_ADDR, check_address
 from pdvault_client.cli.exits import EXIT_INVALID, UsageError, exit_code_of
 from pdvault_client.cli.report import report
-from pdvault_client.client import Client
 from pdvault_client.errors import PdvaultError
 
 DEFAULT_DATA_DIR = Path(".pdvault")  # as the server's Settings.data_dir

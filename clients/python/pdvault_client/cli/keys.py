@@ -9,9 +9,9 @@ import argparse
 import os
 from typing import Any
 
+from pdvault_client import Client, KeyAdmin, KeyStatus, Trimmed
 from pdvault_client.cli.exits import EXIT_OK
 from pdvault_client.cli.report import print_json
-from pdvault_client.client import Client, KeyAdmin, KeyStatus, Trimmed
 
 
 def _admin(client: Client) -> KeyAdmin:

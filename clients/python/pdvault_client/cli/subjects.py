@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pdvault_client import Client
 from pdvault_client.cli.exits import EXIT_OK
 from pdvault_client.cli.report import json_text, one_line, print_json
-from pdvault_client.client import Client
 
 
 def show(client: Client, args: argparse.Namespace) -> int:

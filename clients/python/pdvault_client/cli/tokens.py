@@ -8,9 +8,9 @@ import base64
 import sys
 from typing import Any
 
+from pdvault_client import Client, Detokenized, Field
 from pdvault_client.cli.exits import EXIT_OK, exit_code_of
 from pdvault_client.cli.report import error_dict, one_line, print_json, report
-from pdvault_client.client import Client, Detokenized, Field
 
 
 def tokenize(client: Client, args: argparse.Namespace) -> int:

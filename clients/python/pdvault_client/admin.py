@@ -1,0 +1,124 @@
+"""The operator services through a `Client`: SubjectService and KeyService."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pdvault.v1 import key_service_pb2, subject_service_pb2
+
+from pdvault_client.convert import (
+    VAULT_TOKEN_METADATA,
+    key_status,
+    message_to_dict,
+    rewrap_step,
+    trimmed,
+    value_message,
+)
+from pdvault_client.types import KeyStatus, RewrapStep, Trimmed
+
+if TYPE_CHECKING:
+    from pdvault_client.client import Client
+
+__all__ = ["KeyAdmin", "SubjectAdmin"]
+
+
+class SubjectAdmin:
+    """The SubjectService, through a Client. Answers are plain dicts (the proto's JSON form,
+    defaults included, see `message_to_dict`), ready to print or store; the export contains
+    values: handle it as the data it is."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._stub = client._subject_stub
+
+    def __repr__(self) -> str:
+        return "SubjectAdmin()"
+
+    def _do(
+        self, method: Callable[..., Any], request: object, retry: bool = True
+    ) -> dict[str, Any]:
+        answer = self._client._call(method, request, retry=retry)
+        return message_to_dict(answer)
+
+    def get(self, subject: str) -> dict[str, Any]:
+        return self._do(
+            self._stub.GetSubject, subject_service_pb2.GetSubjectRequest(subject=subject)
+        )
+
+    def stop(self, subject: str) -> dict[str, Any]:
+        return self._do(
+            self._stub.StopSubject, subject_service_pb2.StopSubjectRequest(subject=subject)
+        )
+
+    def resume(self, subject: str) -> dict[str, Any]:
+        return self._do(
+            self._stub.ResumeSubject, subject_service_pb2.ResumeSubjectRequest(subject=subject)
+        )
+
+    def shred(self, subject: str) -> dict[str, Any]:
+        """Crypto-shred; idempotent, so a retry returns the same receipt."""
+        return self._do(
+            self._stub.ShredSubject, subject_service_pb2.ShredSubjectRequest(subject=subject)
+        )
+
+    def export(self, subject: str) -> dict[str, Any]:
+        return self._do(
+            self._stub.ExportSubject, subject_service_pb2.ExportSubjectRequest(subject=subject)
+        )
+
+    def consent(self, subject: str, purpose: str, granted: bool) -> dict[str, Any]:
+        return self._do(
+            self._stub.SetConsent,
+            subject_service_pb2.SetConsentRequest(
+                subject=subject, purpose=purpose, granted=granted
+            ),
+        )
+
+    def correct(self, token: str, value: str | bytes) -> dict[str, Any]:
+        return self._do(
+            self._stub.CorrectValue,
+            subject_service_pb2.CorrectValueRequest(token=token, value=value_message(value)),
+        )
+
+
+class KeyAdmin:
+    """The KeyService, through a Client. Rotate is never retried: a retry could rotate twice."""
+
+    def __init__(self, client: Client, vault_token: str | None) -> None:
+        self._client = client
+        self._admin = ((VAULT_TOKEN_METADATA, vault_token),) if vault_token else ()
+
+    def __repr__(self) -> str:
+        return "KeyAdmin()"
+
+    def status(self) -> KeyStatus:
+        answer = self._client._call(
+            self._client._key_stub.GetKeyStatus, key_service_pb2.GetKeyStatusRequest()
+        )
+        return key_status(answer.status)
+
+    def rotate(self) -> KeyStatus:
+        answer = self._client._call(
+            self._client._key_stub.RotateKey,
+            key_service_pb2.RotateKeyRequest(),
+            extra_metadata=self._admin,
+            retry=False,
+        )
+        return key_status(answer.status)
+
+    def rewrap_batch(self, batch_size: int = 100, page_token: str = "") -> RewrapStep:
+        """One batch; pass the returned `next_page_token` to the next call until it is empty."""
+        answer = self._client._call(
+            self._client._key_stub.RewrapDataKeys,
+            key_service_pb2.RewrapDataKeysRequest(batch_size=batch_size, page_token=page_token),
+        )
+        return rewrap_step(answer)
+
+    def trim(self, min_version: int | None = None) -> Trimmed:
+        answer = self._client._call(
+            self._client._key_stub.TrimKeyVersions,
+            key_service_pb2.TrimKeyVersionsRequest(min_version=min_version or 0),
+            extra_metadata=self._admin,
+        )
+        return trimmed(answer)
