@@ -8,6 +8,7 @@ under CI=true, where an unreachable database fails the run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -31,7 +32,7 @@ from sqlalchemy.engine import make_url
 
 from pdvault_client import Client
 from transit_emulator import TransitEmulator
-from vault.app import App, build_app
+from vault.app import App, build_app, transit_settings
 from vault.config import Settings
 from vault.domain.secrets import Secret
 from vault.kms.transit import TransitSettings, VaultTransitKeyProvider
@@ -230,7 +231,7 @@ class Transit:
             "retry_budget": 2.0,
         }
         base.update(overrides)
-        return TransitSettings(**base)
+        return dataclasses.replace(transit_settings(Settings()), **base)
 
     def provider(self, **overrides: Any) -> VaultTransitKeyProvider:
         return VaultTransitKeyProvider(self.settings(**overrides), sleep=lambda _s: None)

@@ -156,12 +156,7 @@ def _wire(
     cache = None
     keys: KeyProvider = provider
     if settings.cache_max_entries > 0:
-        cache = CachingKeyProvider(
-            provider,
-            CacheLimits(
-                settings.cache_max_entries, settings.cache_max_age, settings.cache_max_uses
-            ),
-        )
+        cache = CachingKeyProvider(provider, cache_limits(settings))
         keys = cache
     tokens = TokenService(
         policy=policy,
@@ -302,6 +297,27 @@ def check_key_encryption_key(store: KeyInventory, provider: KeyProvider) -> None
         store.add_kek_check(check, utc_now())
 
 
+def cache_limits(settings: Settings) -> CacheLimits:
+    return CacheLimits(settings.cache_max_entries, settings.cache_max_age, settings.cache_max_uses)
+
+
+def transit_settings(settings: Settings) -> TransitSettings:
+    return TransitSettings(
+        addr=settings.vault_addr,
+        mount=settings.vault_mount,
+        key=settings.vault_key,
+        auth=settings.vault_auth,
+        k8s_jwt_file=Path(settings.vault_k8s_jwt_file),
+        request_timeout=settings.vault_timeout,
+        namespace=settings.vault_namespace or None,
+        ca_cert=settings.vault_cacert or None,
+        token=Secret(settings.vault_token.encode()) if settings.vault_token else None,
+        role_id=settings.vault_role_id or None,
+        secret_id=Secret(settings.vault_secret_id.encode()) if settings.vault_secret_id else None,
+        k8s_role=settings.vault_k8s_role or None,
+    )
+
+
 def key_provider(settings: Settings, store: KeyInventory) -> KeyProvider:
     if settings.kms == "local":
         path = settings.effective_key_file
@@ -314,24 +330,7 @@ def key_provider(settings: Settings, store: KeyInventory) -> KeyProvider:
                     "new key-encryption key over existing data)"
                 )
         return LocalKeyFileProvider(path)
-    transit = VaultTransitKeyProvider(
-        TransitSettings(
-            addr=settings.vault_addr,
-            mount=settings.vault_mount,
-            key=settings.vault_key,
-            namespace=settings.vault_namespace or None,
-            ca_cert=settings.vault_cacert or None,
-            auth=settings.vault_auth,
-            token=Secret(settings.vault_token.encode()) if settings.vault_token else None,
-            role_id=settings.vault_role_id or None,
-            secret_id=Secret(settings.vault_secret_id.encode())
-            if settings.vault_secret_id
-            else None,
-            k8s_role=settings.vault_k8s_role or None,
-            k8s_jwt_file=Path(settings.vault_k8s_jwt_file),
-            request_timeout=settings.vault_timeout,
-        )
-    )
+    transit = VaultTransitKeyProvider(transit_settings(settings))
     try:
         status = transit.status(RequestContext.system("start-up"))
         log.info(

@@ -4,6 +4,7 @@ Transit through the emulator, and a real HashiCorp Vault when VAULT_ADDR and VAU
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -16,6 +17,8 @@ import hvac
 import pytest
 
 from tests.conftest import Transit
+from vault.app import cache_limits, transit_settings
+from vault.config import Settings
 from vault.domain.context import RequestContext
 from vault.domain.ports import KeyProvider
 from vault.domain.secrets import Secret
@@ -23,7 +26,7 @@ from vault.domain.types import SubjectId, WrappedKey
 from vault.errors import ConfigurationError, FailedPrecondition, KeyServiceDenied
 from vault.kms.cache import CachingKeyProvider
 from vault.kms.local import LocalKeyFileProvider
-from vault.kms.transit import TransitSettings, VaultTransitKeyProvider
+from vault.kms.transit import VaultTransitKeyProvider
 
 Factory = Callable[[Path], KeyProvider]
 
@@ -48,7 +51,9 @@ def real_vault() -> Iterator[Subject]:
     client.sys.enable_secrets_engine("transit", path=mount)
     try:
         client.secrets.transit.create_key("pdvault", exportable=False, mount_point=mount)
-        settings = TransitSettings(addr=addr, mount=mount, token=Secret(token.encode()))
+        settings = dataclasses.replace(
+            transit_settings(Settings()), addr=addr, mount=mount, token=Secret(token.encode())
+        )
         yield Subject(VaultTransitKeyProvider(settings), Secret(token.encode()))
     finally:
         client.sys.disable_secrets_engine(mount)
@@ -59,7 +64,12 @@ def subject(request: pytest.FixtureRequest, tmp_path: Path) -> Subject:
     if request.param == "local":
         return Subject(LocalKeyFileProvider(tmp_path / "kek.json"), None)
     if request.param == "local-cached":
-        return Subject(CachingKeyProvider(LocalKeyFileProvider(tmp_path / "kek.json")), None)
+        return Subject(
+            CachingKeyProvider(
+                LocalKeyFileProvider(tmp_path / "kek.json"), cache_limits(Settings())
+            ),
+            None,
+        )
     if request.param == "transit-emulator":
         transit: Transit = request.getfixturevalue("transit")
         return Subject(transit.provider(), transit.ops())

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
+from vault.app import cache_limits
+from vault.config import Settings
 from vault.domain.context import RequestContext
 from vault.domain.secrets import Secret
 from vault.domain.types import SubjectId, WrappedKey
-from vault.kms.cache import CacheLimits, CachingKeyProvider
+from vault.kms.cache import CachingKeyProvider
 from vault.kms.local import LocalKeyFileProvider
 
+LIMITS = cache_limits(Settings())
 CTX = RequestContext.system("test")
 
 
@@ -49,7 +53,7 @@ S = SubjectId("s")
 
 
 def test_wrapped_keys_are_served_from_memory(inner: Counting) -> None:
-    cache = CachingKeyProvider(inner)
+    cache = CachingKeyProvider(inner, LIMITS)
     [w] = cache.wrap(CTX, [(S, dek(1))])
     assert cache.unwrap(CTX, [(S, w)]) == [dek(1)]
     assert inner.unwraps == 0  # wrap put it in the cache
@@ -59,7 +63,7 @@ def test_wrapped_keys_are_served_from_memory(inner: Counting) -> None:
 
 
 def test_callers_get_copies_they_may_wipe(inner: Counting) -> None:
-    cache = CachingKeyProvider(inner)
+    cache = CachingKeyProvider(inner, LIMITS)
     [w] = cache.wrap(CTX, [(S, dek(1))])
     [first] = cache.unwrap(CTX, [(S, w)])
     assert first is not None
@@ -69,7 +73,7 @@ def test_callers_get_copies_they_may_wipe(inner: Counting) -> None:
 
 def test_entries_expire_by_age(inner: Counting) -> None:
     clock = Clock()
-    cache = CachingKeyProvider(inner, CacheLimits(max_age=60), clock=clock)
+    cache = CachingKeyProvider(inner, dataclasses.replace(LIMITS, max_age=60), clock=clock)
     [w] = cache.wrap(CTX, [(S, dek(1))])
     clock.now += 59
     cache.unwrap(CTX, [(S, w)])
@@ -81,7 +85,7 @@ def test_entries_expire_by_age(inner: Counting) -> None:
 
 
 def test_entries_expire_by_uses(inner: Counting) -> None:
-    cache = CachingKeyProvider(inner, CacheLimits(max_uses=3))
+    cache = CachingKeyProvider(inner, dataclasses.replace(LIMITS, max_uses=3))
     [w] = cache.wrap(CTX, [(S, dek(1))])
     for _ in range(3):
         cache.unwrap(CTX, [(S, w)])
@@ -91,7 +95,7 @@ def test_entries_expire_by_uses(inner: Counting) -> None:
 
 
 def test_size_is_bounded_least_recently_used_first(inner: Counting) -> None:
-    cache = CachingKeyProvider(inner, CacheLimits(max_entries=2))
+    cache = CachingKeyProvider(inner, dataclasses.replace(LIMITS, max_entries=2))
     wrapped = [cache.wrap(CTX, [(SubjectId(f"s{i}"), dek(i))])[0] for i in range(3)]
     assert cache.stats().entries == 2
     cache.unwrap(CTX, [(SubjectId("s0"), wrapped[0])])
@@ -101,7 +105,7 @@ def test_size_is_bounded_least_recently_used_first(inner: Counting) -> None:
 
 
 def test_a_batch_mixes_hits_and_one_call_for_the_misses(inner: Counting) -> None:
-    cache = CachingKeyProvider(inner)
+    cache = CachingKeyProvider(inner, LIMITS)
     direct = inner.wrap(CTX, [(SubjectId(f"s{i}"), dek(i)) for i in range(5)])
     [cached] = cache.wrap(CTX, [(SubjectId("c"), dek(9))])
     items = [(SubjectId("c"), cached)] + [(SubjectId(f"s{i}"), w) for i, w in enumerate(direct)]
@@ -110,7 +114,7 @@ def test_a_batch_mixes_hits_and_one_call_for_the_misses(inner: Counting) -> None
 
 
 def test_forget_drops_a_subject(inner: Counting) -> None:
-    cache = CachingKeyProvider(inner)
+    cache = CachingKeyProvider(inner, LIMITS)
     [w] = cache.wrap(CTX, [(S, dek(1))])
     cache.wrap(CTX, [(SubjectId("other"), dek(2))])
     cache.forget(S)
@@ -120,7 +124,7 @@ def test_forget_drops_a_subject(inner: Counting) -> None:
 
 
 def test_retiring_a_version_drops_its_entries(inner: Counting) -> None:
-    cache = CachingKeyProvider(inner)
+    cache = CachingKeyProvider(inner, LIMITS)
     [old] = cache.wrap(CTX, [(S, dek(1))])
     cache.rotate(CTX, None)
     cache.set_min_decryption_version(CTX, 2, None)
@@ -129,21 +133,21 @@ def test_retiring_a_version_drops_its_entries(inner: Counting) -> None:
 
 
 def test_failed_unwraps_are_not_cached(inner: Counting) -> None:
-    cache = CachingKeyProvider(inner)
+    cache = CachingKeyProvider(inner, LIMITS)
     bad = WrappedKey("local", 1, b"\x01" * 61)
     assert cache.unwrap(CTX, [(S, bad)]) == [None]
     assert cache.stats().entries == 0
 
 
 def test_reprs_show_no_keys(inner: Counting) -> None:
-    cache = CachingKeyProvider(inner)
+    cache = CachingKeyProvider(inner, LIMITS)
     cache.wrap(CTX, [(S, dek(65))])
     assert "AAAA" not in repr(cache)
     assert "entries=1" in repr(cache)
 
 
 def test_a_key_forgotten_while_it_was_being_unwrapped_is_not_cached(inner: Counting) -> None:
-    cache = CachingKeyProvider(inner)
+    cache = CachingKeyProvider(inner, LIMITS)
     [w] = inner.wrap(CTX, [(S, dek(1))])
     real = inner.unwrap
 

@@ -26,9 +26,11 @@ from vault.domain.types import SubjectId, WrappedKey, subject_digest
 
 @dataclass(frozen=True, slots=True)
 class CacheLimits:
-    max_entries: int = 10_000
-    max_age: float = 300.0
-    max_uses: int = 100_000
+    """The cache's bounds; their defaults are `vault.config.Settings`' (PDV_KEY_CACHE_*)."""
+
+    max_entries: int
+    max_age: float
+    max_uses: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +61,12 @@ class CachingKeyProvider:
     def __init__(
         self,
         inner: KeyProvider,
-        limits: CacheLimits | None = None,
+        limits: CacheLimits,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.inner = inner
         self.name = inner.name
-        self.limits = limits or CacheLimits()
+        self.limits = limits
         self._clock = clock
         self._lock = threading.Lock()
         self._entries: OrderedDict[tuple[SubjectId, WrappedKey], _Entry] = OrderedDict()

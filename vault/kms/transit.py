@@ -49,25 +49,28 @@ from vault.kms.vault_http import (
 )
 
 PROVIDER = "vault-transit"
-K8S_JWT_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
 
 @dataclass(frozen=True)
 class TransitSettings:
+    """Where and how to reach Transit. What pdvault's settings decide (mount, key, auth, the
+    service account token file, the timeout) has no default here: `vault.config.Settings`
+    states each once, and the composition root passes them."""
+
     addr: str
-    mount: str = "transit"
-    key: str = "pdvault"
+    mount: str
+    key: str
+    auth: str  # token | approle | kubernetes
+    k8s_jwt_file: Path
+    request_timeout: float  # one HTTP call at most
     namespace: str | None = None
     ca_cert: str | None = None
-    auth: str = "token"  # token | approle | kubernetes
     token: Secret | None = field(default=None, repr=False)
     role_id: str | None = None
     secret_id: Secret | None = field(default=None, repr=False)
-    approle_mount: str = "approle"
+    approle_mount: str = "approle"  # HashiCorp Vault's own default mount paths
     k8s_role: str | None = None
-    k8s_jwt_file: Path = K8S_JWT_FILE
     k8s_mount: str = "kubernetes"
-    request_timeout: float = 5.0  # one HTTP call at most
     retry_budget: float = 4.0  # all attempts, when the request carries no deadline
 
 
