@@ -41,6 +41,23 @@ from vault.storage.sql import (
     sql_stores,
 )
 
+__all__ = [
+    "KEK_CHECK",
+    "NOTICE_RETENTION",
+    "App",
+    "build_app",
+    "cache_figures",
+    "cache_limits",
+    "check_key_encryption_key",
+    "ensure_dev_credentials",
+    "key_provider",
+    "secure_directory",
+    "secure_file",
+    "transit_settings",
+    "utc_now",
+]
+
+
 log = logging.getLogger(__name__)
 
 

@@ -24,6 +24,8 @@ from vault.domain.policy_file import load_policy
 from vault.errors import ConfigurationError, PdvaultError
 from vault.logs import configure_logging
 
+__all__ = ["db_upgrade", "policy_check", "serve"]
+
 
 def serve(args: argparse.Namespace) -> int:
     settings = _settings()

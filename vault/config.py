@@ -20,6 +20,22 @@ from typing import Any, TypeVar, get_type_hints
 
 from vault.errors import ConfigurationError
 
+__all__ = [
+    "CONFIG_FILE",
+    "KMS_CHOICES",
+    "LOG_LEVELS",
+    "SERVER",
+    "TRANSIT",
+    "VAULT_AUTH_CHOICES",
+    "Settings",
+    "Var",
+    "defaults",
+    "environment",
+    "load_settings",
+    "setting",
+]
+
+
 KMS_CHOICES = ("local", "vault")
 VAULT_AUTH_CHOICES = ("token", "approle", "kubernetes")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

@@ -15,6 +15,28 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+__all__ = [
+    "ERROR_DOMAIN",
+    "Aborted",
+    "Code",
+    "ConfigurationError",
+    "DeadlineExceeded",
+    "FailedPrecondition",
+    "FieldViolation",
+    "IntegrityError",
+    "InvalidArgument",
+    "KeyServiceDenied",
+    "KeyServiceUnavailable",
+    "NotFound",
+    "PdvaultError",
+    "PermissionDenied",
+    "Reason",
+    "ResourceExhausted",
+    "StorageUnavailable",
+    "Unauthenticated",
+]
+
+
 ERROR_DOMAIN = "pdvault.dev"
 
 

@@ -35,6 +35,9 @@ from vault.errors import ConfigurationError, PdvaultError
 from vault.logs import configure_logging
 from vault.transport.server import check_transport, describe_error, serve
 
+__all__ = ["READY_TIMEOUT", "PortClaim", "serve_processes"]
+
+
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT = 120.0

@@ -31,6 +31,24 @@ from vault.domain.secrets import Secret
 from vault.domain.types import PlainValue, SubjectId, ValueKind
 from vault.errors import IntegrityError
 
+__all__ = [
+    "FORMAT_V1",
+    "HEADER_BYTES",
+    "KEY_BYTES",
+    "MAX_VALUE_CIPHERTEXT",
+    "NONCE_BYTES",
+    "OVERHEAD",
+    "TAG_BYTES",
+    "WRAPPED_KEY_BYTES",
+    "AesGcmCipher",
+    "random_key",
+    "seal_value",
+    "unwrap_key",
+    "wrap_key",
+    "wrapped_key_version",
+]
+
+
 FORMAT_V1 = 0x01
 KEY_BYTES = 32
 NONCE_BYTES = 12

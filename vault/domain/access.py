@@ -24,6 +24,16 @@ from vault.domain.policy import Policy
 from vault.domain.types import CallerName, Category, LegalBasis, Purpose, SubjectState, View
 from vault.errors import FailedPrecondition, NotFound, PdvaultError, PermissionDenied, Reason
 
+__all__ = [
+    "UNKNOWN",
+    "Access",
+    "Existence",
+    "ItemFacts",
+    "Operation",
+    "ReadDecision",
+    "ReadEvaluator",
+]
+
 
 class Existence(enum.Enum):
     STORED = enum.auto()

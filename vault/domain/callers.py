@@ -21,6 +21,9 @@ from vault.domain.stores import ApiKeyRecord, CredentialStore
 from vault.domain.types import CallerName
 from vault.errors import Unauthenticated
 
+__all__ = ["Authenticator", "issue_api_key"]
+
+
 _KEY_RE = re.compile(r"pdv_([a-z2-7]{16})_([A-Za-z0-9_-]{43})")
 
 

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 
 from vault.domain.types import CallerName
 
+__all__ = ["MARGIN_SHARE", "MIN_MARGIN", "NO_DEADLINE_ABOVE", "RequestContext"]
+
+
 # Stop working this long before the caller's deadline, so that the answer still reaches it:
 # a tenth of the time, at least 50 ms.
 MARGIN_SHARE = 0.1

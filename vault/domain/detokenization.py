@@ -41,6 +41,8 @@ from vault.errors import (
     ResourceExhausted,
 )
 
+__all__ = ["Detokenization"]
+
 
 class Detokenization:
     """Stateless between calls; safe to share between threads."""

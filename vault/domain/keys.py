@@ -20,6 +20,18 @@ from vault.domain.stores import AuditLog, KeyInventory
 from vault.domain.types import Action, AuditEvent, CallerName, Outcome, SubjectId
 from vault.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Reason
 
+__all__ = [
+    "MAX_REWRAP_BATCH",
+    "CacheFigures",
+    "KeyAdministration",
+    "KeyReport",
+    "RewrapProgress",
+    "TrimResult",
+    "VersionState",
+    "version_state",
+]
+
+
 MAX_REWRAP_BATCH = 1000
 
 

@@ -61,6 +61,8 @@ from vault.errors import (
     Reason,
 )
 
+__all__ = ["ExportedValue", "SubjectAdministration", "SubjectExport"]
+
 
 @dataclass(frozen=True, slots=True)
 class ExportedValue:

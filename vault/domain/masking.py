@@ -11,6 +11,9 @@ import ipaddress
 from vault.domain.policy import Mask
 from vault.domain.types import PlainValue, ValueKind
 
+__all__ = ["REDACTED", "mask"]
+
+
 _STAR = "*"
 REDACTED = "[redacted]"
 

@@ -23,6 +23,21 @@ from vault.domain.types import (
     View,
 )
 
+__all__ = [
+    "ALL",
+    "OPERATIONS",
+    "CallerRule",
+    "CategoryRule",
+    "Decision",
+    "LifecycleRules",
+    "Mask",
+    "Policy",
+    "PolicyNote",
+    "PurposeRule",
+    "ValueRule",
+]
+
+
 ALL = "*"
 # What operators do through the operator services (keys now; subjects and audit to come).
 OPERATIONS = frozenset({"keys", "subjects", "audit"})

@@ -20,6 +20,19 @@ from vault.domain.types import (
     WrappedKey,
 )
 
+__all__ = [
+    "Binding",
+    "Cipher",
+    "KekStatus",
+    "KeyProvider",
+    "Notice",
+    "NoticeFeed",
+    "NoticeKind",
+    "ShredLog",
+    "ShredLogEntry",
+]
+
+
 Clock = Callable[[], datetime]
 """Returns the current time, timezone-aware UTC."""
 

@@ -17,6 +17,9 @@ from vault.domain.tokens import well_formed
 from vault.domain.types import Token
 from vault.domain.validation import luhn_valid
 
+__all__ = ["audited_token", "has_issuer_prefix", "looks_like_pan", "mask_card_numbers"]
+
+
 PAN_MIN, PAN_MAX = 13, 19  # ISO/IEC 7812-1 lengths of a primary account number
 # Digits separated by at most three spaces or punctuation marks each.
 _RUN = re.compile(r"[0-9](?:[^0-9A-Za-z]{0,3}[0-9])*")

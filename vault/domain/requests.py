@@ -26,6 +26,19 @@ from vault.errors import (
     PdvaultError,
 )
 
+__all__ = [
+    "CVV_NAMES",
+    "GCM_RANDOM_NONCE_LIMIT",
+    "Detokenized",
+    "FieldInput",
+    "Limits",
+    "Tokenized",
+    "check_detokenize",
+    "is_uuid",
+    "normalized_request_id",
+]
+
+
 # NIST SP 800-38D section 8.3: with random 96-bit nonces, at most 2^32 invocations of the
 # authenticated encryption function per key.
 # The store counts committed encryptions; attempts rolled back (a token collision, a race) are

@@ -13,6 +13,8 @@ from __future__ import annotations
 import hmac
 from typing import NoReturn
 
+__all__ = ["Secret"]
+
 
 class Secret:
     """Bytes with a redacted repr, no pickling and a best-effort `wipe()`."""

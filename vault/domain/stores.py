@@ -40,6 +40,21 @@ from vault.domain.types import (
     WrappedKey,
 )
 
+__all__ = [
+    "ApiKeyRecord",
+    "AuditLog",
+    "CredentialStore",
+    "IdempotencyStore",
+    "KeyInventory",
+    "Lookup",
+    "ShredResult",
+    "ShreddedRecord",
+    "Stores",
+    "SubjectStore",
+    "ValueStore",
+    "WriteOutcome",
+]
+
 
 class WriteOutcome(enum.Enum):
     """How a write that can lose a race ended. These are answers, not errors: the use case

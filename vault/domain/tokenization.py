@@ -59,6 +59,8 @@ from vault.errors import (
     Reason,
 )
 
+__all__ = ["Tokenization"]
+
 
 class Tokenization:
     """Stateless between calls; safe to share between threads."""

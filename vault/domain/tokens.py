@@ -10,6 +10,16 @@ import secrets
 from vault.domain.types import Token, TokenFormat
 from vault.domain.validation import luhn_valid
 
+__all__ = [
+    "OPAQUE_PREFIX",
+    "TOKEN_MAX_LENGTH",
+    "card_token",
+    "new_token",
+    "opaque_token",
+    "well_formed",
+]
+
+
 OPAQUE_PREFIX = "tok_"
 _OPAQUE_RE = re.compile(r"tok_[a-z2-7]{26}")
 _CARD_RE = re.compile(r"[0-9]{16}")

@@ -11,6 +11,29 @@ from typing import NewType
 
 from vault.domain.secrets import Secret
 
+__all__ = [
+    "NAME_RE",
+    "SUBJECT_RE",
+    "Action",
+    "AuditEvent",
+    "ErasureReceipt",
+    "IdempotencyRecord",
+    "LegalBasis",
+    "Outcome",
+    "PlainValue",
+    "StoredDataKey",
+    "StoredValue",
+    "SubjectRecord",
+    "SubjectState",
+    "TokenFormat",
+    "ValueKind",
+    "View",
+    "WrappedKey",
+    "anonymized_subject",
+    "subject_digest",
+]
+
+
 SubjectId = NewType("SubjectId", str)
 """The caller's own identifier of a data subject (a person), e.g. `user-42`."""
 

@@ -16,6 +16,8 @@ from datetime import date
 from vault.domain.policy import CategoryRule, ValueRule
 from vault.domain.types import PlainValue, ValueKind
 
+__all__ = ["Rule", "RuleBroken", "luhn_valid", "validate"]
+
 
 @dataclass(frozen=True, slots=True)
 class Rule:

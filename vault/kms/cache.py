@@ -23,6 +23,8 @@ from vault.domain.ports import KekStatus, KeyProvider
 from vault.domain.secrets import Secret
 from vault.domain.types import SubjectId, WrappedKey, subject_digest
 
+__all__ = ["CacheLimits", "CacheStats", "CachingKeyProvider"]
+
 
 @dataclass(frozen=True, slots=True)
 class CacheLimits:

@@ -33,6 +33,9 @@ from vault.domain.secrets import Secret
 from vault.domain.types import SubjectId, WrappedKey
 from vault.errors import ConfigurationError, FailedPrecondition
 
+__all__ = ["FILE_FORMAT", "PROVIDER", "LocalKeyFileProvider"]
+
+
 FILE_FORMAT = "pdvault-local-kek/1"
 PROVIDER = "local"
 

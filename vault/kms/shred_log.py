@@ -23,6 +23,9 @@ from pathlib import Path
 
 from vault.domain.ports import ShredLogEntry
 
+__all__ = ["FileShredLog"]
+
+
 log = logging.getLogger(__name__)
 
 

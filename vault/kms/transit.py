@@ -48,6 +48,9 @@ from vault.kms.vault_http import (
     VaultHttp,
 )
 
+__all__ = ["PROVIDER", "TransitSettings", "TransitSigner", "VaultTransitKeyProvider"]
+
+
 PROVIDER = "vault-transit"
 
 

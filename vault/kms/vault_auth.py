@@ -37,6 +37,9 @@ from vault.kms.vault_http import (
     login_role,
 )
 
+__all__ = ["Login", "LoginSettings"]
+
+
 log = logging.getLogger(__name__)
 
 

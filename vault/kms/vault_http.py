@@ -44,6 +44,37 @@ from vault.errors import (
     PdvaultError,
 )
 
+__all__ = [
+    "KEY_MISSING",
+    "LOGIN_REFUSED",
+    "NOT_INITIALIZED",
+    "NOT_PERMITTED",
+    "NO_ANSWER_TABLE",
+    "OPERATOR",
+    "OVERLOADED",
+    "REFUSED",
+    "SEALED",
+    "SERVICE",
+    "STATUS_TABLE",
+    "TLS_FAILED",
+    "TOKEN_INVALID",
+    "TOO_SLOW",
+    "UNEXPECTED",
+    "UNREACHABLE",
+    "VERSION_RULE",
+    "CallFailed",
+    "Check",
+    "Credential",
+    "Failure",
+    "Role",
+    "Row",
+    "VaultHttp",
+    "classify",
+    "classify_no_answer",
+    "login_role",
+]
+
+
 log = logging.getLogger(__name__)
 
 Body = dict[str, Any]

@@ -16,6 +16,9 @@ from concurrent.futures import Future
 from vault.domain.types import AuditEvent
 from vault.errors import StorageUnavailable
 
+__all__ = ["GroupCommit"]
+
+
 Commit = Callable[[Sequence[AuditEvent]], None]
 
 

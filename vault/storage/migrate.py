@@ -14,6 +14,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from vault.errors import StorageUnavailable
 
+__all__ = ["current_revision", "head_revision", "upgrade"]
+
 
 def _config() -> Config:
     cfg = Config()

@@ -26,6 +26,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 
+__all__ = ["NAMING", "UtcDateTime"]
+
 
 class UtcDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC in and out, on PostgreSQL and on SQLite (which has no time zones)."""

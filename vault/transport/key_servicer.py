@@ -19,6 +19,9 @@ from vault.domain.types import (
 from vault.errors import InvalidArgument
 from vault.transport.rpc import Call, Method
 
+__all__ = ["VAULT_TOKEN_METADATA", "KeyServicer"]
+
+
 VAULT_TOKEN_METADATA = "x-vault-token"  # noqa: S105  (a metadata key, not a secret)
 
 

@@ -36,6 +36,9 @@ from vault.domain.types import CallerName
 from vault.errors import DeadlineExceeded, InvalidArgument, PdvaultError, Reason, ResourceExhausted
 from vault.transport.status import internal_status, to_status_proto
 
+__all__ = ["Call", "Gate", "Limits", "Method", "ServiceHandler"]
+
+
 log = logging.getLogger(__name__)
 
 Req = TypeVar("Req", bound=Message)

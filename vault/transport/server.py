@@ -41,6 +41,25 @@ from vault.transport.rpc import Gate, Limits, Method, ServiceHandler
 from vault.transport.subject_servicer import SubjectServicer
 from vault.transport.token_servicer import TokenServicer
 
+__all__ = [
+    "HEALTH_HEADROOM",
+    "KEY_SERVICE",
+    "LOOPBACK",
+    "MAX_MESSAGE_BYTES",
+    "SERVICE_NAMES",
+    "SUBJECT_SERVICE",
+    "TOKEN_SERVICE",
+    "ServerThread",
+    "Serving",
+    "check_transport",
+    "describe_error",
+    "read_tls",
+    "serve",
+    "start_server",
+    "stop_server",
+]
+
+
 log = logging.getLogger(__name__)
 
 TOKEN_SERVICE = token_service_pb2.DESCRIPTOR.services_by_name["TokenService"]

@@ -16,6 +16,9 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from vault import errors
 
+__all__ = ["STATUS_TABLE", "internal_status", "status_code_of", "to_status_proto"]
+
+
 log = logging.getLogger(__name__)
 
 # Each Reason has one Code (vault.errors); each Code one gRPC status, by name.

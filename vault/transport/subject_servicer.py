@@ -18,6 +18,9 @@ from vault.errors import InvalidArgument
 from vault.transport.convert import timestamp, value_out
 from vault.transport.rpc import Call, Method
 
+__all__ = ["SubjectServicer"]
+
+
 _STATES = {
     SubjectState.ACTIVE: subject_service_pb2.SUBJECT_STATE_ACTIVE,
     SubjectState.STOPPED: subject_service_pb2.SUBJECT_STATE_STOPPED,

@@ -18,6 +18,9 @@ from vault.transport.convert import value_out
 from vault.transport.rpc import Call, Method
 from vault.transport.status import to_status_proto
 
+__all__ = ["LEGAL_BASES", "TokenServicer"]
+
+
 LEGAL_BASES = {
     token_service_pb2.LEGAL_BASIS_LAW_OR_REGULATION: LegalBasis.LAW_OR_REGULATION,
     token_service_pb2.LEGAL_BASIS_PUBLIC_INTEREST: LegalBasis.PUBLIC_INTEREST,

@@ -13,6 +13,8 @@ from vault.storage.sql import rows
 from vault.storage.sql.database import Database
 from vault.storage.tables import audit_events
 
+__all__ = ["SqlAuditLog"]
+
 
 class SqlAuditLog:
     def __init__(self, db: Database, group_commit: bool = True) -> None:

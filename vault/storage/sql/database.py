@@ -35,6 +35,17 @@ from vault.domain.types import SubjectId
 from vault.errors import StorageUnavailable
 from vault.storage.tables import subjects
 
+__all__ = [
+    "TX_ATTEMPTS",
+    "Answer",
+    "Database",
+    "make_engine",
+    "redact_url",
+    "sqlstate",
+    "unavailable",
+]
+
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")

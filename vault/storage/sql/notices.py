@@ -30,6 +30,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from vault.domain.ports import Notice, NoticeKind
 from vault.storage.tables import notices
 
+__all__ = ["NOTICE_CHANNEL", "PolledNoticeFeed", "PostgresNoticeFeed", "publish", "purge_notices"]
+
+
 log = logging.getLogger(__name__)
 
 NOTICE_CHANNEL = "pdvault_notice"

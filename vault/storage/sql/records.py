@@ -23,6 +23,8 @@ from vault.storage.sql import rows
 from vault.storage.sql.database import Database
 from vault.storage.tables import api_keys, data_keys, idempotency_keys, kek_checks
 
+__all__ = ["SqlCredentialStore", "SqlIdempotencyStore", "SqlKeyInventory"]
+
 
 class SqlIdempotencyStore:
     def __init__(self, db: Database) -> None:

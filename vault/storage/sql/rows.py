@@ -49,6 +49,20 @@ from vault.storage.tables import (
     token_values,
 )
 
+__all__ = [
+    "COUNT_ENCRYPTIONS",
+    "DATA_KEYS",
+    "INSERT_VALUES",
+    "LOOKUP",
+    "api_key",
+    "audit_event",
+    "audited_subject",
+    "data_key",
+    "insert_audit",
+    "receipt",
+]
+
+
 DATA_KEYS = (
     select(data_keys, subjects.c.state)
     .join(subjects, subjects.c.subject_id == data_keys.c.subject_id)

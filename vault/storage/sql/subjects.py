@@ -25,6 +25,8 @@ from vault.storage.tables import (
     token_values,
 )
 
+__all__ = ["SqlSubjectStore"]
+
 
 class SqlSubjectStore:
     def __init__(self, db: Database) -> None:

@@ -34,6 +34,8 @@ from vault.storage.tables import (
     token_values,
 )
 
+__all__ = ["SqlValueStore"]
+
 
 class SqlValueStore:
     def __init__(self, db: Database) -> None:
