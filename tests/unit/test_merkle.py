@@ -4,11 +4,12 @@ RFC's own recursive definitions as an oracle for proofs, and tampering of every 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from pymerkle import InmemoryTree
 
@@ -16,6 +17,7 @@ from tests.vectors import load_vectors
 from vault.domain.merkle import (
     EMPTY_ROOT,
     MerkleTree,
+    canonical_entry,
     consistency_proof,
     inclusion_proof,
     leaf_hash,
@@ -439,3 +441,64 @@ def test_leaves_missing_from_storage_are_an_integrity_error() -> None:
 def test_a_storage_answer_that_is_not_a_hash_is_refused() -> None:
     with pytest.raises(ValueError, match="32 bytes"):
         inclusion_proof(0, 2, lambda start, end: b"short")
+
+
+# -- the entries ----------------------------------------------------------------------------------
+
+FIELD_NAMES = st.from_regex(r"[a-z][a-z0-9_]{0,9}", fullmatch=True)
+SAFE_INT = 2**53 - 1
+FIELD_VALUES = st.none() | st.integers(-SAFE_INT, SAFE_INT) | st.text(max_size=30)
+ENTRIES = st.dictionaries(FIELD_NAMES, FIELD_VALUES, max_size=8)
+
+
+@pytest.mark.parametrize("v", load_vectors("pdvault_audit_entry_v1.json"), ids=lambda v: v["name"])
+def test_entry_encoding_v1_known_answers(v: dict[str, Any]) -> None:
+    encoded = canonical_entry(v["fields"])
+    assert encoded.decode("utf-8") == v["canonical"]
+    assert leaf_hash(encoded).hex() == v["leaf_hash"]
+
+
+@settings(max_examples=200)
+@given(ENTRIES)
+def test_an_entry_decodes_to_exactly_its_fields(fields: dict[str, str | int | None]) -> None:
+    decoded = json.loads(canonical_entry(fields))
+    assert decoded == fields
+    assert {k: type(v) for k, v in decoded.items()} == {k: type(v) for k, v in fields.items()}
+    assert canonical_entry(dict(reversed(list(fields.items())))) == canonical_entry(fields)
+
+
+@settings(max_examples=300)
+@given(ENTRIES, FIELD_NAMES, FIELD_VALUES)
+def test_any_change_to_any_field_changes_the_leaf_hash(
+    fields: dict[str, str | int | None], name: str, value: str | int | None
+) -> None:
+    assume(name not in fields or fields[name] != value)  # 1 != "1" != None: types count
+    changed = {**fields, name: value}
+    before = leaf_hash(canonical_entry(fields))
+    assert leaf_hash(canonical_entry(changed)) != before
+    if fields:
+        first = next(iter(fields))
+        assert leaf_hash(canonical_entry({k: v for k, v in fields.items() if k != first})) != before
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"ok": True},
+        {"ok": 1.5},
+        {"ok": b"bytes"},
+        {"ok": 2**53},
+        {"ok": -(2**53)},
+        {"Upper": 1},
+        {"": 1},
+        {"1st": 1},
+        {"with space": 1},
+        {"x" * 65: 1},
+        {"caf\u00e9": 1},
+        {"ok": "lone \ud800 surrogate"},
+    ],
+    ids=repr,
+)
+def test_values_outside_the_domain_are_refused(fields: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="audit"):
+        canonical_entry(fields)

@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import re
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from vault.errors import IntegrityError
 
@@ -37,6 +39,7 @@ __all__ = [
     "HASH_SIZE",
     "MerkleTree",
     "SubtreeHash",
+    "canonical_entry",
     "consistency_proof",
     "inclusion_proof",
     "leaf_hash",
@@ -318,3 +321,37 @@ def verify_consistency(
         fn >>= 1
         sn >>= 1
     return sn == 0 and hmac.compare_digest(fr, old_root) and hmac.compare_digest(sr, new_root)
+
+
+# -- the entries --------------------------------------------------------------------------------
+
+_FIELD_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+# RFC 7493 (I-JSON) section 2.2: integers that every JSON parser reads exactly.
+_MAX_SAFE_INT = 2**53 - 1
+
+
+def canonical_entry(fields: Mapping[str, str | int | None]) -> bytes:
+    """The bytes an audit entry's leaf hash is taken over: JSON with the keys sorted, no spaces,
+    UTF-8, non-ASCII characters as themselves and only the escapes JSON requires.
+
+    For this domain of values (ASCII field names, strings, integers of at most 53 bits, null)
+    this is exactly RFC 8785's JSON Canonicalization Scheme, so a third party can rebuild the
+    bytes with any JCS library, and the line a SIEM receives can be the very bytes hashed. Each
+    value's JSON type is kept (1, "1" and null differ) and a missing field differs from a null
+    one, so any change to any field changes the bytes. Anything outside the domain is refused
+    rather than coerced: booleans, floats, lone surrogates, unsafe integers, other field names.
+    """
+    for name, value in fields.items():
+        if not isinstance(name, str) or not _FIELD_NAME.fullmatch(name):
+            raise ValueError("an audit field name is 1-64 of [a-z0-9_], starting with a letter")
+        if value is None or isinstance(value, str):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("an audit field is a string, an integer or None")
+        if not -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT:
+            raise ValueError("an audit integer must fit in 53 bits")
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("an audit field is not valid Unicode (a lone surrogate)") from None
