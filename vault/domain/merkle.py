@@ -17,10 +17,11 @@ the storage's business: `subtree_hashes_from_leaves` computes them from stored l
 (a proof then reads O(N) leaf hashes in total, because the proof's subtrees cover every other
 leaf), and a store that also keeps interior hashes (tiles) answers each in O(1) reads.
 
-The code follows the RFC's algorithms step by step and cites their sections. Costs, measured on
-one shared core: an append about 5 µs, a root about 1.5 µs per frontier hash (so about 10-30 µs
-per committed entry at a million entries), an inclusion proof for a million entries from leaf
-hashes alone a few seconds of hashing (plus reading them), from stored tiles milliseconds.
+The code follows the RFC's algorithms step by step and cites their sections. Costs measured at a
+million entries (CPython 3.11, one busy shared core): an append about 1 µs, the root about 4 µs
+(0.6 µs per frontier hash), an entry's canonical bytes and leaf hash about 9 µs; a proof from
+leaf hashes alone about 1 s of hashing plus reading 32 MB of leaf hashes, from stored level-8
+subtree hashes a few milliseconds; verifying a proof 10-30 µs.
 """
 
 from __future__ import annotations
