@@ -15,6 +15,8 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from vault.domain.documents import DocumentType
+from vault.domain.retention import RetentionRule
 from vault.domain.types import (
     CallerName,
     Category,
@@ -29,6 +31,7 @@ __all__ = [
     "CallerRule",
     "CategoryRule",
     "Decision",
+    "DocumentRules",
     "LifecycleRules",
     "Mask",
     "Policy",
@@ -47,7 +50,8 @@ class ValueRule(enum.Enum):
     """Which validator checks a category's values (see `vault.domain.validation`)."""
 
     TEXT = "text"
-    DOCUMENT = "document"
+    BINARY = "binary"  # opaque bytes (or text) kept as given, up to max_bytes
+    DOCUMENT = "document"  # held as documents (DocumentService); Tokenize refuses it
     CARD_NUMBER = "card_number"
     CARD_EXPIRY = "card_expiry"
     EMAIL = "email"
@@ -120,6 +124,21 @@ class LifecycleRules:
 
 
 @dataclass(frozen=True, slots=True)
+class DocumentRules:
+    """What documents pdvault accepts. Reads of documents are decided as reads of `category`
+    (the privacy policy's row 7): its purposes, and each caller's view of it; a caller may
+    upload documents when it may store that category."""
+
+    category: Category = field(default_factory=lambda: Category("identity_document"))
+    types: frozenset[DocumentType] = frozenset(
+        t for t in DocumentType if t is not DocumentType.MY_NUMBER_CARD_BACK
+    )
+    max_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 50_000_000  # decoded image size: against decompression bombs
+    max_pages: int = 20
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyNote:
     """A place where the source privacy policy is silent or odd, and what we decided."""
 
@@ -152,6 +171,9 @@ class Policy:
     callers: Mapping[CallerName, CallerRule]
     notes: tuple[PolicyNote, ...]
     lifecycle: LifecycleRules = field(default_factory=LifecycleRules)
+    documents: DocumentRules = field(default_factory=DocumentRules)
+    # `documents.<type>` and `categories.<category>` -> the rule (vault.domain.retention)
+    retention: Mapping[str, RetentionRule] = field(default_factory=dict)
     _reads: dict[tuple[CallerName, Purpose, Category], Decision] = field(
         default_factory=dict, repr=False, compare=False
     )
@@ -228,6 +250,12 @@ class Policy:
             )
         return Decision(True, f"caller:{caller}:operations", f"the caller administers {operation}")
 
+    def document_rule(self, document_type: DocumentType) -> RetentionRule | None:
+        return self.retention.get(f"documents.{document_type.value}")
+
+    def category_rule(self, category: Category) -> RetentionRule | None:
+        return self.retention.get(f"categories.{category}")
+
     def purposes_for(self, category: Category) -> frozenset[Purpose]:
         rule = self.categories.get(category)
         return rule.purposes if rule else frozenset()
@@ -253,6 +281,21 @@ class Policy:
                 for p in sorted(caller.purposes)
                 if p not in readable
             )
+        for category in self.categories.values():
+            if (
+                category.kind is not ValueRule.DOCUMENT
+                and self.category_rule(category.name) is None
+            ):
+                findings.append(
+                    f"warning: category '{category.name}' has no retention rule: its values "
+                    "are kept until their subject is deleted"
+                )
+        for document_type in sorted(self.documents.types, key=lambda t: t.value):
+            if self.document_rule(document_type) is None:
+                findings.append(
+                    f"warning: document type '{document_type.value}' has no retention rule: "
+                    "its documents are kept until their subject is deleted"
+                )
         return findings
 
     # -- preparation --------------------------------------------------------------------------

@@ -11,11 +11,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
+from vault.domain.documents import DocumentType
 from vault.domain.policy import (
     ALL,
     OPERATIONS,
     CallerRule,
     CategoryRule,
+    DocumentRules,
     LifecycleRules,
     Mask,
     Policy,
@@ -23,6 +25,7 @@ from vault.domain.policy import (
     PurposeRule,
     ValueRule,
 )
+from vault.domain.retention import Period, RetentionRule, Then, Trigger
 from vault.domain.types import NAME_RE, CallerName, Category, Purpose, TokenFormat, View
 from vault.errors import ConfigurationError
 
@@ -90,6 +93,8 @@ class _Parser:
             ),
             correct_when_stopped=self._bool(life, "correct_when_stopped", "lifecycle"),
         )
+        documents = self._documents(categories)
+        retention = self._retention(purposes, categories, documents)
         version = head.get("version", 1)
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             self.errors.append("policy.version: must be a whole number from 1")
@@ -105,7 +110,140 @@ class _Parser:
             callers=callers,
             notes=notes,
             lifecycle=lifecycle,
+            documents=documents,
+            retention=retention,
         )
+
+    def _documents(self, categories: Mapping[Category, CategoryRule]) -> DocumentRules:
+        body = self._table(self.doc, "documents")
+        default = DocumentRules()
+        if not body:
+            return default
+        where = "documents"
+        unknown = sorted(set(body) - {"category", "types", "max_bytes", "max_pixels", "max_pages"})
+        if unknown:
+            self.errors.append(f"{where}: unknown settings {', '.join(unknown)}")
+        category = Category(str(body.get("category", default.category)))
+        rule = categories.get(category)
+        if rule is None:
+            self.errors.append(f"{where}.category: unknown category '{category}'")
+        elif rule.kind is not ValueRule.DOCUMENT:
+            self.errors.append(f"{where}.category: category '{category}' must be of kind document")
+        types: set[DocumentType] = set()
+        for name in self._names(body, "types", where, [t.value for t in default.types]):
+            t = self._enum_value(DocumentType, name, f"{where}.types")
+            if t is DocumentType.MY_NUMBER_CARD_BACK:
+                self.errors.append(
+                    f"{where}.types: the back of a My Number card must not be copied or recorded "
+                    "(My Number Act Arts. 15, 20)"
+                )
+            elif t is not None:
+                types.add(t)
+        return DocumentRules(
+            category=category,
+            types=frozenset(types),
+            max_bytes=self._int(body, "max_bytes", where, default.max_bytes, 1, 256 * 1024 * 1024),
+            max_pixels=self._int(body, "max_pixels", where, default.max_pixels, 1, 500_000_000),
+            max_pages=self._int(body, "max_pages", where, default.max_pages, 1, 10_000),
+        )
+
+    def _retention(
+        self,
+        purposes: Mapping[Purpose, PurposeRule],
+        categories: Mapping[Category, CategoryRule],
+        documents: DocumentRules,
+    ) -> dict[str, RetentionRule]:
+        body = self._table(self.doc, "retention")
+        rules: dict[str, RetentionRule] = {}
+        for group in sorted(set(body) - {"documents", "categories"}):
+            self.errors.append(f"retention.{group}: must be retention.documents or .categories")
+        for name, rule_body in self._named_tables_in(body, "documents", "retention.documents"):
+            t = self._enum_value(DocumentType, name, "retention.documents")
+            if t is not None and t not in documents.types:
+                self.errors.append(f"retention.documents.{name}: not a type of [documents].types")
+            rules[f"documents.{name}"] = self._rule(
+                f"documents.{name}", rule_body, purposes, document=True
+            )
+        for name, rule_body in self._named_tables_in(body, "categories", "retention.categories"):
+            category = categories.get(Category(name))
+            if category is None:
+                self.errors.append(f"retention.categories.{name}: unknown category '{name}'")
+            elif category.kind is ValueRule.DOCUMENT:
+                self.errors.append(
+                    f"retention.categories.{name}: a document category's retention is set per "
+                    "document type (retention.documents.<type>)"
+                )
+            rules[f"categories.{name}"] = self._rule(
+                f"categories.{name}", rule_body, purposes, document=False
+            )
+        return rules
+
+    def _rule(
+        self,
+        name: str,
+        body: Mapping[str, Any],
+        purposes: Mapping[Purpose, PurposeRule],
+        document: bool,
+    ) -> RetentionRule:
+        where = f"retention.{name}"
+        unknown = sorted(set(body) - {"trigger", "keep", "then", "legal", "purposes", "source"})
+        if unknown:
+            self.errors.append(f"{where}: unknown settings {', '.join(unknown)}")
+        if "trigger" not in body or "keep" not in body:
+            self.errors.append(f"{where}: needs a trigger and a keep period")
+        trigger = self._enum(Trigger, body, "trigger", where, Trigger.UPLOAD)
+        keep = Period()
+        raw_keep = body.get("keep", "P0D")
+        try:
+            keep = Period.parse(str(raw_keep))
+        except ValueError as exc:
+            self.errors.append(f"{where}.keep: {exc}")
+        then = self._enum(Then, body, "then", where, Then.SHRED)
+        legal = self._bool(body, "legal", where)
+        retained_for = frozenset(
+            self._known(Purpose(p), purposes, f"{where}.purposes", "purpose")
+            for p in self._names(body, "purposes", where)
+        )
+        if not document and (legal or retained_for or then is not Then.SHRED):
+            self.errors.append(
+                f"{where}: a field category's values end with their subject; only documents "
+                "may be kept past it (legal, purposes) or keep a sanitized copy"
+            )
+        if legal and not retained_for:
+            self.errors.append(
+                f"{where}.purposes: a legal duty to keep names the purposes a kept document "
+                "may still be read for"
+            )
+        if retained_for and not legal:
+            self.errors.append(
+                f"{where}.purposes: only a legal duty (legal = true) keeps a "
+                "document past its subject's deletion"
+            )
+        return RetentionRule(
+            name, trigger, keep, then, legal, retained_for, str(body.get("source", ""))
+        )
+
+    def _named_tables_in(
+        self, body: Mapping[str, Any], key: str, where: str
+    ) -> Iterable[tuple[str, Mapping[str, Any]]]:
+        group = body.get(key, {})
+        if not isinstance(group, Mapping):
+            self.errors.append(f"{where}: must be a table")
+            return
+        for name, rule in group.items():
+            if not isinstance(rule, Mapping):
+                self.errors.append(f"{where}.{name}: must be a table")
+                continue
+            yield name, rule
+
+    def _int(
+        self, body: Mapping[str, Any], key: str, where: str, default: int, low: int, high: int
+    ) -> int:
+        value = body.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            self.errors.append(f"{where}.{key}: must be an integer from {low} to {high}")
+            return default
+        return value
 
     def _notes(self) -> tuple[PolicyNote, ...]:
         raw = self.doc.get("decisions", [])

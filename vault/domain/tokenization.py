@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from vault.domain import tokens
 from vault.domain.context import RequestContext
-from vault.domain.policy import CategoryRule, Decision, Policy
+from vault.domain.policy import CategoryRule, Decision, Policy, ValueRule
 from vault.domain.ports import Binding, Cipher, Clock, KeyProvider
 from vault.domain.requests import (
     CVV_NAMES,
@@ -31,6 +31,12 @@ from vault.domain.stores import (
     ValueStore,
     WriteOutcome,
 )
+from vault.domain.subject_keys import (
+    SubjectKeys,
+    deleted_subject,
+    key_exhausted,
+    stopped_for_new_data,
+)
 from vault.domain.types import (
     SUBJECT_RE,
     Action,
@@ -42,21 +48,14 @@ from vault.domain.types import (
     PlainValue,
     StoredValue,
     SubjectId,
-    SubjectState,
     TokenFormat,
-    WrappedKey,
-    subject_digest,
 )
 from vault.domain.validation import RuleBroken, validate
 from vault.errors import (
     Aborted,
-    FailedPrecondition,
     FieldViolation,
-    IntegrityError,
     InvalidArgument,
-    NotFound,
     PermissionDenied,
-    Reason,
 )
 
 __all__ = ["Tokenization"]
@@ -87,6 +86,7 @@ class Tokenization:
         self._cipher = cipher
         self._clock = clock
         self.limits = limits or Limits()
+        self._subject_keys = SubjectKeys(values, subjects, keys, cipher)
 
     # -- Tokenize -------------------------------------------------------------------------------
 
@@ -120,16 +120,11 @@ class Tokenization:
                     continue
                 return self._replay(ctx, twin, subject_id, checked)
             if outcome is WriteOutcome.SUBJECT_STOPPED:
-                raise _stopped_for_new_data()
+                raise stopped_for_new_data()
             if outcome is WriteOutcome.SUBJECT_SHREDDED:
-                raise _deleted_subject()
+                raise deleted_subject()
             if outcome is WriteOutcome.KEY_EXHAUSTED:
-                raise FailedPrecondition(
-                    "the subject's data key reached its encryption limit (NIST SP 800-38D: "
-                    "2^32 with random nonces; pdvault stops at 2^31): no more data can be stored "
-                    "for this subject; tell the operators",
-                    reason=Reason.DATA_KEY_EXHAUSTED,
-                )
+                raise key_exhausted()
         raise Aborted("could not store the values under concurrent writes; retry the call")
 
     def _check_tokenize(
@@ -182,25 +177,9 @@ class Tokenization:
         for i, f in enumerate(fields):
             where = f"fields[{i}]"
             name = f.category
-            if name.lower() in CVV_NAMES:
-                violations.append(
-                    FieldViolation(
-                        f"{where}.category",
-                        "category.card_security_code",
-                        "card security codes are never stored (PCI DSS 3.3.1)",
-                    )
-                )
-                continue
-            rule = self.policy.categories.get(Category(name))
-            if rule is None:
-                violations.append(
-                    FieldViolation(
-                        f"{where}.category",
-                        "category.unknown",
-                        "must be a category of the policy: "
-                        + ", ".join(sorted(self.policy.categories)),
-                    )
-                )
+            rule = self._category_of(where, name)
+            if isinstance(rule, FieldViolation):
+                violations.append(rule)
                 continue
             fmt = f.token_format
             if fmt is None:
@@ -254,6 +233,31 @@ class Tokenization:
             raise PermissionDenied(f"fields[{i}]: {first.reason}", rule=first.rule)
         return SubjectId(subject), checked
 
+    def _category_of(self, where: str, name: str) -> CategoryRule | FieldViolation:
+        """The rule of a field's category, or why the field cannot name it."""
+        if name.lower() in CVV_NAMES:
+            return FieldViolation(
+                f"{where}.category",
+                "category.card_security_code",
+                "card security codes are never stored (PCI DSS 3.3.1)",
+            )
+        rule = self.policy.categories.get(Category(name))
+        if rule is None:
+            return FieldViolation(
+                f"{where}.category",
+                "category.unknown",
+                "must be a category of the policy: " + ", ".join(sorted(self.policy.categories)),
+            )
+        if rule.kind is ValueRule.DOCUMENT:
+            # Retired as a field: documents are streamed, checked and kept apart.
+            return FieldViolation(
+                f"{where}.category",
+                "category.documents_only",
+                f"category {name} holds documents: upload them with "
+                "DocumentService.UploadDocument (pdv document upload)",
+            )
+        return rule
+
     def _tokenize_once(
         self,
         ctx: RequestContext,
@@ -262,22 +266,7 @@ class Tokenization:
         request_id: str,
     ) -> tuple[WriteOutcome, list[Tokenized]]:
         caller = ctx.caller
-        existing = self._values.data_keys([subject]).get(subject)
-        new_key = None
-        if existing is not None and existing.state is SubjectState.STOPPED:
-            raise _stopped_for_new_data()
-        if existing is None:
-            # Early and cheap; the save refuses a shredded id again inside its transaction.
-            if self._subjects.shred_receipt(subject_digest(subject)) is not None:
-                raise _deleted_subject()
-            dek = self._cipher.new_data_key()
-            try:
-                new_key = self._keys.wrap(ctx, [(subject, dek)])[0]
-            except BaseException:
-                dek.wipe()
-                raise
-        else:
-            dek = self._unwrap_one(ctx, subject, existing.wrapped)
+        dek, new_key = self._subject_keys.acquire(ctx, subject)
         try:
             now = self._clock()
             values: list[StoredValue] = []
@@ -342,7 +331,7 @@ class Tokenization:
             if stored is None:
                 same = False
             else:
-                dek = self._unwrap_one(ctx, subject, stored.wrapped)
+                dek = self._subject_keys.unwrap(ctx, subject, stored.wrapped)
                 try:
                     same = self._fingerprint(dek, subject, checked) == earlier.fingerprint
                 finally:
@@ -389,26 +378,3 @@ class Tokenization:
             h.update(len(value.data).to_bytes(4, "big"))
             h.update(value.data.reveal())
         return self._cipher.fingerprint(dek, h.digest())
-
-    def _unwrap_one(self, ctx: RequestContext, subject: SubjectId, wrapped: WrappedKey) -> Secret:
-        key = self._keys.unwrap(ctx, [(subject, wrapped)])[0]
-        if key is None:
-            raise IntegrityError()
-        return key
-
-
-def _stopped_for_new_data() -> FailedPrecondition:
-    return FailedPrecondition(
-        "the data subject's account is stopped: its data is kept, but no new data is stored "
-        "until it is resumed",
-        reason=Reason.SUBJECT_STOPPED,
-    )
-
-
-def _deleted_subject() -> NotFound:
-    # The parent of the new values was deleted: NOT_FOUND, as AIP-193 answers for a child of a
-    # deleted parent; the same reason as its shredded tokens give.
-    return NotFound(
-        "this data subject was deleted (crypto-shredded); its id cannot be used again",
-        reason=Reason.SUBJECT_DELETED,
-    )

@@ -56,9 +56,12 @@ def validate(category: CategoryRule, value: PlainValue, today: date) -> PlainVal
             Rule(f"{category.name}.max_bytes", f"must be at most {category.max_bytes} bytes")
         )
     if value.kind is ValueKind.BINARY:
-        if category.kind is not ValueRule.DOCUMENT:
+        if category.kind not in (ValueRule.BINARY, ValueRule.DOCUMENT):
             raise RuleBroken(
-                Rule(f"{category.name}.text_only", "must be text; binary values are for documents")
+                Rule(
+                    f"{category.name}.text_only",
+                    "must be text; binary values are for categories of kind binary",
+                )
             )
         return value
     try:
@@ -178,14 +181,15 @@ def _ip_address(text: str, cat: str, _today: date) -> str:
         raise _broken(f"{cat}.syntax", "must be an IPv4 or IPv6 address") from None
 
 
-def _document(text: str, cat: str, _today: date) -> str:
+def _as_given(text: str, cat: str, _today: date) -> str:
     _no_controls(text, cat)
     return text
 
 
 _TEXT_RULES: dict[ValueRule, Callable[[str, str, date], str]] = {
     ValueRule.TEXT: _printable,
-    ValueRule.DOCUMENT: _document,
+    ValueRule.BINARY: _as_given,
+    ValueRule.DOCUMENT: _as_given,
     ValueRule.CARD_NUMBER: _card_number,
     ValueRule.CARD_EXPIRY: _card_expiry,
     ValueRule.EMAIL: _email,
