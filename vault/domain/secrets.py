@@ -10,10 +10,17 @@ attacker who can read the process's memory.
 
 from __future__ import annotations
 
+import ctypes
 import hmac
 from typing import NoReturn
 
-__all__ = ["Secret"]
+__all__ = ["Secret", "wipe_buffer"]
+
+
+def wipe_buffer(buf: bytearray) -> None:
+    """Overwrite a bytearray with zeros in place, at memory speed (a document is megabytes)."""
+    if buf:
+        ctypes.memset((ctypes.c_char * len(buf)).from_buffer(buf), 0, len(buf))
 
 
 class Secret:
@@ -36,8 +43,7 @@ class Secret:
 
     def wipe(self) -> None:
         """Overwrite this copy with zeros (other copies may exist; see the module docstring)."""
-        for i in range(len(self._buf)):
-            self._buf[i] = 0
+        wipe_buffer(self._buf)
 
     def __repr__(self) -> str:
         return f"Secret(<{len(self._buf)} bytes redacted>)"

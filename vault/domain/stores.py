@@ -6,7 +6,9 @@
 - `AuditLog`: the audit events, durable before any answer that depends on them;
 - `CredentialStore`: callers' API keys (hashes only);
 - `KeyInventory`: which key-encryption-key versions wrap which data keys, and the check values
-  that recognise the key.
+  that recognise the key;
+- `DocumentStore`: documents' records (type, state, retention, holds, wrapped document keys);
+- `BlobStore`: documents' sealed segments (in the database by default; an object store later).
 
 Adapters: `vault.storage.sql` (SQLite and PostgreSQL) and `vault.storage.memory` (in memory, for
 the domain's unit tests). One contract suite per port runs against every adapter
@@ -21,16 +23,24 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from vault.domain.documents import (
+    DocumentId,
+    DocumentType,
+    MediaType,
+    ScanResult,
+    Variant,
+)
 from vault.domain.types import (
     AuditEvent,
     CallerName,
     Category,
     IdempotencyRecord,
     Purpose,
+    RetainedDocument,
     StoredDataKey,
     StoredValue,
     SubjectId,
@@ -43,15 +53,23 @@ from vault.domain.types import (
 __all__ = [
     "ApiKeyRecord",
     "AuditLog",
+    "BlobStore",
     "CredentialStore",
+    "DocumentRecord",
+    "DocumentStore",
+    "DocumentTombstone",
+    "Hold",
     "IdempotencyStore",
     "KeyInventory",
     "Lookup",
+    "NewDocument",
+    "RetentionKey",
     "ShredResult",
     "ShreddedRecord",
     "Stores",
     "SubjectStore",
     "ValueStore",
+    "VariantRecord",
     "WriteOutcome",
 ]
 
@@ -82,6 +100,8 @@ class ShreddedRecord:
     # Set when this shred destroyed data found under an id that was already shredded (a
     # restored copy): the receipt of the shred before it.
     previous_receipt_id: str | None = None
+    documents_destroyed: int = 0
+    retained: tuple[RetainedDocument, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +111,8 @@ class ShredResult:
 
     receipt: ShreddedRecord | None
     destroyed: tuple[int, int] | None  # (data keys, values)
+    # Blobs of the documents destroyed, to delete from the BlobStore (marked doomed).
+    blobs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +126,9 @@ class Lookup:
     keys: dict[SubjectId, StoredDataKey]
     consent: dict[SubjectId, bool | None]
     shredded: dict[Token, Category]
+    # Tokens among `shredded` whose value was erased at the end of its retention period (its
+    # subject lives on), not by a shred of the subject.
+    expired: set[Token] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +189,26 @@ class ValueStore(Protocol):
         """Overwrite a token's ciphertext in place under the subject's lock: DONE, GONE (the
         token or its subject is gone), SUBJECT_STOPPED (unless `allow_stopped`) or
         KEY_EXHAUSTED. The encryption counts MUST roll back with a refused write."""
+        ...
+
+    def values_stored_before(
+        self, category: Category, before: datetime, limit: int
+    ) -> list[tuple[Token, SubjectId]]:
+        """Up to `limit` values of `category` stored before `before` (retention by upload)."""
+        ...
+
+    def values_of_ended_relationships(
+        self, category: Category, ended_before: datetime, limit: int
+    ) -> list[tuple[Token, SubjectId]]:
+        """Up to `limit` values of `category` whose subject's relationship ended (Account
+        Stop) before `ended_before` (retention by the end of the relationship)."""
+        ...
+
+    def erase_values(
+        self, tokens: Sequence[Token], receipt_id: str, audit: Sequence[AuditEvent]
+    ) -> int:
+        """Delete these values (their retention period ended), keeping each token as an
+        expired tombstone, and record `audit`, in one transaction. Returns how many."""
         ...
 
 
@@ -287,6 +332,215 @@ class KeyInventory(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A legal hold: the document is not destroyed (by a sweep, a delete or its subject's
+    shred) while any hold stands. `reason` is a case reference, never content."""
+
+    hold_id: str
+    reason: str
+    placed_by: CallerName
+    placed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class VariantRecord:
+    """One sealed variant of a document: its key (wrapped under its owner's data key, bound to
+    subject digest, document, variant and media type), its stream header, and where its
+    segments are (a blob of the `BlobStore`)."""
+
+    variant: Variant
+    media_type: MediaType
+    size: int  # bytes of plaintext
+    segments: int
+    blob: str
+    header: bytes = field(repr=False)
+    wrapped_key: bytes = field(repr=False)
+    format: str = "DV1"
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentRecord:
+    """A document as stored. `key_owner` is whose data key wraps the variants' keys: the
+    subject's id, or (retained after its subject's shred) a retention key's owner; `subject`
+    is None once the subject was shredded."""
+
+    document_id: DocumentId
+    subject: SubjectId | None
+    subject_digest: str
+    document_type: DocumentType
+    uploaded_by: CallerName
+    created_at: datetime
+    scan: ScanResult
+    key_owner: str
+    retention_rule: str | None
+    due_at: datetime | None  # when its retention period ends; None: not started yet
+    verified_at: datetime | None = None
+    masked_statement: bool = False  # health insurance cards: the uploader said it is masked
+    holds: tuple[Hold, ...] = ()
+    variants: tuple[VariantRecord, ...] = ()
+    pages: int | None = None
+
+    @property
+    def retained(self) -> bool:
+        """Kept after its subject's Account Deletion (a legal duty, or a hold)."""
+        return self.subject is None
+
+    def variant(self, which: Variant) -> VariantRecord | None:
+        return next((v for v in self.variants if v.variant is which), None)
+
+
+@dataclass(frozen=True, slots=True)
+class NewDocument:
+    """What an upload stores, with the subject's key (`new_key` creates the subject)."""
+
+    record: DocumentRecord
+    new_key: WrappedKey | None
+    encryption_limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentTombstone:
+    """What is kept of a destroyed document: enough to answer "deleted" to a caller who could
+    have read it, and to name it in receipts."""
+
+    document_id: DocumentId
+    document_type: DocumentType
+    subject_digest: str
+    destroyed_at: datetime
+    cause: str  # delete | shred | retention
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionKey:
+    """A data key a retention rule owns (one per rule and year of the due date)."""
+
+    owner: str
+    wrapped: WrappedKey
+
+
+class DocumentStore(Protocol):
+    """Documents' records. Writes under a subject MUST lock the subject first (as
+    `ValueStore`), and a new document MUST be refused inside the transaction that would write
+    it if its subject is stopped or shredded."""
+
+    def begin_upload(self, blobs: Sequence[str], now: datetime) -> None:
+        """Mark these blobs as being written: until `add` commits them, the sweep deletes
+        them once they are older than an upload may take (a process killed mid-upload)."""
+        ...
+
+    def add(self, new: NewDocument, audit: Sequence[AuditEvent]) -> WriteOutcome:
+        """Atomically: create the subject with `new_key` (or lock the existing active one and
+        count one encryption per variant against the limit), insert the document and its
+        variants, clear their blobs' upload marks, record `audit`. DONE, or (nothing
+        written) SUBJECT_RACE, SUBJECT_SHREDDED, SUBJECT_STOPPED or KEY_EXHAUSTED."""
+        ...
+
+    def document(self, document_id: DocumentId) -> DocumentRecord | None: ...
+
+    def tombstone(self, document_id: DocumentId) -> DocumentTombstone | None: ...
+
+    def documents_of(self, subject: SubjectId) -> list[DocumentRecord]:
+        """The subject's documents, oldest first."""
+        ...
+
+    def set_verified(
+        self,
+        document_id: DocumentId,
+        at: datetime,
+        due_at: datetime | None,
+        audit: Sequence[AuditEvent],
+    ) -> bool:
+        """Record the verification (once: the first one counts) and the due date it implies.
+        False if no such live document."""
+        ...
+
+    def set_scan(
+        self, document_id: DocumentId, scan: ScanResult, audit: Sequence[AuditEvent]
+    ) -> bool: ...
+
+    def add_hold(
+        self, document_id: DocumentId, hold: Hold, audit: Sequence[AuditEvent]
+    ) -> bool: ...
+
+    def release_hold(
+        self, document_id: DocumentId, hold_id: str | None, audit: Sequence[AuditEvent]
+    ) -> int:
+        """Release one hold (or every hold when `hold_id` is None); returns how many."""
+        ...
+
+    def set_due_dates(self, dates: Sequence[tuple[DocumentId, datetime | None]]) -> None:
+        """Recompute due dates (the relationship ended or resumed)."""
+        ...
+
+    def destroy(
+        self,
+        document_id: DocumentId,
+        variants: Collection[Variant] | None,
+        tombstone: DocumentTombstone,
+        audit: Sequence[AuditEvent],
+        due_at: datetime | None = None,
+        unless_held: bool = True,
+    ) -> list[str] | None:
+        """Destroy the variants named (every one when None: the whole document, leaving
+        `tombstone`), their wrapped keys first; with some variants left, set `due_at`. Refused
+        (None) if a hold stands and `unless_held`, or the document is gone. Returns the blobs
+        to delete from the `BlobStore` (marked doomed in the transaction, so a crash before
+        they are deleted leaves them to the sweep)."""
+        ...
+
+    def retain(
+        self,
+        document_id: DocumentId,
+        owner: RetentionKey,
+        rewrapped: Sequence[tuple[Variant, bytes]],
+        due_at: datetime,
+        expected_owner: str,
+    ) -> bool:
+        """Move a document under a retention key (its subject is being shredded): the
+        variants' keys re-wrapped, the owner and due date set, the subject link cut. Only if
+        its current owner is still `expected_owner`."""
+        ...
+
+    def due(self, now: datetime, limit: int) -> list[DocumentRecord]:
+        """Up to `limit` documents whose retention period ended by `now`, held or not."""
+        ...
+
+    def retention_key(self, owner: str) -> RetentionKey | None: ...
+
+    def add_retention_key(self, key: RetentionKey, now: datetime) -> RetentionKey:
+        """Store the key unless one exists for `owner` (then return that one)."""
+        ...
+
+    def drop_unused_retention_keys(self) -> list[str]:
+        """Destroy the retention keys no document uses any more; returns their owners."""
+        ...
+
+    def stale_blobs(self, before: datetime) -> list[str]:
+        """Blobs marked doomed, or being written since before `before`."""
+        ...
+
+    def forget_blobs(self, blobs: Collection[str]) -> None:
+        """Clear the marks of blobs the `BlobStore` deleted."""
+        ...
+
+
+class BlobStore(Protocol):
+    """Documents' sealed segments by blob id (random; never a subject id or file name). The
+    database by default, so backups and crypto-shredding cover documents as they cover
+    fields; an object store can implement this port."""
+
+    def write(self, blob: str, first: int, segments: Sequence[bytes]) -> None:
+        """Store segments `first`, `first + 1`, ... of `blob` (durable when it returns)."""
+        ...
+
+    def read(self, blob: str, first: int, count: int) -> list[bytes]:
+        """Up to `count` segments from `first`, in order."""
+        ...
+
+    def delete(self, blobs: Collection[str]) -> None: ...
+
+
 @dataclass(frozen=True)
 class Stores:
     """The storage ports of one database, as the composition root wires them."""
@@ -297,3 +551,5 @@ class Stores:
     audit: AuditLog
     credentials: CredentialStore
     keys: KeyInventory
+    documents: DocumentStore
+    blobs: BlobStore

@@ -21,6 +21,7 @@ __all__ = [
     "LegalBasis",
     "Outcome",
     "PlainValue",
+    "RetainedDocument",
     "StoredDataKey",
     "StoredValue",
     "SubjectRecord",
@@ -160,6 +161,19 @@ class Action(enum.Enum):
     SUBJECT_EXPORT = "subject_export"
     SUBJECT_CONSENT = "subject_consent"
     VALUE_CORRECT = "value_correct"
+    VALUE_EXPIRE = "value_expire"
+    DOCUMENT_UPLOAD = "document_upload"
+    DOCUMENT_READ = "document_read"
+    DOCUMENT_SHOW = "document_show"
+    DOCUMENT_LIST = "document_list"
+    DOCUMENT_DELETE = "document_delete"
+    DOCUMENT_HOLD = "document_hold"
+    DOCUMENT_RELEASE = "document_release"
+    DOCUMENT_VERIFIED = "document_verified"
+    DOCUMENT_SCAN = "document_scan"
+    DOCUMENT_RETAIN = "document_retain"
+    DOCUMENT_EXPIRE = "document_expire"
+    RETENTION_SWEEP = "retention_sweep"
 
 
 class Outcome(enum.Enum):
@@ -199,6 +213,17 @@ class SubjectRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class RetainedDocument:
+    """A document a shred did not destroy: kept under a legal duty (its retention rule) or a
+    legal hold, until `until` (None: until the hold is released)."""
+
+    document_id: str
+    document_type: str
+    rule: str  # `documents.<type>` or `hold`
+    until: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class ErasureReceipt:
     """What a crypto-shred destroyed, when and by whom. It names the subject only by digest."""
 
@@ -212,6 +237,9 @@ class ErasureReceipt:
     key_provider: str
     # Set when this shred destroyed data found under an id already shredded (a restored copy).
     previous_receipt_id: str | None = None
+    documents_destroyed: int = 0
+    # The exception to "deletion destroys everything": documents a law obliges us to keep.
+    retained: tuple[RetainedDocument, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,16 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from vault.domain.documents import DocumentId, ScanResult, Variant
+from vault.domain.retention import RETENTION_SUBJECT_PREFIX
 from vault.domain.stores import (
     ApiKeyRecord,
+    DocumentRecord,
+    DocumentTombstone,
+    Hold,
     Lookup,
+    NewDocument,
+    RetentionKey,
     ShreddedRecord,
     ShredResult,
     Stores,
@@ -58,6 +65,12 @@ class MemoryState:
     values: dict[Token, tuple[StoredValue, datetime]] = field(default_factory=dict)
     shredded_subjects: dict[str, ShreddedRecord] = field(default_factory=dict)
     shredded_tokens: dict[Token, Category] = field(default_factory=dict)
+    expired_tokens: set[Token] = field(default_factory=set)
+    documents: dict[DocumentId, DocumentRecord] = field(default_factory=dict)
+    document_tombstones: dict[DocumentId, DocumentTombstone] = field(default_factory=dict)
+    blob_marks: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+    segments: dict[str, dict[int, bytes]] = field(default_factory=dict)
+    retention_owners: set[str] = field(default_factory=set)
     idempotency: dict[tuple[CallerName, str], IdempotencyRecord] = field(default_factory=dict)
     audit: list[AuditEvent] = field(default_factory=list)
     api_keys: dict[str, ApiKeyRecord] = field(default_factory=dict)
@@ -83,6 +96,8 @@ def memory_stores(state: MemoryState | None = None) -> Stores:
         audit=MemoryAuditLog(s),
         credentials=MemoryCredentialStore(s),
         keys=MemoryKeyInventory(s),
+        documents=MemoryDocumentStore(s),
+        blobs=MemoryBlobStore(s),
     )
 
 
@@ -115,6 +130,8 @@ class MemoryValueStore:
                     )
                 elif t in self._s.shredded_tokens:
                     out.shredded[t] = self._s.shredded_tokens[t]
+                    if t in self._s.expired_tokens:
+                        out.expired.add(t)
             return out
 
     def subject_values(self, subject: SubjectId) -> list[tuple[StoredValue, datetime]]:
@@ -197,6 +214,44 @@ class MemoryValueStore:
             s.record_audit(audit)
         return WriteOutcome.DONE
 
+    def values_stored_before(
+        self, category: Category, before: datetime, limit: int
+    ) -> list[tuple[Token, SubjectId]]:
+        with self._s.lock:
+            found = sorted(
+                (at, v.token, v.subject)
+                for v, at in self._s.values.values()
+                if v.category == category and at < before
+            )
+        return [(t, subject) for _at, t, subject in found[:limit]]
+
+    def values_of_ended_relationships(
+        self, category: Category, ended_before: datetime, limit: int
+    ) -> list[tuple[Token, SubjectId]]:
+        with self._s.lock:
+            found = sorted(
+                (v.token, v.subject)
+                for v, _at in self._s.values.values()
+                if v.category == category
+                and self._s.subjects[v.subject].state is SubjectState.STOPPED
+                and (self._s.subjects[v.subject].state_changed_at or ended_before) < ended_before
+            )
+        return found[:limit]
+
+    def erase_values(
+        self, tokens: Sequence[Token], receipt_id: str, audit: Sequence[AuditEvent]
+    ) -> int:
+        s = self._s
+        with s.lock:
+            found = [s.values[t][0] for t in tokens if t in s.values]
+            for v in found:
+                del s.values[v.token]
+                s.shredded_tokens[v.token] = v.category
+                s.expired_tokens.add(v.token)
+            if found:
+                s.record_audit(audit)
+        return len(found)
+
 
 class MemorySubjectStore:
     def __init__(self, state: MemoryState) -> None:
@@ -257,6 +312,18 @@ class MemorySubjectStore:
             earlier = s.shredded_subjects.get(digest)
             if subject not in s.subjects:
                 return ShredResult(earlier, None)
+            docs = [d for d in s.documents.values() if d.subject == subject]
+            if any(d.holds for d in docs):
+                return ShredResult(None, None)  # a hold placed since the retain step: retry
+            blobs: list[str] = []
+            for d in docs:
+                del s.documents[d.document_id]
+                s.document_tombstones[d.document_id] = DocumentTombstone(
+                    d.document_id, d.document_type, digest, receipt.shredded_at, "shred"
+                )
+                for variant in d.variants:
+                    blobs.append(variant.blob)
+                    s.blob_marks[variant.blob] = ("doomed", receipt.shredded_at)
             held = [v for v, _at in s.values.values() if v.subject == subject]
             for v in held:
                 s.shredded_tokens.setdefault(v.token, v.category)
@@ -268,10 +335,15 @@ class MemorySubjectStore:
                 del s.consents[given]
             del s.subjects[subject]
             previous = earlier.receipt_id if earlier is not None else receipt.previous_receipt_id
-            done = replace(receipt, values_destroyed=len(held), previous_receipt_id=previous)
+            done = replace(
+                receipt,
+                values_destroyed=len(held),
+                previous_receipt_id=previous,
+                documents_destroyed=len(docs),
+            )
             s.shredded_subjects[digest] = done
             s.record_audit(audit)
-        return ShredResult(done, (keys, len(held)))
+        return ShredResult(done, (keys, len(held)), tuple(blobs))
 
     def scrub(self) -> bool:
         return True  # nothing persists
@@ -393,3 +465,252 @@ class MemoryKeyInventory:
     def add_kek_check(self, check: WrappedKey, now: datetime) -> None:
         with self._s.lock:
             self._s.kek_checks.setdefault((check.provider, check.kek_version), check)
+
+
+class MemoryDocumentStore:
+    def __init__(self, state: MemoryState) -> None:
+        self._s = state
+
+    def __repr__(self) -> str:
+        return "MemoryDocumentStore()"
+
+    def begin_upload(self, blobs: Sequence[str], now: datetime) -> None:
+        with self._s.lock:
+            for b in blobs:
+                self._s.blob_marks[b] = ("writing", now)
+
+    def add(self, new: NewDocument, audit: Sequence[AuditEvent]) -> WriteOutcome:
+        s = self._s
+        record = new.record
+        subject = record.subject
+        if subject is None:
+            raise ValueError("a new document belongs to a subject")
+        n = len(record.variants)
+        with s.lock:
+            if new.new_key is not None:
+                if subject in s.subjects:
+                    return WriteOutcome.SUBJECT_RACE
+                if subject_digest(subject) in s.shredded_subjects:
+                    return WriteOutcome.SUBJECT_SHREDDED
+                if n > new.encryption_limit:
+                    return WriteOutcome.KEY_EXHAUSTED
+                s.subjects[subject] = _Subject(SubjectState.ACTIVE, record.created_at)
+                s.keys[subject] = StoredDataKey(subject, new.new_key, n)
+            else:
+                held = s.subjects.get(subject)
+                if held is None or subject not in s.keys:
+                    return WriteOutcome.SUBJECT_RACE
+                if held.state is not SubjectState.ACTIVE:
+                    return WriteOutcome.SUBJECT_STOPPED
+                key = s.keys[subject]
+                if key.encryptions + n > new.encryption_limit:
+                    return WriteOutcome.KEY_EXHAUSTED
+                s.keys[subject] = replace(key, encryptions=key.encryptions + n)
+            s.documents[record.document_id] = record
+            for v in record.variants:
+                s.blob_marks.pop(v.blob, None)
+            s.record_audit(audit)
+        return WriteOutcome.DONE
+
+    def document(self, document_id: DocumentId) -> DocumentRecord | None:
+        with self._s.lock:
+            return self._s.documents.get(document_id)
+
+    def tombstone(self, document_id: DocumentId) -> DocumentTombstone | None:
+        with self._s.lock:
+            return self._s.document_tombstones.get(document_id)
+
+    def documents_of(self, subject: SubjectId) -> list[DocumentRecord]:
+        with self._s.lock:
+            found = [d for d in self._s.documents.values() if d.subject == subject]
+        return sorted(found, key=lambda d: (d.created_at, d.document_id))
+
+    def _change(
+        self, document_id: DocumentId, audit: Sequence[AuditEvent], **changes: object
+    ) -> bool:
+        with self._s.lock:
+            held = self._s.documents.get(document_id)
+            if held is None:
+                return False
+            self._s.documents[document_id] = replace(held, **changes)  # type: ignore[arg-type]
+            self._s.record_audit(audit)
+        return True
+
+    def set_verified(
+        self,
+        document_id: DocumentId,
+        at: datetime,
+        due_at: datetime | None,
+        audit: Sequence[AuditEvent],
+    ) -> bool:
+        with self._s.lock:
+            held = self._s.documents.get(document_id)
+            if held is None or held.subject is None:
+                return False
+            if held.verified_at is not None:
+                self._s.record_audit(audit)
+                return True
+            return self._change(document_id, audit, verified_at=at, due_at=due_at)
+
+    def set_scan(
+        self, document_id: DocumentId, scan: ScanResult, audit: Sequence[AuditEvent]
+    ) -> bool:
+        return self._change(document_id, audit, scan=scan)
+
+    def add_hold(self, document_id: DocumentId, hold: Hold, audit: Sequence[AuditEvent]) -> bool:
+        with self._s.lock:
+            held = self._s.documents.get(document_id)
+            if held is None:
+                return False
+            return self._change(document_id, audit, holds=(*held.holds, hold))
+
+    def release_hold(
+        self, document_id: DocumentId, hold_id: str | None, audit: Sequence[AuditEvent]
+    ) -> int:
+        with self._s.lock:
+            held = self._s.documents.get(document_id)
+            if held is None:
+                return 0
+            kept = tuple(h for h in held.holds if hold_id is not None and h.hold_id != hold_id)
+            released = len(held.holds) - len(kept)
+            if released:
+                self._change(document_id, audit, holds=kept)
+            return released
+
+    def set_due_dates(self, dates: Sequence[tuple[DocumentId, datetime | None]]) -> None:
+        with self._s.lock:
+            for document_id, due_at in dates:
+                held = self._s.documents.get(document_id)
+                if held is not None:
+                    self._s.documents[document_id] = replace(held, due_at=due_at)
+
+    def destroy(
+        self,
+        document_id: DocumentId,
+        variants: Collection[Variant] | None,
+        tombstone: DocumentTombstone,
+        audit: Sequence[AuditEvent],
+        due_at: datetime | None = None,
+        unless_held: bool = True,
+    ) -> list[str] | None:
+        s = self._s
+        with s.lock:
+            held = s.documents.get(document_id)
+            if held is None or (unless_held and held.holds):
+                return None
+            doomed = [v for v in held.variants if variants is None or v.variant in set(variants)]
+            if len(doomed) == len(held.variants):
+                del s.documents[document_id]
+                s.document_tombstones.setdefault(document_id, tombstone)
+            else:
+                s.documents[document_id] = replace(
+                    held, variants=tuple(v for v in held.variants if v not in doomed), due_at=due_at
+                )
+            for v in doomed:
+                s.blob_marks[v.blob] = ("doomed", tombstone.destroyed_at)
+            s.record_audit(audit)
+            return [v.blob for v in doomed]
+
+    def retain(
+        self,
+        document_id: DocumentId,
+        owner: RetentionKey,
+        rewrapped: Sequence[tuple[Variant, bytes]],
+        due_at: datetime,
+        expected_owner: str,
+    ) -> bool:
+        s = self._s
+        with s.lock:
+            held = s.documents.get(document_id)
+            if held is None or held.key_owner != expected_owner:
+                return False
+            keys = dict(rewrapped)
+            s.documents[document_id] = replace(
+                held,
+                subject=None,
+                key_owner=owner.owner,
+                due_at=due_at,
+                variants=tuple(
+                    replace(v, wrapped_key=keys.get(v.variant, v.wrapped_key))
+                    for v in held.variants
+                ),
+            )
+        return True
+
+    def due(self, now: datetime, limit: int) -> list[DocumentRecord]:
+        with self._s.lock:
+            found = [
+                d for d in self._s.documents.values() if d.due_at is not None and d.due_at <= now
+            ]
+        found.sort(key=lambda d: (d.due_at or now, d.document_id))
+        return found[:limit]
+
+    def retention_key(self, owner: str) -> RetentionKey | None:
+        with self._s.lock:
+            key = self._s.keys.get(SubjectId(owner))
+            if owner not in self._s.retention_owners or key is None:
+                return None
+            return RetentionKey(owner, key.wrapped)
+
+    def add_retention_key(self, key: RetentionKey, now: datetime) -> RetentionKey:
+        if not key.owner.startswith(RETENTION_SUBJECT_PREFIX):
+            raise ValueError("a retention key's owner is reserved")
+        with self._s.lock:
+            held = self.retention_key(key.owner)
+            if held is not None:
+                return held
+            self._s.retention_owners.add(key.owner)
+            self._s.keys[SubjectId(key.owner)] = StoredDataKey(SubjectId(key.owner), key.wrapped, 0)
+            return key
+
+    def drop_unused_retention_keys(self) -> list[str]:
+        s = self._s
+        with s.lock:
+            used = {d.key_owner for d in s.documents.values()}
+            unused = sorted(o for o in s.retention_owners if o not in used)
+            for o in unused:
+                s.retention_owners.discard(o)
+                s.keys.pop(SubjectId(o), None)
+        return unused
+
+    def stale_blobs(self, before: datetime) -> list[str]:
+        with self._s.lock:
+            return [
+                b
+                for b, (state, since) in self._s.blob_marks.items()
+                if state == "doomed" or since < before
+            ]
+
+    def forget_blobs(self, blobs: Collection[str]) -> None:
+        with self._s.lock:
+            for b in blobs:
+                self._s.blob_marks.pop(b, None)
+
+
+class MemoryBlobStore:
+    def __init__(self, state: MemoryState) -> None:
+        self._s = state
+
+    def __repr__(self) -> str:
+        return "MemoryBlobStore()"
+
+    def write(self, blob: str, first: int, segments: Sequence[bytes]) -> None:
+        with self._s.lock:
+            held = self._s.segments.setdefault(blob, {})
+            for i, segment in enumerate(segments):
+                held[first + i] = bytes(segment)
+
+    def read(self, blob: str, first: int, count: int) -> list[bytes]:
+        with self._s.lock:
+            held = self._s.segments.get(blob, {})
+            out = []
+            for i in range(first, first + count):
+                if i not in held:
+                    break
+                out.append(held[i])
+            return out
+
+    def delete(self, blobs: Collection[str]) -> None:
+        with self._s.lock:
+            for b in blobs:
+                self._s.segments.pop(b, None)

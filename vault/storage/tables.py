@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    false,
 )
 from sqlalchemy.engine import Dialect
 
@@ -96,6 +97,10 @@ shredded_subjects = Table(
     # A shred that found data under an id already shredded (a restored copy) names the earlier
     # receipt here; this row then holds the latest receipt.
     Column("previous_receipt_id", String(36)),
+    Column("documents_destroyed", Integer, nullable=False, server_default="0"),
+    # JSON list of the documents the shred kept under a legal duty or hold: id, type, rule,
+    # until (the receipt says what was not destroyed, and why).
+    Column("retained", Text, nullable=False, server_default="[]"),
 )
 
 # Tokens services still hold after their subject was shredded: they resolve to "deleted".
@@ -105,6 +110,8 @@ shredded_tokens = Table(
     Column("token", String(64), primary_key=True),
     Column("category", String(64), nullable=False),
     Column("receipt_id", String(36), nullable=False),
+    # shred (the subject was crypto-shredded) | retention (the value's period ended)
+    Column("cause", String(16), nullable=False, server_default="shred"),
 )
 
 data_keys = Table(
@@ -214,4 +221,97 @@ api_keys = Table(
     Column("key_hash", LargeBinary, nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("revoked_at", UtcDateTime()),
+)
+
+# Documents (vault.domain.documents). A retained document (kept after its subject's shred
+# under a legal duty or hold) has no subject_id, and its variants' keys are wrapped under a
+# retention key (`key_owner`, a data key of a reserved owner `#retention:<rule>:<year>`).
+documents = Table(
+    "documents",
+    metadata,
+    Column("document_id", String(32), primary_key=True),
+    # No cascade: a shred decides, document by document, what is destroyed and what is kept.
+    Column("subject_id", String(128), ForeignKey("subjects.subject_id")),
+    Column("subject_digest", String(64), nullable=False),
+    Column("document_type", String(32), nullable=False),
+    Column("uploaded_by", String(64), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("scan_state", String(16), nullable=False),
+    Column("scan_engine", String(128), nullable=False, server_default=""),
+    Column("scan_signature", String(128)),
+    Column("key_owner", String(160), nullable=False),
+    Column("retention_rule", String(96)),
+    Column("due_at", UtcDateTime()),
+    Column("verified_at", UtcDateTime()),
+    Column("masked_statement", Boolean, nullable=False, server_default=false()),
+    Column("pages", Integer),
+    Index(None, "subject_id"),
+    Index(None, "due_at"),
+    Index(None, "key_owner"),
+)
+
+document_variants = Table(
+    "document_variants",
+    metadata,
+    Column(
+        "document_id",
+        String(32),
+        ForeignKey("documents.document_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("variant", String(16), primary_key=True),
+    Column("media_type", String(32), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("segments", Integer, nullable=False),
+    Column("blob_id", String(40), nullable=False),
+    Column("format", String(8), nullable=False),
+    Column("header", LargeBinary, nullable=False),
+    # The variant's random key, wrapped under its owner's data key (never in the clear).
+    Column("wrapped_key", LargeBinary, nullable=False),
+)
+
+document_holds = Table(
+    "document_holds",
+    metadata,
+    Column("hold_id", String(36), primary_key=True),
+    Column(
+        "document_id",
+        String(32),
+        ForeignKey("documents.document_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("reason", String(200), nullable=False),
+    Column("placed_by", String(64), nullable=False),
+    Column("placed_at", UtcDateTime(), nullable=False),
+    Index(None, "document_id"),
+)
+
+# What is kept of a destroyed document: it answers "deleted" to a caller who could read it.
+document_tombstones = Table(
+    "document_tombstones",
+    metadata,
+    Column("document_id", String(32), primary_key=True),
+    Column("document_type", String(32), nullable=False),
+    Column("subject_digest", String(64), nullable=False),
+    Column("destroyed_at", UtcDateTime(), nullable=False),
+    Column("cause", String(16), nullable=False),
+)
+
+# Blobs being written (an upload not yet committed) or doomed (their document destroyed, the
+# segments not yet deleted): the sweep deletes what a killed process left.
+document_blobs = Table(
+    "document_blobs",
+    metadata,
+    Column("blob_id", String(40), primary_key=True),
+    Column("state", String(16), nullable=False),  # writing | doomed
+    Column("since", UtcDateTime(), nullable=False),
+)
+
+# The database blob store: sealed segments, by blob id and index. No subject id, no name.
+document_segments = Table(
+    "document_segments",
+    metadata,
+    Column("blob_id", String(40), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("ciphertext", LargeBinary, nullable=False),
 )

@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 from vault.domain.stores import Stores
 from vault.storage.sql.audit import SqlAuditLog
 from vault.storage.sql.database import Database, make_engine, redact_url
+from vault.storage.sql.documents import SqlBlobStore, SqlDocumentStore
 from vault.storage.sql.notices import PolledNoticeFeed, PostgresNoticeFeed, purge_notices
 from vault.storage.sql.records import SqlCredentialStore, SqlIdempotencyStore, SqlKeyInventory
 from vault.storage.sql.subjects import SqlSubjectStore
@@ -35,4 +36,6 @@ def sql_stores(db: Database, group_commit: bool = True) -> Stores:
         audit=SqlAuditLog(db, group_commit),
         credentials=SqlCredentialStore(db),
         keys=SqlKeyInventory(db),
+        documents=SqlDocumentStore(db),
+        blobs=SqlBlobStore(db),
     )

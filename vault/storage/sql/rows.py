@@ -4,7 +4,9 @@ every call)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -31,6 +33,7 @@ from vault.domain.types import (
     LegalBasis,
     Outcome,
     Purpose,
+    RetainedDocument,
     StoredDataKey,
     SubjectId,
     SubjectState,
@@ -60,6 +63,7 @@ __all__ = [
     "data_key",
     "insert_audit",
     "receipt",
+    "retained_json",
 ]
 
 
@@ -98,7 +102,8 @@ LOOKUP = union_all(
         shredded_tokens.c.token,
         cast(null(), String),
         shredded_tokens.c.category,
-        cast(null(), String),
+        # The tombstone's cause (shred | retention) where a live row has its token format.
+        shredded_tokens.c.cause,
         cast(null(), LargeBinary),
         cast(null(), String),
         null(),
@@ -139,6 +144,31 @@ def receipt(r: Any) -> ShreddedRecord:
         CallerName(r.shredded_by),
         r.values_destroyed,
         r.previous_receipt_id,
+        r.documents_destroyed,
+        tuple(
+            RetainedDocument(
+                d["document_id"],
+                d["document_type"],
+                d["rule"],
+                datetime.fromisoformat(d["until"]) if d.get("until") else None,
+            )
+            for d in json.loads(r.retained or "[]")
+        ),
+    )
+
+
+def retained_json(retained: Sequence[RetainedDocument]) -> str:
+    return json.dumps(
+        [
+            {
+                "document_id": d.document_id,
+                "document_type": d.document_type,
+                "rule": d.rule,
+                "until": d.until.isoformat() if d.until else None,
+            }
+            for d in retained
+        ],
+        sort_keys=True,
     )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from vault.domain.ports import NoticeKind
 from vault.domain.stores import ShreddedRecord, ShredResult, WriteOutcome
@@ -18,6 +18,11 @@ from vault.storage.sql.notices import publish
 from vault.storage.tables import (
     consents,
     data_keys,
+    document_blobs,
+    document_holds,
+    document_tombstones,
+    document_variants,
+    documents,
     idempotency_keys,
     shredded_subjects,
     shredded_tokens,
@@ -140,6 +145,56 @@ class SqlSubjectStore:
                         for t, c in held
                     ],
                 )
+            # Documents: those kept under a legal duty or hold were moved under a retention key
+            # before this transaction (their subject link is cut); a hold placed since then
+            # refuses the shred, to be retried (it will keep that document too).
+            docs = conn.execute(
+                select(documents.c.document_id, documents.c.document_type)
+                .where(documents.c.subject_id == subject)
+                .with_for_update()
+            ).all()
+            doc_ids = [d.document_id for d in docs]
+            if (
+                doc_ids
+                and conn.execute(
+                    select(document_holds.c.hold_id)
+                    .where(document_holds.c.document_id.in_(doc_ids))
+                    .limit(1)
+                ).first()
+            ):
+                return ShredResult(None, None)
+            blobs: list[str] = []
+            if doc_ids:
+                blobs = [
+                    str(b)
+                    for b in conn.execute(
+                        select(document_variants.c.blob_id).where(
+                            document_variants.c.document_id.in_(doc_ids)
+                        )
+                    ).scalars()
+                ]
+                conn.execute(delete(documents).where(documents.c.document_id.in_(doc_ids)))
+                conn.execute(
+                    self._db.insert_ignore(document_tombstones),
+                    [
+                        {
+                            "document_id": d.document_id,
+                            "document_type": d.document_type,
+                            "subject_digest": digest,
+                            "destroyed_at": receipt.shredded_at,
+                            "cause": "shred",
+                        }
+                        for d in docs
+                    ],
+                )
+                if blobs:
+                    conn.execute(
+                        self._db.insert_ignore(document_blobs),
+                        [
+                            {"blob_id": b, "state": "doomed", "since": receipt.shredded_at}
+                            for b in blobs
+                        ],
+                    )
             conn.execute(token_values.delete().where(token_values.c.subject_id == subject))
             keys = conn.execute(data_keys.delete().where(data_keys.c.subject_id == subject))
             conn.execute(idempotency_keys.delete().where(idempotency_keys.c.subject_id == subject))
@@ -152,6 +207,8 @@ class SqlSubjectStore:
                 receipt.shredded_by,
                 len(held),
                 earlier.receipt_id if earlier is not None else receipt.previous_receipt_id,
+                len(docs),
+                receipt.retained,
             )
             if earlier is not None:
                 conn.execute(
@@ -165,12 +222,14 @@ class SqlSubjectStore:
                     shredded_by=done.shredded_by,
                     values_destroyed=done.values_destroyed,
                     previous_receipt_id=done.previous_receipt_id,
+                    documents_destroyed=done.documents_destroyed,
+                    retained=rows.retained_json(done.retained),
                 )
             )
             rows.insert_audit(conn, audit)
             # Every process drops the subject's key from its cache (on commit, or its next poll).
             publish(conn, NoticeKind.SUBJECT_KEY, digest, receipt.shredded_at)
-            return ShredResult(done, (keys.rowcount, len(held)))
+            return ShredResult(done, (keys.rowcount, len(held)), tuple(blobs))
 
         return self._db.write(body)
 

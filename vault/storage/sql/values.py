@@ -6,7 +6,7 @@ import json
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy import exc as sa_exc
 
 from vault.domain.stores import Lookup, WriteOutcome
@@ -22,19 +22,20 @@ from vault.domain.types import (
     Token,
     TokenFormat,
     WrappedKey,
-    subject_digest,
 )
 from vault.storage.sql import rows
 from vault.storage.sql.database import Answer, Database
+from vault.storage.sql.ownership import count_under_lock, create_subject
 from vault.storage.tables import (
-    data_keys,
     idempotency_keys,
-    shredded_subjects,
+    shredded_tokens,
     subjects,
     token_values,
 )
 
 __all__ = ["SqlValueStore"]
+
+_EXPIRED = "retention"  # a tombstone's cause: the value's retention period ended
 
 
 class SqlValueStore:
@@ -60,6 +61,8 @@ class SqlValueStore:
         for r in found:
             if r.shredded:
                 out.shredded[Token(r.token)] = Category(r.category)
+                if r.token_format == _EXPIRED:
+                    out.expired.add(Token(r.token))
                 continue
             subject = SubjectId(r.subject_id)
             out.values[Token(r.token)] = StoredValue(
@@ -125,9 +128,9 @@ class SqlValueStore:
             if idempotency is not None:
                 self._remember(conn, idempotency)
             if new_key is not None:
-                self._create_subject(conn, subject, new_key, len(values), encryption_limit, now)
+                create_subject(self._db, conn, subject, new_key, len(values), encryption_limit, now)
             else:
-                self._count_under_lock(conn, subject, len(values), encryption_limit)
+                count_under_lock(self._db, conn, subject, len(values), encryption_limit)
             try:
                 conn.execute(rows.INSERT_VALUES, new_rows)
             except sa_exc.IntegrityError:
@@ -135,59 +138,6 @@ class SqlValueStore:
             rows.insert_audit(conn, audit)
 
         return self._db.outcome(body)
-
-    def _create_subject(
-        self,
-        conn: Connection,
-        subject: SubjectId,
-        key: WrappedKey,
-        encryptions: int,
-        limit: int,
-        now: datetime,
-    ) -> None:
-        digest = subject_digest(subject)
-        created = conn.execute(
-            self._db.insert_ignore(subjects)
-            .values(subject_id=subject, subject_digest=digest, state="active", created_at=now)
-            .returning(subjects.c.subject_id)
-        ).first()
-        if created is None:
-            raise Answer(WriteOutcome.SUBJECT_RACE)  # created meanwhile: use its key
-        # After the insert, in its transaction: a shred that held the id's old row made the
-        # insert wait, and its record is visible to this statement. (SQLite: the write lock.)
-        shredded = conn.execute(
-            select(shredded_subjects.c.subject_digest).where(
-                shredded_subjects.c.subject_digest == digest
-            )
-        ).first()
-        if shredded is not None:
-            raise Answer(WriteOutcome.SUBJECT_SHREDDED)
-        if encryptions > limit:
-            raise Answer(WriteOutcome.KEY_EXHAUSTED)
-        conn.execute(
-            insert(data_keys).values(
-                subject_id=subject,
-                provider=key.provider,
-                kek_version=key.kek_version,
-                wrapped_key=key.blob,
-                encryptions=encryptions,
-                created_at=now,
-            )
-        )
-
-    def _count_under_lock(
-        self, conn: Connection, subject: SubjectId, encryptions: int, limit: int
-    ) -> None:
-        row = self._db.lock_subject(conn, subject, exclusive=False)
-        if row is None:
-            raise Answer(WriteOutcome.SUBJECT_RACE)  # shredded meanwhile: start over
-        if row.state != SubjectState.ACTIVE.value:
-            raise Answer(WriteOutcome.SUBJECT_STOPPED)
-        counted = conn.execute(
-            rows.COUNT_ENCRYPTIONS, {"s": subject, "n": encryptions, "limit": limit}
-        )
-        if counted.rowcount != 1:
-            raise Answer(WriteOutcome.KEY_EXHAUSTED)
 
     def _remember(self, conn: Connection, record: IdempotencyRecord) -> None:
         done = conn.execute(
@@ -236,3 +186,71 @@ class SqlValueStore:
             rows.insert_audit(conn, audit)
 
         return self._db.outcome(body)
+
+    # -- retention ------------------------------------------------------------------------------
+
+    def values_stored_before(
+        self, category: Category, before: datetime, limit: int
+    ) -> list[tuple[Token, SubjectId]]:
+        stmt = (
+            select(token_values.c.token, token_values.c.subject_id)
+            .where(token_values.c.category == category, token_values.c.created_at < before)
+            .order_by(token_values.c.created_at, token_values.c.token)
+            .limit(limit)
+        )
+        with self._db.read() as conn:
+            return [(Token(t), SubjectId(s)) for t, s in conn.execute(stmt).all()]
+
+    def values_of_ended_relationships(
+        self, category: Category, ended_before: datetime, limit: int
+    ) -> list[tuple[Token, SubjectId]]:
+        # The relationship ends with Account Stop (state_changed_at of a stopped subject).
+        stmt = (
+            select(token_values.c.token, token_values.c.subject_id)
+            .join(subjects, subjects.c.subject_id == token_values.c.subject_id)
+            .where(
+                token_values.c.category == category,
+                subjects.c.state == SubjectState.STOPPED.value,
+                subjects.c.state_changed_at < ended_before,
+            )
+            .order_by(token_values.c.token)
+            .limit(limit)
+        )
+        with self._db.read() as conn:
+            return [(Token(t), SubjectId(s)) for t, s in conn.execute(stmt).all()]
+
+    def erase_values(
+        self, tokens: Sequence[Token], receipt_id: str, audit: Sequence[AuditEvent]
+    ) -> int:
+        if not tokens:
+            return 0
+
+        def body(conn: Connection) -> int:
+            found = conn.execute(
+                select(token_values.c.token, token_values.c.category, token_values.c.subject_id)
+                .where(token_values.c.token.in_(list(tokens)))
+                .order_by(token_values.c.subject_id)
+            ).all()
+            for subject in sorted({r.subject_id for r in found}):  # the subjects' locks first
+                self._db.lock_subject(conn, SubjectId(subject), exclusive=False)
+            if not found:
+                return 0
+            conn.execute(
+                self._db.insert_ignore(shredded_tokens),
+                [
+                    {
+                        "token": r.token,
+                        "category": r.category,
+                        "receipt_id": receipt_id,
+                        "cause": "retention",
+                    }
+                    for r in found
+                ],
+            )
+            conn.execute(
+                token_values.delete().where(token_values.c.token.in_([r.token for r in found]))
+            )
+            rows.insert_audit(conn, audit)
+            return len(found)
+
+        return self._db.write(body)
