@@ -105,6 +105,32 @@ class Reason(enum.Enum):
         "the data subject's account is stopped (Account Stop): resume it, or use a purpose or "
         "legal basis the policy allows on stopped accounts",
     )
+    VALUE_EXPIRED = (
+        Code.NOT_FOUND,
+        "the value's retention period ended and it was erased; the token resolves to nothing",
+    )
+    # Documents.
+    DOCUMENT_REFUSED = (
+        Code.PERMISSION_DENIED,
+        "no such document, or this caller or purpose may not read it (the two look the same)",
+    )
+    DOCUMENT_DELETED = (
+        Code.NOT_FOUND,
+        "the document was destroyed (deleted, its subject shredded, or its retention ended)",
+    )
+    DOCUMENT_NOT_CLEAN = (
+        Code.FAILED_PRECONDITION,
+        "the document's malware scan has not said clean; it is readable once a scan does",
+    )
+    DOCUMENT_HELD = (
+        Code.FAILED_PRECONDITION,
+        "a legal hold stands on the document; release every hold first",
+    )
+    VARIANT_MISSING = (
+        Code.NOT_FOUND,
+        "the document has no such variant (only images have a sanitized copy, and a retention "
+        "rule may have destroyed the original)",
+    )
     # Keys.
     DATA_KEY_EXHAUSTED = (
         Code.FAILED_PRECONDITION,

@@ -38,6 +38,8 @@ __all__ = [
 class Existence(enum.Enum):
     STORED = enum.auto()
     SHREDDED = enum.auto()  # its subject was crypto-shredded; only a tombstone remains
+    EXPIRED = enum.auto()  # a value erased at the end of its retention period
+    DELETED = enum.auto()  # a document destroyed on its own (deleted, or its retention ended)
     UNKNOWN = enum.auto()
 
 
@@ -66,6 +68,10 @@ class ItemFacts:
     category: Category | None = None  # stored and shredded items
     state: SubjectState | None = None  # stored items: the subject's lifecycle state
     consent: bool | None = None  # stored items: True given, False withdrawn, None never recorded
+    # A document kept after its subject's deletion under a legal duty: readable only for these
+    # purposes (the retention rule's), with a stated legal basis. None for every other item.
+    retained_for: frozenset[Purpose] | None = None
+    document: bool = False  # the item is a document (refusals name documents, not tokens)
 
 
 UNKNOWN = ItemFacts(Existence.UNKNOWN)
@@ -88,8 +94,10 @@ class ReadDecision:
 class ReadEvaluator:
     """The one answer to "may this caller read this item?" Stateless; thread-safe."""
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, documents: bool = False) -> None:
         self.policy = policy
+        # Refusals that may not reveal existence name documents instead of tokens.
+        self._about_documents = documents
 
     def __repr__(self) -> str:
         return f"ReadEvaluator({self.policy.name} v{self.policy.version})"
@@ -129,12 +137,15 @@ class ReadEvaluator:
             raise ValueError("an access names a purpose or an operation")
         if item.existence is Existence.UNKNOWN or item.category is None:
             return self._untold("token:unknown", "no such token")
+        if item.retained_for is not None:
+            return self._decide_retained(access, purpose, item)
         base = self.policy.permits(access.caller, purpose, item.category)
         if not base.allowed:
             return self._untold(base.rule, base.reason)
-        if item.existence is Existence.SHREDDED:
-            # Only a caller who could have read it learns that its subject was deleted.
-            return ReadDecision.refuse("subject:shredded", Reason.SUBJECT_DELETED, _SHREDDED)
+        gone = self._gone(item)
+        if gone is not None:
+            # Only a caller who could have read it learns that it was destroyed.
+            return gone
         rule = self.policy.purposes[purpose]
         legal = access.legal_basis
         lifted = legal is not None and self.policy.lifecycle.legal_basis_lifts_stop
@@ -172,11 +183,41 @@ class ReadEvaluator:
             )
         return ReadDecision(True, base.rule, None, base.reason, base.view)
 
+    def _decide_retained(self, access: Access, purpose: Purpose, item: ItemFacts) -> ReadDecision:
+        """A document kept after its subject's deletion under a legal duty: only for the
+        purposes its retention rule names, only with a stated legal basis (answering an
+        authority); anything else looks like an unknown document."""
+        allowed = item.retained_for or frozenset()
+        if purpose not in allowed or access.legal_basis is None or item.category is None:
+            return self._untold(
+                "retention:purposes",
+                "a document kept under a legal duty is read only for its rule's purposes, with "
+                "a legal basis",
+            )
+        view = self.policy.callers[access.caller].view_of(item.category)
+        return ReadDecision(
+            True,
+            f"retention:purpose:{purpose}:legal_basis:{access.legal_basis.value}",
+            None,
+            "a document kept under a legal duty, read for its rule's purpose",
+            view,
+        )
+
+    def _gone(self, item: ItemFacts) -> ReadDecision | None:
+        if item.existence is Existence.SHREDDED:
+            return ReadDecision.refuse("subject:shredded", Reason.SUBJECT_DELETED, _SHREDDED)
+        if item.existence is Existence.EXPIRED:
+            return ReadDecision.refuse("retention:expired", Reason.VALUE_EXPIRED, _EXPIRED)
+        if item.existence is Existence.DELETED:
+            return ReadDecision.refuse("document:deleted", Reason.DOCUMENT_DELETED, _DELETED)
+        return None
+
     def _decide_operation(self, operation: Operation, item: ItemFacts) -> ReadDecision:
         if item.existence is Existence.UNKNOWN:
             return self._untold("token:refused", "no such token")
-        if item.existence is Existence.SHREDDED:
-            return ReadDecision.refuse("subject:shredded", Reason.SUBJECT_DELETED, _SHREDDED)
+        gone = self._gone(item)
+        if gone is not None:
+            return gone
         if (
             operation is Operation.CORRECT
             and item.state is SubjectState.STOPPED
@@ -207,6 +248,12 @@ class ReadEvaluator:
         gets the unknown token's answer, the same for every such decision of this access."""
         if decision.allowed or decision.reason is None:
             raise ValueError("refusal() of an allowed decision")
+        if not decision.reveals_existence and self._about_documents:
+            return PermissionDenied(
+                "refused: the document does not exist, or this caller or purpose may not read it",
+                rule="document:refused",
+                reason=Reason.DOCUMENT_REFUSED,
+            )
         if not decision.reveals_existence:
             if access.purpose is None:
                 return PermissionDenied(
@@ -232,3 +279,5 @@ class ReadEvaluator:
 _SHREDDED = (
     "the data subject was deleted (crypto-shredded): this token resolves to nothing any more"
 )
+_EXPIRED = "the value's retention period ended and it was erased: this token resolves to nothing"
+_DELETED = "the document was destroyed (deleted, or its retention period ended)"

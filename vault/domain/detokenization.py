@@ -202,5 +202,6 @@ def _facts(found: Lookup, token: Token) -> ItemFacts:
             found.consent.get(value.subject),
         )
     if token in found.shredded:
-        return ItemFacts(Existence.SHREDDED, found.shredded[token])
+        gone = Existence.EXPIRED if token in found.expired else Existence.SHREDDED
+        return ItemFacts(gone, found.shredded[token])
     return UNKNOWN

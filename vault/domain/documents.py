@@ -91,7 +91,7 @@ class Inspection:
     """What the content checks found: the media type the bytes are, and what to keep."""
 
     media_type: MediaType
-    sanitized: bytes | None  # images: the re-encoded copy without metadata; PDFs: None
+    sanitized: bytes | bytearray | None  # images: the copy without metadata; PDFs: None
     pages: int | None = None  # PDFs
     width: int | None = None  # images
     height: int | None = None
@@ -104,7 +104,7 @@ class DocumentInspector(Protocol):
     `document.pdf_active_content`, `document.pdf_encrypted`, `document.pdf_pages`,
     `document.undecodable`), and MUST bound its work by pixel and page limits, not by size."""
 
-    def inspect(self, content: bytes, declared: MediaType) -> Inspection: ...
+    def inspect(self, content: bytes | bytearray, declared: MediaType) -> Inspection: ...
 
 
 class MalwareScanner(Protocol):
@@ -114,7 +114,7 @@ class MalwareScanner(Protocol):
 
     name: str
 
-    def scan(self, content: bytes) -> ScanResult: ...
+    def scan(self, content: bytes | bytearray) -> ScanResult: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +135,7 @@ class SegmentSealer(Protocol):
 
     header: bytes  # stored with the variant; MUST be fresh (salt, nonce prefix) per stream
 
-    def push(self, data: bytes) -> list[bytes]:
+    def push(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """Ciphertext segments complete so far (possibly none)."""
         ...
 

@@ -12,9 +12,13 @@ it returns. One instant, taken once, is in the log, the database and every recei
 from __future__ import annotations
 
 import dataclasses
+import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Protocol
 
+from vault.domain.context import RequestContext
 from vault.domain.ports import Clock, ShredLog
 from vault.domain.stores import ShreddedRecord, ShredResult, SubjectStore
 from vault.domain.types import (
@@ -23,17 +27,40 @@ from vault.domain.types import (
     CallerName,
     ErasureReceipt,
     Outcome,
+    RetainedDocument,
     SubjectId,
     anonymized_subject,
     subject_digest,
 )
-from vault.errors import FailedPrecondition, NotFound, Reason, StorageUnavailable
+from vault.errors import (
+    FailedPrecondition,
+    KeyServiceUnavailable,
+    NotFound,
+    Reason,
+    StorageUnavailable,
+)
 
-__all__ = ["SCRUB_ATTEMPTS", "SHRED_METHOD", "SYSTEM_CALLER", "Erasure"]
+__all__ = ["SCRUB_ATTEMPTS", "SHRED_METHOD", "SYSTEM_CALLER", "Erasure", "ShredDocuments"]
+
+log = logging.getLogger(__name__)
 
 SCRUB_ATTEMPTS = 5
 SHRED_METHOD = "crypto-shred: data key destroyed (NIST SP 800-88 cryptographic erase)"
 SYSTEM_CALLER = CallerName("system:shred-log")
+
+
+class ShredDocuments(Protocol):
+    """What a shred asks of the documents (vault.domain.archive.DocumentArchive)."""
+
+    def keep_for_shred(
+        self, ctx: RequestContext, subject: SubjectId, at: datetime
+    ) -> list[RetainedDocument]:
+        """Move the documents a legal duty or hold keeps under retention keys; what was kept."""
+        ...
+
+    def forget_blobs(self, blobs: Sequence[str]) -> None:
+        """Delete the segments of the documents the shred destroyed."""
+        ...
 
 
 class Erasure:
@@ -45,18 +72,26 @@ class Erasure:
         clock: Clock,
         provider: str,
         forget_key: Callable[[SubjectId], None] = lambda _s: None,
+        documents: ShredDocuments | None = None,
     ) -> None:
         self._subjects = subjects
         self._log = shred_log
         self._clock = clock
         self._provider = provider
         self._forget = forget_key
+        self.documents = documents
 
     def __repr__(self) -> str:
         return f"Erasure({self._log!r})"
 
-    def shred(self, caller: CallerName, subject_id: SubjectId) -> ErasureReceipt:
-        """Shred `subject_id` for `caller` (authorized by the lifecycle use cases)."""
+    def shred(self, ctx: RequestContext, subject_id: SubjectId) -> ErasureReceipt:
+        """Shred `subject_id` for the caller (authorized by the lifecycle use cases).
+
+        Documents a law obliges us to keep (or a legal hold keeps) are first moved under
+        retention keys (so they no longer depend on the subject's data key); everything else
+        is destroyed at once, and the receipt says which documents were kept, under which
+        rule, until when."""
+        caller = ctx.caller
         digest = subject_digest(subject_id)
         if self._subjects.subject_record(subject_id) is None:
             done = self._subjects.shred_receipt(digest)
@@ -74,6 +109,7 @@ class Erasure:
             # Shredded before (the log keeps its first entry): if data is found again, this is
             # a new shred, with a receipt of its own naming the earlier one.
             fresh = dataclasses.replace(fresh, previous_receipt_id=entry.receipt_id)
+        fresh = dataclasses.replace(fresh, retained=self._keep(ctx, subject_id, fresh.shredded_at))
         result = self._destroy(
             subject_id, fresh, f"caller:{caller}:operations", f"receipt {fresh.receipt_id}"
         )
@@ -94,7 +130,16 @@ class Erasure:
             values,
             self._provider,
             r.previous_receipt_id,
+            r.documents_destroyed,
+            r.retained,
         )
+
+    def _keep(
+        self, ctx: RequestContext, subject: SubjectId, at: datetime
+    ) -> tuple[RetainedDocument, ...]:
+        if self.documents is None:
+            return ()
+        return tuple(self.documents.keep_for_shred(ctx, subject, at))
 
     def _destroy(
         self, subject: SubjectId, record: ShreddedRecord, rule: str, detail: str
@@ -112,6 +157,8 @@ class Erasure:
         )
         result = self._subjects.shred(subject, record, [event])
         self._forget(subject)
+        if result.blobs and self.documents is not None:
+            self.documents.forget_blobs(result.blobs)
         self._scrub()
         return result
 
@@ -138,6 +185,8 @@ class Erasure:
             done.values_destroyed,
             self._provider,
             done.previous_receipt_id,
+            done.documents_destroyed,
+            done.retained,
         )
 
     def reapply_shred_log(self) -> int:
@@ -147,12 +196,31 @@ class Erasure:
         if not logged:
             return 0
         again = self._subjects.subjects_with_digests(list(logged))
+        done = 0
+        ctx = RequestContext.system(SYSTEM_CALLER)
         for subject in again:
             entry = logged[subject_digest(subject)]
+            try:
+                # What a law keeps is kept again (its period runs from the first shred).
+                retained = self._keep(ctx, subject, entry.shredded_at)
+            except KeyServiceUnavailable:
+                log.warning(
+                    "shred log: a restored subject keeps documents under a legal duty and the "
+                    "key provider is unavailable; its shred is re-applied at the next start"
+                )
+                continue
             self._destroy(
                 subject,
-                ShreddedRecord(entry.digest, entry.receipt_id, entry.shredded_at, SYSTEM_CALLER, 0),
+                ShreddedRecord(
+                    entry.digest,
+                    entry.receipt_id,
+                    entry.shredded_at,
+                    SYSTEM_CALLER,
+                    0,
+                    retained=retained,
+                ),
                 "shred-log:reapplied",
                 f"receipt {entry.receipt_id} re-applied to a restored database",
             )
-        return len(again)
+            done += 1
+        return done

@@ -19,6 +19,7 @@ from vault.domain.access import (
     ReadDecision,
     ReadEvaluator,
 )
+from vault.domain.archive import DocumentArchive
 from vault.domain.context import RequestContext
 from vault.domain.erasure import Erasure
 from vault.domain.policy import Policy
@@ -102,8 +103,10 @@ class SubjectAdministration:
         shred_log: ShredLog,
         clock: Clock,
         forget_key: Callable[[SubjectId], None] = lambda _s: None,
+        documents: DocumentArchive | None = None,
     ) -> None:
         self._policy = policy
+        self.documents = documents
         self._access = ReadEvaluator(policy)
         self._values = values
         self._subjects = subjects
@@ -117,6 +120,7 @@ class SubjectAdministration:
             clock=clock,
             provider=keys.name,
             forget_key=forget_key,
+            documents=documents,
         )
 
     # -- stop / resume ------------------------------------------------------------------------
@@ -139,6 +143,10 @@ class SubjectAdministration:
         event = self._event(caller, action, subject_id, f"state: {state.value}")
         if not self._subjects.set_state(subject_id, state, now, [event]):
             raise self._absent(subject_id)
+        if self.documents is not None:
+            # Account Stop ends the relationship; a resume continues it.
+            ended = now if state is SubjectState.STOPPED else None
+            self.documents.relationship_changed(subject_id, ended)
         return self._record(subject_id)
 
     # -- shred ----------------------------------------------------------------------------------
@@ -146,7 +154,7 @@ class SubjectAdministration:
     def shred(self, ctx: RequestContext, subject: str) -> ErasureReceipt:
         """Account Deletion (see vault.domain.erasure)."""
         subject_id = self._authorize(ctx.caller, subject, Action.SUBJECT_SHRED)
-        return self.erasure.shred(ctx.caller, subject_id)
+        return self.erasure.shred(ctx, subject_id)
 
     def reapply_shred_log(self, ctx: RequestContext) -> int:
         """Shred again every subject the log names that this database still holds (a restored
