@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import socket
 import stat
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -14,6 +16,8 @@ from pathlib import Path
 
 from vault.config import Settings
 from vault.crypto.aead import AesGcmCipher
+from vault.crypto.documents import DocumentCrypto
+from vault.domain.archive import DocumentArchive
 from vault.domain.callers import Authenticator, issue_api_key
 from vault.domain.context import RequestContext
 from vault.domain.keys import CacheFigures, KeyAdministration
@@ -23,6 +27,7 @@ from vault.domain.policy_file import load_policy
 from vault.domain.ports import KeyProvider, Notice, NoticeFeed, NoticeKind
 from vault.domain.secrets import Secret
 from vault.domain.service import TokenService
+from vault.domain.sweep import RetentionSweep
 from vault.domain.stores import CredentialStore, KeyInventory, Stores
 from vault.domain.types import SubjectId
 from vault.errors import ConfigurationError, KeyServiceUnavailable, PdvaultError
@@ -30,6 +35,8 @@ from vault.kms.cache import CacheLimits, CachingKeyProvider
 from vault.kms.local import LocalKeyFileProvider
 from vault.kms.shred_log import FileShredLog
 from vault.kms.transit import TransitSettings, VaultTransitKeyProvider
+from vault.media.clamd import ClamdScanner
+from vault.media.inspect import ContentInspector
 from vault.storage import migrate
 from vault.storage.sql import (
     Database,
@@ -51,6 +58,7 @@ __all__ = [
     "check_key_encryption_key",
     "ensure_dev_credentials",
     "key_provider",
+    "malware_scanner",
     "secure_directory",
     "secure_file",
     "transit_settings",
@@ -90,9 +98,14 @@ class App:
     tokens: TokenService
     key_admin: KeyAdministration
     subjects: SubjectAdministration
+    documents: DocumentArchive
+    sweeper: RetentionSweep
     authenticator: Authenticator
     executor: ThreadPoolExecutor = field(repr=False)
     notices: NoticeFeed | None = None
+    sweep_interval: float = 0.0  # seconds between scheduled retention sweeps; 0: none
+    _stopping: threading.Event = field(default_factory=threading.Event, repr=False)
+    _sweeps: threading.Thread | None = field(default=None, repr=False)
 
     @property
     def engine(self) -> Engine:
@@ -101,6 +114,26 @@ class App:
     def start(self) -> None:
         if self.notices is not None:
             self.notices.start(self.forget, self.forget_everything)
+        if self.sweep_interval > 0 and self._sweeps is None:
+            self._sweeps = threading.Thread(
+                target=self._sweep_on_schedule, name="retention-sweep", daemon=True
+            )
+            self._sweeps.start()
+
+    def _sweep_on_schedule(self) -> None:
+        """The retention sweep, every `sweep_interval` seconds (the first after a random part
+        of one, so that replicas started together do not sweep together). Several replicas
+        sweeping at once is safe, only redundant."""
+        wait = random.uniform(0.1, 1.0) * self.sweep_interval  # noqa: S311  (jitter)
+        while not self._stopping.wait(wait):
+            try:
+                report = self.sweeper.sweep(RequestContext.system("system:retention"))
+                log.info("retention sweep %s: %s", report.sweep_id, report.summary())
+            except PdvaultError as exc:
+                log.warning("retention sweep failed, retried next time: %s", exc.message)
+            except Exception:  # noqa: BLE001  (a sweep must never end the thread)
+                log.exception("retention sweep failed, retried next time")
+            wait = self.sweep_interval
 
     def forget(self, notice: Notice) -> None:
         """A notice from any process: drop what it names from this process's caches."""
@@ -116,6 +149,9 @@ class App:
         self.authenticator.invalidate()
 
     def close(self) -> None:
+        self._stopping.set()
+        if self._sweeps is not None:
+            self._sweeps.join()
         if self.notices is not None:
             self.notices.stop()
         self.executor.shutdown(wait=True)
@@ -193,6 +229,34 @@ def _wire(
         clock=utc_now,
         cache_figures=lambda: cache_figures(cache),
     )
+    shred_log = FileShredLog(settings.effective_shred_log)
+    forget_key = cache.forget if cache is not None else lambda _s: None
+    documents = DocumentArchive(
+        policy=policy,
+        documents=stores.documents,
+        blobs=stores.blobs,
+        values=stores.values,
+        subjects=stores.subjects,
+        audit=stores.audit,
+        keys=keys,
+        cipher=cipher,
+        sealer=DocumentCrypto(),
+        inspector=ContentInspector(policy.documents.max_pixels, policy.documents.max_pages),
+        scanner=malware_scanner(settings, policy),
+        shred_log=shred_log,
+        clock=utc_now,
+        forget_key=forget_key,
+    )
+    sweeper = RetentionSweep(
+        policy=policy,
+        documents=stores.documents,
+        blobs=stores.blobs,
+        values=stores.values,
+        audit=stores.audit,
+        shred_log=shred_log,
+        clock=utc_now,
+        forget_key=forget_key,
+    )
     subjects = SubjectAdministration(
         policy=policy,
         values=stores.values,
@@ -200,9 +264,10 @@ def _wire(
         audit=stores.audit,
         keys=keys,
         cipher=cipher,
-        shred_log=FileShredLog(settings.effective_shred_log),
+        shred_log=shred_log,
         clock=utc_now,
-        forget_key=cache.forget if cache is not None else lambda _s: None,
+        forget_key=forget_key,
+        documents=documents,
     )
     app = App(
         settings,
@@ -214,8 +279,11 @@ def _wire(
         tokens,
         key_admin,
         subjects,
+        documents,
+        sweeper,
         Authenticator(stores.credentials, policy),
         ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
+        sweep_interval=settings.retention_sweep_interval if primary else 0.0,
     )
     if primary:
         stores.idempotency.purge_idempotency(utc_now() - tokens.limits.idempotency_retention)
@@ -312,6 +380,17 @@ def check_key_encryption_key(store: KeyInventory, provider: KeyProvider) -> None
         finally:
             fresh.wipe()
         store.add_kek_check(check, utc_now())
+
+
+# A scan of the largest document must finish within this (clamd reads at tens of MB/s).
+CLAMD_TIMEOUT = 60.0
+
+
+def malware_scanner(settings: Settings, policy: Policy) -> ClamdScanner | None:
+    """ClamAV's clamd when PDV_CLAMD names it; None: documents are kept as not scanned."""
+    if not settings.clamd:
+        return None
+    return ClamdScanner(settings.clamd, timeout=CLAMD_TIMEOUT, max_bytes=policy.documents.max_bytes)
 
 
 def cache_limits(settings: Settings) -> CacheLimits:

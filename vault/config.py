@@ -180,6 +180,34 @@ class Settings:
         low=0.1,
         high=3600,
     )
+    # Documents (DocumentService).
+    upload_timeout: float = setting(
+        120.0,
+        "PDV_UPLOAD_TIMEOUT",
+        "seconds a whole document upload may take",
+        low=1,
+        high=3600,
+    )
+    max_transfers: int = setting(
+        8,
+        "PDV_MAX_TRANSFERS",
+        "document uploads and downloads in flight per process",
+        low=1,
+        high=1024,
+    )
+    clamd: str = setting(
+        "",
+        "PDV_CLAMD",
+        "ClamAV's clamd for malware scans: unix:/path or tcp:host:port",
+        shown="no scan",
+    )
+    retention_sweep_interval: float = setting(
+        3600.0,
+        "PDV_RETENTION_SWEEP_INTERVAL",
+        "seconds between retention sweeps inside the server (0: none)",
+        low=0,
+        high=86_400 * 7,
+    )
     # HashiCorp Vault Transit (PDV_KMS=vault), configured as Vault's own tools are.
     vault_addr: str = setting(
         "http://127.0.0.1:8200", "VAULT_ADDR", "the Vault server", section=TRANSIT

@@ -36,13 +36,14 @@ from vault.domain.types import CallerName
 from vault.errors import DeadlineExceeded, InvalidArgument, PdvaultError, Reason, ResourceExhausted
 from vault.transport.status import internal_status, to_status_proto
 
-__all__ = ["Call", "Gate", "Limits", "Method", "ServiceHandler"]
+__all__ = ["Call", "Gate", "Limits", "Method", "ServiceHandler", "Stream", "StreamingMethod"]
 
 
 log = logging.getLogger(__name__)
 
 Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +70,50 @@ class Method(Generic[Req, Resp]):
     run: Callable[[Req, Call], Resp]
 
 
+class Stream:
+    """What a streaming method's servicer reads and runs with: the next request message (each
+    within the read timeout), and synchronous work on the process's thread pool."""
+
+    def __init__(
+        self, requests: AsyncIterator[bytes], read_timeout: float, executor: Executor
+    ) -> None:
+        self._requests = requests
+        self._timeout = read_timeout
+        self._executor = executor
+
+    async def next(self, request_type: type[Req]) -> Req | None:
+        """The next message, parsed; None when the client has sent its last."""
+        try:
+            raw = await asyncio.wait_for(anext(self._requests), self._timeout)
+        except TimeoutError:
+            raise _slow(self._timeout) from None
+        except StopAsyncIteration:
+            return None
+        return _parse(request_type, raw)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamingMethod:
+    """A method that streams: client-streaming (`run` is a coroutine function returning the
+    response) or server-streaming (`run` is an async generator function yielding responses;
+    its request is read with `Stream.next`). A `transfer` counts against the cap on document
+    transfers as well as against the caps on calls."""
+
+    name: str
+    server_streaming: bool
+    run: Callable[[Stream, Call], Any]
+    transfer: bool = True
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
-    read_timeout: float = 10.0  # seconds to deliver the request message
+    read_timeout: float = 10.0  # seconds to deliver each request message
     max_calls: int = 256  # calls in flight in this process (health and reflection excluded)
     max_calls_per_caller: int = 128
+    max_transfers: int = 8  # document uploads and downloads in flight in this process
 
 
 class Gate:
@@ -85,6 +125,7 @@ class Gate:
         self.limits = limits
         self._in_flight = 0
         self._per_caller: dict[CallerName, int] = {}
+        self._transfers = 0
 
     def __repr__(self) -> str:
         return f"Gate(in_flight={self._in_flight})"
@@ -113,6 +154,19 @@ class Gate:
         self._in_flight += 1
         self._per_caller[caller] = mine + 1
 
+    def admit_transfer(self) -> None:
+        if self._transfers >= self.limits.max_transfers:
+            raise ResourceExhausted(
+                f"the server is at its limit of {self.limits.max_transfers} document transfers "
+                "in flight; retry shortly",
+                reason=Reason.TOO_MANY_CALLS,
+                retry_after=1.0,
+            )
+        self._transfers += 1
+
+    def release_transfer(self) -> None:
+        self._transfers -= 1
+
     def release(self, caller: CallerName) -> None:
         self._in_flight -= 1
         left = self._per_caller[caller] - 1
@@ -140,16 +194,12 @@ class ServiceHandler(grpc.GenericRpcHandler):
     def __init__(
         self,
         service: str,
-        methods: Mapping[str, Method[Any, Any]],
+        methods: Mapping[str, Method[Any, Any] | StreamingMethod],
         gate: Gate,
         executor: Executor,
     ) -> None:
         self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
-            f"/{service}/{name}": grpc.stream_unary_rpc_method_handler(
-                _serve(method, gate, executor),
-                request_deserializer=None,  # raw bytes: parsed in _serve
-                response_serializer=_serialize,
-            )
+            f"/{service}/{name}": _handler(method, gate, executor)
             for name, method in methods.items()
         }
 
@@ -161,6 +211,109 @@ class ServiceHandler(grpc.GenericRpcHandler):
 
 def _serialize(message: Message) -> bytes:
     return message.SerializeToString()
+
+
+def _handler(
+    method: Method[Any, Any] | StreamingMethod, gate: Gate, executor: Executor
+) -> grpc.RpcMethodHandler[Any, Any]:
+    # Requests arrive as raw bytes (no deserializer): parsed by pdvault, within its timeouts.
+    if isinstance(method, Method):
+        return grpc.stream_unary_rpc_method_handler(
+            _serve(method, gate, executor),
+            request_deserializer=None,
+            response_serializer=_serialize,
+        )
+    if method.server_streaming:
+        return grpc.stream_stream_rpc_method_handler(
+            _serve_server_stream(method, gate, executor),
+            request_deserializer=None,
+            response_serializer=_serialize,
+        )
+    return grpc.stream_unary_rpc_method_handler(
+        _serve_client_stream(method, gate, executor),
+        request_deserializer=None,
+        response_serializer=_serialize,
+    )
+
+
+async def _enter(
+    gate: Gate, context: grpc.aio.ServicerContext[Any, Any], transfer: bool
+) -> CallerName:
+    """Authenticate and admit a call (and a transfer), or end it."""
+    metadata = tuple(context.invocation_metadata() or ())
+    try:
+        caller = await gate.authenticate(metadata)
+        gate.admit(caller)
+    except PdvaultError as exc:
+        await _abort(context, to_status_proto(exc))
+    if transfer:
+        try:
+            gate.admit_transfer()
+        except PdvaultError as exc:
+            gate.release(caller)
+            await _abort(context, to_status_proto(exc))
+    return caller
+
+
+def _leave(gate: Gate, caller: CallerName, transfer: bool) -> None:
+    if transfer:
+        gate.release_transfer()
+    gate.release(caller)
+
+
+def _serve_client_stream(
+    method: StreamingMethod, gate: Gate, executor: Executor
+) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[Any, Any]], Any]:
+    async def handle(
+        requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Message:
+        caller = await _enter(gate, context, method.transfer)
+        metadata = tuple(context.invocation_metadata() or ())
+        try:
+            status = None
+            try:
+                ctx = RequestContext.for_call(caller, context.time_remaining())
+                stream = Stream(requests, gate.limits.read_timeout, executor)
+                response: Message = await method.run(stream, Call(ctx, metadata))
+                return response
+            except PdvaultError as exc:
+                status = to_status_proto(exc)
+            except Exception as exc:  # noqa: BLE001  (the safety net: never UNKNOWN)
+                status = internal_status(exc)
+            await _abort(context, status)
+        finally:
+            _leave(gate, caller, method.transfer)
+
+    return handle
+
+
+def _serve_server_stream(
+    method: StreamingMethod, gate: Gate, executor: Executor
+) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[Any, Any]], Any]:
+    async def handle(
+        requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Message]:
+        caller = await _enter(gate, context, method.transfer)
+        metadata = tuple(context.invocation_metadata() or ())
+        try:
+            status = None
+            try:
+                ctx = RequestContext.for_call(caller, context.time_remaining())
+                stream = Stream(requests, gate.limits.read_timeout, executor)
+                async for response in method.run(stream, Call(ctx, metadata)):
+                    yield response
+                return
+            except PdvaultError as exc:
+                # Mid-stream too: the call ends with this status, never OK (DATA_LOSS after
+                # a segment that failed authentication).
+                status = to_status_proto(exc)
+            except Exception as exc:  # noqa: BLE001  (the safety net: never UNKNOWN)
+                status = internal_status(exc)
+            await _abort(context, status)
+        finally:
+            _leave(gate, caller, method.transfer)
+
+    return handle
 
 
 def _serve(

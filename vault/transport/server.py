@@ -31,13 +31,19 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from pdvault.v1 import key_service_pb2, subject_service_pb2, token_service_pb2
+from pdvault.v1 import (
+    document_service_pb2,
+    key_service_pb2,
+    subject_service_pb2,
+    token_service_pb2,
+)
 
 from vault.app import App
 from vault.config import Settings
 from vault.errors import ConfigurationError, PdvaultError
 from vault.transport.key_servicer import KeyServicer
-from vault.transport.rpc import Gate, Limits, Method, ServiceHandler
+from vault.transport.document_servicer import DocumentServicer
+from vault.transport.rpc import Gate, Limits, Method, ServiceHandler, StreamingMethod
 from vault.transport.subject_servicer import SubjectServicer
 from vault.transport.token_servicer import TokenServicer
 
@@ -47,6 +53,7 @@ __all__ = [
     "LOOPBACK",
     "MAX_MESSAGE_BYTES",
     "SERVICE_NAMES",
+    "DOCUMENT_SERVICE",
     "SUBJECT_SERVICE",
     "TOKEN_SERVICE",
     "ServerThread",
@@ -65,7 +72,13 @@ log = logging.getLogger(__name__)
 TOKEN_SERVICE = token_service_pb2.DESCRIPTOR.services_by_name["TokenService"]
 KEY_SERVICE = key_service_pb2.DESCRIPTOR.services_by_name["KeyService"]
 SUBJECT_SERVICE = subject_service_pb2.DESCRIPTOR.services_by_name["SubjectService"]
-SERVICE_NAMES = (TOKEN_SERVICE.full_name, KEY_SERVICE.full_name, SUBJECT_SERVICE.full_name)
+DOCUMENT_SERVICE = document_service_pb2.DESCRIPTOR.services_by_name["DocumentService"]
+SERVICE_NAMES = (
+    TOKEN_SERVICE.full_name,
+    KEY_SERVICE.full_name,
+    SUBJECT_SERVICE.full_name,
+    DOCUMENT_SERVICE.full_name,
+)
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 # Calls above pdvault's own cap that gRPC still accepts: room for health checks and reflection.
 HEALTH_HEADROOM = 64
@@ -83,11 +96,13 @@ class Serving:
     monitor: asyncio.Task[None] | None = None
 
 
-def _methods(app: App) -> list[tuple[str, dict[str, Method[Any, Any]]]]:
-    services = [
-        (TOKEN_SERVICE, TokenServicer(app.tokens).methods()),
-        (KEY_SERVICE, KeyServicer(app.key_admin).methods()),
-        (SUBJECT_SERVICE, SubjectServicer(app.subjects).methods()),
+def _methods(app: App) -> list[tuple[str, dict[str, Method[Any, Any] | StreamingMethod]]]:
+    documents = DocumentServicer(app.documents, app.sweeper, app.settings.upload_timeout)
+    services: list[tuple[Any, dict[str, Method[Any, Any] | StreamingMethod]]] = [
+        (TOKEN_SERVICE, dict(TokenServicer(app.tokens).methods())),
+        (KEY_SERVICE, dict(KeyServicer(app.key_admin).methods())),
+        (SUBJECT_SERVICE, dict(SubjectServicer(app.subjects).methods())),
+        (DOCUMENT_SERVICE, documents.methods()),
     ]
     for descriptor, methods in services:
         missing = set(descriptor.methods_by_name) - set(methods)
@@ -99,7 +114,10 @@ def _methods(app: App) -> list[tuple[str, dict[str, Method[Any, Any]]]]:
 async def start_server(app: App, addr: str, reuse_port: bool = False) -> Serving:
     settings = app.settings
     limits = Limits(
-        settings.request_read_timeout, settings.max_calls, settings.max_calls_per_caller
+        settings.request_read_timeout,
+        settings.max_calls,
+        settings.max_calls_per_caller,
+        settings.max_transfers,
     )
     executor = app.executor  # the runtime's: this server only borrows it
     gate = Gate(app.authenticator, executor, limits)

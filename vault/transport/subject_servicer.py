@@ -107,6 +107,16 @@ class SubjectServicer:
                 tokens_retired=r.tokens_retired,
                 key_provider=r.key_provider,
                 method=SHRED_METHOD,
+                documents_destroyed=r.documents_destroyed,
+                retained=[
+                    subject_service_pb2.RetainedDocument(
+                        document_id=d.document_id,
+                        document_type=d.document_type,
+                        rule=d.rule,
+                        until=timestamp(d.until) if d.until is not None else None,
+                    )
+                    for d in r.retained
+                ],
             )
         )
 

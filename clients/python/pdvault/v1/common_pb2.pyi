@@ -21,9 +21,10 @@ class Value(_message.Message):
     """A personal-data value as a service hands it to pdvault or receives it back.
 
     Text values are UTF-8 and are validated by the rules of their category (see
-    `TokenizeRequest.fields`). Binary values are accepted only by categories that
-    hold documents (`identity_document`). A value never appears in an error
-    message, a log line or the audit log.
+    `TokenizeRequest.fields`). Binary values are accepted only by categories of
+    kind `binary` (the default policy has none: identity documents go through
+    DocumentService). A value never appears in an error message, a log line or
+    the audit log.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -33,7 +34,7 @@ class Value(_message.Message):
     text: _builtins.str
     """A UTF-8 text value, for example a card number or a postal address."""
     binary: _builtins.bytes
-    """Raw bytes, for example a scanned identity document."""
+    """Raw bytes, for a category of kind `binary`."""
     def __init__(
         self,
         *,

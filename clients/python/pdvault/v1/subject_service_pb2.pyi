@@ -309,6 +309,8 @@ class ErasureReceipt(_message.Message):
     KEY_PROVIDER_FIELD_NUMBER: _builtins.int
     METHOD_FIELD_NUMBER: _builtins.int
     PREVIOUS_RECEIPT_ID_FIELD_NUMBER: _builtins.int
+    DOCUMENTS_DESTROYED_FIELD_NUMBER: _builtins.int
+    RETAINED_FIELD_NUMBER: _builtins.int
     receipt_id: _builtins.str
     """The receipt's id (a UUID), also in the audit log and the shred log."""
     subject_digest: _builtins.str
@@ -331,9 +333,19 @@ class ErasureReceipt(_message.Message):
     the shred before it. A repeat that finds nothing returns the latest
     receipt unchanged.
     """
+    documents_destroyed: _builtins.int
+    """Documents destroyed with the subject."""
     @_builtins.property
     def shredded_at(self) -> _timestamp_pb2.Timestamp:
         """When the subject was shredded."""
+
+    @_builtins.property
+    def retained(self) -> _containers.RepeatedCompositeFieldContainer[Global___RetainedDocument]:
+        """The exception to "deletion destroys everything": documents a law
+        obliges pdvault to keep (or a legal hold keeps), which survive sealed
+        under a key of their retention rule, readable only for the rule's
+        purposes with a legal basis, until the period ends.
+        """
 
     def __init__(
         self,
@@ -348,14 +360,52 @@ class ErasureReceipt(_message.Message):
         key_provider: _builtins.str = ...,
         method: _builtins.str = ...,
         previous_receipt_id: _builtins.str = ...,
+        documents_destroyed: _builtins.int = ...,
+        retained: _abc.Iterable[Global___RetainedDocument] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["shredded_at", b"shredded_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_keys_destroyed", b"data_keys_destroyed", "key_provider", b"key_provider", "method", b"method", "previous_receipt_id", b"previous_receipt_id", "receipt_id", b"receipt_id", "shredded_at", b"shredded_at", "shredded_by", b"shredded_by", "subject_digest", b"subject_digest", "tokens_retired", b"tokens_retired", "values_destroyed", b"values_destroyed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_keys_destroyed", b"data_keys_destroyed", "documents_destroyed", b"documents_destroyed", "key_provider", b"key_provider", "method", b"method", "previous_receipt_id", b"previous_receipt_id", "receipt_id", b"receipt_id", "retained", b"retained", "shredded_at", b"shredded_at", "shredded_by", b"shredded_by", "subject_digest", b"subject_digest", "tokens_retired", b"tokens_retired", "values_destroyed", b"values_destroyed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ErasureReceipt: _TypeAlias = ErasureReceipt  # noqa: Y015
+
+@_typing.final
+class RetainedDocument(_message.Message):
+    """A document a shred did not destroy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_ID_FIELD_NUMBER: _builtins.int
+    DOCUMENT_TYPE_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    document_id: _builtins.str
+    """The document's id."""
+    document_type: _builtins.str
+    """Its type, e.g. passport."""
+    rule: _builtins.str
+    """The retention rule that keeps it (`documents.<type>`), or `hold`."""
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp:
+        """Until when; unset: until its legal holds are released."""
+
+    def __init__(
+        self,
+        *,
+        document_id: _builtins.str = ...,
+        document_type: _builtins.str = ...,
+        rule: _builtins.str = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_id", b"document_id", "document_type", b"document_type", "rule", b"rule", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetainedDocument: _TypeAlias = RetainedDocument  # noqa: Y015
 
 @_typing.final
 class ExportSubjectRequest(_message.Message):
