@@ -34,6 +34,7 @@ from pdvault_client import Client
 from transit_emulator import TransitEmulator
 from vault.app import App, build_app, transit_settings
 from vault.config import Settings
+from vault.domain.policy_file import default_policy_text
 from vault.domain.secrets import Secret
 from vault.kms.transit import TransitSettings, VaultTransitKeyProvider
 from vault.transport.server import ServerThread
@@ -102,6 +103,25 @@ def database_url(request: pytest.FixtureRequest) -> str:
     return url
 
 
+# The default policy has no category of kind binary (identity documents go through the
+# DocumentService); the tests of binary values add this one.
+ATTACHMENT_CATEGORY = """
+[categories.attachment]
+text = "A binary attachment (tests only)"
+kind = "binary"
+max_bytes = 1048576
+mask = "redacted"
+purposes = ["identity_verification"]
+"""
+
+
+def attachment_policy(directory: Path) -> Path:
+    """The default policy plus the binary category `attachment`, as a file in `directory`."""
+    path = directory / "policy-with-attachment.toml"
+    path.write_text(default_policy_text() + ATTACHMENT_CATEGORY, encoding="utf-8")
+    return path
+
+
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
     return Settings(
@@ -109,6 +129,8 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
         data_dir=tmp_path / "data",
         database_url=database_url,
         max_workers=8,
+        policy_file=attachment_policy(tmp_path),
+        retention_sweep_interval=0,
     )
 
 

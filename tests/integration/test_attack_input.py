@@ -24,7 +24,7 @@ from pdvault_client import (
     PdvaultError,
     PermissionDeniedError,
 )
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, attachment_policy
 from tests.integration.attack_support import (
     Tally,
     audit_text,
@@ -108,13 +108,13 @@ PEAK_BOUND_KIB = 600 * 1024
 
 @pytest.mark.slow
 def test_one_request_cannot_cost_gigabytes(tmp_path: Path) -> None:
-    """issue #8 item 8: one 1 MiB identity_document token asked for 200 times in one Detokenize
+    """issue #8 item 8: one 1 MiB binary token asked for 200 times in one Detokenize
     is refused (RESOURCE_EXHAUSTED or INVALID_ARGUMENT) before anything is decrypted, and the
     server's peak memory stays bounded."""
     data = tmp_path / "data"
-    with serving(tmp_path, "serve", data) as srv:
+    with serving(tmp_path, "serve", data, PDV_POLICY=str(attachment_policy(tmp_path))) as srv:
         with srv.client("kyc", timeout=120) as kyc:
-            [doc] = kyc.tokenize("user-1", [Field("identity_document", os.urandom(1 << 20))])
+            [doc] = kyc.tokenize("user-1", [Field("attachment", os.urandom(1 << 20))])
             with pytest.raises(PdvaultError) as err:
                 kyc.detokenize([doc.token] * COPIES, "identity_verification")
         peak = peak_rss_kib(srv.proc.pid)

@@ -76,7 +76,7 @@ def test_binary_values(
             "--subject",
             "u1",
             "--category",
-            "identity_document",
+            "attachment",
             "--binary",
             "scan",
         ]

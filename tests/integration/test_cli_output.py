@@ -113,7 +113,7 @@ def test_detokenize_json_masked_and_binary(
     code, out, _ = run(
         capsys,
         "tokenize",
-        *("--caller", "kyc", "--subject", "u1", "--category", "identity_document"),
+        *("--caller", "kyc", "--subject", "u1", "--category", "attachment"),
         *("--binary", "scan"),
     )
     code, answer = run_json(

@@ -200,7 +200,7 @@ def test_after_rotate_rewrap_trim_an_old_copy_cannot_be_decrypted(
 
 def test_export_holds_everything_and_who_read_it(server: RunningServer) -> None:
     card, doc = tokenize(
-        server, "user-5", Field("card_number", PAN), Field("identity_document", b"\x00scan")
+        server, "user-5", Field("card_number", PAN), Field("attachment", b"\x00scan")
     )
     with server.client("payment") as payment:
         payment.detokenize([card], "payment", justification="order-77")

@@ -124,7 +124,7 @@ def test_batch_results_are_per_item_and_in_order(server: RunningServer) -> None:
 def test_binary_document_round_trip(server: RunningServer) -> None:
     doc = bytes(range(256)) * 100
     with server.client("kyc") as kyc:
-        [tok] = kyc.tokenize("user-5", [Field("identity_document", doc)])
+        [tok] = kyc.tokenize("user-5", [Field("attachment", doc)])
         [got] = kyc.detokenize([tok.token], "identity_verification")
     assert got.value == doc
 

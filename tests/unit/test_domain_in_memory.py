@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import ATTACHMENT_CATEGORY
 from vault.crypto.aead import AesGcmCipher
 from vault.domain.context import RequestContext
 from vault.domain.keys import KeyAdministration
 from vault.domain.lifecycle import SubjectAdministration
-from vault.domain.policy_file import load_policy
+from vault.domain.policy_file import default_policy_text, parse_policy
 from vault.domain.service import FieldInput, TokenService
 from vault.domain.stores import Stores
 from vault.domain.types import CallerName, LegalBasis, PlainValue, SubjectId, TokenFormat
@@ -32,7 +33,7 @@ from vault.kms.local import LocalKeyFileProvider
 from vault.kms.shred_log import FileShredLog
 from vault.storage.memory import memory_stores
 
-POLICY = load_policy()
+POLICY = parse_policy(default_policy_text() + ATTACHMENT_CATEGORY)  # with a binary category
 PAN = "4111111111111111"
 
 
@@ -178,7 +179,7 @@ def test_correction_and_export(domain: Domain) -> None:
 
 def test_a_response_too_large_is_refused_before_decrypting(domain: Domain) -> None:
     doc = "x" * (512 * 1024)
-    [big] = domain.tokens.tokenize(ctx("kyc"), "u1", [field("identity_document", doc)])
+    [big] = domain.tokens.tokenize(ctx("kyc"), "u1", [field("attachment", doc)])
     with pytest.raises(ResourceExhausted) as err:
         domain.tokens.detokenize(ctx("kyc"), [big.token] * 20, "identity_verification")
     assert err.value.reason is Reason.RESPONSE_TOO_LARGE

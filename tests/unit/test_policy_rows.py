@@ -544,7 +544,7 @@ def _note_ids_in_file() -> list[str]:
 
 def test_every_decision_is_loaded() -> None:
     ids = _note_ids_in_file()
-    assert len(ids) == len(set(ids)) == 15
+    assert len(ids) == len(set(ids)) == 19
     assert [n.id for n in POLICY.notes] == ids
     assert all(n.about and n.text for n in POLICY.notes)
 
@@ -738,6 +738,10 @@ def test_check_warns_about_unused_names() -> None:
         "warning: category 'lonely' has no purpose",
         "warning: purpose 'unused' permits no category",
         "warning: caller 'svc' may claim 'unused', which permits no category",
+        "warning: category 'lonely' has no retention rule: its values are kept until their "
+        "subject is deleted",
+        "warning: category 'fine' has no retention rule: its values are kept until their "
+        "subject is deleted",
     ]
 
 

@@ -303,8 +303,8 @@ def test_the_client_receives_what_the_server_may_send(server: RunningServer) -> 
     assert MAX_MESSAGE_BYTES == 8 * 1024 * 1024
     doc = bytes(range(256)) * 4096  # 1 MiB
     with server.client("kyc", timeout=60) as kyc:
-        first = kyc.tokenize("user-1", [Field("identity_document", doc)] * 3)
-        second = kyc.tokenize("user-1", [Field("identity_document", doc)] * 2)
+        first = kyc.tokenize("user-1", [Field("attachment", doc)] * 3)
+        second = kyc.tokenize("user-1", [Field("attachment", doc)] * 2)
         got = kyc.detokenize([t.token for t in first + second], "identity_verification")
     assert [g.value for g in got] == [doc] * 5
 

@@ -118,7 +118,12 @@ class _Parser:
         body = self._table(self.doc, "documents")
         default = DocumentRules()
         if not body:
-            return default
+            # Without a [documents] table, documents are accepted only if the policy has the
+            # default's document category.
+            held = categories.get(default.category)
+            if held is not None and held.kind is ValueRule.DOCUMENT:
+                return default
+            return DocumentRules(types=frozenset())
         where = "documents"
         unknown = sorted(set(body) - {"category", "types", "max_bytes", "max_pixels", "max_pages"})
         if unknown:
