@@ -27,8 +27,8 @@ from vault.domain.policy_file import load_policy
 from vault.domain.ports import KeyProvider, Notice, NoticeFeed, NoticeKind
 from vault.domain.secrets import Secret
 from vault.domain.service import TokenService
-from vault.domain.sweep import RetentionSweep
 from vault.domain.stores import CredentialStore, KeyInventory, Stores
+from vault.domain.sweep import RetentionSweep
 from vault.domain.types import SubjectId
 from vault.errors import ConfigurationError, KeyServiceUnavailable, PdvaultError
 from vault.kms.cache import CacheLimits, CachingKeyProvider
@@ -131,7 +131,7 @@ class App:
                 log.info("retention sweep %s: %s", report.sweep_id, report.summary())
             except PdvaultError as exc:
                 log.warning("retention sweep failed, retried next time: %s", exc.message)
-            except Exception:  # noqa: BLE001  (a sweep must never end the thread)
+            except Exception:
                 log.exception("retention sweep failed, retried next time")
             wait = self.sweep_interval
 

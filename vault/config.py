@@ -198,7 +198,7 @@ class Settings:
     clamd: str = setting(
         "",
         "PDV_CLAMD",
-        "ClamAV's clamd for malware scans: unix:/path or tcp:host:port",
+        "ClamAV's clamd for malware scans: a socket path, or tcp://host:port",
         shown="no scan",
     )
     retention_sweep_interval: float = setting(

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from vault.domain.documents import ScanResult, ScanState
 from vault.errors import ConfigurationError
 
+Content = bytes | bytearray  # the upload's buffer: a bytearray, wiped after
+
 __all__ = ["DEFAULT_CHUNK_SIZE", "ClamdAddress", "ClamdScanner", "NullScanner"]
 
 log = logging.getLogger(__name__)
@@ -92,7 +94,7 @@ class ClamdScanner:
         self.max_bytes = max_bytes
         self.chunk_size = chunk_size
 
-    def scan(self, content: bytes) -> ScanResult:
+    def scan(self, content: Content) -> ScanResult:
         deadline = time.monotonic() + self.timeout
         try:
             if len(content) > self.max_bytes:
@@ -127,7 +129,7 @@ class ClamdScanner:
             _send(sock, command, deadline)
             return _receive(sock, deadline)
 
-    def _instream(self, content: bytes, deadline: float) -> str:
+    def _instream(self, content: Content, deadline: float) -> str:
         with self._connect(deadline) as sock:
             view = memoryview(content)
             try:
@@ -154,7 +156,7 @@ class NullScanner:
 
     name = "none"
 
-    def scan(self, content: bytes) -> ScanResult:
+    def scan(self, content: Content) -> ScanResult:
         return ScanResult(ScanState.NOT_SCANNED, engine=self.name)
 
 

@@ -33,6 +33,8 @@ from PIL import Image, ImageOps
 from vault.domain.documents import Inspection, MediaType
 from vault.errors import ConfigurationError, InvalidArgument
 
+Content = bytes | bytearray  # the upload's buffer: a bytearray, wiped after
+
 __all__ = [
     "DEFAULT_JPEG_QUALITY",
     "DEFAULT_MAX_PAGES",
@@ -183,7 +185,7 @@ class ContentInspector:
         if pillow_limit is None or pillow_limit > max_pixels:
             Image.MAX_IMAGE_PIXELS = max_pixels
 
-    def inspect(self, content: bytes, declared: MediaType) -> Inspection:
+    def inspect(self, content: Content, declared: MediaType) -> Inspection:
         media_type = _sniff(content)
         if media_type is not declared:
             raise _refuse(
@@ -203,7 +205,7 @@ class ContentInspector:
 
     # Images
 
-    def _sanitize(self, content: bytes, media_type: MediaType) -> Inspection:
+    def _sanitize(self, content: Content, media_type: MediaType) -> Inspection:
         pillow_format = "JPEG" if media_type is MediaType.JPEG else "PNG"
         try:
             with Image.open(io.BytesIO(content), formats=[pillow_format]) as image:
@@ -235,7 +237,7 @@ class ContentInspector:
 
     # PDFs
 
-    def _inspect_pdf(self, content: bytes) -> Inspection:
+    def _inspect_pdf(self, content: Content) -> Inspection:
         try:
             # No recovery: a damaged cross-reference table is refused, not rebuilt by guessing.
             pdf = pikepdf.open(
@@ -281,7 +283,7 @@ class _Layout:
     height: int
 
 
-def _sniff(content: bytes) -> MediaType:
+def _sniff(content: Content) -> MediaType:
     if content.startswith(_JPEG_MAGIC):
         return MediaType.JPEG
     if content.startswith(_PNG_MAGIC):
@@ -294,13 +296,13 @@ def _sniff(content: bytes) -> MediaType:
     raise _refuse("media_type", f"is not {_ALLOWED}")
 
 
-def _refuse_pdf_header(content: bytes) -> None:
+def _refuse_pdf_header(content: Content) -> None:
     """An image that a PDF reader would also open."""
     if _PDF_HEADER in content[:_PDF_HEADER_WINDOW] or _PDF_HEADER_ANYWHERE.search(content):
         raise _refuse("polyglot", "carries a PDF header inside the image")
 
 
-def _refuse_zip_directory(content: bytes) -> None:
+def _refuse_zip_directory(content: Content) -> None:
     """A file that a ZIP (or JAR) reader would also open, wherever in the file the archive is
     hidden: readers find it from its end record near the end of the file, and the central
     directory just before that record. Both are required, so that four bytes occurring by
@@ -317,7 +319,7 @@ def _refuse_zip_directory(content: bytes) -> None:
         at = content.rfind(_ZIP_END, window_start, at)
 
 
-def _refuse_trailing(content: bytes, end: int) -> None:
+def _refuse_trailing(content: Content, end: int) -> None:
     """Anything after an image's end marker: no viewer shows it, so it is there to be read by
     something else (an appended archive or executable), or to smuggle data past the checks."""
     if end >= len(content):
@@ -329,7 +331,7 @@ def _refuse_trailing(content: bytes, end: int) -> None:
     raise _refuse("polyglot", "carries data after the end of the image")
 
 
-def _jpeg_layout(content: bytes) -> _Layout:
+def _jpeg_layout(content: Content) -> _Layout:
     """Where the JPEG ends (just past its end-of-image marker) and the size its frame header
     declares (ITU-T T.81 B.1: marker segments, and entropy-coded data after each start-of-scan
     up to the next marker)."""
@@ -372,7 +374,7 @@ def _jpeg_layout(content: bytes) -> _Layout:
             pos = _entropy_coded_end(content, pos, truncated)
 
 
-def _entropy_coded_end(content: bytes, pos: int, truncated: InvalidArgument) -> int:
+def _entropy_coded_end(content: Content, pos: int, truncated: InvalidArgument) -> int:
     size = len(content)
     while True:
         at = content.find(b"\xff", pos)
@@ -387,7 +389,7 @@ def _entropy_coded_end(content: bytes, pos: int, truncated: InvalidArgument) -> 
             return at
 
 
-def _png_layout(content: bytes) -> _Layout:
+def _png_layout(content: Content) -> _Layout:
     """Where the PNG ends (just past its IEND chunk) and the size its IHDR declares (PNG spec
     5.3: chunks of length, type, data, CRC; IHDR first)."""
     truncated = _refuse("undecodable", "is a PNG image that ends before its IEND chunk")

@@ -41,19 +41,19 @@ from pdvault.v1 import (
 from vault.app import App
 from vault.config import Settings
 from vault.errors import ConfigurationError, PdvaultError
-from vault.transport.key_servicer import KeyServicer
 from vault.transport.document_servicer import DocumentServicer
+from vault.transport.key_servicer import KeyServicer
 from vault.transport.rpc import Gate, Limits, Method, ServiceHandler, StreamingMethod
 from vault.transport.subject_servicer import SubjectServicer
 from vault.transport.token_servicer import TokenServicer
 
 __all__ = [
+    "DOCUMENT_SERVICE",
     "HEALTH_HEADROOM",
     "KEY_SERVICE",
     "LOOPBACK",
     "MAX_MESSAGE_BYTES",
     "SERVICE_NAMES",
-    "DOCUMENT_SERVICE",
     "SUBJECT_SERVICE",
     "TOKEN_SERVICE",
     "ServerThread",
