@@ -27,7 +27,7 @@ def two_colour_image(width: int = 60, height: int = 40) -> Image.Image:
     return image
 
 
-def photo_with_location(orientation: int = 6) -> bytes:
+def photo_with_location(orientation: int = 6, image: Image.Image | None = None) -> bytes:
     """A camera JPEG: EXIF (orientation, maker, GPS position), XMP, an ICC profile and a
     comment."""
     exif = Image.Exif()
@@ -44,10 +44,18 @@ def photo_with_location(orientation: int = 6) -> bytes:
         f'22-rdf-syntax-ns#"><rdf:Description>{SECRET}</rdf:Description></rdf:RDF></x:xmpmeta>'
     ).encode()
     out = io.BytesIO()
-    two_colour_image().save(
+    (image or two_colour_image()).save(
         out, "JPEG", quality=95, exif=exif, xmp=xmp, comment=SECRET.encode(), icc_profile=ICC
     )
     return out.getvalue()
+
+
+def noisy_image(width: int = 400, height: int = 300, seed: int = 7) -> Image.Image:
+    """Random pixels: a JPEG of them is large (about 3 bytes a pixel), as a real scan is."""
+    import random
+
+    rng = random.Random(seed)
+    return Image.frombytes("RGB", (width, height), rng.randbytes(width * height * 3))
 
 
 def jpeg(image: Image.Image | None = None) -> bytes:

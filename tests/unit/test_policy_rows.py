@@ -953,7 +953,7 @@ _P = '[purposes.payment]\ntext = "payment"\n'
         ),
         pytest.param(
             _P + '[categories.name]\nkind = "blob"\n',
-            "categories.name.kind: 'blob' is not one of text, document, card_number",
+            "categories.name.kind: 'blob' is not one of text, binary, document, card_number",
             id="bad-kind",
         ),
         pytest.param(

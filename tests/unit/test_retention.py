@@ -203,7 +203,10 @@ purposes = ["used"]
         ),
         ('[retention.documents.scroll]\ntrigger = "upload"\nkeep = "P1Y"\n', "'scroll' is not"),
         ('[retention.things.x]\ntrigger = "upload"\nkeep = "P1Y"\n', "retention.things"),
-        ('[retention.categories.name]\ntrigger = "upload"\nkeep = "P1Y"\nthen = "shred"\nx = 1\n', "unknown settings x"),
+        (
+            '[retention.categories.name]\ntrigger = "upload"\nkeep = "P1Y"\nthen = "shred"\nx = 1\n',
+            "unknown settings x",
+        ),
         ('[documents]\ncategory = "name"\n', "must be of kind document"),
         ("[documents]\nmax_bytes = 0\n", "max_bytes"),
     ],
@@ -215,5 +218,7 @@ def test_a_mistake_is_named(tables: str, complaint: str) -> None:
 
 
 def test_a_policy_without_a_document_category_accepts_no_documents() -> None:
-    policy = parse_policy('[purposes.used]\ntext = "used"\n[categories.name]\npurposes = ["used"]\n')
+    policy = parse_policy(
+        '[purposes.used]\ntext = "used"\n[categories.name]\npurposes = ["used"]\n'
+    )
     assert policy.documents.types == frozenset()

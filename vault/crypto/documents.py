@@ -232,7 +232,7 @@ class DocumentStreamSealer:
         self._buffer = bytearray()
         self._finished = False
 
-    def push(self, data: bytes) -> list[bytes]:
+    def push(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         if self._finished:
             raise ValueError("the stream is finished")
         self._buffer += data

@@ -42,8 +42,9 @@ __all__ = [
 
 
 ALL = "*"
-# What operators do through the operator services (keys now; subjects and audit to come).
-OPERATIONS = frozenset({"keys", "subjects", "audit"})
+# What operators do through the operator services: keys, the subject lifecycle (and documents'
+# deletion and retention sweeps), the audit log, and legal holds on documents.
+OPERATIONS = frozenset({"keys", "subjects", "audit", "holds"})
 
 
 class ValueRule(enum.Enum):
