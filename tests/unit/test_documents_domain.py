@@ -380,7 +380,8 @@ def test_a_missing_last_segment_is_truncation(docs: Docs) -> None:
 def test_a_wrapped_key_moved_to_another_document_does_not_open(docs: Docs) -> None:
     a, b = docs.upload(big_photo()), docs.upload(big_photo())
     va, vb = a.variant(Variant.ORIGINAL), b.variant(Variant.ORIGINAL)
-    assert va is not None and vb is not None
+    assert va is not None
+    assert vb is not None
     docs.state.documents[b.document_id] = replace(
         b, variants=(replace(vb, wrapped_key=va.wrapped_key),)
     )
@@ -479,7 +480,8 @@ def test_values_are_erased_when_their_period_ends(docs: Docs) -> None:
     [ip] = docs.tokens.tokenize(
         ctx("kyc"), "user-42", [FieldInput("ip_address", PlainValue.text("192.0.2.1"))]
     )
-    [name] = docs.tokens.tokenize(ctx("kyc"), "user-42", [FieldInput("name", PlainValue.text("A"))])
+    ann = FieldInput("name", PlainValue.text("A"))
+    [name] = docs.tokens.tokenize(ctx("kyc"), "user-42", [ann])
     docs.later(timedelta(days=366))
     report = docs.sweeper.sweep(RequestContext.system("system:retention"))
     assert report.values_erased == 1
