@@ -204,7 +204,7 @@ purposes = ["used"]
         ('[retention.documents.scroll]\ntrigger = "upload"\nkeep = "P1Y"\n', "'scroll' is not"),
         ('[retention.things.x]\ntrigger = "upload"\nkeep = "P1Y"\n', "retention.things"),
         (
-            '[retention.categories.name]\ntrigger = "upload"\nkeep = "P1Y"\nthen = "shred"\nx = 1\n',
+            '[retention.categories.name]\ntrigger = "upload"\nkeep = "P1Y"\nx = 1\n',
             "unknown settings x",
         ),
         ('[documents]\ncategory = "name"\n', "must be of kind document"),
