@@ -52,6 +52,7 @@ __all__ = [
     "KEK_CHECK",
     "NOTICE_RETENTION",
     "App",
+    "adopt_legacy_documents",
     "build_app",
     "cache_figures",
     "cache_limits",
@@ -290,6 +291,7 @@ def _wire(
         again = subjects.reapply_shred_log(RequestContext.system("shred-log"))
         if again:
             log.warning("shred log: %d subjects of a restored database were shredded again", again)
+        adopt_legacy_documents(documents)
         purge_notices(database.engine, utc_now() - NOTICE_RETENTION)
     app.notices = (
         PolledNoticeFeed(database.engine)
@@ -380,6 +382,24 @@ def check_key_encryption_key(store: KeyInventory, provider: KeyProvider) -> None
         finally:
             fresh.wipe()
         store.add_kek_check(check, utc_now())
+
+
+def adopt_legacy_documents(documents: DocumentArchive) -> None:
+    """Values of the retired identity_document field become documents (at the primary's
+    start-up; a repeat finds none). Without the key provider, the next start does it."""
+    try:
+        moved, left = documents.adopt_legacy_values(RequestContext.system("system:migration"))
+    except KeyServiceUnavailable:
+        log.warning("identity_document values not moved to documents: the key provider is down")
+        return
+    if moved:
+        log.warning("%d identity_document values became documents (type unclassified)", moved)
+    if left:
+        log.warning(
+            "%d identity_document values are not JPEG, PNG or PDF documents (or failed the "
+            "checks): they stay values, readable as before",
+            left,
+        )
 
 
 # A scan of the largest document must finish within this (clamd reads at tens of MB/s).

@@ -110,6 +110,11 @@ class Reason(enum.Enum):
         "the value's retention period ended and it was erased; the token resolves to nothing",
     )
     # Documents.
+    DOCUMENT_MOVED = (
+        Code.NOT_FOUND,
+        "the value became a document (the retired identity_document field): read the document "
+        "the message names with DocumentService.GetDocument",
+    )
     DOCUMENT_REFUSED = (
         Code.PERMISSION_DENIED,
         "no such document, or this caller or purpose may not read it (the two look the same)",

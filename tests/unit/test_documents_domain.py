@@ -581,3 +581,59 @@ def test_a_document_id_is_checked(docs: Docs) -> None:
     assert err.value.violations[0].rule == "document_id.syntax"
     assert DocumentId("doc_" + "a" * 26)
     assert MediaType("image/jpeg") is MediaType.JPEG
+
+
+# -- the retired identity_document field ----------------------------------------------------------
+
+
+def legacy_value(docs: Docs, subject: str, content: bytes, keys_dir: Path) -> str:
+    """A value stored under identity_document before documents (Tokenize now refuses it)."""
+    from vault.domain import tokens
+    from vault.domain.ports import Binding
+    from vault.domain.types import Category, StoredValue, TokenFormat
+
+    cipher = AesGcmCipher()
+    provider = LocalKeyFileProvider(keys_dir / "kek.json")
+    sid = SubjectId(subject)
+    held = docs.stores.values.data_keys([sid]).get(sid)
+    if held is None:
+        dek = cipher.new_data_key()
+        new_key = provider.wrap(ctx("kyc"), [(sid, dek)])[0]
+    else:
+        [dek] = provider.unwrap(ctx("kyc"), [(sid, held.wrapped)])  # type: ignore[misc]
+        new_key = None
+    token = tokens.new_token(TokenFormat.OPAQUE, None)
+    category = Category("identity_document")
+    sealed = cipher.seal(dek, Binding(token, sid, category), PlainValue.binary(content))
+    docs.stores.values.save_tokenized(
+        subject=sid,
+        new_key=new_key,
+        encryption_limit=2**31,
+        values=[StoredValue(token, sid, category, TokenFormat.OPAQUE, sealed)],
+        audit=[],
+        idempotency=None,
+        now=docs.now[0],
+    )
+    return token
+
+
+def test_values_of_the_retired_field_become_documents(docs: Docs, tmp_path: Path) -> None:
+    photo = big_photo()
+    moved = legacy_value(docs, "user-7", photo, tmp_path)
+    kept = legacy_value(docs, "user-7", b"scan-reference: 42", tmp_path)
+    assert docs.archive.adopt_legacy_values(RequestContext.system()) == (1, 1)
+    assert docs.archive.adopt_legacy_values(RequestContext.system()) == (0, 1)  # idempotent
+    [gone] = docs.tokens.detokenize(ctx("kyc"), [moved], "identity_verification")
+    assert gone.error is not None
+    assert gone.error.reason is Reason.DOCUMENT_MOVED
+    [record] = docs.stores.documents.documents_of(SubjectId("user-7"))
+    assert record.document_id in gone.error.message
+    assert record.document_type.value == "unclassified"
+    assert record.retention_rule == "documents.unclassified"
+    assert docs.read(record.document_id) == photo
+    [still] = docs.tokens.detokenize(ctx("kyc"), [kept], "identity_verification")
+    assert still.error is None
+    # A caller that could never read the category learns nothing of the move.
+    [hidden] = docs.tokens.detokenize(ctx("payment"), [moved], "payment")
+    assert hidden.error is not None
+    assert hidden.error.reason is Reason.TOKEN_REFUSED

@@ -40,6 +40,7 @@ class Existence(enum.Enum):
     SHREDDED = enum.auto()  # its subject was crypto-shredded; only a tombstone remains
     EXPIRED = enum.auto()  # a value erased at the end of its retention period
     DELETED = enum.auto()  # a document destroyed on its own (deleted, or its retention ended)
+    MOVED = enum.auto()  # a value of the retired identity_document field, now a document
     UNKNOWN = enum.auto()
 
 
@@ -72,6 +73,7 @@ class ItemFacts:
     # purposes (the retention rule's), with a stated legal basis. None for every other item.
     retained_for: frozenset[Purpose] | None = None
     document: bool = False  # the item is a document (refusals name documents, not tokens)
+    moved_to: str | None = None  # MOVED: the document's id
 
 
 UNKNOWN = ItemFacts(Existence.UNKNOWN)
@@ -210,6 +212,12 @@ class ReadEvaluator:
             return ReadDecision.refuse("retention:expired", Reason.VALUE_EXPIRED, _EXPIRED)
         if item.existence is Existence.DELETED:
             return ReadDecision.refuse("document:deleted", Reason.DOCUMENT_DELETED, _DELETED)
+        if item.existence is Existence.MOVED:
+            return ReadDecision.refuse(
+                "document:moved",
+                Reason.DOCUMENT_MOVED,
+                f"this value is now document {item.moved_to}: read it with GetDocument",
+            )
         return None
 
     def _decide_operation(self, operation: Operation, item: ItemFacts) -> ReadDecision:

@@ -24,7 +24,7 @@ import secrets
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from vault.domain.access import (
@@ -50,9 +50,10 @@ from vault.domain.documents import (
     ScanState,
     Variant,
     new_document_id,
+    sniff,
 )
 from vault.domain.policy import Policy
-from vault.domain.ports import Cipher, Clock, KeyProvider, ShredLog
+from vault.domain.ports import Binding, Cipher, Clock, KeyProvider, ShredLog
 from vault.domain.redaction import mask_card_numbers
 from vault.domain.retention import RetentionRule, Trigger, due_date, retention_key_owner
 from vault.domain.secrets import Secret, wipe_buffer
@@ -151,6 +152,8 @@ class UploadTicket:
     size: int
     sha256: bytes
     masked_statement: bool
+    # A value of the retired identity_document field that this document replaces.
+    replaces: Token | None = None
 
 
 @dataclass
@@ -451,7 +454,14 @@ class DocumentArchive:
         rule = self.policy.document_rule(ticket.document_type)
         for _ in range(4):
             now = self._clock()
-            dek, new_key = self._subject_keys.acquire(ctx, ticket.subject)
+            ended = None
+            if ticket.replaces is not None:  # a move of existing data: its subject's key
+                dek, new_key = self._existing_key(ctx, ticket.subject), None
+                held = self._subjects.subject_record(ticket.subject)
+                if held is not None and held.state is SubjectState.STOPPED:
+                    ended = held.state_changed_at
+            else:
+                dek, new_key = self._subject_keys.acquire(ctx, ticket.subject)
             try:
                 wrapped = [self._sealer.wrap_key(dek, binding, key) for binding, key in doc_keys]
             finally:
@@ -466,7 +476,7 @@ class DocumentArchive:
                 scan=scan,
                 key_owner=ticket.subject,
                 retention_rule=rule.name if rule else None,
-                due_at=due_date(rule, stored_at=now) if rule else None,
+                due_at=due_date(rule, stored_at=now, relationship_ended_at=ended) if rule else None,
                 masked_statement=ticket.masked_statement,
                 variants=tuple(
                     VariantRecord(v.variant, v.media_type, v.size, v.segments, v.blob, v.header, w)
@@ -491,7 +501,7 @@ class DocumentArchive:
                 detail=detail,
             )
             outcome = self._documents.add(
-                NewDocument(record, new_key, GCM_RANDOM_NONCE_LIMIT), [event]
+                NewDocument(record, new_key, GCM_RANDOM_NONCE_LIMIT, ticket.replaces), [event]
             )
             if outcome is WriteOutcome.DONE:
                 return record
@@ -503,7 +513,79 @@ class DocumentArchive:
                 raise deleted_subject()
             if outcome is WriteOutcome.KEY_EXHAUSTED:
                 raise key_exhausted()
+            if outcome is WriteOutcome.GONE:
+                raise NotFound("the value to move is gone", reason=Reason.SUBJECT_DELETED)
         raise Aborted("could not store the document under concurrent writes; retry the call")
+
+    def _existing_key(self, ctx: RequestContext, subject: SubjectId) -> Secret:
+        stored = self._subject_keys.values.data_keys([subject]).get(subject)
+        if stored is None:
+            raise NotFound("the subject was shredded meanwhile", reason=Reason.SUBJECT_DELETED)
+        return self._subject_keys.unwrap(ctx, subject, stored.wrapped)
+
+    # -- the retired identity_document field ----------------------------------------------------
+
+    def adopt_legacy_values(self, ctx: RequestContext) -> tuple[int, int]:
+        """Move every value of the document category (the retired `identity_document` field)
+        into a document of type unclassified, its token becoming a tombstone that names the
+        document. A value that is not a JPEG, PNG or PDF, or fails the checks, stays a value.
+        Idempotent (a moved value is gone); run at the primary's start-up. Returns (moved,
+        left as values)."""
+        category = self.policy.documents.category
+        values = self._subject_keys.values
+        seen: set[Token] = set()
+        moved = left = 0
+        far = self._clock() + timedelta(days=1)
+        while True:
+            batch = [
+                (t, s)
+                for t, s in values.values_stored_before(category, far, 100 + len(seen))
+                if t not in seen
+            ]
+            if not batch:
+                return moved, left
+            for token, subject in batch:
+                seen.add(token)
+                if self._adopt(ctx, token, subject):
+                    moved += 1
+                else:
+                    left += 1
+
+    def _adopt(self, ctx: RequestContext, token: Token, subject: SubjectId) -> bool:
+        found = self._subject_keys.values.lookup([token])
+        stored = found.values.get(token)
+        if stored is None:
+            return False
+        dek = self._existing_key(ctx, subject)
+        try:
+            plain = self._cipher.open(
+                dek, Binding(token, subject, self.policy.documents.category), stored.ciphertext
+            )
+        except IntegrityError:
+            return False
+        finally:
+            dek.wipe()
+        content = bytearray(plain.data.reveal())
+        plain.data.wipe()
+        declared = sniff(content)
+        if declared is None:
+            wipe_buffer(content)
+            return False
+        ticket = UploadTicket(
+            CallerName("system:migration"),
+            subject,
+            DocumentType.UNCLASSIFIED,
+            declared,
+            len(content),
+            b"",
+            False,
+            replaces=token,
+        )
+        try:
+            self.store(ctx, ticket, content)
+        except (InvalidArgument, NotFound):
+            return False
+        return True
 
     def _discard(self, blobs: Sequence[str]) -> None:
         """Delete what an upload wrote; if the database is gone, the sweep will."""

@@ -201,6 +201,8 @@ def _facts(found: Lookup, token: Token) -> ItemFacts:
             found.keys[value.subject].state,
             found.consent.get(value.subject),
         )
+    if token in found.moved:
+        return ItemFacts(Existence.MOVED, found.shredded[token], moved_to=found.moved[token])
     if token in found.shredded:
         gone = Existence.EXPIRED if token in found.expired else Existence.SHREDDED
         return ItemFacts(gone, found.shredded[token])

@@ -35,12 +35,26 @@ __all__ = [
     "SegmentSealer",
     "Variant",
     "new_document_id",
+    "sniff",
 ]
 
 DocumentId = NewType("DocumentId", str)
 """`doc_` and 26 base32 characters: 128 random bits, never derived from the content."""
 
 DOCUMENT_ID_RE = re.compile(r"doc_[a-z2-7]{26}")
+
+
+def sniff(content: bytes | bytearray) -> MediaType | None:
+    """What the first bytes say the content is, among the allow-list (a hint: the inspector
+    decides)."""
+    head = bytes(content[:8])
+    if head.startswith(b"\xff\xd8\xff"):
+        return MediaType.JPEG
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return MediaType.PNG
+    if head.startswith(b"%PDF-"):
+        return MediaType.PDF
+    return None
 
 
 def new_document_id() -> DocumentId:
@@ -57,6 +71,9 @@ class DocumentType(enum.Enum):
     # The back of a My Number card must not be copied or recorded (My Number Act Arts. 15, 20):
     # refused as a type, whatever the content.
     MY_NUMBER_CARD_BACK = "my_number_card_back"
+    # An identity document migrated from the retired `identity_document` field, whose kind was
+    # never recorded. Never accepted on upload.
+    UNCLASSIFIED = "unclassified"
 
 
 class MediaType(enum.Enum):

@@ -132,7 +132,9 @@ class DocumentRules:
 
     category: Category = field(default_factory=lambda: Category("identity_document"))
     types: frozenset[DocumentType] = frozenset(
-        t for t in DocumentType if t is not DocumentType.MY_NUMBER_CARD_BACK
+        t
+        for t in DocumentType
+        if t not in (DocumentType.MY_NUMBER_CARD_BACK, DocumentType.UNCLASSIFIED)
     )
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 50_000_000  # decoded image size: against decompression bombs

@@ -137,7 +137,12 @@ class _Parser:
         types: set[DocumentType] = set()
         for name in self._names(body, "types", where, [t.value for t in default.types]):
             t = self._enum_value(DocumentType, name, f"{where}.types")
-            if t is DocumentType.MY_NUMBER_CARD_BACK:
+            if t is DocumentType.UNCLASSIFIED:
+                self.errors.append(
+                    f"{where}.types: unclassified documents come only from the retired "
+                    "identity_document field, never from an upload"
+                )
+            elif t is DocumentType.MY_NUMBER_CARD_BACK:
                 self.errors.append(
                     f"{where}.types: the back of a My Number card must not be copied or recorded "
                     "(My Number Act Arts. 15, 20)"
@@ -164,7 +169,7 @@ class _Parser:
             self.errors.append(f"retention.{group}: must be retention.documents or .categories")
         for name, rule_body in self._named_tables_in(body, "documents", "retention.documents"):
             t = self._enum_value(DocumentType, name, "retention.documents")
-            if t is not None and t not in documents.types:
+            if t is not None and t not in documents.types and t is not DocumentType.UNCLASSIFIED:
                 self.errors.append(f"retention.documents.{name}: not a type of [documents].types")
             rules[f"documents.{name}"] = self._rule(
                 f"documents.{name}", rule_body, purposes, document=True

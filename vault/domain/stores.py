@@ -129,6 +129,9 @@ class Lookup:
     # Tokens among `shredded` whose value was erased at the end of its retention period (its
     # subject lives on), not by a shred of the subject.
     expired: set[Token] = field(default_factory=set)
+    # Tokens among `shredded` whose value became a document (the retired identity_document
+    # field): token -> the document's id.
+    moved: dict[Token, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,6 +400,10 @@ class NewDocument:
     record: DocumentRecord
     new_key: WrappedKey | None
     encryption_limit: int
+    # A value of the retired identity_document field this document replaces: in the same
+    # transaction its row goes and its token becomes a tombstone naming the document. (A move
+    # of existing data: allowed on a stopped subject.)
+    replaces: Token | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,8 +439,10 @@ class DocumentStore(Protocol):
     def add(self, new: NewDocument, audit: Sequence[AuditEvent]) -> WriteOutcome:
         """Atomically: create the subject with `new_key` (or lock the existing active one and
         count one encryption per variant against the limit), insert the document and its
-        variants, clear their blobs' upload marks, record `audit`. DONE, or (nothing
-        written) SUBJECT_RACE, SUBJECT_SHREDDED, SUBJECT_STOPPED or KEY_EXHAUSTED."""
+        variants, clear their blobs' upload marks, replace the value `replaces` names (its
+        tombstone cause `moved`, receipt the document id), record `audit`. DONE, or (nothing
+        written) SUBJECT_RACE, SUBJECT_SHREDDED, SUBJECT_STOPPED, KEY_EXHAUSTED or GONE (the
+        value to replace is gone)."""
         ...
 
     def document(self, document_id: DocumentId) -> DocumentRecord | None: ...

@@ -66,6 +66,7 @@ class MemoryState:
     shredded_subjects: dict[str, ShreddedRecord] = field(default_factory=dict)
     shredded_tokens: dict[Token, Category] = field(default_factory=dict)
     expired_tokens: set[Token] = field(default_factory=set)
+    moved_tokens: dict[Token, str] = field(default_factory=dict)
     documents: dict[DocumentId, DocumentRecord] = field(default_factory=dict)
     document_tombstones: dict[DocumentId, DocumentTombstone] = field(default_factory=dict)
     blob_marks: dict[str, tuple[str, datetime]] = field(default_factory=dict)
@@ -132,6 +133,8 @@ class MemoryValueStore:
                     out.shredded[t] = self._s.shredded_tokens[t]
                     if t in self._s.expired_tokens:
                         out.expired.add(t)
+                    if t in self._s.moved_tokens:
+                        out.moved[t] = self._s.moved_tokens[t]
             return out
 
     def subject_values(self, subject: SubjectId) -> list[tuple[StoredValue, datetime]]:
@@ -496,6 +499,19 @@ class MemoryDocumentStore:
                     return WriteOutcome.KEY_EXHAUSTED
                 s.subjects[subject] = _Subject(SubjectState.ACTIVE, record.created_at)
                 s.keys[subject] = StoredDataKey(subject, new.new_key, n)
+            elif new.replaces is not None:
+                if subject not in s.subjects or subject not in s.keys:
+                    return WriteOutcome.SUBJECT_RACE
+                key = s.keys[subject]
+                if key.encryptions + n > new.encryption_limit:
+                    return WriteOutcome.KEY_EXHAUSTED
+                held_value = s.values.get(new.replaces)
+                if held_value is None or held_value[0].subject != subject:
+                    return WriteOutcome.GONE
+                s.keys[subject] = replace(key, encryptions=key.encryptions + n)
+                del s.values[new.replaces]
+                s.shredded_tokens[new.replaces] = held_value[0].category
+                s.moved_tokens[new.replaces] = record.document_id
             else:
                 held = s.subjects.get(subject)
                 if held is None or subject not in s.keys:

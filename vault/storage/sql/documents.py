@@ -43,7 +43,9 @@ from vault.storage.tables import (
     document_tombstones,
     document_variants,
     documents,
+    shredded_tokens,
     subjects,
+    token_values,
 )
 
 __all__ = ["SqlBlobStore", "SqlDocumentStore"]
@@ -156,6 +158,8 @@ class SqlDocumentStore:
                     new.encryption_limit,
                     record.created_at,
                 )
+            elif new.replaces is not None:
+                self._move_value(conn, subject, new, encryptions)
             else:
                 count_under_lock(self._db, conn, subject, encryptions, new.encryption_limit)
             conn.execute(insert(documents).values(**_head(record)))
@@ -171,6 +175,33 @@ class SqlDocumentStore:
             rows.insert_audit(conn, audit)
 
         return self._db.outcome(body)
+
+    def _move_value(self, conn: Connection, subject: SubjectId, new: NewDocument, n: int) -> None:
+        """The retired field's value becomes this document: its row goes, its token stays as
+        a tombstone that names the document. Allowed on a stopped subject (nothing new)."""
+        if self._db.lock_subject(conn, subject, exclusive=False) is None:
+            raise Answer(WriteOutcome.SUBJECT_RACE)
+        counted = conn.execute(
+            rows.COUNT_ENCRYPTIONS, {"s": subject, "n": n, "limit": new.encryption_limit}
+        )
+        if counted.rowcount != 1:
+            raise Answer(WriteOutcome.KEY_EXHAUSTED)
+        value = conn.execute(
+            select(token_values.c.category).where(
+                token_values.c.token == new.replaces, token_values.c.subject_id == subject
+            )
+        ).first()
+        if value is None:
+            raise Answer(WriteOutcome.GONE)
+        conn.execute(
+            insert(shredded_tokens).values(
+                token=new.replaces,
+                category=value.category,
+                receipt_id=new.record.document_id,
+                cause="moved",
+            )
+        )
+        conn.execute(delete(token_values).where(token_values.c.token == new.replaces))
 
     def set_verified(
         self,

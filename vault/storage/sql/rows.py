@@ -105,7 +105,8 @@ LOOKUP = union_all(
         # The tombstone's cause (shred | retention) where a live row has its token format.
         shredded_tokens.c.cause,
         cast(null(), LargeBinary),
-        cast(null(), String),
+        # Where a live row has its provider: the receipt (a moved value's document id).
+        shredded_tokens.c.receipt_id,
         null(),
         cast(null(), LargeBinary),
         null(),

@@ -36,6 +36,7 @@ from vault.storage.tables import (
 __all__ = ["SqlValueStore"]
 
 _EXPIRED = "retention"  # a tombstone's cause: the value's retention period ended
+_MOVED = "moved"  # a tombstone's cause: the value became a document (its receipt: the id)
 
 
 class SqlValueStore:
@@ -63,6 +64,8 @@ class SqlValueStore:
                 out.shredded[Token(r.token)] = Category(r.category)
                 if r.token_format == _EXPIRED:
                     out.expired.add(Token(r.token))
+                elif r.token_format == _MOVED:
+                    out.moved[Token(r.token)] = r.provider
                 continue
             subject = SubjectId(r.subject_id)
             out.values[Token(r.token)] = StoredValue(

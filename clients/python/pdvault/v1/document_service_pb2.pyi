@@ -46,6 +46,10 @@ class _DocumentTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Document
     """The back of a My Number card: always refused (My Number Act Arts. 15,
     20 forbid copying or recording it). Listed so that the refusal names it.
     """
+    DOCUMENT_TYPE_UNCLASSIFIED: _DocumentType.ValueType  # 7
+    """An identity document migrated from the retired `identity_document` field
+    of TokenService, whose kind was never recorded. Never accepted on upload.
+    """
 
 class DocumentType(_DocumentType, metaclass=_DocumentTypeEnumTypeWrapper):
     """The kinds of identity document pdvault accepts."""
@@ -68,6 +72,10 @@ DOCUMENT_TYPE_MY_NUMBER_CARD_FRONT: DocumentType.ValueType  # 5
 DOCUMENT_TYPE_MY_NUMBER_CARD_BACK: DocumentType.ValueType  # 6
 """The back of a My Number card: always refused (My Number Act Arts. 15,
 20 forbid copying or recording it). Listed so that the refusal names it.
+"""
+DOCUMENT_TYPE_UNCLASSIFIED: DocumentType.ValueType  # 7
+"""An identity document migrated from the retired `identity_document` field
+of TokenService, whose kind was never recorded. Never accepted on upload.
 """
 Global___DocumentType: _TypeAlias = DocumentType  # noqa: Y015
 
