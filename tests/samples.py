@@ -107,7 +107,7 @@ def pe_executable() -> bytes:
     return bytes(dos) + b"PE\0\0" + struct.pack("<H", 0x8664) + b"\0" * 100
 
 
-def jpeg_markers(content: bytes) -> Iterator[int]:
+def jpeg_markers(content: bytes | bytearray) -> Iterator[int]:
     """The markers of a JPEG file, in order, up to its end (entropy-coded data skipped)."""
     assert content[:2] == b"\xff\xd8"
     yield 0xD8
@@ -126,7 +126,7 @@ def jpeg_markers(content: bytes) -> Iterator[int]:
                 pos += 1
 
 
-def png_chunks(content: bytes) -> Iterator[bytes]:
+def png_chunks(content: bytes | bytearray) -> Iterator[bytes]:
     pos = 8
     while pos < len(content):
         length, kind = struct.unpack_from(">I4s", content, pos)
