@@ -47,6 +47,7 @@ from vault.storage.sql import (
     purge_notices,
     sql_stores,
 )
+from vault.storage.sql.rows import POLICY_VERSION
 
 __all__ = [
     "KEK_CHECK",
@@ -191,6 +192,8 @@ def build_app(settings: Settings, primary: bool = True) -> App:
     if settings.uses_sqlite:
         for suffix in ("", "-wal", "-shm"):
             secure_file(Path(str(engine.url.database) + suffix))
+    # Every audit entry records the policy version that decided it (rows.insert_audit).
+    engine.update_execution_options(**{POLICY_VERSION: policy.version})
     database = Database(engine)
     stores = sql_stores(database)
     try:
@@ -287,6 +290,9 @@ def _wire(
         sweep_interval=settings.retention_sweep_interval if primary else 0.0,
     )
     if primary:
+        sealed = stores.audit.seal_legacy()
+        if sealed:
+            log.warning("audit log: %d entries from before the Merkle log got their places", sealed)
         stores.idempotency.purge_idempotency(utc_now() - tokens.limits.idempotency_retention)
         again = subjects.reapply_shred_log(RequestContext.system("shred-log"))
         if again:

@@ -92,7 +92,12 @@ def value(token: str, subject: SubjectId = S) -> StoredValue:
     )
 
 
-def event(token: str | None = None, subject: SubjectId | None = S) -> AuditEvent:
+REF = "ref:" + "ab" * 32  # a subject's keyed digest, as SubjectRefs makes them
+
+
+def event(
+    token: str | None = None, subject: SubjectId | None = S, ref: str | None = REF
+) -> AuditEvent:
     return AuditEvent(
         occurred_at=NOW,
         caller=CallerName("kyc"),
@@ -101,4 +106,5 @@ def event(token: str | None = None, subject: SubjectId | None = S) -> AuditEvent
         rule="caller:kyc:tokenize",
         token=Token(token) if token else None,
         subject=subject,
+        subject_ref=ref if subject is not None else None,
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
-from tests.contract.conftest import KEY, NOW, S, event, value
+from tests.contract.conftest import KEY, NOW, REF, S, event, value
 from tests.contract.test_value_store import save
 from vault.domain.stores import ApiKeyRecord, Stores
 from vault.domain.types import (
@@ -16,8 +16,6 @@ from vault.domain.types import (
     SubjectId,
     Token,
     WrappedKey,
-    anonymized_subject,
-    subject_digest,
 )
 
 RID = "7d5b8a3e-4f3c-4a43-9a5e-3b8d2f1f0c11"
@@ -64,13 +62,40 @@ def test_idempotency_records_are_purged_by_age(stores: Stores) -> None:
     assert stores.idempotency.purge_idempotency(NOW - timedelta(hours=24)) == 1
 
 
-def test_audit_events_name_subjects_by_digest(stores: Stores) -> None:
-    stores.audit.append([event("tok_a"), event(subject=None)])
+def test_audit_events_name_subjects_by_keyed_digest_only(stores: Stores) -> None:
+    stores.audit.append([event("tok_a"), event(subject=None), event("tok_b", ref=None)])
     stores.audit.append([])
-    [mine] = stores.audit.of_subject(S)
+    [mine] = stores.audit.of_subject([REF], [])
     assert mine.token == "tok_a"
-    assert mine.subject == anonymized_subject(subject_digest(S))
-    assert stores.audit.of_subject(SubjectId("nobody")) == []
+    assert mine.subject_ref == REF
+    # A subject named without its keyed digest is stored without a subject, never by id.
+    [by_token] = stores.audit.of_subject([], ["tok_b"])
+    assert by_token.subject_ref is None
+    assert stores.audit.of_subject(["ref:nobody"], ["tok_nobody"]) == []
+    assert stores.audit.of_subject([], []) == []
+    assert all(S not in repr(e.subject) for e in stores.audit.of_subject([REF], ["tok_b"]))
+
+
+def test_audit_entries_have_gap_free_places_and_leaf_hashes(stores: Stores) -> None:
+    from vault.domain.audit_log import entry_bytes, verify_log
+
+    stores.audit.append([event("tok_a"), event("tok_b")])
+    stores.audit.append([event("tok_c")])
+    found = stores.audit.entries(0, 100)
+    assert [e.event.seq for e in found] == [0, 1, 2]
+    head = stores.audit.head()
+    assert head.size == 3
+    result = verify_log(
+        (
+            (e.event.seq, e.leaf_hash, entry_bytes(e.event, e.event.seq or 0, e.stored_subject))
+            for e in found
+        ),
+        [],
+        head.size,
+    )
+    assert result.ok, result.problems
+    assert result.root == head.root
+    assert stores.audit.leaf_hashes(1, 3) == [e.leaf_hash for e in found[1:]]
 
 
 def test_concurrent_audit_appends_all_land(stores: Stores) -> None:
@@ -83,7 +108,8 @@ def test_concurrent_audit_appends_all_land(stores: Stores) -> None:
         t.start()
     for t in threads:
         t.join()
-    assert len(stores.audit.of_subject(S)) == 160
+    assert len(stores.audit.of_subject([REF], [])) == 160
+    assert [e.event.seq for e in stores.audit.entries(0, 1000)] == list(range(160))
 
 
 def test_api_keys(stores: Stores) -> None:

@@ -63,7 +63,7 @@ def test_audit_rows_hold_no_subject_id(engine: Engine, audit: SqlAuditLog) -> No
     with engine.connect() as conn:
         named = set(conn.execute(select(audit_events.c.subject_id)).scalars())
     assert len(named) == 1
-    assert next(iter(named)).startswith("sha256:")
+    assert next(iter(named)).startswith("ref:")  # the digest keyed by the subject's data key
 
 
 def test_a_failed_audit_commit_fails_its_requests(

@@ -23,7 +23,7 @@ import hashlib
 import secrets
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -36,6 +36,7 @@ from vault.domain.access import (
     ReadDecision,
     ReadEvaluator,
 )
+from vault.domain.audit_log import SubjectRefs
 from vault.domain.context import RequestContext
 from vault.domain.documents import (
     DOCUMENT_ID_RE,
@@ -204,6 +205,7 @@ class DocumentArchive:
         self._clock = clock
         self.limits = limits or DocumentLimits(max_bytes=policy.documents.max_bytes)
         self._subject_keys = SubjectKeys(values, subjects, keys, cipher)
+        self._refs = SubjectRefs(cipher)
         self._forget = forget_key
 
     def __repr__(self) -> str:
@@ -464,6 +466,7 @@ class DocumentArchive:
                 dek, new_key = self._subject_keys.acquire(ctx, ticket.subject)
             try:
                 wrapped = [self._sealer.wrap_key(dek, binding, key) for binding, key in doc_keys]
+                ref = self._refs.ref(dek, ticket.subject)
             finally:
                 dek.wipe()
             record = DocumentRecord(
@@ -491,14 +494,17 @@ class DocumentArchive:
             )
             if ticket.masked_statement:
                 detail += "; uploader stated the insurer number is masked"
-            event = self._event(
-                ticket.caller,
-                Action.DOCUMENT_UPLOAD,
-                Outcome.GRANTED,
-                f"caller:{ticket.caller}:tokenize",
-                subject=ticket.subject,
-                document=document_id,
-                detail=detail,
+            event = replace(
+                self._event(
+                    ticket.caller,
+                    Action.DOCUMENT_UPLOAD,
+                    Outcome.GRANTED,
+                    f"caller:{ticket.caller}:tokenize",
+                    subject=ticket.subject,
+                    document=document_id,
+                    detail=detail,
+                ),
+                subject_ref=ref,
             )
             outcome = self._documents.add(
                 NewDocument(record, new_key, GCM_RANDOM_NONCE_LIMIT, ticket.replaces), [event]
@@ -945,6 +951,10 @@ class DocumentArchive:
         return found
 
     # -- the subject's lifecycle ----------------------------------------------------------------
+
+    def held_by(self, subject: SubjectId) -> list[DocumentRecord]:
+        """The subject's documents (for its disclosure export; the caller is authorized)."""
+        return self._documents.documents_of(subject)
 
     def relationship_changed(self, subject: SubjectId, ended_at: datetime | None) -> None:
         """Account Stop ended the relationship (`ended_at`), or a resume continued it (None):

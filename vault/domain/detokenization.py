@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from vault.domain import masking
 from vault.domain.access import UNKNOWN, Access, Existence, ItemFacts, ReadDecision, ReadEvaluator
+from vault.domain.audit_log import SubjectRefs
 from vault.domain.context import RequestContext
 from vault.domain.policy import Policy
 from vault.domain.ports import Binding, Cipher, Clock, KeyProvider
@@ -60,6 +61,7 @@ class Detokenization:
     ) -> None:
         self.policy = policy
         self._access = ReadEvaluator(policy)
+        self._refs = SubjectRefs(cipher)
         self._values = values
         self._audit = audit
         self._keys = keys
@@ -83,7 +85,11 @@ class Detokenization:
         # Stored in clear for auditors; a card number pasted into it keeps its last four only.
         why = mask_card_numbers(justification) or None
 
-        def event(token: str, decision: ReadDecision, value: StoredValue | None) -> AuditEvent:
+        def event(
+            token: str, decision: ReadDecision, value: StoredValue | None, ref: str | None = None
+        ) -> AuditEvent:
+            # A refusal names no subject: naming it would need its key (timing, and a key
+            # provider call for a caller who gets nothing); the token is there.
             return AuditEvent(
                 occurred_at=now,
                 caller=ctx.caller,
@@ -91,7 +97,8 @@ class Detokenization:
                 outcome=Outcome.GRANTED if decision.allowed else Outcome.REFUSED,
                 rule=decision.rule,
                 token=Token(token) if value else audited_token(token),
-                subject=value.subject if value else None,
+                subject=value.subject if value and ref else None,
+                subject_ref=ref,
                 category=value.category if value else None,
                 purpose=access.purpose,
                 view=decision.view if decision.allowed else None,
@@ -156,7 +163,7 @@ class Detokenization:
         value: StoredValue | None,
         keys: dict[SubjectId, Secret | None],
         openers: dict[SubjectId, Callable[[Binding, bytes], PlainValue]],
-        event: Callable[[str, ReadDecision, StoredValue | None], AuditEvent],
+        event: Callable[..., AuditEvent],
     ) -> tuple[Detokenized, AuditEvent]:
         """One distinct token's result and its audit event (a repeated token shares them)."""
         if value is None or not decision.allowed:
@@ -167,7 +174,9 @@ class Detokenization:
         except IntegrityError as exc:
             failed = ReadDecision.refuse("integrity:failed", Reason.DATA_INTEGRITY, exc.message)
             return Detokenized(token, error=exc), event(token, failed, value)
-        granted = event(token, decision, value)
+        key = keys.get(value.subject)
+        ref = self._refs.ref(key, value.subject) if key is not None else None
+        granted = event(token, decision, value, ref)
         if decision.view is View.FULL:
             return Detokenized(token, value.category, View.FULL, value=plain), granted
         rule = self.policy.categories[value.category]

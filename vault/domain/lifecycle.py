@@ -20,6 +20,7 @@ from vault.domain.access import (
     ReadEvaluator,
 )
 from vault.domain.archive import DocumentArchive
+from vault.domain.audit_log import SubjectRefs
 from vault.domain.context import RequestContext
 from vault.domain.erasure import Erasure
 from vault.domain.policy import Policy
@@ -50,6 +51,7 @@ from vault.domain.types import (
     SubjectState,
     Token,
     WrappedKey,
+    anonymized_subject,
     subject_digest,
 )
 from vault.domain.validation import RuleBroken, validate
@@ -108,6 +110,7 @@ class SubjectAdministration:
         self._policy = policy
         self.documents = documents
         self._access = ReadEvaluator(policy)
+        self._refs = SubjectRefs(cipher)
         self._values = values
         self._subjects = subjects
         self._audit = audit
@@ -126,21 +129,24 @@ class SubjectAdministration:
     # -- stop / resume ------------------------------------------------------------------------
 
     def stop(self, ctx: RequestContext, subject: str) -> SubjectRecord:
-        return self._set_state(ctx.caller, subject, SubjectState.STOPPED, Action.SUBJECT_STOP)
+        return self._set_state(ctx, subject, SubjectState.STOPPED, Action.SUBJECT_STOP)
 
     def resume(self, ctx: RequestContext, subject: str) -> SubjectRecord:
-        return self._set_state(ctx.caller, subject, SubjectState.ACTIVE, Action.SUBJECT_RESUME)
+        return self._set_state(ctx, subject, SubjectState.ACTIVE, Action.SUBJECT_RESUME)
 
     def status(self, ctx: RequestContext, subject: str) -> SubjectRecord:
         subject_id = self._authorize(ctx.caller, subject, Action.SUBJECT_SHOW)
         return self._record(subject_id)
 
     def _set_state(
-        self, caller: CallerName, subject: str, state: SubjectState, action: Action
+        self, ctx: RequestContext, subject: str, state: SubjectState, action: Action
     ) -> SubjectRecord:
+        caller = ctx.caller
         subject_id = self._authorize(caller, subject, action)
         now = self._clock()
-        event = self._event(caller, action, subject_id, f"state: {state.value}")
+        event = self._event(
+            caller, action, subject_id, f"state: {state.value}", self._ref(ctx, subject_id)
+        )
         if not self._subjects.set_state(subject_id, state, now, [event]):
             raise self._absent(subject_id)
         if self.documents is not None:
@@ -185,6 +191,7 @@ class SubjectAdministration:
             subject=subject_id,
             purpose=Purpose(purpose),
             detail=verb,
+            subject_ref=self._ref(ctx, subject_id),
         )
         if not self._subjects.set_consent(subject_id, Purpose(purpose), granted, now, [event]):
             raise self._absent(subject_id)
@@ -296,7 +303,14 @@ class SubjectAdministration:
         subject_id = self._authorize(caller, subject, Action.SUBJECT_EXPORT, Operation.EXPORT)
         record = self._record(subject_id)
         rows = self._values.subject_values(subject_id)
-        history = tuple(self._audit.of_subject(subject_id))
+        ref = self._ref(ctx, subject_id)
+        # Its entries: by its keyed digest, by its tokens and documents, and the entries
+        # written before the Merkle log by its unkeyed digest.
+        names = [anonymized_subject(subject_digest(subject_id)), *([ref] if ref else [])]
+        items = [str(v.token) for v, _at in rows]
+        if self.documents is not None:
+            items += [str(d.document_id) for d in self.documents.held_by(subject_id)]
+        history = tuple(self._audit.of_subject(names, items))
         values: list[ExportedValue] = []
         if rows:
             wrapped = self._values.data_keys([subject_id])[subject_id].wrapped
@@ -324,6 +338,7 @@ class SubjectAdministration:
                     Action.SUBJECT_EXPORT,
                     subject_id,
                     f"{len(values)} values, {len(history)} access records",
+                    ref,
                 )
             ]
         )
@@ -383,7 +398,12 @@ class SubjectAdministration:
         return SubjectId(subject)
 
     def _event(
-        self, caller: CallerName, action: Action, subject: SubjectId, detail: str
+        self,
+        caller: CallerName,
+        action: Action,
+        subject: SubjectId,
+        detail: str,
+        ref: str | None = None,
     ) -> AuditEvent:
         return AuditEvent(
             occurred_at=self._clock(),
@@ -393,4 +413,16 @@ class SubjectAdministration:
             rule=f"caller:{caller}:operations",
             subject=subject,
             detail=detail,
+            subject_ref=ref,
         )
+
+    def _ref(self, ctx: RequestContext, subject: SubjectId) -> str | None:
+        """The subject's keyed digest for the audit log; None if it has no data key."""
+        stored = self._values.data_keys([subject]).get(subject)
+        if stored is None:
+            return None
+        key = self._unwrap(ctx, subject, stored.wrapped)
+        try:
+            return self._refs.ref(key, subject)
+        finally:
+            key.wipe()

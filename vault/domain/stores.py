@@ -52,6 +52,7 @@ from vault.domain.types import (
 
 __all__ = [
     "ApiKeyRecord",
+    "AuditHead",
     "AuditLog",
     "BlobStore",
     "CredentialStore",
@@ -66,6 +67,8 @@ __all__ = [
     "RetentionKey",
     "ShredResult",
     "ShreddedRecord",
+    "StoredCheckpoint",
+    "StoredEntry",
     "Stores",
     "SubjectStore",
     "ValueStore",
@@ -274,16 +277,64 @@ class IdempotencyStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class AuditHead:
+    size: int
+    root: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """An audit entry as stored: the event (with its place), the subject column's value, and
+    the leaf hash stored with it (None if missing)."""
+
+    event: AuditEvent
+    stored_subject: str | None
+    leaf_hash: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    size: int
+    root: bytes
+    note: str
+    created_at: datetime
+
+
 class AuditLog(Protocol):
-    """Every decision pdvault takes on a caller's behalf. Events name subjects by digest only."""
+    """Every decision pdvault takes on a caller's behalf, as an append-only Merkle log
+    (vault.domain.audit_log). Entries name subjects by keyed digest only. Appends MUST be
+    serialized across processes: gap-free places, one tree."""
 
     def append(self, events: Sequence[AuditEvent]) -> None:
         """Commit `events`. MUST be durable when it returns; a bad event MUST fail only the
         call that brought it, never others committed with it."""
         ...
 
-    def of_subject(self, subject: SubjectId) -> list[AuditEvent]:
-        """The events about `subject`, in order (for its disclosure export)."""
+    def of_subject(self, names: Collection[str], items: Collection[str]) -> list[AuditEvent]:
+        """The events that name one of `names` (a subject's keyed digest, or its legacy
+        digest) or one of `items` (its tokens and documents), in order (for its export)."""
+        ...
+
+    def head(self) -> AuditHead: ...
+
+    def entries(self, first: int, limit: int) -> list[StoredEntry]:
+        """Up to `limit` entries from place `first`, in order (rows without a place last)."""
+        ...
+
+    def leaf_hashes(self, first: int, end: int) -> list[bytes]:
+        """The stored leaf hashes of places `first` to `end - 1`."""
+        ...
+
+    def checkpoints(self) -> list[StoredCheckpoint]: ...
+
+    def add_checkpoint(self, checkpoint: StoredCheckpoint) -> bool:
+        """Store a checkpoint unless one of its size exists; True if stored."""
+        ...
+
+    def seal_legacy(self) -> int:
+        """Give entries written before the Merkle log their places and leaf hashes, in the
+        order they were written. Returns how many."""
         ...
 
     def close(self) -> None:

@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Sequence
 
 from vault.domain import tokens
+from vault.domain.audit_log import SubjectRefs
 from vault.domain.context import RequestContext
 from vault.domain.policy import CategoryRule, Decision, Policy, ValueRule
 from vault.domain.ports import Binding, Cipher, Clock, KeyProvider
@@ -87,6 +88,7 @@ class Tokenization:
         self._clock = clock
         self.limits = limits or Limits()
         self._subject_keys = SubjectKeys(values, subjects, keys, cipher)
+        self._refs = SubjectRefs(cipher)
 
     # -- Tokenize -------------------------------------------------------------------------------
 
@@ -281,6 +283,7 @@ class Tokenization:
                     )
                 )
                 results.append(Tokenized(token, rule.name))
+            ref = self._refs.ref(dek, subject)
             audit = [
                 AuditEvent(
                     occurred_at=now,
@@ -292,6 +295,7 @@ class Tokenization:
                     subject=subject,
                     category=r.category,
                     request_id=request_id or None,
+                    subject_ref=ref,
                 )
                 for r in results
             ]

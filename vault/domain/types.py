@@ -200,6 +200,13 @@ class AuditEvent:
     # What an operation did, in words and numbers (never a value or key material).
     detail: str | None = None
     legal_basis: LegalBasis | None = None
+    # How the entry names its subject: a digest keyed by the subject's own data key
+    # (vault.domain.audit_log.SubjectRefs), or `sha256:` and the receipt's digest for a shred.
+    # Set by the use case that holds the key; an event with `subject` and no ref is stored
+    # without a subject.
+    subject_ref: str | None = None
+    policy_version: int | None = None  # the policy that decided it (set when appended)
+    seq: int | None = None  # its place in the Merkle log (set when read back)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,10 +12,13 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from vault.domain.audit_log import entry_bytes
 from vault.domain.documents import DocumentId, ScanResult, Variant
+from vault.domain.merkle import MerkleTree, leaf_hash
 from vault.domain.retention import RETENTION_SUBJECT_PREFIX
 from vault.domain.stores import (
     ApiKeyRecord,
+    AuditHead,
     DocumentRecord,
     DocumentTombstone,
     Hold,
@@ -24,6 +27,8 @@ from vault.domain.stores import (
     RetentionKey,
     ShreddedRecord,
     ShredResult,
+    StoredCheckpoint,
+    StoredEntry,
     Stores,
     WriteOutcome,
 )
@@ -40,9 +45,9 @@ from vault.domain.types import (
     SubjectState,
     Token,
     WrappedKey,
-    anonymized_subject,
     subject_digest,
 )
+from vault.errors import IntegrityError
 
 __all__ = ["MemoryState", "memory_stores"]
 
@@ -74,6 +79,10 @@ class MemoryState:
     retention_owners: set[str] = field(default_factory=set)
     idempotency: dict[tuple[CallerName, str], IdempotencyRecord] = field(default_factory=dict)
     audit: list[AuditEvent] = field(default_factory=list)
+    audit_leaves: list[bytes] = field(default_factory=list)
+    audit_tree: MerkleTree = field(default_factory=MerkleTree)
+    audit_checkpoints: dict[int, StoredCheckpoint] = field(default_factory=dict)
+    policy_version: int | None = None
     api_keys: dict[str, ApiKeyRecord] = field(default_factory=dict)
     kek_checks: dict[tuple[str, int], WrappedKey] = field(default_factory=dict)
 
@@ -81,11 +90,24 @@ class MemoryState:
         return f"MemoryState(subjects={len(self.subjects)}, values={len(self.values)})"
 
     def record_audit(self, events: Sequence[AuditEvent]) -> None:
+        """As the SQL log: the subject column is the keyed ref (or a shred's digest), each
+        entry gets its place and leaf hash."""
         for e in events:
-            named = e.subject
-            if named is not None and not named.startswith("sha256:"):
-                named = anonymized_subject(subject_digest(named))
-            self.audit.append(replace(e, subject=named))
+            stored = e.subject_ref
+            if stored is None and e.subject is not None and e.subject.startswith("sha256:"):
+                stored = e.subject
+            seq = len(self.audit)
+            entry = replace(
+                e,
+                subject=SubjectId(stored) if stored else None,
+                subject_ref=stored,
+                seq=seq,
+                policy_version=e.policy_version or self.policy_version,
+            )
+            leaf = leaf_hash(entry_bytes(entry, seq, stored))
+            self.audit.append(entry)
+            self.audit_leaves.append(leaf)
+            self.audit_tree.append(leaf)
 
 
 def memory_stores(state: MemoryState | None = None) -> Stores:
@@ -386,13 +408,50 @@ class MemoryAuditLog:
         with self._s.lock:
             self._s.record_audit(events)
 
-    def of_subject(self, subject: SubjectId) -> list[AuditEvent]:
-        named = anonymized_subject(subject_digest(subject))
+    def of_subject(self, names: Collection[str], items: Collection[str]) -> list[AuditEvent]:
+        wanted, things = set(names), set(items)
         with self._s.lock:
-            return [e for e in self._s.audit if e.subject == named]
+            return [
+                e
+                for e in self._s.audit
+                if (e.subject_ref is not None and e.subject_ref in wanted)
+                or (e.token is not None and e.token in things)
+            ]
 
     def close(self) -> None:
         return None
+
+    def head(self) -> AuditHead:
+        with self._s.lock:
+            return AuditHead(self._s.audit_tree.size, self._s.audit_tree.root())
+
+    def entries(self, first: int, limit: int) -> list[StoredEntry]:
+        with self._s.lock:
+            return [
+                StoredEntry(e, e.subject_ref, self._s.audit_leaves[i])
+                for i, e in enumerate(self._s.audit)
+                if i >= first
+            ][:limit]
+
+    def leaf_hashes(self, first: int, end: int) -> list[bytes]:
+        with self._s.lock:
+            if end > len(self._s.audit_leaves):
+                raise IntegrityError("audit entries are missing")
+            return self._s.audit_leaves[first:end]
+
+    def checkpoints(self) -> list[StoredCheckpoint]:
+        with self._s.lock:
+            return [self._s.audit_checkpoints[k] for k in sorted(self._s.audit_checkpoints)]
+
+    def add_checkpoint(self, checkpoint: StoredCheckpoint) -> bool:
+        with self._s.lock:
+            if checkpoint.size in self._s.audit_checkpoints:
+                return False
+            self._s.audit_checkpoints[checkpoint.size] = checkpoint
+            return True
+
+    def seal_legacy(self) -> int:
+        return 0  # every entry has its place from the start
 
 
 class MemoryCredentialStore:

@@ -170,9 +170,38 @@ audit_events = Table(
     Column("request_id", String(36)),
     Column("detail", String(256)),
     Column("legal_basis", String(32)),
+    # The Merkle log (vault.storage.sql.audit_log): the entry's place, gap-free from 0 (never a
+    # database sequence, which leaves gaps on rollback), and its RFC 9162 leaf hash.
+    Column("seq", BigInteger, unique=True),
+    Column("leaf_hash", LargeBinary),
+    Column("policy_version", Integer),
     Index(None, "token"),
     Index(None, "subject_id"),
     Index(None, "occurred_at"),
+)
+
+# The Merkle log's head: one row, locked by every append (appends are serialized, so the
+# sequence has no gap and the tree no fork, with any number of replicas).
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    # The right edge of the tree (vault.domain.merkle.MerkleTree.to_bytes); NULL: empty.
+    Column("frontier", LargeBinary),
+    Column("root", LargeBinary),
+    Column("updated_at", UtcDateTime()),
+)
+
+# Signed checkpoints (C2SP tlog-checkpoint in a signed note), also written to a file outside
+# the database (PDV_AUDIT_CHECKPOINTS).
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("size", BigInteger, primary_key=True),
+    Column("root", LargeBinary, nullable=False),
+    Column("note", Text, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
 )
 
 # One check value per key-encryption-key version that wrapped data keys: a random key wrapped

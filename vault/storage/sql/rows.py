@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +25,8 @@ from sqlalchemy import (
     update,
 )
 
+from vault.domain.audit_log import entry_bytes
+from vault.domain.merkle import MerkleTree, leaf_hash
 from vault.domain.stores import ApiKeyRecord, ShreddedRecord
 from vault.domain.types import (
     Action,
@@ -40,11 +43,11 @@ from vault.domain.types import (
     Token,
     View,
     WrappedKey,
-    anonymized_subject,
-    subject_digest,
 )
+from vault.errors import IntegrityError
 from vault.storage.tables import (
     audit_events,
+    audit_head,
     consents,
     data_keys,
     shredded_tokens,
@@ -57,6 +60,7 @@ __all__ = [
     "DATA_KEYS",
     "INSERT_VALUES",
     "LOOKUP",
+    "POLICY_VERSION",
     "api_key",
     "audit_event",
     "audited_subject",
@@ -193,24 +197,52 @@ def audit_event(r: Any) -> AuditEvent:
         request_id=r.request_id,
         detail=r.detail,
         legal_basis=LegalBasis(r.legal_basis) if r.legal_basis else None,
+        subject_ref=r.subject_id if r.subject_id else None,
+        policy_version=getattr(r, "policy_version", None),
+        seq=getattr(r, "seq", None),
     )
 
 
-def audited_subject(subject: SubjectId | None) -> str | None:
-    """How an audit row names a subject: by digest, never by id."""
-    if subject is None:
-        return None
-    if subject.startswith("sha256:"):
-        return subject  # already a digest (a shred's own event)
-    return anonymized_subject(subject_digest(subject))
+def audited_subject(event: AuditEvent) -> str | None:
+    """How an audit row names a subject: by the digest keyed by its data key (`subject_ref`),
+    or a shred's receipt digest (`sha256:`); never by id. An event that names a subject but
+    carries no ref is stored without one (an unkeyed digest could be reversed by a dictionary
+    of ids)."""
+    if event.subject_ref is not None:
+        return event.subject_ref
+    if event.subject is not None and event.subject.startswith("sha256:"):
+        return event.subject
+    return None
+
+
+POLICY_VERSION = "pdvault_policy_version"  # an engine execution option: the policy in force
 
 
 def insert_audit(conn: Connection, events: Sequence[AuditEvent]) -> None:
+    """Append `events` to the Merkle log in the caller's transaction: lock the head (appends
+    are serialized across every process and replica), give each entry the next place and its
+    leaf hash, and move the head. Rolled back with the transaction, gaps and all."""
     if not events:
         return
-    conn.execute(
-        _INSERT_AUDIT,
-        [
+    head = conn.execute(
+        select(audit_head.c.size, audit_head.c.frontier)
+        .where(audit_head.c.id == 1)
+        .with_for_update()
+    ).one()
+    tree = MerkleTree.from_bytes(bytes(head.frontier)) if head.frontier else MerkleTree()
+    if tree.size != head.size:
+        raise IntegrityError("the audit log's head is inconsistent; run pdv audit verify")
+    version = conn.get_execution_options().get(POLICY_VERSION)
+    new_rows = []
+    for event in events:
+        e = event
+        if e.policy_version is None and version is not None:
+            e = replace(e, policy_version=int(version))
+        seq = tree.size
+        subject = audited_subject(e)
+        leaf = leaf_hash(entry_bytes(e, seq, subject))
+        tree.append(leaf)
+        new_rows.append(
             {
                 "occurred_at": e.occurred_at,
                 "caller": e.caller,
@@ -218,7 +250,7 @@ def insert_audit(conn: Connection, events: Sequence[AuditEvent]) -> None:
                 "outcome": e.outcome.value,
                 "rule": e.rule,
                 "token": e.token,
-                "subject_id": audited_subject(e.subject),
+                "subject_id": subject,
                 "category": e.category,
                 "purpose": e.purpose,
                 "view": e.view.value if e.view else None,
@@ -226,7 +258,19 @@ def insert_audit(conn: Connection, events: Sequence[AuditEvent]) -> None:
                 "request_id": e.request_id,
                 "detail": e.detail,
                 "legal_basis": e.legal_basis.value if e.legal_basis else None,
+                "seq": seq,
+                "leaf_hash": leaf,
+                "policy_version": e.policy_version,
             }
-            for e in events
-        ],
+        )
+    conn.execute(_INSERT_AUDIT, new_rows)
+    conn.execute(
+        update(audit_head)
+        .where(audit_head.c.id == 1)
+        .values(
+            size=tree.size,
+            frontier=tree.to_bytes(),
+            root=tree.root(),
+            updated_at=max(e.occurred_at for e in events),
+        )
     )
