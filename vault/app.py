@@ -31,7 +31,14 @@ from vault.domain.stores import CredentialStore, KeyInventory, Stores
 from vault.domain.sweep import RetentionSweep
 from vault.domain.types import SubjectId
 from vault.errors import ConfigurationError, KeyServiceUnavailable, PdvaultError
+from vault.kms.audit_sink import open_sink
 from vault.kms.cache import CacheLimits, CachingKeyProvider
+from vault.kms.checkpoints import (
+    AuditCheckpoints,
+    CheckpointSigner,
+    FileCheckpointSigner,
+    TransitCheckpointSigner,
+)
 from vault.kms.local import LocalKeyFileProvider
 from vault.kms.shred_log import FileShredLog
 from vault.kms.transit import TransitSettings, VaultTransitKeyProvider
@@ -54,6 +61,7 @@ __all__ = [
     "NOTICE_RETENTION",
     "App",
     "adopt_legacy_documents",
+    "audit_checkpoints",
     "build_app",
     "cache_figures",
     "cache_limits",
@@ -106,8 +114,11 @@ class App:
     executor: ThreadPoolExecutor = field(repr=False)
     notices: NoticeFeed | None = None
     sweep_interval: float = 0.0  # seconds between scheduled retention sweeps; 0: none
+    checkpoints: AuditCheckpoints | None = None  # signs the audit log's head (primary only)
+    checkpoint_interval: float = 0.0
     _stopping: threading.Event = field(default_factory=threading.Event, repr=False)
     _sweeps: threading.Thread | None = field(default=None, repr=False)
+    _threads: list[threading.Thread] = field(default_factory=list, repr=False)
 
     @property
     def engine(self) -> Engine:
@@ -121,6 +132,43 @@ class App:
                 target=self._sweep_on_schedule, name="retention-sweep", daemon=True
             )
             self._sweeps.start()
+        if self.checkpoints is not None and self.settings.audit_sink:
+            # The primary process follows the database for every process of this instance.
+            self._threads.append(
+                threading.Thread(
+                    target=self._sink, args=(self.settings.audit_sink,), name="audit-sink"
+                )
+            )
+            self._threads[-1].start()
+        if self.checkpoints is not None and self.checkpoint_interval > 0:
+            self._threads.append(
+                threading.Thread(target=self._checkpoint_on_schedule, name="audit-checkpoint")
+            )
+            self._threads[-1].start()
+
+    def _sink(self, target: str) -> None:
+        tail, close = open_sink(target, self.stores.audit)
+        try:
+            tail.follow(self._stopping)
+        finally:
+            close()
+
+    def _checkpoint_on_schedule(self) -> None:
+        """A signed checkpoint of the audit log every `checkpoint_interval` seconds (when
+        something was appended), and a last one when the process stops."""
+        while not self._stopping.wait(self.checkpoint_interval):
+            self.checkpoint_now()
+        self.checkpoint_now()
+
+    def checkpoint_now(self) -> None:
+        if self.checkpoints is None:
+            return
+        try:
+            self.checkpoints.checkpoint()
+        except PdvaultError as exc:
+            log.warning("audit checkpoint not written, retried next time: %s", exc.message)
+        except Exception:
+            log.exception("audit checkpoint not written, retried next time")
 
     def _sweep_on_schedule(self) -> None:
         """The retention sweep, every `sweep_interval` seconds (the first after a random part
@@ -154,6 +202,8 @@ class App:
         self._stopping.set()
         if self._sweeps is not None:
             self._sweeps.join()
+        for thread in self._threads:
+            thread.join()
         if self.notices is not None:
             self.notices.stop()
         self.executor.shutdown(wait=True)
@@ -290,6 +340,9 @@ def _wire(
         sweep_interval=settings.retention_sweep_interval if primary else 0.0,
     )
     if primary:
+        app.checkpoints = audit_checkpoints(settings, stores, provider)
+        app.checkpoint_interval = settings.audit_checkpoint_interval
+    if primary:
         sealed = stores.audit.seal_legacy()
         if sealed:
             log.warning("audit log: %d entries from before the Merkle log got their places", sealed)
@@ -406,6 +459,22 @@ def adopt_legacy_documents(documents: DocumentArchive) -> None:
             "checks): they stay values, readable as before",
             left,
         )
+
+
+def audit_checkpoints(
+    settings: Settings, stores: Stores, provider: KeyProvider
+) -> AuditCheckpoints:
+    """The audit log's checkpointer: signed by the key file or by Transit (the key never leaves
+    Vault), written to the database and to PDV_AUDIT_CHECKPOINTS."""
+    signer: CheckpointSigner
+    if settings.audit_signer == "transit":
+        if not isinstance(provider, VaultTransitKeyProvider):
+            raise ConfigurationError("PDV_AUDIT_SIGNER=transit needs PDV_KMS=vault")
+        transit = provider.signer(settings.vault_key, settings.vault_audit_key)
+        signer = TransitCheckpointSigner(transit, settings.audit_origin)
+    else:
+        signer = FileCheckpointSigner(settings.effective_audit_signing_key, settings.audit_origin)
+    return AuditCheckpoints(stores.audit, signer, settings.effective_audit_checkpoints, utc_now)
 
 
 # A scan of the largest document must finish within this (clamd reads at tens of MB/s).

@@ -12,10 +12,14 @@ that `pdv policy check` starts fast.
 from __future__ import annotations
 
 import argparse
+import base64
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from pdvault_client.cli.exits import EXIT_FAILED, EXIT_OK, UsageError
 from pdvault_client.cli.report import print_json
@@ -24,7 +28,20 @@ from vault.domain.policy_file import load_policy
 from vault.errors import ConfigurationError, PdvaultError
 from vault.logs import configure_logging
 
-__all__ = ["db_upgrade", "policy_check", "serve"]
+if TYPE_CHECKING:
+    from vault.domain.stores import Stores
+    from vault.kms.checkpoints import AuditCheckpoints
+
+__all__ = [
+    "audit_checkpoint",
+    "audit_key",
+    "audit_proof",
+    "audit_tail",
+    "audit_verify",
+    "db_upgrade",
+    "policy_check",
+    "serve",
+]
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -106,6 +123,149 @@ def policy_check(args: argparse.Namespace) -> int:
     for finding in findings:
         print(f"- {finding}")
     return EXIT_OK
+
+
+# -- the audit log -------------------------------------------------------------------------------
+
+
+def audit_verify(args: argparse.Namespace) -> int:
+    from vault.kms.checkpoints import verify_audit
+
+    settings = _settings()
+    with _audit_stores(settings) as (stores, checkpoints):
+        verifier = args.verifier_key or checkpoints.verifier
+        files = args.checkpoints or [settings.effective_audit_checkpoints]
+        result = _or_usage(lambda: verify_audit(stores.audit, verifier, files))
+    if args.output == "json":
+        print_json(
+            {
+                "ok": result.ok,
+                "entries": result.entries,
+                "checkpoints": result.checkpoints,
+                "root": base64.b64encode(result.root).decode(),
+                "problems": [{"seq": p.seq, "problem": p.text} for p in result.problems],
+            }
+        )
+    elif result.ok:
+        print(
+            f"audit log verified: {result.entries} entries, {result.checkpoints} checkpoints, "
+            f"root {base64.b64encode(result.root).decode()}"
+        )
+    else:
+        for problem in result.problems:
+            print(f"pdv audit verify: {problem.text}", file=sys.stderr)
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def audit_proof(args: argparse.Namespace) -> int:
+    from vault.kms.checkpoints import inclusion
+
+    settings = _settings()
+    with _audit_stores(settings) as (stores, _checkpoints):
+        p = _or_usage(lambda: inclusion(stores.audit, args.seq))
+    answer: dict[str, object] = {
+        "seq": p.seq,
+        "entry": p.entry.decode("utf-8"),
+        "leaf_hash": _b64(p.leaf_hash),
+        "tree_size": p.size,
+        "root": _b64(p.root),
+        "proof": [_b64(h) for h in p.proof],
+        "checkpoint": p.checkpoint,
+    }
+    if args.output == "json":
+        print_json(answer)
+        return EXIT_OK
+    print(f"entry {p.seq}: {answer['entry']}")
+    print(f"leaf hash (SHA-256 of 0x00 and the entry): {answer['leaf_hash']}")
+    print(f"in the tree of {p.size} entries, root {answer['root']}, by this proof (RFC 9162):")
+    for h in p.proof:
+        print(f"  {_b64(h)}")
+    print("signed by the checkpoint:")
+    print(p.checkpoint, end="")
+    return EXIT_OK
+
+
+def audit_tail(args: argparse.Namespace) -> int:
+    import threading
+
+    from vault.kms.audit_sink import AuditTail
+
+    settings = _settings()
+    with _audit_stores(settings) as (stores, _checkpoints):
+        start = args.start if args.start is not None else 0
+        tail = AuditTail(stores.audit, sys.stdout.buffer, start)
+        if not args.follow:
+            tail.step()
+            return EXIT_OK
+        try:
+            tail.follow(threading.Event())
+        except KeyboardInterrupt:
+            return EXIT_OK
+    return EXIT_OK
+
+
+def audit_checkpoint(_args: argparse.Namespace) -> int:
+    settings = _settings()
+    with _audit_stores(settings) as (_stores, checkpoints):
+        made = _or_usage(checkpoints.checkpoint)
+    if made is None:
+        print("no new entries since the last checkpoint")
+    else:
+        print(
+            f"checkpoint of {made.size} entries signed, in the database and "
+            f"{settings.effective_audit_checkpoints}"
+        )
+    return EXIT_OK
+
+
+def audit_key(_args: argparse.Namespace) -> int:
+    settings = _settings()
+    with _audit_stores(settings) as (_stores, checkpoints):
+        print(checkpoints.verifier)
+    return EXIT_OK
+
+
+def _b64(h: bytes) -> str:
+    return base64.b64encode(h).decode("ascii")
+
+
+@contextlib.contextmanager
+def _audit_stores(settings: Settings) -> Iterator[tuple[Stores, AuditCheckpoints]]:
+    """The database's stores and the checkpointer, without a server (the schema must be
+    current)."""
+    from vault.app import audit_checkpoints, key_provider
+    from vault.storage import migrate
+    from vault.storage.sql import Database, make_engine, sql_stores
+
+    try:
+        engine = make_engine(settings.effective_database_url)
+        if migrate.current_revision(engine) != migrate.head_revision():
+            raise ConfigurationError("the database schema is not current; run: pdv db upgrade")
+    except Exception as exc:
+        message = _startup_error(exc)
+        if message is None:
+            raise
+        raise UsageError(message) from None
+    stores = sql_stores(Database(engine), group_commit=False)
+    try:
+        provider = _or_usage(lambda: key_provider(settings, stores.keys))
+        checkpoints = _or_usage(lambda: audit_checkpoints(settings, stores, provider))
+        yield stores, checkpoints
+    finally:
+        engine.dispose()
+
+
+T = TypeVar("T")
+
+
+def _or_usage(work: Callable[[], T]) -> T:
+    try:
+        return work()
+    except (PdvaultError, OSError) as exc:
+        message = _startup_error(exc)
+        if message is None:
+            raise
+        raise UsageError(message) from None
 
 
 def _settings() -> Settings:

@@ -180,6 +180,43 @@ class Settings:
         low=0.1,
         high=3600,
     )
+    # The audit log (a Merkle log with signed checkpoints).
+    audit_origin: str = setting(
+        "pdvault.local/audit",
+        "PDV_AUDIT_ORIGIN",
+        "the audit log's name in its signed checkpoints",
+    )
+    audit_signer: str = setting(
+        "file",
+        "PDV_AUDIT_SIGNER",
+        "who signs audit checkpoints: file (PDV_AUDIT_SIGNING_KEY) or transit",
+        choices=("file", "transit"),
+    )
+    audit_signing_key: Path | None = setting(
+        None,
+        "PDV_AUDIT_SIGNING_KEY",
+        "the checkpoint signing key file (made on first start)",
+        shown="beside the key file",
+    )
+    audit_checkpoints: Path | None = setting(
+        None,
+        "PDV_AUDIT_CHECKPOINTS",
+        "the file signed checkpoints are appended to, outside the database",
+        shown="beside the key file",
+    )
+    audit_checkpoint_interval: float = setting(
+        60.0,
+        "PDV_AUDIT_CHECKPOINT_INTERVAL",
+        "seconds between signed checkpoints of the audit log (0: none)",
+        low=0,
+        high=86_400,
+    )
+    audit_sink: str = setting(
+        "",
+        "PDV_AUDIT_SINK",
+        "also write audit entries as JSON lines: stdout, or a file",
+        shown="none",
+    )
     # Documents (DocumentService).
     upload_timeout: float = setting(
         120.0,
@@ -247,6 +284,12 @@ class Settings:
     )
     vault_mount: str = setting("transit", "PDV_VAULT_MOUNT", "the Transit mount", section=TRANSIT)
     vault_key: str = setting("pdvault", "PDV_VAULT_KEY", "the Transit key", section=TRANSIT)
+    vault_audit_key: str = setting(
+        "pdvault-audit",
+        "PDV_VAULT_AUDIT_KEY",
+        "the Transit ed25519 key signing audit checkpoints (PDV_AUDIT_SIGNER=transit)",
+        section=TRANSIT,
+    )
     vault_timeout: float = setting(
         5.0,
         "PDV_VAULT_TIMEOUT",
@@ -275,6 +318,19 @@ class Settings:
         if self.kms == "local":
             return self.effective_key_file.parent / "shred-log.jsonl"
         return self.data_dir / "shred-log.jsonl"
+
+    @property
+    def effective_audit_signing_key(self) -> Path:
+        return self.audit_signing_key or self._beside_keys("audit-signing.key")
+
+    @property
+    def effective_audit_checkpoints(self) -> Path:
+        return self.audit_checkpoints or self._beside_keys("audit-checkpoints.jsonl")
+
+    def _beside_keys(self, name: str) -> Path:
+        if self.kms == "local":
+            return self.effective_key_file.parent / name
+        return self.data_dir / name
 
     @property
     def credentials_file(self) -> Path:

@@ -140,6 +140,11 @@ def verify_log(
         wanted.setdefault(c.size, []).append(c)
     tree = MerkleTree()
     good_size = 0
+    for c in wanted.pop(0, []):  # a checkpoint of the empty log
+        if not hmac.compare_digest(tree.root(), c.root):
+            result.problems.append(Problem(0, f"the checkpoint of size 0 ({c.where}) is wrong"))
+            return result
+        result.checkpoints += 1
     for seq, stored, recomputed in rows:
         expected = tree.size
         if seq is None:

@@ -276,6 +276,7 @@ class TransitSigner:
         self._hmac_path = f"{mount}/hmac/{hmac_key}"
         self._sign_path = f"{mount}/sign/{signing_key}"
         self._verify_path = f"{mount}/verify/{signing_key}"
+        self._key_path = f"{mount}/keys/{signing_key}"
 
     def hmac(self, ctx: RequestContext, message: bytes) -> bytes:
         """HMAC-SHA-256 of `message` under the latest version of the hmac key."""
@@ -284,6 +285,17 @@ class TransitSigner:
     def sign(self, ctx: RequestContext, message: bytes) -> bytes:
         """A pure Ed25519 signature of `message` under the latest version of the signing key."""
         return self._one(ctx, self._sign_path, {"input": _b64(message)}, "signature")
+
+    def public_key(self, ctx: RequestContext) -> bytes:
+        """The raw Ed25519 public key of the signing key's latest version."""
+        data = _data(self._http.call(ctx, "GET", self._key_path, None, self._login))
+        keys = data.get("keys")
+        latest = data.get("latest_version")
+        entry = keys.get(str(latest)) if isinstance(keys, dict) else None
+        encoded = entry.get("public_key") if isinstance(entry, dict) else None
+        if data.get("type") != "ed25519" or not isinstance(encoded, str):
+            raise _unexpected(self._http, ctx, self._key_path, "GET", "not an ed25519 key")
+        return base64.b64decode(encoded)
 
     def verify(self, ctx: RequestContext, message: bytes, signature: bytes) -> bool:
         """Whether `signature` (as `sign` made it) is valid for `message`. A malformed or

@@ -127,7 +127,62 @@ def build_parser() -> argparse.ArgumentParser:
         dest="db_command", required=True, metavar="ACTION"
     )
     _command(db, "upgrade", server_command("db_upgrade"), help="apply the database migrations")
+    _audit_commands(commands)
     return p
+
+
+def _audit_commands(commands: Commands) -> None:
+    audit = commands.add_parser(
+        "audit",
+        help="the audit log: verify it, prove an entry, follow it",
+        description="The audit log is a Merkle log (RFC 9162) with signed checkpoints. These "
+        "commands read the database directly (PDV_DATABASE_URL or the data dir), as the server "
+        "does, without a server.",
+    ).add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    verify = _command(
+        audit,
+        "verify",
+        server_command("audit_verify"),
+        help="recompute the log against its checkpoints; name the first entry changed, "
+        "missing, reordered or inserted",
+    )
+    verify.add_argument(
+        "--checkpoints",
+        type=Path,
+        action="append",
+        help="a checkpoint file to check against besides the database's checkpoints "
+        "(repeatable; default: $PDV_AUDIT_CHECKPOINTS or beside the key file)",
+    )
+    verify.add_argument(
+        "--verifier-key",
+        help="the verifier key the checkpoints must be signed by (default: the signing key's)",
+    )
+    _output_option(verify)
+    proof = _command(
+        audit,
+        "proof",
+        server_command("audit_proof"),
+        help="an inclusion proof of one entry that a third party can check",
+    )
+    proof.add_argument("seq", type=int, help="the entry's place in the log (from 0)")
+    _output_option(proof)
+    tail = _command(
+        audit,
+        "tail",
+        server_command("audit_tail"),
+        help="print entries as JSON lines (their canonical bytes), for a SIEM",
+    )
+    tail.add_argument("--from", dest="start", type=int, default=None, help="the first place")
+    tail.add_argument(
+        "--follow", action="store_true", help="keep printing entries as they are appended"
+    )
+    _command(
+        audit,
+        "checkpoint",
+        server_command("audit_checkpoint"),
+        help="sign a checkpoint of the log's head now",
+    )
+    _command(audit, "key", server_command("audit_key"), help="print the verifier key")
 
 
 def _token_commands(commands: Commands) -> None:
