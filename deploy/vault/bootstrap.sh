@@ -24,9 +24,16 @@ fi
 # no-op in current Vault, so re-running changes nothing.
 vault write -f "$mount/keys/$key" type=aes256-gcm96 exportable=false allow_plaintext_backup=false
 vault write "$mount/keys/$key/config" deletion_allowed=false
+# The audit log's checkpoint signing key (PDV_AUDIT_SIGNER=transit): Ed25519, never exported.
+audit_key="${PDV_VAULT_AUDIT_KEY:-pdvault-audit}"
+vault write -f "$mount/keys/$audit_key" type=ed25519 exportable=false allow_plaintext_backup=false
+vault write "$mount/keys/$audit_key/config" deletion_allowed=false
 
 # The policies name mount and key literally; rewrite them if you chose others.
-render() { sed -e "s#transit/#${mount}/#g" -e "s#/pdvault\"#/${key}\"#g" -e "s#/pdvault/#/${key}/#g" "$1"; }
+render() {
+  sed -e "s#transit/#${mount}/#g" -e "s#/pdvault-audit\"#/${audit_key}\"#g" \
+    -e "s#/pdvault\"#/${key}\"#g" -e "s#/pdvault/#/${key}/#g" "$1"
+}
 render "$here/pdvault-service.hcl" | vault policy write pdvault-service -
 render "$here/pdvault-ops.hcl" | vault policy write pdvault-ops -
 

@@ -21,3 +21,13 @@ path "transit/rewrap/pdvault" {
 path "transit/keys/pdvault" {
   capabilities = ["read"]
 }
+
+# Audit-log checkpoints (PDV_AUDIT_SIGNER=transit): Ed25519 signatures by the `pdvault-audit`
+# key (type ed25519), which never leaves Vault, and its public key, for `pdv audit key`.
+path "transit/sign/pdvault-audit" {
+  capabilities = ["update"]
+}
+
+path "transit/keys/pdvault-audit" {
+  capabilities = ["read"]
+}

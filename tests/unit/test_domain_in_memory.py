@@ -20,7 +20,7 @@ from vault.domain.lifecycle import SubjectAdministration
 from vault.domain.policy_file import default_policy_text, parse_policy
 from vault.domain.service import FieldInput, TokenService
 from vault.domain.stores import Stores
-from vault.domain.types import CallerName, LegalBasis, PlainValue, SubjectId, TokenFormat
+from vault.domain.types import CallerName, LegalBasis, PlainValue, TokenFormat
 from vault.errors import (
     FailedPrecondition,
     InvalidArgument,
