@@ -1,7 +1,8 @@
 """The audit log's settings, each through `pdv serve` as a user sets it:
-PDV_AUDIT_CHECKPOINT_INTERVAL, PDV_AUDIT_CHECKPOINTS, PDV_AUDIT_SIGNING_KEY, PDV_AUDIT_ORIGIN, PDV_AUDIT_SINK, and
-PDV_AUDIT_SIGNER=transit with PDV_VAULT_AUDIT_KEY (against the Transit emulator). No timing
-assertion: each waits for its outcome, with a bound only so that a regression fails."""
+PDV_AUDIT_CHECKPOINT_INTERVAL, PDV_AUDIT_CHECKPOINTS, PDV_AUDIT_SIGNING_KEY, PDV_AUDIT_ORIGIN,
+PDV_AUDIT_SINK, and PDV_AUDIT_SIGNER=transit with PDV_VAULT_AUDIT_KEY (against the Transit
+emulator). No timing assertion: each waits for its outcome, with a bound only so that a
+regression fails."""
 
 from __future__ import annotations
 
