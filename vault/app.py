@@ -20,6 +20,7 @@ from vault.crypto.documents import DocumentCrypto
 from vault.domain.archive import DocumentArchive
 from vault.domain.callers import Authenticator, issue_api_key
 from vault.domain.context import RequestContext
+from vault.domain.credentials import CallerAdministration
 from vault.domain.keys import CacheFigures, KeyAdministration
 from vault.domain.lifecycle import SubjectAdministration
 from vault.domain.policy import Policy
@@ -58,6 +59,7 @@ from vault.storage.sql.rows import POLICY_VERSION
 
 __all__ = [
     "KEK_CHECK",
+    "KEY_USE_INTERVAL",
     "NOTICE_RETENTION",
     "App",
     "adopt_legacy_documents",
@@ -78,6 +80,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+
+KEY_USE_INTERVAL = 60.0  # seconds between writes of when API keys were last used
 
 # Every process polls notices within seconds; an hour's worth is kept for a slow one.
 NOTICE_RETENTION = timedelta(hours=1)
@@ -110,6 +114,7 @@ class App:
     subjects: SubjectAdministration
     documents: DocumentArchive
     sweeper: RetentionSweep
+    callers: CallerAdministration
     authenticator: Authenticator
     executor: ThreadPoolExecutor = field(repr=False)
     notices: NoticeFeed | None = None
@@ -132,6 +137,10 @@ class App:
                 target=self._sweep_on_schedule, name="retention-sweep", daemon=True
             )
             self._sweeps.start()
+        self._threads.append(
+            threading.Thread(target=self._record_key_use, name="key-use", daemon=True)
+        )
+        self._threads[-1].start()
         if self.checkpoints is not None and self.settings.audit_sink:
             # The primary process follows the database for every process of this instance.
             self._threads.append(
@@ -145,6 +154,22 @@ class App:
                 threading.Thread(target=self._checkpoint_on_schedule, name="audit-checkpoint")
             )
             self._threads[-1].start()
+
+    def _record_key_use(self) -> None:
+        """When each API key last authenticated a call, written about once a minute (and when
+        the process stops): for `pdv caller list`, never on a call's path."""
+        while True:
+            stopping = self._stopping.wait(KEY_USE_INTERVAL)
+            used = self.authenticator.drain_used()
+            if used:
+                try:
+                    self.stores.credentials.touch(
+                        {k: datetime.fromtimestamp(t, UTC) for k, t in used.items()}
+                    )
+                except PdvaultError as exc:
+                    log.warning("when keys were last used is not recorded: %s", exc.message)
+            if stopping:
+                return
 
     def _sink(self, target: str) -> None:
         tail, close = open_sink(target, self.stores.audit)
@@ -323,6 +348,7 @@ def _wire(
         forget_key=forget_key,
         documents=documents,
     )
+    authenticator = Authenticator(stores.credentials, policy)
     app = App(
         settings,
         policy,
@@ -335,7 +361,14 @@ def _wire(
         subjects,
         documents,
         sweeper,
-        Authenticator(stores.credentials, policy),
+        CallerAdministration(
+            policy=policy,
+            credentials=stores.credentials,
+            audit=stores.audit,
+            clock=utc_now,
+            changed=authenticator.invalidate,
+        ),
+        authenticator,
         ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
         sweep_interval=settings.retention_sweep_interval if primary else 0.0,
     )
@@ -362,9 +395,9 @@ def _wire(
         ensure_dev_credentials(app)
     if primary and not stores.credentials.callers_with_keys():
         log.warning(
-            "no caller of the policy has an API key: nobody can call this server. With "
-            "PDV_DEV_CREDENTIALS=false the demo keys are not made, and until caller "
-            "management lands they are the only way in (see the README)"
+            "no caller of the policy has an API key: nobody can call this server. Give the "
+            "first operator a key with pdv caller bootstrap, then the others theirs with pdv "
+            "caller add (see the README)"
         )
     return app
 

@@ -21,11 +21,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from pdvault_client.cli.exits import EXIT_FAILED, EXIT_OK, UsageError
+from pdvault_client.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, UsageError
 from pdvault_client.cli.report import print_json
 from vault.config import Settings, load_settings
 from vault.domain.policy_file import load_policy
-from vault.errors import ConfigurationError, PdvaultError
+from vault.errors import ConfigurationError, FailedPrecondition, PdvaultError
 from vault.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ __all__ = [
     "audit_proof",
     "audit_tail",
     "audit_verify",
+    "caller_bootstrap",
     "db_upgrade",
     "policy_check",
     "serve",
@@ -122,6 +123,46 @@ def policy_check(args: argparse.Namespace) -> int:
     )
     for finding in findings:
         print(f"- {finding}")
+    return EXIT_OK
+
+
+# -- callers ------------------------------------------------------------------------------------
+
+
+def caller_bootstrap(args: argparse.Namespace) -> int:
+    """The very first operator key, written straight into the database and printed once."""
+    from vault.app import secure_directory, utc_now
+    from vault.domain.credentials import CALLERS_OPERATION, bootstrap_operator
+    from vault.storage import migrate
+    from vault.storage.sql import Database, make_engine, sql_stores
+
+    settings = _settings()
+    policy = _or_usage(lambda: load_policy(settings.policy_file))
+    operators = sorted(c.name for c in policy.callers.values() if CALLERS_OPERATION in c.operations)
+    operator = args.operator or (operators[0] if len(operators) == 1 else "")
+    if not operator:
+        raise UsageError("name the operator with --caller: " + ", ".join(operators))
+    secure_directory(settings.data_dir)
+    engine = _or_usage(lambda: make_engine(settings.effective_database_url))
+    try:
+        if settings.auto_migrate:
+            _or_usage(lambda: migrate.upgrade(engine))
+        stores = sql_stores(Database(engine), group_commit=False)
+        try:
+            new = bootstrap_operator(policy, stores.credentials, stores.audit, utc_now, operator)
+        except FailedPrecondition as exc:  # an operator has a key: refused, not a usage error
+            print(f"pdv caller bootstrap: {exc.message}", file=sys.stderr)
+            return EXIT_REFUSED
+        except PdvaultError as exc:
+            raise UsageError(exc.message) from None
+    finally:
+        engine.dispose()
+    print(new.key)
+    print(
+        f"pdv caller bootstrap: the first key of operator {new.caller} (id {new.key_id}) is shown "
+        "this once; use it as PDV_API_KEY to add the other callers' keys with pdv caller add",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 

@@ -64,6 +64,8 @@ class Authenticator:
         self._records: dict[str, ApiKeyRecord] = {}
         self._loaded_at: float | None = None
         self._lock = threading.Lock()
+        # key id -> when it last authenticated a call (epoch seconds), written out by `drain`
+        self._used: dict[str, float] = {}
 
     def __repr__(self) -> str:
         return f"Authenticator(keys={len(self._records)})"
@@ -108,7 +110,13 @@ class Authenticator:
         ok = hmac.compare_digest(expected, _hash(secret))
         if record is None or not ok or record.revoked or record.caller not in self._policy.callers:
             raise _failure()
+        self._used[record.key_id] = time.time()
         return record.caller
+
+    def drain_used(self) -> dict[str, float]:
+        """When each key last authenticated a call since the last drain (epoch seconds)."""
+        used, self._used = self._used, {}
+        return used
 
 
 _DUMMY_HASH = _hash("no-such-key-but-take-the-same-time")

@@ -43,8 +43,8 @@ __all__ = [
 
 ALL = "*"
 # What operators do through the operator services: keys, the subject lifecycle (and documents'
-# deletion and retention sweeps), the audit log, and legal holds on documents.
-OPERATIONS = frozenset({"keys", "subjects", "audit", "holds"})
+# deletion and retention sweeps), the audit log, legal holds on documents, callers' API keys.
+OPERATIONS = frozenset({"keys", "subjects", "audit", "holds", "callers"})
 
 
 class ValueRule(enum.Enum):

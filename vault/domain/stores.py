@@ -61,6 +61,7 @@ __all__ = [
     "DocumentTombstone",
     "Hold",
     "IdempotencyStore",
+    "KeyInfo",
     "KeyInventory",
     "Lookup",
     "NewDocument",
@@ -143,6 +144,17 @@ class ApiKeyRecord:
     caller: CallerName
     key_hash: bytes
     revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """What an operator sees of a key: never its hash."""
+
+    key_id: str
+    caller: CallerName
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
 
 
 class ValueStore(Protocol):
@@ -349,10 +361,31 @@ class CredentialStore(Protocol):
         """Every key record (a few per caller): authentication holds them in memory."""
         ...
 
-    def add_api_key(self, record: ApiKeyRecord) -> None: ...
+    def add_api_key(
+        self, record: ApiKeyRecord, audit: Sequence[AuditEvent] = (), now: datetime | None = None
+    ) -> None:
+        """Store the key and record `audit`, and tell every process (a notice), in one
+        transaction."""
+        ...
 
     def callers_with_keys(self) -> set[CallerName]:
         """The callers with at least one key that is not revoked."""
+        ...
+
+    def key_infos(self) -> list[KeyInfo]:
+        """Every key, oldest first, for operators."""
+        ...
+
+    def revoke(
+        self, caller: CallerName, key_id: str, now: datetime, audit: Sequence[AuditEvent]
+    ) -> bool:
+        """Revoke the key (if it is `caller`'s and not revoked yet), record `audit` and tell
+        every process (a notice, so that it stops authenticating within a second), in one
+        transaction. False if there is no such live key."""
+        ...
+
+    def touch(self, used: dict[str, datetime]) -> None:
+        """Record when keys were last used (a later time only)."""
         ...
 
 

@@ -174,6 +174,10 @@ class Action(enum.Enum):
     DOCUMENT_RETAIN = "document_retain"
     DOCUMENT_EXPIRE = "document_expire"
     RETENTION_SWEEP = "retention_sweep"
+    CALLER_KEY_ADD = "caller_key_add"
+    CALLER_KEY_ROTATE = "caller_key_rotate"
+    CALLER_KEY_REVOKE = "caller_key_revoke"
+    CALLER_LIST = "caller_list"
 
 
 class Outcome(enum.Enum):

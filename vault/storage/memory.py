@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 from vault.domain.audit_log import entry_bytes
 from vault.domain.documents import DocumentId, ScanResult, Variant
@@ -22,6 +22,7 @@ from vault.domain.stores import (
     DocumentRecord,
     DocumentTombstone,
     Hold,
+    KeyInfo,
     Lookup,
     NewDocument,
     RetentionKey,
@@ -84,6 +85,10 @@ class MemoryState:
     audit_checkpoints: dict[int, StoredCheckpoint] = field(default_factory=dict)
     policy_version: int | None = None
     api_keys: dict[str, ApiKeyRecord] = field(default_factory=dict)
+    # key id -> (created, last used, revoked)
+    key_times: dict[str, tuple[datetime, datetime | None, datetime | None]] = field(
+        default_factory=dict
+    )
     kek_checks: dict[tuple[str, int], WrappedKey] = field(default_factory=dict)
 
     def __repr__(self) -> str:
@@ -465,15 +470,49 @@ class MemoryCredentialStore:
         with self._s.lock:
             return list(self._s.api_keys.values())
 
-    def add_api_key(self, record: ApiKeyRecord) -> None:
+    def add_api_key(
+        self, record: ApiKeyRecord, audit: Sequence[AuditEvent] = (), now: datetime | None = None
+    ) -> None:
+        at = now or datetime.now(UTC)
         with self._s.lock:
             if record.key_id in self._s.api_keys:
                 raise ValueError("a key with this id exists")  # the primary key, in SQL
             self._s.api_keys[record.key_id] = record
+            self._s.key_times[record.key_id] = (at, None, at if record.revoked else None)
+            self._s.record_audit(audit)
 
     def callers_with_keys(self) -> set[CallerName]:
         with self._s.lock:
             return {r.caller for r in self._s.api_keys.values() if not r.revoked}
+
+    def key_infos(self) -> list[KeyInfo]:
+        with self._s.lock:
+            infos = [
+                KeyInfo(r.key_id, r.caller, *self._s.key_times[r.key_id])
+                for r in self._s.api_keys.values()
+            ]
+        return sorted(infos, key=lambda k: (k.created_at, k.key_id))
+
+    def revoke(
+        self, caller: CallerName, key_id: str, now: datetime, audit: Sequence[AuditEvent]
+    ) -> bool:
+        with self._s.lock:
+            record = self._s.api_keys.get(key_id)
+            if record is None or record.caller != caller or record.revoked:
+                return False
+            self._s.api_keys[key_id] = replace(record, revoked=True)
+            created, used, _ = self._s.key_times[key_id]
+            self._s.key_times[key_id] = (created, used, now)
+            self._s.record_audit(audit)
+            return True
+
+    def touch(self, used: dict[str, datetime]) -> None:
+        with self._s.lock:
+            for key_id, at in used.items():
+                if key_id in self._s.key_times:
+                    created, last, revoked = self._s.key_times[key_id]
+                    if last is None or last < at:
+                        self._s.key_times[key_id] = (created, at, revoked)
 
 
 class MemoryKeyInventory:

@@ -250,6 +250,8 @@ api_keys = Table(
     Column("key_hash", LargeBinary, nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("revoked_at", UtcDateTime()),
+    # When it last authenticated a call (written from memory about once a minute).
+    Column("last_used_at", UtcDateTime()),
 )
 
 # Documents (vault.domain.documents). A retained document (kept after its subject's shred

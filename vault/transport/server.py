@@ -32,6 +32,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from pdvault.v1 import (
+    caller_service_pb2,
     document_service_pb2,
     key_service_pb2,
     subject_service_pb2,
@@ -41,6 +42,7 @@ from pdvault.v1 import (
 from vault.app import App
 from vault.config import Settings
 from vault.errors import ConfigurationError, PdvaultError
+from vault.transport.caller_servicer import CallerServicer
 from vault.transport.document_servicer import DocumentServicer
 from vault.transport.key_servicer import KeyServicer
 from vault.transport.rpc import Gate, Limits, Method, ServiceHandler, StreamingMethod
@@ -48,6 +50,7 @@ from vault.transport.subject_servicer import SubjectServicer
 from vault.transport.token_servicer import TokenServicer
 
 __all__ = [
+    "CALLER_SERVICE",
     "DOCUMENT_SERVICE",
     "HEALTH_HEADROOM",
     "KEY_SERVICE",
@@ -73,11 +76,13 @@ TOKEN_SERVICE = token_service_pb2.DESCRIPTOR.services_by_name["TokenService"]
 KEY_SERVICE = key_service_pb2.DESCRIPTOR.services_by_name["KeyService"]
 SUBJECT_SERVICE = subject_service_pb2.DESCRIPTOR.services_by_name["SubjectService"]
 DOCUMENT_SERVICE = document_service_pb2.DESCRIPTOR.services_by_name["DocumentService"]
+CALLER_SERVICE = caller_service_pb2.DESCRIPTOR.services_by_name["CallerService"]
 SERVICE_NAMES = (
     TOKEN_SERVICE.full_name,
     KEY_SERVICE.full_name,
     SUBJECT_SERVICE.full_name,
     DOCUMENT_SERVICE.full_name,
+    CALLER_SERVICE.full_name,
 )
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 # Calls above pdvault's own cap that gRPC still accepts: room for health checks and reflection.
@@ -103,6 +108,7 @@ def _methods(app: App) -> list[tuple[str, dict[str, Method[Any, Any] | Streaming
         (KEY_SERVICE, dict(KeyServicer(app.key_admin).methods())),
         (SUBJECT_SERVICE, dict(SubjectServicer(app.subjects).methods())),
         (DOCUMENT_SERVICE, documents.methods()),
+        (CALLER_SERVICE, dict(CallerServicer(app.callers).methods())),
     ]
     for descriptor, methods in services:
         missing = set(descriptor.methods_by_name) - set(methods)

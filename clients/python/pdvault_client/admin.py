@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pdvault.v1 import key_service_pb2, subject_service_pb2
+from pdvault.v1 import caller_service_pb2, key_service_pb2, subject_service_pb2
 
 from pdvault_client.convert import (
     VAULT_TOKEN_METADATA,
@@ -20,7 +20,41 @@ from pdvault_client.types import KeyStatus, RewrapStep, Trimmed
 if TYPE_CHECKING:
     from pdvault_client.client import Client
 
-__all__ = ["KeyAdmin", "SubjectAdmin"]
+__all__ = ["CallerAdmin", "KeyAdmin", "SubjectAdmin"]
+
+
+class CallerAdmin:
+    """The CallerService, through a Client: callers' API keys (operators with the `callers`
+    operation). Answers are plain dicts (the proto's JSON form); `add` holds the new key."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._stub = client._caller_stub
+
+    def __repr__(self) -> str:
+        return "CallerAdmin()"
+
+    def add(self, caller: str, rotation: bool = False) -> dict[str, Any]:
+        """A new key for `caller` (shown once). Not retried: a retry would issue another."""
+        answer = self._client._call(
+            self._stub.AddCallerKey,
+            caller_service_pb2.AddCallerKeyRequest(caller=caller, rotation=rotation),
+            retry=False,
+        )
+        return message_to_dict(answer)
+
+    def list(self) -> list[dict[str, Any]]:
+        answer = self._client._call(
+            self._stub.ListCallerKeys, caller_service_pb2.ListCallerKeysRequest()
+        )
+        keys: list[dict[str, Any]] = message_to_dict(answer).get("keys", [])
+        return keys
+
+    def revoke(self, caller: str, key_id: str) -> None:
+        self._client._call(
+            self._stub.RevokeCallerKey,
+            caller_service_pb2.RevokeCallerKeyRequest(caller=caller, key_id=key_id),
+        )
 
 
 class SubjectAdmin:

@@ -7,9 +7,14 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import grpc
-from pdvault.v1 import key_service_pb2_grpc, subject_service_pb2_grpc, token_service_pb2_grpc
+from pdvault.v1 import (
+    caller_service_pb2_grpc,
+    key_service_pb2_grpc,
+    subject_service_pb2_grpc,
+    token_service_pb2_grpc,
+)
 
-from pdvault_client.admin import KeyAdmin, SubjectAdmin
+from pdvault_client.admin import CallerAdmin, KeyAdmin, SubjectAdmin
 from pdvault_client.convert import (
     detokenize_request,
     detokenized,
@@ -64,6 +69,7 @@ class Client:
         self._stub = token_service_pb2_grpc.TokenServiceStub(self._channel)
         self._key_stub = key_service_pb2_grpc.KeyServiceStub(self._channel)
         self._subject_stub = subject_service_pb2_grpc.SubjectServiceStub(self._channel)
+        self._caller_stub = caller_service_pb2_grpc.CallerServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {api_key}"),)
         self._timeout = timeout
         self._retry = retry or RetryPolicy()
@@ -111,6 +117,10 @@ class Client:
     def subjects(self) -> SubjectAdmin:
         """The data-subject lifecycle (the SubjectService) for an operator caller."""
         return SubjectAdmin(self)
+
+    def callers(self) -> CallerAdmin:
+        """Callers' API keys (the CallerService) for an operator caller."""
+        return CallerAdmin(self)
 
     def keys(self, *, vault_token: str | None = None) -> KeyAdmin:
         """Key administration (the KeyService) for an operator caller.

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, func, insert, select, update
 
-from vault.domain.stores import ApiKeyRecord
+from vault.domain.ports import NoticeKind
+from vault.domain.stores import ApiKeyRecord, KeyInfo
 from vault.domain.types import (
     AuditEvent,
     CallerName,
@@ -21,6 +22,7 @@ from vault.domain.types import (
 )
 from vault.storage.sql import rows
 from vault.storage.sql.database import Database
+from vault.storage.sql.notices import publish
 from vault.storage.tables import api_keys, data_keys, idempotency_keys, kek_checks
 
 __all__ = ["SqlCredentialStore", "SqlIdempotencyStore", "SqlKeyInventory"]
@@ -83,8 +85,10 @@ class SqlCredentialStore:
         with self._db.read() as conn:
             return [rows.api_key(r) for r in conn.execute(select(api_keys))]
 
-    def add_api_key(self, record: ApiKeyRecord) -> None:
-        now = datetime.now(UTC)
+    def add_api_key(
+        self, record: ApiKeyRecord, audit: Sequence[AuditEvent] = (), now: datetime | None = None
+    ) -> None:
+        at = now or datetime.now(UTC)
 
         def body(conn: Connection) -> None:
             conn.execute(
@@ -92,10 +96,60 @@ class SqlCredentialStore:
                     key_id=record.key_id,
                     caller=record.caller,
                     key_hash=record.key_hash,
-                    created_at=now,
-                    revoked_at=now if record.revoked else None,
+                    created_at=at,
+                    revoked_at=at if record.revoked else None,
                 )
             )
+            rows.insert_audit(conn, audit)
+            publish(conn, NoticeKind.API_KEYS, record.key_id, at)
+
+        self._db.write(body)
+
+    def key_infos(self) -> list[KeyInfo]:
+        stmt = select(api_keys).order_by(api_keys.c.created_at, api_keys.c.key_id)
+        with self._db.read() as conn:
+            return [
+                KeyInfo(r.key_id, CallerName(r.caller), r.created_at, r.last_used_at, r.revoked_at)
+                for r in conn.execute(stmt)
+            ]
+
+    def revoke(
+        self, caller: CallerName, key_id: str, now: datetime, audit: Sequence[AuditEvent]
+    ) -> bool:
+        def body(conn: Connection) -> bool:
+            done = conn.execute(
+                update(api_keys)
+                .where(
+                    api_keys.c.key_id == key_id,
+                    api_keys.c.caller == caller,
+                    api_keys.c.revoked_at.is_(None),
+                )
+                .values(revoked_at=now)
+            )
+            if done.rowcount != 1:
+                return False
+            rows.insert_audit(conn, audit)
+            # Every process reads the key table again: PostgreSQL NOTIFY at once, SQLite's
+            # poll within a second.
+            publish(conn, NoticeKind.API_KEYS, key_id, now)
+            return True
+
+        return self._db.write(body)
+
+    def touch(self, used: dict[str, datetime]) -> None:
+        if not used:
+            return
+
+        def body(conn: Connection) -> None:
+            for key_id, at in sorted(used.items()):
+                conn.execute(
+                    update(api_keys)
+                    .where(
+                        api_keys.c.key_id == key_id,
+                        (api_keys.c.last_used_at.is_(None)) | (api_keys.c.last_used_at < at),
+                    )
+                    .values(last_used_at=at)
+                )
 
         self._db.write(body)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
 from pdvault_client.address import DEFAULT_ADDR
-from pdvault_client.cli import keys, subjects, tokens
+from pdvault_client.cli import callers, keys, subjects, tokens
 from pdvault_client.cli.connection import DEFAULT_DATA_DIR, Handler, Run, with_client
 from pdvault_client.cli.environment import epilog, version
 from pdvault_client.cli.server import server_command
@@ -128,7 +128,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _command(db, "upgrade", server_command("db_upgrade"), help="apply the database migrations")
     _audit_commands(commands)
+    _caller_commands(commands)
     return p
+
+
+def _caller_commands(commands: Commands) -> None:
+    actions = commands.add_parser(
+        "caller",
+        help="callers' API keys (as an operator: --caller ops)",
+        description="Callers (their purposes and views) are in the policy file; their API keys "
+        "are in the database, as hashes. A new key is printed once. A revoked key is refused by "
+        "every server process within a second.",
+    ).add_subparsers(dest="caller_command", required=True, metavar="ACTION")
+    for name, handler, about in [
+        ("add", callers.add, "issue a new API key for a caller of the policy (printed once)"),
+        (
+            "rotate-key",
+            callers.rotate_key,
+            "issue a second key, valid alongside the first until you revoke that one",
+        ),
+    ]:
+        c = _client_command(actions, name, handler, help=about, description=about)
+        c.add_argument("name", help="a caller of the policy")
+    rev = _client_command(actions, "revoke", callers.revoke, help="revoke one of a caller's keys")
+    rev.add_argument("name", help="the caller")
+    rev.add_argument("--key-id", required=True, help="the key's id (pdv caller list)")
+    _client_command(
+        actions,
+        "list",
+        callers.list_keys,
+        help="every key: caller, key id, created, last used, revoked",
+    )
+    boot = _command(
+        actions,
+        "bootstrap",
+        server_command("caller_bootstrap"),
+        help="the very first operator key, written into the database (no server needed)",
+    )
+    boot.add_argument(
+        "--caller",
+        dest="operator",
+        default=None,
+        help="the operator caller (one with the callers operation; default: the only one)",
+    )
 
 
 def _audit_commands(commands: Commands) -> None:
