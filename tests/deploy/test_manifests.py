@@ -33,6 +33,7 @@ OVERLAYS = {
 # The oldest Kubernetes with gRPC probes generally available (KEP-2727, 1.27), and the newest
 # whose schemas kubernetes-validate bundles.
 VERSIONS = ("1.27.0", None)
+SERVING = ["dev", "production"]  # the overlays with a Deployment (migrate is a Job)
 HEALTH_PORT = 8081
 API_PORT = 50051
 UID = 10001
@@ -172,9 +173,8 @@ def test_the_image_runs_as_the_user_the_manifests_name() -> None:
     assert not re.search(r"\b(gcc|g\+\+|build-essential|make|pip install)\b", final)
 
 
+@pytest.mark.parametrize("overlay", SERVING)
 def test_probes_use_the_health_port_liveness_and_readiness(overlay: str) -> None:
-    if overlay == "migrate":
-        pytest.skip("the migration Job has no probes: it runs to completion")
     deployment = one(render(overlay), "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     [container] = pod["containers"]
@@ -191,9 +191,8 @@ def test_probes_use_the_health_port_liveness_and_readiness(overlay: str) -> None
     assert pause + grace + 5 <= pod["terminationGracePeriodSeconds"]
 
 
+@pytest.mark.parametrize("overlay", SERVING)
 def test_one_cpu_per_pod_and_one_process_per_cpu(overlay: str) -> None:
-    if overlay == "migrate":
-        pytest.skip("the migration Job serves nothing")
     [container] = one(render(overlay), "Deployment")["spec"]["template"]["spec"]["containers"]
     assert container["resources"]["limits"]["cpu"] == "1"
     assert container["resources"]["requests"]["cpu"] == "1"
@@ -353,9 +352,8 @@ def test_bootstrap_makes_the_role_the_manifests_use() -> None:
 # -- availability and the network ----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("overlay", SERVING)
 def test_disruption_budget_and_autoscaler(overlay: str) -> None:
-    if overlay == "migrate":
-        pytest.skip("the migration Job is not a service")
     docs = render(overlay)
     deployment = one(docs, "Deployment")
     labels = deployment["spec"]["template"]["metadata"]["labels"]
