@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: serve test check lint types imports api unit proto clean clamd
+.PHONY: serve test check lint types imports api unit image proto clean clamd
 
 # Two distributions, installed together so that pip resolves the server's `pdvault-client==`
 # dependency from this checkout: the client (./clients/python: the generated API, the client
@@ -45,7 +45,11 @@ test:
 	@$(STAGE) clamd $(MAKE) --no-print-directory clamd
 	@$(MAKE) --no-print-directory check; status=$$?; echo "== summary"; cat .stages; exit $$status
 
-check: lint types imports api unit
+# Under CI=true the image stage runs too (it needs root and installs podman from Debian's
+# packages; a developer runs `make image` when they change the image).
+CI_STAGES := $(if $(filter true 1 yes,$(CI)),image)
+
+check: lint types imports api unit $(CI_STAGES)
 
 # The malware-scan tests run a real clamd (tests/integration/test_clamd.py) with a signature
 # database of their own, never ClamAV's, and need it under CI (elsewhere they skip without it).
@@ -79,6 +83,12 @@ api: $(DEV_STAMP) node_modules/.bin/buf
 
 unit: $(DEV_STAMP)
 	@$(STAGE) tests $(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
+
+# The container image (deploy/Dockerfile) built with podman and run as a pod runs it: read-only,
+# uid 10001, TLS on the API port, the health-only port, tokenize and detokenize through it from
+# the host, then SIGTERM and exit code 0. deploy/ci-image.sh says how and what it needs (root).
+image: $(STAMP)
+	@$(STAGE) image bash deploy/ci-image.sh
 
 proto: $(DEV_STAMP)
 	$(BIN)/python scripts/gen_protos.py

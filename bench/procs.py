@@ -111,6 +111,7 @@ class PdvaultServer:
             PDV_DATA_DIR=str(self.data_dir),
             PDV_KMS=self.kms,
             PDV_MAX_WORKERS=str(self.max_workers),
+            PDV_SHUTDOWN_PAUSE="0",  # no load balancer to wait for between runs
         )
         if self.processes:
             env["PDV_PROCESSES"] = str(self.processes)

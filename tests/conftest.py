@@ -181,11 +181,14 @@ def server(app: App) -> Iterator[RunningServer]:
 def spawn_serve(
     cwd: Path, name: str = "serve", **env_vars: str
 ) -> tuple[subprocess.Popen[bytes], str, Path]:
-    """Start `pdv serve` as a new process, as a user would; wait until it listens."""
+    """Start `pdv serve` as a new process, as a user would; wait until it listens. No load
+    balancer waits for its readiness to drop, so a SIGTERM stops it without a pause."""
     addr = f"127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PDV_", "VAULT_"))}
     env.update(
-        PDV_ADDR=addr, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "clients" / "python")])
+        PDV_ADDR=addr,
+        PDV_SHUTDOWN_PAUSE="0",
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "clients" / "python")]),
     )
     env.update(env_vars)
     log = cwd / f"{name}.log"

@@ -257,9 +257,19 @@ def build_app(settings: Settings, primary: bool = True) -> App:
     policy = load_policy(settings.policy_file)
     engine = make_engine(settings.effective_database_url, pool_size=settings.max_workers + 2)
     try:
-        if settings.auto_migrate and primary:
+        current, head = migrate.current_revision(engine), migrate.head_revision()
+        if current is not None and current != head and not migrate.is_known(current):
+            # A newer version migrated (expand-then-contract: its migrations only add what this
+            # version ignores), so both serve side by side during a rollout, and a rollback works.
+            log.warning(
+                "the database schema (revision %s) is newer than this version's (%s): serving "
+                "beside the newer version",
+                current,
+                head,
+            )
+        elif settings.auto_migrate and primary:
             migrate.upgrade(engine)
-        elif migrate.current_revision(engine) != migrate.head_revision():
+        elif current != head:
             raise ConfigurationError("the database schema is not current; run: pdv db upgrade")
     except PdvaultError:
         engine.dispose()

@@ -6,14 +6,17 @@ reads and checks every field from there, `environment()` gives `pdv --help` its 
 tests/integration/test_cli_help.py checks the README's table against `defaults()`.
 
 The environment wins over the file. Secret fields (the database URL may carry a password) are
-kept out of repr; `describe()` gives a safe summary for the start-up log line.
+kept out of repr; `describe()` gives a safe summary for the start-up log line. Each secret field
+can also be read from a file: `NAME_FILE` names it (a Kubernetes Secret mounted as a file), the
+way Docker's official images do it, so the value never sits in the environment.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
@@ -29,6 +32,8 @@ __all__ = [
     "VAULT_AUTH_CHOICES",
     "Settings",
     "Var",
+    "available_cpus",
+    "cgroup_cpu_limit",
     "defaults",
     "environment",
     "load_settings",
@@ -60,17 +65,32 @@ class Var:
     high: float = 0
     choices: tuple[str, ...] = ()
     fold_case: bool = False  # `debug` is DEBUG
+    secret: bool = False  # kept out of repr, and also read from the file NAME_FILE names
+
+    @property
+    def file_name(self) -> str:
+        """The variable naming a file that holds a secret setting's value ("" for the others)."""
+        return f"{self.name}_FILE" if self.secret else ""
 
 
 def setting(default: T, name: str, meaning: str, *, secret: bool = False, **how: Any) -> T:
     """A field of Settings: its default, and the variable `name` that sets it (`Var`).
-    Secret fields stay out of repr."""
-    return field(default=default, repr=not secret, metadata={"var": Var(name, meaning, **how)})
+    Secret fields stay out of repr, and `NAME_FILE` may name a file holding their value."""
+    var = Var(name, meaning, secret=secret, **how)
+    return field(default=default, repr=not secret, metadata={"var": var})
 
 
 @dataclass(frozen=True)
 class Settings:
     addr: str = setting("127.0.0.1:50051", "PDV_ADDR", "where the server listens")
+    # Kubelet gRPC probes cannot present a client certificate or speak TLS with verification,
+    # so probes get a port of their own: plaintext, serving grpc.health.v1 and nothing else.
+    health_addr: str = setting(
+        "",
+        "PDV_HEALTH_ADDR",
+        "HOST:PORT of a plaintext port answering only health checks, for probes",
+        shown="off",
+    )
     data_dir: Path = setting(
         Path(".pdvault"), "PDV_DATA_DIR", "SQLite database, local key file, dev credentials"
     )
@@ -96,7 +116,11 @@ class Settings:
     )
     # Serving processes sharing the port (SO_REUSEPORT).
     processes: int = setting(
-        0, "PDV_PROCESSES", "serving processes sharing the port", shown="one per core", high=256
+        0,
+        "PDV_PROCESSES",
+        "serving processes sharing the port",
+        shown="the CPUs the cgroup allows",
+        high=256,
     )
     log_level: str = setting(
         "INFO",
@@ -245,6 +269,20 @@ class Settings:
         low=0,
         high=86_400 * 7,
     )
+    # SIGTERM: readiness turns NOT_SERVING at once, the server keeps serving for the pause (load
+    # balancers and kube-proxy take a moment to stop sending), then drains within the grace.
+    shutdown_pause: float = setting(
+        5.0,
+        "PDV_SHUTDOWN_PAUSE",
+        "seconds on SIGTERM between readiness off and the drain",
+        high=300,
+    )
+    shutdown_grace: float = setting(
+        10.0,
+        "PDV_SHUTDOWN_GRACE",
+        "seconds on SIGTERM for calls under way to finish",
+        high=3600,
+    )
     # HashiCorp Vault Transit (PDV_KMS=vault), configured as Vault's own tools are.
     vault_addr: str = setting(
         "http://127.0.0.1:8200", "VAULT_ADDR", "the Vault server", section=TRANSIT
@@ -309,7 +347,7 @@ class Settings:
 
     @property
     def effective_processes(self) -> int:
-        return self.processes or max(1, os.cpu_count() or 1)
+        return self.processes or available_cpus()
 
     @property
     def effective_shred_log(self) -> Path:
@@ -375,7 +413,13 @@ _ENV = {_var(f).name: f.name for f in fields(Settings)}
 
 def defaults() -> dict[str, str]:
     """Every variable's default, as `pdv --help` shows it ("" where there is none)."""
-    return {_var(f).name: _shown(f) for f in fields(Settings)}
+    shown = {}
+    for f in fields(Settings):
+        v = _var(f)
+        shown[v.name] = _shown(f)
+        if v.secret:
+            shown[v.file_name] = ""
+    return shown
 
 
 def environment() -> list[tuple[str, list[tuple[str, str]]]]:
@@ -385,6 +429,8 @@ def environment() -> list[tuple[str, list[tuple[str, str]]]]:
         v, default = _var(f), _shown(f)
         text = v.meaning + (f" ({default})" if default else "") + (f"; {v.note}" if v.note else "")
         sections[v.section].append((v.name, text))
+        if v.secret:
+            sections[v.section].append((v.file_name, f"a file holding {v.name}, instead of it"))
     return list(sections.items())
 
 
@@ -397,9 +443,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             raw.update(tomllib.loads(Path(config_file).read_text("utf-8")))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigurationError(f"PDV_CONFIG={config_file}: cannot read it ({exc})") from None
-    for name, setting in _ENV.items():
-        if name in env:
-            raw[setting] = env[name]
+    for f in fields(Settings):
+        v = _var(f)
+        if v.secret and env.get(v.file_name):
+            if env.get(v.name):
+                raise ConfigurationError(f"{v.name} and {v.file_name} are both set: use one")
+            raw[f.name] = _read_secret_file(v.file_name, env[v.file_name])
+        elif v.name in env:
+            raw[f.name] = env[v.name]
     unknown = set(raw) - set(_ENV.values())
     if unknown:
         raise ConfigurationError(f"unknown settings: {', '.join(sorted(unknown))}")
@@ -412,10 +463,15 @@ def _build(raw: Mapping[str, object]) -> Settings:
         f.name: _parse(f, types[f.name], raw[f.name]) for f in fields(Settings) if f.name in raw
     }
     s = Settings(**given)
-    host, sep, port = s.addr.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        example = Settings.addr
-        raise ConfigurationError(f"PDV_ADDR={s.addr!r}: expected HOST:PORT, e.g. {example}")
+    _check_address("PDV_ADDR", s.addr, Settings.addr)
+    if s.health_addr:
+        _check_address("PDV_HEALTH_ADDR", s.health_addr, "0.0.0.0:8081")
+        port = s.health_addr.rpartition(":")[2]
+        if port != "0" and port == s.addr.rpartition(":")[2]:
+            raise ConfigurationError(
+                f"PDV_HEALTH_ADDR={s.health_addr} and PDV_ADDR={s.addr}: the health port must "
+                "be another port than the API's"
+            )
     if bool(s.tls_cert) != bool(s.tls_key):
         raise ConfigurationError("PDV_TLS_CERT and PDV_TLS_KEY go together")
     if s.kms == "vault" and s.vault_auth == "token" and not s.vault_token:
@@ -425,6 +481,24 @@ def _build(raw: Mapping[str, object]) -> Settings:
             "PDV_DATABASE_URL: expected a sqlite:// or postgresql+psycopg:// URL"
         )
     return s
+
+
+def _check_address(name: str, addr: str, example: str) -> None:
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigurationError(f"{name}={addr!r}: expected HOST:PORT, e.g. {example}")
+
+
+def _read_secret_file(name: str, path: str) -> str:
+    """A secret setting's value from the file `name` names, without its trailing newline (as
+    `kubectl create secret --from-file` and editors leave one)."""
+    try:
+        text = Path(path).read_text("utf-8")
+    except OSError as exc:
+        raise ConfigurationError(f"{name}={path}: cannot read it ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"{name}={path}: not UTF-8 text") from None
+    return text.rstrip("\r\n")
 
 
 def _parse(f: Field[Any], kind: object, value: object) -> Any:
@@ -463,3 +537,81 @@ def _flag(name: str, value: object) -> bool:
     if lowered in {"0", "false", "no", "off"}:
         return False
     raise ConfigurationError(f"{name}: expected true or false")
+
+
+# -- how many processes: the CPUs this process may use ---------------------------------------
+
+
+def available_cpus(
+    cgroup_root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path = Path("/proc/self/cgroup")
+) -> int:
+    """The CPUs this process may use, at least 1: the cgroup's CPU quota rounded up (a pod
+    limited to one CPU gets 1, to 1.5 CPUs 2), else the CPUs it may be scheduled on."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    quota = cgroup_cpu_limit(cgroup_root, proc_cgroup)
+    if quota is not None:
+        cpus = min(cpus, quota)
+    return max(1, cpus)
+
+
+def cgroup_cpu_limit(cgroup_root: Path, proc_cgroup: Path) -> int | None:
+    """The CPU quota of this process's cgroup and its ancestors, rounded up; None without one.
+
+    cgroup v2: `cpu.max` ("max 100000", or "150000 100000": 1.5 CPUs). cgroup v1:
+    `cpu.cfs_quota_us` (-1 for none) over `cpu.cfs_period_us`, in the `cpu` hierarchy. The
+    process's own path comes from /proc/self/cgroup; inside a container the cgroup file system
+    is usually mounted at the container's own cgroup, so where that path does not exist under
+    the mount, the mount's root is the process's cgroup.
+    """
+    try:
+        lines = proc_cgroup.read_text("utf-8").splitlines()
+    except OSError:
+        return None
+    paths: dict[str, str] = {}
+    for line in lines:
+        _id, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        for name in controllers.split(",") if controllers else [""]:
+            paths[name] = path
+    if (cgroup_root / "cgroup.controllers").exists() and "" in paths:  # v2, unified
+        return _tightest(cgroup_root, paths[""], _v2_quota)
+    for mount in ("cpu", "cpu,cpuacct", "cpuacct,cpu"):  # v1: where the cpu hierarchy is
+        if "cpu" in paths and (cgroup_root / mount / "cpu.cfs_quota_us").exists():
+            return _tightest(cgroup_root / mount, paths["cpu"], _v1_quota)
+    return None
+
+
+def _tightest(mount: Path, own: str, quota: Callable[[Path], int | None]) -> int | None:
+    """The smallest quota from the process's cgroup up to the mount's root."""
+    here = mount / own.lstrip("/")
+    if not here.is_dir():
+        here = mount
+    limits = []
+    while True:
+        found = quota(here)
+        if found is not None:
+            limits.append(found)
+        if here == mount or mount not in here.parents:
+            break
+        here = here.parent
+    return min(limits) if limits else None
+
+
+def _v2_quota(directory: Path) -> int | None:
+    try:
+        quota, _, period = (directory / "cpu.max").read_text("ascii").strip().partition(" ")
+        return None if quota == "max" else math.ceil(int(quota) / int(period or "100000"))
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
+
+
+def _v1_quota(directory: Path) -> int | None:
+    try:
+        quota = int((directory / "cpu.cfs_quota_us").read_text("ascii"))
+        period = int((directory / "cpu.cfs_period_us").read_text("ascii"))
+        return None if quota <= 0 else math.ceil(quota / period)
+    except (OSError, ValueError, ZeroDivisionError):
+        return None

@@ -12,7 +12,12 @@ one port (SO_REUSEPORT: the kernel spreads connections). The parent:
 3. spawns the children (spawn, not fork: no gRPC or database state crosses a fork), waits until
    every one accepts calls, and only then logs that it is listening;
 4. passes SIGTERM and SIGINT on, and stops them all if one dies: the orchestrator restarts the
-   whole unit.
+   whole unit;
+5. serves the health-only port (PDV_HEALTH_ADDR), the children do not: `liveness` while it
+   runs, and readiness as the children report it. Each child checks the database and the key
+   provider every PDV_HEALTH_INTERVAL (`App.dependency_problems`, as one process does) and tells
+   the parent when its readiness changes: the pod is ready while every child is, and not ready
+   from the moment a SIGTERM comes (each child then pauses and drains on its own).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from vault.app import build_app
 from vault.config import Settings
 from vault.errors import ConfigurationError, PdvaultError
 from vault.logs import configure_logging
-from vault.transport.server import check_transport, describe_error, serve
+from vault.transport.server import HealthPortThread, check_transport, describe_error, serve
 
 __all__ = ["READY_TIMEOUT", "PortClaim", "serve_processes"]
 
@@ -102,6 +107,8 @@ def _child(settings: Settings, name: str, ready: Any) -> None:
             settings.addr,
             reuse_port=True,
             on_ready=lambda port: ready.put(("ready", name, os.getpid())),
+            name=name,
+            on_readiness=lambda ok: ready.put(("readiness", name, ok)),
         )
     except (PdvaultError, OSError) as exc:
         ready.put(("failed", name, describe_error(exc)))
@@ -114,7 +121,14 @@ def serve_processes(settings: Settings, processes: int) -> int:
     check_transport(settings)  # TLS files and the plaintext rule, before anything else
     build_app(settings).close()  # migrations, key checks, shred log, credentials: once
     claim = PortClaim(settings.addr)
-    child_settings = dataclasses.replace(settings, auto_migrate=False, dev_credentials=False)
+    try:
+        probes = HealthPortThread(settings.health_addr) if settings.health_addr else None
+    except BaseException:
+        claim.release()
+        raise
+    child_settings = dataclasses.replace(
+        settings, auto_migrate=False, dev_credentials=False, health_addr=""
+    )
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Queue()
     children = [
@@ -123,75 +137,109 @@ def serve_processes(settings: Settings, processes: int) -> int:
         )
         for i in range(processes)
     ]
-    stopping = threading.Event()
+    family = _Family(children, ready, probes)
 
     def _stop(signum: int, _frame: object) -> None:
-        stopping.set()
-        for child in children:
-            if child.pid is not None and child.is_alive():
-                os.kill(child.pid, signal.SIGTERM)
+        family.stop()
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     try:
         for child in children:
             child.start()
-        pids = _await_ready(children, ready, stopping)
+        pids = family.await_ready()
+        health = f"; health checks on port {probes.port}" if probes is not None else ""
         log.info(
-            "pdvault listening on %s (%d processes: pid %s)",
+            "pdvault listening on %s (%d processes: pid %s)%s",
             settings.addr,
             len(pids),
             ", pid ".join(str(p) for p in pids),
+            health,
         )
-        return _supervise(children, stopping, _stop)
+        return family.supervise()
     except PdvaultError:
-        _stop(signal.SIGTERM, None)
+        family.stop()
         for child in children:
             child.join(timeout=15)
         raise
     finally:
+        if probes is not None:
+            probes.stop()
         claim.release()
 
 
-def _await_ready(
-    children: Sequence[multiprocessing.process.BaseProcess], ready: Any, stopping: threading.Event
-) -> list[int]:
-    pids: list[int] = []
-    deadline = time.monotonic() + READY_TIMEOUT
-    while len(pids) < len(children):
-        if stopping.is_set():
-            raise ConfigurationError("stopped before every process was ready")
-        try:
-            kind, name, detail = ready.get(timeout=0.5)
-        except queue.Empty:
-            dead = [c.name for c in children if c.exitcode not in (None, 0)]
-            if dead:
-                raise ConfigurationError(f"process {dead[0]} exited while starting") from None
-            if time.monotonic() > deadline:
-                raise ConfigurationError(
-                    f"the serving processes were not ready within {READY_TIMEOUT:g} s"
-                ) from None
-            continue
+class _Family:
+    """The parent's view of its children: alive or not, ready or not, and their stop."""
+
+    def __init__(
+        self,
+        children: Sequence[multiprocessing.process.BaseProcess],
+        messages: Any,
+        probes: HealthPortThread | None,
+    ) -> None:
+        self.children = children
+        self.messages = messages
+        self.probes = probes
+        self.stopping = threading.Event()
+        self.ready: dict[str, bool] = {}
+
+    def stop(self) -> None:
+        """Readiness off at once, and SIGTERM to every child (each pauses, then drains)."""
+        self.stopping.set()
+        if self.probes is not None:
+            self.probes.set_ready(False)
+        for child in self.children:
+            if child.pid is not None and child.is_alive():
+                os.kill(child.pid, signal.SIGTERM)
+
+    def _heard(self, kind: str, name: str, detail: Any) -> None:
         if kind == "failed":
             raise ConfigurationError(f"{detail} (in {name})")
-        pids.append(int(detail))
-    return pids
+        self.ready[name] = kind == "ready" or bool(detail)
+        if self.probes is not None and len(self.ready) == len(self.children):
+            self.probes.set_ready(all(self.ready.values()) and not self.stopping.is_set())
 
+    def await_ready(self) -> list[int]:
+        pids: list[int] = []
+        deadline = time.monotonic() + READY_TIMEOUT
+        while len(pids) < len(self.children):
+            if self.stopping.is_set():
+                raise ConfigurationError("stopped before every process was ready")
+            try:
+                kind, name, detail = self.messages.get(timeout=0.5)
+            except queue.Empty:
+                dead = [c.name for c in self.children if c.exitcode not in (None, 0)]
+                if dead:
+                    raise ConfigurationError(f"process {dead[0]} exited while starting") from None
+                if time.monotonic() > deadline:
+                    raise ConfigurationError(
+                        f"the serving processes were not ready within {READY_TIMEOUT:g} s"
+                    ) from None
+                continue
+            if kind == "ready":
+                pids.append(int(detail))
+            self._heard(kind, name, detail)
+        return pids
 
-def _supervise(
-    children: Sequence[multiprocessing.process.BaseProcess],
-    stopping: threading.Event,
-    stop: Any,
-) -> int:
-    status = 0
-    while any(c.is_alive() for c in children):
-        for child in children:
-            child.join(timeout=0.5)
-            if not child.is_alive() and child.exitcode not in (0, None) and not stopping.is_set():
-                log.error(
-                    "process %s exited with %s: stopping the others", child.name, child.exitcode
-                )
-                status = 1
-                stop(signal.SIGTERM, None)
-    log.info("pdvault stopped")
-    return status
+    def supervise(self) -> int:
+        status = 0
+        while any(c.is_alive() for c in self.children):
+            try:
+                kind, name, detail = self.messages.get(timeout=0.5)
+            except queue.Empty:
+                pass
+            else:
+                if kind == "readiness":
+                    self._heard(kind, name, detail)
+            for child in self.children:
+                died = not child.is_alive() and child.exitcode not in (0, None)
+                if died and not self.stopping.is_set():
+                    log.error(
+                        "process %s exited with %s: stopping the others", child.name, child.exitcode
+                    )
+                    status = 1
+                    self.stop()
+        for child in self.children:
+            child.join()
+        log.info("pdvault stopped")
+        return status

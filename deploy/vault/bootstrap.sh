@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up HashiCorp Vault for pdvault: the Transit engine, the key (not exportable, deletion not
-# allowed), the two policies, and an AppRole for the service. Idempotent.
+# allowed), the two policies, an AppRole for the service, and the Kubernetes auth role that the
+# production manifests log in with (deploy/k8s/production). Idempotent.
 #
 # Try it with a dev server:
 #   vault server -dev -dev-root-token-id=root &
@@ -44,6 +45,22 @@ vault write auth/approle/role/pdvault \
   token_policies=pdvault-service token_ttl=1h token_max_ttl=24h \
   secret_id_ttl=720h secret_id_num_uses=0
 
+# Kubernetes auth: pdvault's pods log in with a service account token projected for the audience
+# "vault" (PDV_VAULT_AUTH=kubernetes, PDV_VAULT_K8S_ROLE). Vault checks it with the cluster's
+# TokenReview API at KUBERNETES_HOST (inside the cluster Vault uses its own service account's
+# token and CA). The role binds the service account pdvault of the namespace pdvault, as the
+# manifests name them: rename both here if your overlay renames them.
+k8s_role="${PDV_VAULT_K8S_ROLE:-pdvault}"
+if ! vault auth list -format=json | grep -q '"kubernetes/"'; then
+  vault auth enable kubernetes
+fi
+vault write auth/kubernetes/config kubernetes_host="${KUBERNETES_HOST:-https://kubernetes.default.svc}"
+vault write "auth/kubernetes/role/$k8s_role" \
+  bound_service_account_names=pdvault \
+  bound_service_account_namespaces=pdvault \
+  audience=vault \
+  token_policies=pdvault-service token_ttl=1h token_max_ttl=24h
+
 role_id="$(vault read -field=role_id auth/approle/role/pdvault/role-id)"
 secret_id="$(vault write -f -field=secret_id auth/approle/role/pdvault/secret-id)"
 cat <<OUT
@@ -52,5 +69,6 @@ Run pdvault with:
   PDV_KMS=vault VAULT_ADDR=$VAULT_ADDR PDV_VAULT_AUTH=approle \\
   VAULT_ROLE_ID=$role_id VAULT_SECRET_ID=<the secret id below> pdv serve
 secret id (shown once): $secret_id
+On Kubernetes: PDV_VAULT_AUTH=kubernetes PDV_VAULT_K8S_ROLE=$k8s_role (deploy/k8s/production)
 Operators get the pdvault-ops policy, e.g.: vault token create -policy=pdvault-ops -ttl=1h
 OUT

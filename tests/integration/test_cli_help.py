@@ -23,6 +23,8 @@ PDV = [sys.executable, "-m", "pdvault_client.cli"]
 
 # `os.environ.get("X")`, `os.environ["X"]`, `os.getenv("X")`, `environ.setdefault("X", ...)`.
 _READ = re.compile(r"""(?:environ(?:\.get|\.setdefault)?\s*[\[(]|getenv\()\s*["']([A-Z_]+)["']""")
+# The client's `secret_variable("X")` reads X and X_FILE.
+_SECRET = re.compile(r"""secret_variable\(\s*["']([A-Z_]+)["']""")
 
 
 def variables_read() -> set[str]:
@@ -32,7 +34,10 @@ def variables_read() -> set[str]:
         *(ROOT / "vault").rglob("*.py"),
         *(ROOT / "clients/python/pdvault_client").rglob("*.py"),
     ]
-    found = {name for path in sources for name in _READ.findall(path.read_text("utf-8"))}
+    texts = [path.read_text("utf-8") for path in sources]
+    found = {name for text in texts for name in _READ.findall(text)}
+    secrets = {name for text in texts for name in _SECRET.findall(text)}
+    found |= secrets | {f"{name}_FILE" for name in secrets}
     return found | set(config.defaults()) | {"PDV_CONFIG"}
 
 
@@ -54,6 +59,7 @@ def pdv(*args: str) -> subprocess.CompletedProcess[str]:
 def test_the_scan_finds_the_variables_we_know_of() -> None:
     found = variables_read()
     assert {"PDV_API_KEY", "PDV_TLS_CA", "PDV_TLS_SERVER_NAME", "GRPC_VERBOSITY"} <= found
+    assert {"PDV_API_KEY_FILE", "VAULT_TOKEN_FILE", "PDV_DATABASE_URL_FILE"} <= found
     assert "PDV_LOG_LEVEL" in found
     assert len(found) >= 34
 

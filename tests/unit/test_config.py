@@ -147,5 +147,5 @@ def test_the_client_commands_default_to_the_server_defaults() -> None:
     shown = {v.name: v.default for v in CLIENT_VARIABLES}
     server = config.defaults()
     both = shown.keys() & server.keys()
-    assert both == {"PDV_ADDR", "PDV_DATA_DIR", "VAULT_TOKEN"}
+    assert both == {"PDV_ADDR", "PDV_DATA_DIR", "VAULT_TOKEN", "VAULT_TOKEN_FILE"}
     assert {n: shown[n] for n in both} == {n: server[n] for n in both}

@@ -9,12 +9,13 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from vault.errors import StorageUnavailable
 
-__all__ = ["current_revision", "head_revision", "upgrade"]
+__all__ = ["current_revision", "head_revision", "is_known", "upgrade"]
 
 
 def _config() -> Config:
@@ -38,8 +39,13 @@ def _reachable(engine: Engine) -> Iterator[None]:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Migrate to `revision`. A database that a newer version migrated is left as it is: its
+    migrations only added (expand-then-contract), and the newer version's own Job runs them."""
     cfg = _config()
     with _reachable(engine), engine.begin() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+        if current is not None and not is_known(current):
+            return
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 
@@ -51,3 +57,11 @@ def current_revision(engine: Engine) -> str | None:
 
 def head_revision() -> str | None:
     return ScriptDirectory.from_config(_config()).get_current_head()
+
+
+def is_known(revision: str) -> bool:
+    """Whether `revision` is one of this version's migrations; a newer version's is not."""
+    try:
+        return ScriptDirectory.from_config(_config()).get_revision(revision) is not None
+    except CommandError:
+        return False

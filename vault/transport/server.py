@@ -3,6 +3,10 @@
 
 `start_server(app, addr)` builds and starts it on the running event loop; `ServerThread` runs
 one on a loop of its own (tests start it on port 0); `serve` runs one until SIGTERM or SIGINT.
+With `PDV_HEALTH_ADDR`, a second server beside it answers health checks only (`HealthPort`), in
+clear, for probes that cannot speak TLS: the service `liveness` while the process runs, and
+readiness (`""` and each pdvault service) while the database and the key provider answer.
+`HealthPortThread` runs one alone, for the parent of several processes.
 Why `grpc.aio` and not the thread-pool server: the thread-pool server hands each call to a
 worker thread that then waits for the request message, so a client that opens calls and never
 sends them holds every thread (48 such streams stalled health checks and every caller). On the
@@ -54,17 +58,21 @@ __all__ = [
     "DOCUMENT_SERVICE",
     "HEALTH_HEADROOM",
     "KEY_SERVICE",
+    "LIVENESS",
     "LOOPBACK",
     "MAX_MESSAGE_BYTES",
     "SERVICE_NAMES",
     "SUBJECT_SERVICE",
     "TOKEN_SERVICE",
+    "HealthPort",
+    "HealthPortThread",
     "ServerThread",
     "Serving",
     "check_transport",
     "describe_error",
     "read_tls",
     "serve",
+    "start_health_port",
     "start_server",
     "stop_server",
 ]
@@ -87,6 +95,55 @@ SERVICE_NAMES = (
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 # Calls above pdvault's own cap that gRPC still accepts: room for health checks and reflection.
 HEALTH_HEADROOM = 64
+# The health port's service that says only whether the process runs (a liveness probe's).
+LIVENESS = "liveness"
+# The names whose status is readiness: the whole server and each of its services.
+READINESS = ("", *SERVICE_NAMES)
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass
+class HealthPort:
+    """The plaintext health-only server (PDV_HEALTH_ADDR): grpc.health.v1 and nothing else,
+    no reflection, no pdvault service, so nothing but a status crosses it in clear."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+
+    async def set_ready(self, ready: bool) -> None:
+        for name in READINESS:
+            await self.health.set(name, _SERVING if ready else _NOT_SERVING)
+
+    async def stop(self) -> None:
+        await self.server.stop(None)
+
+
+async def start_health_port(addr: str, ready: bool = False) -> HealthPort:
+    """Serve health checks on `addr`: `liveness` SERVING from now on, readiness as `ready`."""
+    server = grpc.aio.server(
+        maximum_concurrent_rpcs=HEALTH_HEADROOM,  # unauthenticated: a flood gets refused
+        options=[
+            # Unlike the API port, never shared: a second pdvault on it is refused.
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", 1024),
+            ("grpc.max_connection_idle_ms", 300_000),
+        ],
+    )
+    servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    try:
+        port = server.add_insecure_port(addr)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise ConfigurationError(f"cannot listen on PDV_HEALTH_ADDR={addr}: is the address in use?")
+    await server.start()
+    await servicer.set(LIVENESS, _SERVING)
+    probes = HealthPort(server, port, servicer)
+    await probes.set_ready(ready)
+    return probes
 
 
 @dataclass
@@ -99,6 +156,10 @@ class Serving:
     gate: Gate
     executor: ThreadPoolExecutor
     monitor: asyncio.Task[None] | None = None
+    probes: HealthPort | None = None  # the health-only port, where this process serves one
+    # Told of each change of readiness (a child of several processes tells its parent).
+    on_readiness: Callable[[bool], None] | None = None
+    stopping: bool = False
 
 
 def _methods(app: App) -> list[tuple[str, dict[str, Method[Any, Any] | StreamingMethod]]]:
@@ -117,7 +178,15 @@ def _methods(app: App) -> list[tuple[str, dict[str, Method[Any, Any] | Streaming
     return [(d.full_name, m) for d, m in services]
 
 
-async def start_server(app: App, addr: str, reuse_port: bool = False) -> Serving:
+async def start_server(
+    app: App,
+    addr: str,
+    reuse_port: bool = False,
+    *,
+    health_addr: str = "",
+    on_readiness: Callable[[bool], None] | None = None,
+) -> Serving:
+    """Start serving `addr` (and, given `health_addr`, the health-only port) on this loop."""
     settings = app.settings
     limits = Limits(
         settings.request_read_timeout,
@@ -159,27 +228,54 @@ async def start_server(app: App, addr: str, reuse_port: bool = False) -> Serving
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     port = _listen(server, app, addr)
-    await server.start()
-    # The key table, read once before the first call (every later read is off the loop).
-    await asyncio.get_running_loop().run_in_executor(executor, app.authenticator.refresh)
-    serving = Serving(server, port, health_servicer, gate, executor)
-    await _set_health(serving, health_pb2.HealthCheckResponse.SERVING)
+    probes = await start_health_port(health_addr) if health_addr else None
+    try:
+        await server.start()
+        # The key table, read once before the first call (every later read is off the loop).
+        await asyncio.get_running_loop().run_in_executor(executor, app.authenticator.refresh)
+    except BaseException:
+        if probes is not None:
+            await probes.stop()
+        raise
+    serving = Serving(server, port, health_servicer, gate, executor, None, probes, on_readiness)
+    await _set_ready(serving, True)
     serving.monitor = asyncio.create_task(_watch(app, serving))
     return serving
 
 
-async def stop_server(serving: Serving, grace: float | None) -> None:
+async def stop_taking_calls(serving: Serving) -> None:
+    """The first step of a shutdown: readiness NOT_SERVING for good (liveness stays SERVING:
+    the process is alive, draining), so load balancers stop sending new calls."""
+    if serving.stopping:
+        return
+    serving.stopping = True
     if serving.monitor is not None:
         serving.monitor.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await serving.monitor
+        serving.monitor = None
     await serving.health.enter_graceful_shutdown()
+    if serving.probes is not None:
+        await serving.probes.set_ready(False)
+    if serving.on_readiness is not None:
+        serving.on_readiness(False)
+
+
+async def stop_server(serving: Serving, grace: float | None) -> None:
+    """Stop: readiness off, new calls refused, calls under way given `grace` seconds."""
+    await stop_taking_calls(serving)
     await serving.server.stop(grace)
+    if serving.probes is not None:
+        await serving.probes.stop()
 
 
-async def _set_health(serving: Serving, status: Any) -> None:
-    for name in ("", *SERVICE_NAMES):
-        await serving.health.set(name, status)
+async def _set_ready(serving: Serving, ready: bool) -> None:
+    for name in READINESS:
+        await serving.health.set(name, _SERVING if ready else _NOT_SERVING)
+    if serving.probes is not None:
+        await serving.probes.set_ready(ready)
+    if serving.on_readiness is not None:
+        serving.on_readiness(ready)
 
 
 async def _watch(app: App, serving: Serving) -> None:
@@ -191,10 +287,10 @@ async def _watch(app: App, serving: Serving) -> None:
         problems = await loop.run_in_executor(serving.executor, app.dependency_problems)
         if problems and healthy:
             log.error("not ready: %s", "; ".join(problems))
-            await _set_health(serving, health_pb2.HealthCheckResponse.NOT_SERVING)
+            await _set_ready(serving, False)
         elif not problems and not healthy:
             log.warning("ready again: the database and the key provider answer")
-            await _set_health(serving, health_pb2.HealthCheckResponse.SERVING)
+            await _set_ready(serving, True)
         healthy = not problems
 
 
@@ -232,15 +328,22 @@ def _listen(server: grpc.aio.Server, app: App, addr: str) -> int:
 
 
 def read_tls(cert: os.PathLike[str], key: os.PathLike[str]) -> tuple[bytes, bytes]:
-    """The certificate chain and private key; refused if the key is readable by others."""
+    """The certificate chain and private key; refused if the key is readable by others (its
+    group may read a key that root owns)."""
     try:
-        mode = os.stat(key).st_mode
+        info = os.stat(key)
         chain, private = Path(cert).read_bytes(), Path(key).read_bytes()
     except OSError as exc:
         raise ConfigurationError(
             f"cannot read the TLS certificate or key: {exc.strerror}: {exc.filename}"
         ) from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+    mode = info.st_mode
+    # PostgreSQL's rule for its own key (src/backend/libpq/be-secure-common.c): a key owned by
+    # root may be read by its group. A Kubernetes Secret mounted with defaultMode 0400 and an
+    # fsGroup arrives so (root's, the pod's group, 0440); without the group's read bit the
+    # pod's non-root user could not read it at all.
+    allowed = stat.S_IRGRP if info.st_uid == 0 else 0
+    if mode & (stat.S_IRWXG | stat.S_IRWXO) & ~allowed:
         raise ConfigurationError(
             f"PDV_TLS_KEY {os.fspath(key)} is readable by others (mode {stat.S_IMODE(mode):04o}): "
             f"run chmod 600 on it (on Kubernetes, mount the Secret with defaultMode: 0400)"
@@ -251,12 +354,14 @@ def read_tls(cert: os.PathLike[str], key: os.PathLike[str]) -> tuple[bytes, byte
 class ServerThread:
     """A server on an event loop of its own thread: for tests and tools that are not async."""
 
-    def __init__(self, app: App, addr: str, reuse_port: bool = False) -> None:
+    def __init__(
+        self, app: App, addr: str, reuse_port: bool = False, *, health_addr: str = ""
+    ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="grpc-loop")
         self._thread.start()
         try:
-            self.serving = self._call(start_server(app, addr, reuse_port))
+            self.serving = self._call(start_server(app, addr, reuse_port, health_addr=health_addr))
         except BaseException:
             self._end()
             raise
@@ -277,33 +382,100 @@ class ServerThread:
         self._loop.close()
 
 
+class HealthPortThread:
+    """A health-only port on an event loop of its own thread: the parent of several serving
+    processes serves it (they do not), with readiness as its children report it."""
+
+    def __init__(self, addr: str) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="health-port")
+        self._thread.start()
+        try:
+            self.probes: HealthPort = asyncio.run_coroutine_threadsafe(
+                start_health_port(addr), self._loop
+            ).result()
+        except BaseException:
+            self._end()
+            raise
+        self.port = self.probes.port
+
+    def set_ready(self, ready: bool) -> None:
+        """Set readiness, without waiting (a signal handler calls this)."""
+        asyncio.run_coroutine_threadsafe(self.probes.set_ready(ready), self._loop)
+
+    def stop(self) -> None:
+        try:
+            asyncio.run_coroutine_threadsafe(self.probes.stop(), self._loop).result()
+        finally:
+            self._end()
+
+    def _end(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+
 def serve(
     app: App,
     addr: str,
     reuse_port: bool = False,
     on_ready: Callable[[int], None] | None = None,
-    grace: float = 10.0,
+    *,
+    name: str = "pdvault",
+    on_readiness: Callable[[bool], None] | None = None,
 ) -> None:
-    """Serve until SIGINT or SIGTERM, then stop taking calls and finish those under way."""
+    """Serve until SIGINT or SIGTERM. Then readiness turns NOT_SERVING at once; calls are still
+    taken for PDV_SHUTDOWN_PAUSE seconds, while load balancers notice; then new calls are
+    refused and those under way have PDV_SHUTDOWN_GRACE seconds to finish; then the runtime
+    stops (the audit queue committed) and a last line says so. With `on_ready`, the process
+    serves as one of several: its parent serves the health port and logs for all."""
+    settings = app.settings
+    health_addr = settings.health_addr if on_ready is None else ""
 
     async def main() -> None:
-        serving = await start_server(app, addr, reuse_port)
+        serving = await start_server(
+            app, addr, reuse_port, health_addr=health_addr, on_readiness=on_readiness
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         if on_ready is None:
-            log.info("pdvault listening on %s (port %d, pid %d)", addr, serving.port, os.getpid())
+            health_port = f"; health checks on port {serving.probes.port}" if serving.probes else ""
+            log.info(
+                "pdvault listening on %s (port %d, pid %d)%s",
+                addr,
+                serving.port,
+                os.getpid(),
+                health_port,
+            )
         else:
             on_ready(serving.port)
         await stop.wait()
-        log.info("draining calls under way (up to %g s)", grace)
-        await stop_server(serving, grace)
+        log.info(
+            "%s stopping: not ready; serving %g s more for load balancers to notice, then up "
+            "to %g s for calls under way",
+            name,
+            settings.shutdown_pause,
+            settings.shutdown_grace,
+        )
+        await stop_taking_calls(serving)
+        await asyncio.sleep(settings.shutdown_pause)
+        # gRPC answers new calls no more (clients on a connection get GOAWAY and reconnect
+        # elsewhere); those under way have the grace to finish.
+        log.info(
+            "%s draining: %d calls under way, up to %g s",
+            name,
+            serving.gate.in_flight,
+            settings.shutdown_grace,
+        )
+        await stop_server(serving, settings.shutdown_grace)
 
     try:
         asyncio.run(main())
     finally:
         app.close()
+    log.info("%s stopped", name)
 
 
 def describe_error(exc: PdvaultError | OSError) -> str:

@@ -72,12 +72,31 @@ def _address(args: argparse.Namespace) -> str:
         raise UsageError(f"{'--addr ' if args.addr else 'PDV_ADDR='}{exc}") from None
 
 
+def secret_variable(name: str) -> str | None:
+    """A secret from the environment: the variable `name`, or the file that `name`_FILE names
+    (without its trailing newline), as the server reads its own secret settings. A Kubernetes
+    Secret mounted as a file then never passes through the environment."""
+    value = os.environ.get(name)
+    path = os.environ.get(f"{name}_FILE")
+    if not path:
+        return value or None
+    if value:
+        raise UsageError(f"{name} and {name}_FILE are both set: use one")
+    try:
+        text = Path(path).read_text("utf-8")
+    except OSError as exc:
+        raise UsageError(f"{name}_FILE={path}: cannot read it ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{name}_FILE={path}: not UTF-8 text") from None
+    return text.rstrip("\r\n") or None
+
+
 def api_key(caller: str | None) -> str:
-    key = os.environ.get("PDV_API_KEY")
+    key = secret_variable("PDV_API_KEY")
     if key:
         return key
     if not caller:
-        raise UsageError("say who calls: --caller NAME, or set PDV_API_KEY")
+        raise UsageError("say who calls: --caller NAME, or set PDV_API_KEY or PDV_API_KEY_FILE")
     data_dir = Path(os.environ.get("PDV_DATA_DIR") or DEFAULT_DATA_DIR)
     path = data_dir / CREDENTIALS_FILE
     try:

@@ -34,10 +34,12 @@ class Variable(NamedTuple):
 CLIENT_VARIABLES = (
     Variable("PDV_ADDR", "the server to call, HOST:PORT", DEFAULT_ADDR, "--addr wins"),
     Variable("PDV_API_KEY", "the API key to call with; overrides --caller"),
+    Variable("PDV_API_KEY_FILE", "a file holding PDV_API_KEY, instead of it"),
     Variable("PDV_DATA_DIR", f"where --caller finds {CREDENTIALS_FILE}", f"./{DEFAULT_DATA_DIR}"),
     Variable("PDV_TLS_CA", "the CA that signed the server's certificate (turns TLS on)"),
     Variable("PDV_TLS_SERVER_NAME", "the name to check in the server's certificate"),
     Variable("VAULT_TOKEN", "keys rotate/trim on Vault: your token with pdvault-ops"),
+    Variable("VAULT_TOKEN_FILE", "a file holding VAULT_TOKEN, instead of it"),
     Variable("GRPC_VERBOSITY", "gRPC's own log lines", GRPC_VERBOSITY),
 )
 

@@ -1,21 +1,21 @@
 """`pdv keys status|rotate|rewrap|trim`: the key-encryption key's versions, through the API.
 
-On HashiCorp Vault, rotate and trim also need the operator's own Vault token (VAULT_TOKEN),
-which the client sends with those calls only."""
+On HashiCorp Vault, rotate and trim also need the operator's own Vault token (VAULT_TOKEN, or
+the file VAULT_TOKEN_FILE names), which the client sends with those calls only."""
 
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
 from pdvault_client import Client, KeyAdmin, KeyStatus, Trimmed
+from pdvault_client.cli.connection import secret_variable
 from pdvault_client.cli.exits import EXIT_OK
 from pdvault_client.cli.report import print_json
 
 
 def _admin(client: Client) -> KeyAdmin:
-    return client.keys(vault_token=os.environ.get("VAULT_TOKEN") or None)
+    return client.keys(vault_token=secret_variable("VAULT_TOKEN"))
 
 
 def status(client: Client, args: argparse.Namespace) -> int:
