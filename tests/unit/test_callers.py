@@ -13,28 +13,27 @@ from vault.domain.policy_file import load_policy
 from vault.domain.stores import ApiKeyRecord, CredentialStore
 from vault.domain.types import CallerName
 from vault.errors import Reason, Unauthenticated
+from vault.storage.memory import MemoryCredentialStore, MemoryState
 
 POLICY = load_policy()
 KEY_SHAPE = re.compile(r"pdv_([a-z2-7]{16})_([A-Za-z0-9_-]{43})")
 MESSAGE = "missing or invalid API key (metadata 'authorization: Bearer <key>')"
 
 
-class FakeKeyStore:
+class FakeKeyStore(MemoryCredentialStore):
     """A `CredentialStore` in memory that counts how often the key table was read."""
 
     def __init__(self) -> None:
-        self.keys: dict[str, ApiKeyRecord] = {}
+        super().__init__(MemoryState())
         self.reads = 0
+
+    @property
+    def keys(self) -> dict[str, ApiKeyRecord]:
+        return self._s.api_keys
 
     def api_keys(self) -> list[ApiKeyRecord]:
         self.reads += 1
-        return list(self.keys.values())
-
-    def add_api_key(self, record: ApiKeyRecord) -> None:
-        self.keys[record.key_id] = record
-
-    def callers_with_keys(self) -> set[CallerName]:
-        return {r.caller for r in self.keys.values() if not r.revoked}
+        return super().api_keys()
 
 
 def _fake_is_a_credential_store(store: FakeKeyStore) -> CredentialStore:
@@ -239,7 +238,7 @@ def test_valid_keys_are_remembered_for_a_while_and_revocation_then_holds(
     key, record = issue_api_key(CallerName("payment"))
     store.add_api_key(record)
     assert auth.authenticate(key) == "payment"
-    store.add_api_key(ApiKeyRecord(record.key_id, record.caller, record.key_hash, revoked=True))
+    store.keys[record.key_id] = ApiKeyRecord(record.key_id, record.caller, record.key_hash, True)
     now[0] = 29.0
     assert auth.authenticate(key) == "payment"  # within the documented window
     now[0] = 31.0
