@@ -7,7 +7,12 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import grpc
-from pdvault.v1 import key_service_pb2_grpc, subject_service_pb2_grpc, token_service_pb2_grpc
+from pdvault.v1 import (
+    document_service_pb2_grpc,
+    key_service_pb2_grpc,
+    subject_service_pb2_grpc,
+    token_service_pb2_grpc,
+)
 
 from pdvault_client.admin import KeyAdmin, SubjectAdmin
 from pdvault_client.convert import (
@@ -17,6 +22,7 @@ from pdvault_client.convert import (
     tokenize_request,
     tokenized,
 )
+from pdvault_client.documents import DocumentClient
 from pdvault_client.errors import from_rpc_error
 from pdvault_client.types import (
     CHANNEL_OPTIONS,
@@ -64,6 +70,7 @@ class Client:
         self._stub = token_service_pb2_grpc.TokenServiceStub(self._channel)
         self._key_stub = key_service_pb2_grpc.KeyServiceStub(self._channel)
         self._subject_stub = subject_service_pb2_grpc.SubjectServiceStub(self._channel)
+        self._document_stub = document_service_pb2_grpc.DocumentServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {api_key}"),)
         self._timeout = timeout
         self._retry = retry or RetryPolicy()
@@ -120,6 +127,11 @@ class Client:
         """
         return KeyAdmin(self, vault_token)
 
+    def documents(self) -> DocumentClient:
+        """Identity documents (the DocumentService): upload, download, metadata, holds,
+        verification and the retention sweep; who may call which is the policy's to say."""
+        return DocumentClient(self)
+
     def _call(
         self,
         method: Callable[..., T],
@@ -127,8 +139,12 @@ class Client:
         *,
         extra_metadata: tuple[tuple[str, str], ...] = (),
         retry: bool = True,
+        timeout: float | None = None,
     ) -> T:
-        deadline = time.monotonic() + self._timeout
+        """`method(request, timeout=..., metadata=...)`, retried on UNAVAILABLE (unless `retry`
+        is False) within one deadline: `timeout` seconds, the client's by default. A method
+        that raises grpc.RpcError may be retried; a PdvaultError it raises is final."""
+        deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
         backoff = self._retry.initial_backoff
         metadata = self._metadata + extra_metadata
         attempts = self._retry.attempts if retry else 1
