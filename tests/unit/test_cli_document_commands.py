@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from google.rpc import code_pb2
 
-from pdvault_client.cli import documents, main
+from pdvault_client.cli import documents, main, parser
 from tests.unit.document_fake import DOC_ID, JPEG, Fake, serving
 
 
@@ -302,3 +302,17 @@ def test_hold_id_without_release_is_a_usage_error(pdv: Pdv, fake: Fake) -> None:
 def test_a_refused_delete_exits_4(pdv: Pdv, fake: Fake) -> None:
     fake.script.unary_failures = [(code_pb2.FAILED_PRECONDITION, "1 legal hold(s) stand")]
     one_line(pdv("document", "delete", DOC_ID), 4, "FAILED_PRECONDITION: 1 legal hold(s) stand")
+
+
+def test_upload_takes_the_types_of_the_api_but_unclassified(pdv: Pdv, scan: Path) -> None:
+    with pytest.raises(SystemExit) as done:
+        pdv("document", "upload", "--subject", "u", "--type", "unclassified", str(scan))
+    assert done.value.code == 2
+    assert parser.UPLOAD_TYPES == (
+        "passport",
+        "drivers_license",
+        "residence_card",
+        "health_insurance_card",
+        "my_number_card_front",
+        "my_number_card_back",
+    )

@@ -23,6 +23,10 @@ from pdvault_client.cli.server import server_command
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")  # as vault.config.LOG_LEVELS
 OUTPUTS = ("text", "json")
 LEGAL_BASES = ("law_or_regulation", "public_interest", "public_function", "legitimate_rights")
+# The document types an upload may name: the API's, but `unclassified`, which only documents
+# migrated from the retired identity_document field have (document_service.proto). The back of
+# a My Number card stays, so that the server's refusal names the law.
+UPLOAD_TYPES = tuple(t for t in DOCUMENT_TYPES if t != "unclassified")
 
 if TYPE_CHECKING:  # generic for the type checker only
     Commands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -351,9 +355,9 @@ def _document_commands(commands: Commands) -> None:
     up.add_argument(
         "--type",
         required=True,
-        choices=DOCUMENT_TYPES,
+        choices=UPLOAD_TYPES,
         metavar="TYPE",
-        help=f"the kind of document: {', '.join(DOCUMENT_TYPES)} (the server refuses the last)",
+        help=f"the kind of document: {', '.join(UPLOAD_TYPES)} (the server refuses the last)",
     )
     up.add_argument(
         "--media-type",
