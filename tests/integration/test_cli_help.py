@@ -149,6 +149,10 @@ def test_version_without_the_installed_distribution(monkeypatch: pytest.MonkeyPa
             [["subject", a] for a in ("show", "stop", "resume", "shred", "export", "consent")]
             + [["subject", "correct"]]
         ),
+        *(
+            [["document", a] for a in ("upload", "show", "get", "list", "delete", "hold")]
+            + [["document", "verified"], ["document", "sweep"], ["retention", "sweep"]]
+        ),
         ["policy", "check"],
     ],
 )

@@ -25,12 +25,18 @@ import pytest
 
 import vault.cli
 from pdvault_client import (
+    DeletedDocument,
     Detokenized,
+    Document,
     Field,
     KeyStatus,
+    LegalHold,
+    Retention,
     RewrapStep,
+    Sweep,
     Tokenized,
     Trimmed,
+    VariantInfo,
 )
 from pdvault_client.cli import connection, main
 from pdvault_client.cli.parser import build_parser
@@ -121,6 +127,9 @@ class FakeClient:
     def subjects(self) -> FakeSubjects:
         return FakeSubjects()
 
+    def documents(self) -> FakeDocuments:
+        return FakeDocuments()
+
 
 class FakeKeys:
     def status(self) -> KeyStatus:
@@ -151,12 +160,80 @@ class FakeSubjects:
         return call
 
 
+_DOCUMENT = Document(
+    id="doc_probe",
+    subject="s-base",
+    subject_digest="ab" * 32,
+    type="passport",
+    media_type="image/jpeg",
+    created_at=None,
+    uploaded_by="kyc",
+    scan_state="not_scanned",
+    scan_engine="",
+    variants=(VariantInfo("original", "image/jpeg", 4),),
+    retention=Retention("documents.passport", "verified", "P7Y", "shred", True, None, "law"),
+    holds=(),
+    verified_at=None,
+    retained=False,
+    pages=0,
+    insurer_number_masked=False,
+)
+
+
+class FakeDocuments:
+    """The DocumentClient: each call recorded; a download writes four bytes where it is told."""
+
+    def upload(self, subject: str, document_type: str, source: Any, **kwargs: Any) -> Document:
+        RECORD.add("upload", subject, document_type, Path(source.name), **kwargs)
+        if kwargs["progress"] is not None:
+            kwargs["progress"](4, 4)
+        return _DOCUMENT
+
+    def download(self, document_id: str, purpose: str, target: Any, **kwargs: Any) -> Document:
+        RECORD.add("download", document_id, purpose, target, **kwargs)
+        if isinstance(target, Path):
+            target.write_bytes(b"data")
+        else:
+            target.write(b"data")
+        return _DOCUMENT
+
+    def show(self, document_id: str) -> Document:
+        RECORD.add("show", document_id)
+        return _DOCUMENT
+
+    def list(self, subject: str) -> list[Document]:
+        RECORD.add("list", subject)
+        return [_DOCUMENT]
+
+    def delete(self, document_id: str) -> DeletedDocument:
+        RECORD.add("delete", document_id)
+        return DeletedDocument(document_id, None)
+
+    def hold(self, document_id: str, reason: str) -> LegalHold:
+        RECORD.add("hold", document_id, reason)
+        return LegalHold("hold-1", reason, "legal", None)
+
+    def release(self, document_id: str, hold_id: str | None) -> int:
+        RECORD.add("release", document_id, hold_id)
+        return 1
+
+    def mark_verified(self, document_id: str) -> Document:
+        RECORD.add("mark_verified", document_id)
+        return _DOCUMENT
+
+    def sweep(self) -> Sweep:
+        RECORD.add("sweep")
+        return Sweep("sweep-1", 1, 0, 0, 0, 0, 0, 0)
+
+
 @pytest.fixture
 def pdv(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> Callable[[list[str]], Seen]:
     """`pdv argv...` in-process with the fakes; callers `base` and `probe` have keys."""
     (tmp_path / "dev-credentials.json").write_text('{"base": "key-base", "probe": "key-probe"}')
+    for name in ("scan.jpg", "probe.jpg"):  # what `document upload` reads
+        (tmp_path / name).write_bytes(b"\xff\xd8\xff\xe0")
     monkeypatch.setenv("PDV_DATA_DIR", str(tmp_path))  # main() copies --data-dir there
     monkeypatch.setenv("PDV_ADDR", "127.0.0.1:1")  # ... and --addr here
     for var in ("PDV_API_KEY", "PDV_TLS_CA", "PDV_TLS_SERVER_NAME", "PDV_CONFIG", "VAULT_TOKEN"):
@@ -204,6 +281,17 @@ BASE: dict[str, list[str]] = {
     **{f"subject {a}": ["subject", a, "s-base"] for a in SUBJECT_ACTIONS if a != "consent"},
     "subject consent": ["subject", "consent", "s-base", "--purpose", "p-base", "--grant"],
     "subject correct": ["subject", "correct", "tok_base", "v-base"],
+    "document upload": [
+        *("document", "upload", "--subject", "s-base", "--type", "passport", "{tmp}/scan.jpg")
+    ],
+    "document show": ["document", "show", "doc_base"],
+    "document get": ["document", "get", "--purpose", "p-base", "-o", "{tmp}/out", "doc_base"],
+    "document list": ["document", "list", "s-base"],
+    "document delete": ["document", "delete", "doc_base"],
+    "document verified": ["document", "verified", "doc_base"],
+    "document hold": ["document", "hold", "doc_base", "--reason", "r-base"],
+    "document sweep": ["document", "sweep"],
+    "retention sweep": ["retention", "sweep"],
 }
 
 
@@ -233,7 +321,24 @@ def _export_file(seen: Seen) -> bool:
     return bundle["subject"] == "s-base" and seen.out == f"wrote {seen.tmp / 'bundle.json'}\n"
 
 
+def _with_documents(seen: Seen) -> bool:
+    """Each copy of each document into DIR, read for disclosure; the bundle lists them."""
+    download = seen.one("download")
+    written = seen.tmp / "docs" / "doc_probe.jpg"
+    bundle = seen.json()
+    return (
+        download.args == ("doc_probe", "", written)
+        and download.kwargs == {"variant": "original", "disclosure": True, "overwrite": False}
+        and written.read_bytes() == b"data"
+        and bundle["documents"][0]["files"] == {"original": str(written)}
+        and seen.one("list").args == ("s-base",)
+    )
+
+
 TOKENIZE = [*BASE["tokenize"], "--caller", "base"]
+UPLOAD = [*BASE["document upload"], "--caller", "base"]
+GET = [*BASE["document get"], "--caller", "base"]
+HOLD = ["document", "hold", "doc_base", "--caller", "base"]
 DETOKENIZE = [*BASE["detokenize"], "--caller", "base"]
 CONSENT = ["subject", "consent", "s-base", "--purpose", "p-base", "--caller", "base"]
 
@@ -316,6 +421,106 @@ PROBES: dict[tuple[str, str], tuple[list[str], Check]] = {
     ("subject correct", "value"): (
         ["subject", "correct", "tok_base", "v-probe", "--caller", "base"],
         lambda s: s.one("correct").args == ("tok_base", "v-probe"),
+    ),
+    ("subject export", "--with-documents"): (
+        [
+            *("subject", "export", "s-base", "--caller", "base", "--output", "json"),
+            *("--with-documents", "{tmp}/docs"),
+        ],
+        _with_documents,
+    ),
+    ("document upload", "--subject"): (
+        [*UPLOAD, "--subject", "s-probe"],
+        lambda s: s.one("upload").args[0] == "s-probe" and s.out == "doc_probe\n",
+    ),
+    ("document upload", "--type"): (
+        [*UPLOAD, "--type", "residence_card"],
+        lambda s: s.one("upload").args[1] == "residence_card",
+    ),
+    ("document upload", "--media-type"): (
+        [*UPLOAD, "--media-type", "image/png"],
+        lambda s: s.one("upload").kwargs["media_type"] == "image/png",
+    ),
+    ("document upload", "--insurer-number-masked"): (
+        [*UPLOAD, "--insurer-number-masked"],
+        lambda s: s.one("upload").kwargs["insurer_number_masked"] is True,
+    ),
+    ("document upload", "--progress"): (
+        [*UPLOAD, "--progress"],
+        lambda s: s.err == "uploaded 0.0 MiB of 0.0 MiB (100%)\n",
+    ),
+    ("document upload", "file"): (
+        [*UPLOAD[:-3], "{tmp}/probe.jpg", "--caller", "base"],
+        lambda s: s.one("upload").args[2] == s.tmp / "probe.jpg",
+    ),
+    ("document show", "document_id"): (
+        ["document", "show", "doc_probe", "--caller", "base"],
+        lambda s: s.one("show").args == ("doc_probe",) and "type: passport" in s.out,
+    ),
+    ("document get", "--purpose"): (
+        [*GET, "--purpose", "p-probe"],
+        lambda s: s.one("download").args[1] == "p-probe",
+    ),
+    ("document get", "-o"): (
+        [*GET, "-o", "{tmp}/probe.out"],
+        lambda s: (
+            s.one("download").args[2] == s.tmp / "probe.out"
+            and (s.tmp / "probe.out").read_bytes() == b"data"
+        ),
+    ),
+    ("document get", "--variant"): (
+        [*GET, "--variant", "sanitized"],
+        lambda s: s.one("download").kwargs["variant"] == "sanitized",
+    ),
+    ("document get", "--legal-basis"): (
+        [*GET, "--legal-basis", "public_interest"],
+        lambda s: s.one("download").kwargs["legal_basis"] == "public_interest",
+    ),
+    ("document get", "--justification"): (
+        [*GET, "--justification", "ticket-9"],
+        lambda s: s.one("download").kwargs["justification"] == "ticket-9",
+    ),
+    ("document get", "--disclosure"): (
+        ["document", "get", "-o", "{tmp}/out", "doc_base", "--caller", "base", "--disclosure"],
+        lambda s: (
+            s.one("download").kwargs["disclosure"] is True and s.one("download").args[1] == ""
+        ),
+    ),
+    ("document get", "--force"): (
+        [*GET, "--force"],
+        lambda s: s.one("download").kwargs["overwrite"] is True,
+    ),
+    ("document get", "document_id"): (
+        [*GET[:-3], "doc_probe", "--caller", "base"],
+        lambda s: s.one("download").args[0] == "doc_probe",
+    ),
+    ("document list", "subject"): (
+        ["document", "list", "s-probe", "--caller", "base"],
+        lambda s: s.one("list").args == ("s-probe",),
+    ),
+    ("document delete", "document_id"): (
+        ["document", "delete", "doc_probe", "--caller", "base"],
+        lambda s: s.one("delete").args == ("doc_probe",),
+    ),
+    ("document verified", "document_id"): (
+        ["document", "verified", "doc_probe", "--caller", "base"],
+        lambda s: s.one("mark_verified").args == ("doc_probe",),
+    ),
+    ("document hold", "--reason"): (
+        [*HOLD, "--reason", "case 2026-118"],
+        lambda s: s.one("hold").args == ("doc_base", "case 2026-118") and s.out == "hold-1\n",
+    ),
+    ("document hold", "--release"): (
+        [*HOLD, "--release"],
+        lambda s: s.one("release").args == ("doc_base", None),
+    ),
+    ("document hold", "--hold-id"): (
+        [*HOLD, "--release", "--hold-id", "hold-9"],
+        lambda s: s.one("release").args == ("doc_base", "hold-9"),
+    ),
+    ("document hold", "document_id"): (
+        ["document", "hold", "doc_probe", "--reason", "r", "--caller", "base"],
+        lambda s: s.one("hold").args[0] == "doc_probe",
     ),
     ("policy check", "--file"): (
         ["policy", "check", "--file", "probe.toml"],

@@ -3,6 +3,8 @@
 from pdvault_client.address import check_address
 from pdvault_client.admin import KeyAdmin, SubjectAdmin
 from pdvault_client.client import Client
+from pdvault_client.convert import DOCUMENT_TYPES, VARIANTS
+from pdvault_client.documents import DocumentClient, guess_media_type
 from pdvault_client.errors import (
     DataLossError,
     DeadlineExceededError,
@@ -20,39 +22,55 @@ from pdvault_client.errors import (
 from pdvault_client.types import (
     MAX_MESSAGE_BYTES,
     CacheStats,
+    DeletedDocument,
     Detokenized,
+    Document,
     Field,
     KeyStatus,
+    LegalHold,
+    Retention,
     RetryPolicy,
     RewrapStep,
+    Sweep,
     Tokenized,
     Trimmed,
+    VariantInfo,
 )
 
 __all__ = [
+    "DOCUMENT_TYPES",
     "MAX_MESSAGE_BYTES",
+    "VARIANTS",
     "CacheStats",
     "Client",
     "DataLossError",
     "DeadlineExceededError",
+    "DeletedDocument",
     "Detokenized",
+    "Document",
+    "DocumentClient",
     "FailedPreconditionError",
     "Field",
     "FieldViolation",
     "InvalidArgumentError",
     "KeyAdmin",
     "KeyStatus",
+    "LegalHold",
     "NotFoundError",
     "PdvaultError",
     "PermissionDeniedError",
     "QuotaViolation",
     "ResourceExhaustedError",
+    "Retention",
     "RetryPolicy",
     "RewrapStep",
     "SubjectAdmin",
+    "Sweep",
     "Tokenized",
     "Trimmed",
     "UnauthenticatedError",
     "UnavailableError",
+    "VariantInfo",
     "check_address",
+    "guess_media_type",
 ]

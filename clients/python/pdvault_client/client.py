@@ -9,6 +9,7 @@ from typing import TypeVar
 import grpc
 from pdvault.v1 import (
     caller_service_pb2_grpc,
+    document_service_pb2_grpc,
     key_service_pb2_grpc,
     subject_service_pb2_grpc,
     token_service_pb2_grpc,
@@ -22,6 +23,7 @@ from pdvault_client.convert import (
     tokenize_request,
     tokenized,
 )
+from pdvault_client.documents import DocumentClient
 from pdvault_client.errors import from_rpc_error
 from pdvault_client.types import (
     CHANNEL_OPTIONS,
@@ -70,6 +72,7 @@ class Client:
         self._key_stub = key_service_pb2_grpc.KeyServiceStub(self._channel)
         self._subject_stub = subject_service_pb2_grpc.SubjectServiceStub(self._channel)
         self._caller_stub = caller_service_pb2_grpc.CallerServiceStub(self._channel)
+        self._document_stub = document_service_pb2_grpc.DocumentServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {api_key}"),)
         self._timeout = timeout
         self._retry = retry or RetryPolicy()
@@ -130,6 +133,11 @@ class Client:
         """
         return KeyAdmin(self, vault_token)
 
+    def documents(self) -> DocumentClient:
+        """Identity documents (the DocumentService): upload, download, metadata, holds,
+        verification and the retention sweep; who may call which is the policy's to say."""
+        return DocumentClient(self)
+
     def _call(
         self,
         method: Callable[..., T],
@@ -137,8 +145,12 @@ class Client:
         *,
         extra_metadata: tuple[tuple[str, str], ...] = (),
         retry: bool = True,
+        timeout: float | None = None,
     ) -> T:
-        deadline = time.monotonic() + self._timeout
+        """`method(request, timeout=..., metadata=...)`, retried on UNAVAILABLE (unless `retry`
+        is False) within one deadline: `timeout` seconds, the client's by default. A method
+        that raises grpc.RpcError may be retried; a PdvaultError it raises is final."""
+        deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
         backoff = self._retry.initial_backoff
         metadata = self._metadata + extra_metadata
         attempts = self._retry.attempts if retry else 1

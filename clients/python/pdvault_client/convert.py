@@ -6,21 +6,28 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, cast
 
-from google.protobuf import json_format
+from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
-from pdvault.v1 import common_pb2, key_service_pb2, token_service_pb2
+from pdvault.v1 import common_pb2, document_service_pb2, key_service_pb2, token_service_pb2
 
 from pdvault_client.errors import PdvaultError, from_status
 from pdvault_client.types import (
     CacheStats,
+    DeletedDocument,
     Detokenized,
+    Document,
     Field,
     KeyStatus,
+    LegalHold,
+    Retention,
     RewrapStep,
+    Sweep,
     Tokenized,
     Trimmed,
+    VariantInfo,
 )
 
 RETRYABLE = frozenset({"UNAVAILABLE"})
@@ -70,18 +77,23 @@ def tokenized(response: token_service_pb2.TokenizeResponse) -> list[Tokenized]:
 def detokenize_request(
     tokens: Sequence[str], purpose: str, justification: str, legal_basis: str
 ) -> token_service_pb2.DetokenizeRequest:
+    return token_service_pb2.DetokenizeRequest(
+        tokens=list(tokens),
+        purpose=purpose,
+        justification=justification,
+        legal_basis=legal_basis_value(legal_basis),
+    )
+
+
+def legal_basis_value(legal_basis: str | None) -> token_service_pb2.LegalBasis.ValueType:
+    """`law_or_regulation` ... as the API's enum; none (empty) is LEGAL_BASIS_UNSPECIFIED."""
     basis = 0
     if legal_basis:
         try:
             basis = token_service_pb2.LegalBasis.Value(f"LEGAL_BASIS_{legal_basis.upper()}")
         except ValueError:
             raise ValueError(f"unknown legal basis {legal_basis!r}") from None
-    return token_service_pb2.DetokenizeRequest(
-        tokens=list(tokens),
-        purpose=purpose,
-        justification=justification,
-        legal_basis=cast("token_service_pb2.LegalBasis.ValueType", basis),
-    )
+    return cast("token_service_pb2.LegalBasis.ValueType", basis)
 
 
 def detokenized(response: token_service_pb2.DetokenizeResponse) -> list[Detokenized]:
@@ -172,3 +184,103 @@ def _result(r: token_service_pb2.DetokenizeResult) -> Detokenized:
     kind = r.value.WhichOneof("kind")
     value: str | bytes = r.value.binary if kind == "binary" else r.value.text
     return Detokenized(r.token, r.category, value=value)
+
+
+# -- documents ------------------------------------------------------------------------------------
+
+_DOCUMENT_TYPE = "DOCUMENT_TYPE_"
+_VARIANT = "DOCUMENT_VARIANT_"
+
+# The document types the API names, in its order: passport, drivers_license, ...
+DOCUMENT_TYPES: tuple[str, ...] = tuple(
+    name.removeprefix(_DOCUMENT_TYPE).lower()
+    for name in (v.name for v in document_service_pb2.DocumentType.DESCRIPTOR.values)
+    if name != f"{_DOCUMENT_TYPE}UNSPECIFIED"
+)
+VARIANTS: tuple[str, ...] = tuple(
+    name.removeprefix(_VARIANT).lower()
+    for name in (v.name for v in document_service_pb2.DocumentVariant.DESCRIPTOR.values)
+    if name != f"{_VARIANT}UNSPECIFIED"
+)
+
+
+def document_type_value(name: str) -> document_service_pb2.DocumentType.ValueType:
+    if name not in DOCUMENT_TYPES:
+        raise ValueError(f"unknown document type {name!r} (one of: {', '.join(DOCUMENT_TYPES)})")
+    return document_service_pb2.DocumentType.Value(_DOCUMENT_TYPE + name.upper())
+
+
+def variant_value(name: str) -> document_service_pb2.DocumentVariant.ValueType:
+    if name not in VARIANTS:
+        raise ValueError(f"unknown variant {name!r} (one of: {', '.join(VARIANTS)})")
+    return document_service_pb2.DocumentVariant.Value(_VARIANT + name.upper())
+
+
+def _enum_name(enum: Any, number: int, prefix: str) -> str:
+    """`passport` for DOCUMENT_TYPE_PASSPORT; "" for the zero value; a number this client does
+    not know yet (a newer server) as its number, rather than failing the whole answer."""
+    try:
+        name: str = enum.Name(number)
+    except ValueError:
+        return str(number)
+    return "" if name.endswith("_UNSPECIFIED") else name.removeprefix(prefix).lower()
+
+
+def _when(message: Message, field: str) -> datetime | None:
+    """A Timestamp field as an aware UTC datetime, or None when it is not set."""
+    if not message.HasField(field):
+        return None
+    ts = cast("timestamp_pb2.Timestamp", getattr(message, field))
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+def document(d: document_service_pb2.Document) -> Document:
+    r = d.retention
+    return Document(
+        id=d.document_id,
+        subject=d.subject,
+        subject_digest=d.subject_digest,
+        type=_enum_name(document_service_pb2.DocumentType, d.document_type, _DOCUMENT_TYPE),
+        media_type=d.media_type,
+        created_at=_when(d, "created_at"),
+        uploaded_by=d.uploaded_by,
+        scan_state=_enum_name(document_service_pb2.ScanState, d.scan_state, "SCAN_STATE_"),
+        scan_engine=d.scan_engine,
+        variants=tuple(
+            VariantInfo(
+                _enum_name(document_service_pb2.DocumentVariant, v.variant, _VARIANT),
+                v.media_type,
+                v.size,
+            )
+            for v in d.variants
+        ),
+        retention=Retention(
+            r.rule, r.trigger, r.keep, r.then, r.legal, _when(r, "due_at"), r.source
+        ),
+        holds=tuple(legal_hold(h) for h in d.holds),
+        verified_at=_when(d, "verified_at"),
+        retained=d.retained,
+        pages=d.pages,
+        insurer_number_masked=d.insurer_number_masked,
+    )
+
+
+def legal_hold(h: document_service_pb2.LegalHold) -> LegalHold:
+    return LegalHold(h.hold_id, h.reason, h.placed_by, _when(h, "placed_at"))
+
+
+def deleted_document(answer: document_service_pb2.DeleteDocumentResponse) -> DeletedDocument:
+    return DeletedDocument(answer.document_id, _when(answer, "destroyed_at"))
+
+
+def sweep(answer: document_service_pb2.SweepRetentionResponse) -> Sweep:
+    return Sweep(
+        answer.sweep_id,
+        answer.documents_destroyed,
+        answer.originals_destroyed,
+        answer.documents_held,
+        answer.values_erased,
+        answer.blobs_deleted,
+        answer.retention_keys_destroyed,
+        answer.documents_redestroyed,
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from pdvault_client.errors import PdvaultError
 
@@ -10,13 +11,19 @@ __all__ = [
     "CHANNEL_OPTIONS",
     "MAX_MESSAGE_BYTES",
     "CacheStats",
+    "DeletedDocument",
     "Detokenized",
+    "Document",
     "Field",
     "KeyStatus",
+    "LegalHold",
+    "Retention",
     "RetryPolicy",
     "RewrapStep",
+    "Sweep",
     "Tokenized",
     "Trimmed",
+    "VariantInfo",
 ]
 
 # The largest message the client sends or accepts: the server's own limit (MAX_MESSAGE_BYTES in
@@ -125,3 +132,94 @@ class RetryPolicy:
     initial_backoff: float = 0.1
     max_backoff: float = 2.0
     multiplier: float = 2.0
+
+
+# -- documents (DocumentService) ------------------------------------------------------------------
+# Enumerations are the API's names in lower case without their prefix: a document type is
+# `passport` (DOCUMENT_TYPE_PASSPORT), a variant `sanitized`, a scan state `not_scanned`.
+
+
+@dataclass(frozen=True)
+class VariantInfo:
+    """One copy of a document: `original` or `sanitized` (images without metadata)."""
+
+    variant: str
+    media_type: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Retention:
+    """The retention rule a document is kept under (document_service.proto `Retention`).
+
+    `rule` is empty when its type has no rule (kept until its subject is deleted); `due_at` is
+    None while the period has not started (a rule that runs from the relationship's end)."""
+
+    rule: str
+    trigger: str
+    keep: str
+    then: str
+    legal: bool
+    due_at: datetime | None
+    source: str
+
+
+@dataclass(frozen=True)
+class LegalHold:
+    hold_id: str
+    reason: str
+    placed_by: str
+    placed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Document:
+    """A document's metadata, never its content. `subject` is empty for a document kept after
+    its subject's deletion (`retained`); `verified_at` is None until MarkDocumentVerified."""
+
+    id: str
+    subject: str
+    subject_digest: str
+    type: str
+    media_type: str
+    created_at: datetime | None
+    uploaded_by: str
+    scan_state: str
+    scan_engine: str
+    variants: tuple[VariantInfo, ...]
+    retention: Retention
+    holds: tuple[LegalHold, ...]
+    verified_at: datetime | None
+    retained: bool
+    pages: int
+    insurer_number_masked: bool
+
+    def variant(self, name: str) -> VariantInfo | None:
+        """The copy called `name` (original, sanitized), or None if it is not held."""
+        return next((v for v in self.variants if v.variant == name), None)
+
+    @property
+    def size(self) -> int:
+        """The size of the original, or of the first copy held once the original is gone."""
+        held = self.variant("original") or (self.variants[0] if self.variants else None)
+        return held.size if held else 0
+
+
+@dataclass(frozen=True)
+class DeletedDocument:
+    document_id: str
+    destroyed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What one retention sweep did (SweepRetentionResponse)."""
+
+    sweep_id: str
+    documents_destroyed: int
+    originals_destroyed: int
+    documents_held: int
+    values_erased: int
+    blobs_deleted: int
+    retention_keys_destroyed: int
+    documents_redestroyed: int

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pdvault_client import Client
 from pdvault_client.address import DEFAULT_ADDR, check_address
-from pdvault_client.cli.exits import EXIT_INVALID, UsageError, exit_code_of
+from pdvault_client.cli.exits import EXIT_FAILED, EXIT_INVALID, UsageError, exit_code_of
 from pdvault_client.cli.report import report
 from pdvault_client.errors import PdvaultError
 
@@ -42,6 +42,14 @@ def with_client(handler: Handler) -> Run:
                 # UTF-8, for one); its messages name the field, never the value.
                 print(f"{args.command_name}: {exc}", file=sys.stderr)
                 return EXIT_INVALID
+            except BrokenPipeError:
+                raise  # `main` knows it: the reader went away
+            except OSError as exc:
+                # A local file failed under way (a full disk while a document is written, a
+                # file that changed while it was uploaded): one line, not a traceback.
+                where = f"{exc.filename}: " if exc.filename else ""
+                print(f"{args.command_name}: {where}{exc.strerror or exc}", file=sys.stderr)
+                return EXIT_FAILED
 
     return run
 

@@ -51,6 +51,8 @@ examples:
   pdv detokenize --caller payment --purpose payment --output json tok_... tok_...
   pdv keys status --caller ops
   pdv subject shred user-42 --caller ops
+  pdv document upload --caller kyc --subject user-42 --type drivers_license licence.jpg
+  pdv document get --caller kyc --purpose identity_verification doc_... -o licence.jpg
   pdv policy check"""
 
 

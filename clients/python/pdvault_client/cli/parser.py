@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
+from pdvault_client import DOCUMENT_TYPES, VARIANTS
 from pdvault_client.address import DEFAULT_ADDR
-from pdvault_client.cli import callers, keys, subjects, tokens
+from pdvault_client.cli import callers, documents, keys, subjects, tokens
 from pdvault_client.cli.connection import DEFAULT_DATA_DIR, Handler, Run, with_client
 from pdvault_client.cli.environment import epilog, version
 from pdvault_client.cli.server import server_command
@@ -22,6 +23,10 @@ from pdvault_client.cli.server import server_command
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")  # as vault.config.LOG_LEVELS
 OUTPUTS = ("text", "json")
 LEGAL_BASES = ("law_or_regulation", "public_interest", "public_function", "legitimate_rights")
+# The document types an upload may name: the API's, but `unclassified`, which only documents
+# migrated from the retired identity_document field have (document_service.proto). The back of
+# a My Number card stays, so that the server's refusal names the law.
+UPLOAD_TYPES = tuple(t for t in DOCUMENT_TYPES if t != "unclassified")
 
 if TYPE_CHECKING:  # generic for the type checker only
     Commands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -110,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     _token_commands(commands)
     _key_commands(commands)
     _subject_commands(commands)
+    _document_commands(commands)
+    _retention_commands(commands)
 
     policy = commands.add_parser("policy", help="inspect the policy").add_subparsers(
         dest="policy_command", required=True, metavar="ACTION"
@@ -347,6 +354,14 @@ def _subject_commands(commands: Commands) -> None:
                 type=Path,
                 help="write the bundle as JSON to this file (mode 0600), not standard output",
             )
+            c.add_argument(
+                "--with-documents",
+                type=Path,
+                metavar="DIR",
+                help="also write every copy of each of the subject's documents into DIR "
+                "(created, mode 0700; a disclosure read each); without it the bundle lists "
+                "their metadata only",
+            )
     corr = _client_command(
         actions,
         "correct",
@@ -355,3 +370,155 @@ def _subject_commands(commands: Commands) -> None:
     )
     corr.add_argument("token")
     corr.add_argument("value", help="the corrected value, or - to read standard input")
+
+
+def _document_commands(commands: Commands) -> None:
+    actions = commands.add_parser(
+        "document",
+        help="identity documents: upload, read for a purpose, holds, retention",
+        description="Keep identity documents (photos and scans: JPEG, PNG or PDF) in the "
+        "DocumentService. Who may do what is the policy's: uploads and verification as the "
+        "verification flow (--caller kyc), reads for a purpose as a detokenize, list, delete "
+        "and sweep as an operator (--caller ops), holds as the legal team (--caller legal). "
+        "The content is streamed, never sent or written with a file name; --output json "
+        "prints the metadata in the API's field names.",
+    ).add_subparsers(dest="document_command", required=True, metavar="ACTION")
+
+    up = _client_command(
+        actions,
+        "upload",
+        documents.upload,
+        help="store a document of a subject; prints its id",
+        description="Store one document of a subject and print its id (doc_...). The media "
+        "type is guessed from the first bytes unless given; the server decides from the "
+        "content. The file is read twice (to hash it, then to send it), 64 KiB at a time.",
+    )
+    up.add_argument("--subject", required=True, help="the data subject's id, e.g. user-42")
+    up.add_argument(
+        "--type",
+        required=True,
+        choices=UPLOAD_TYPES,
+        metavar="TYPE",
+        help=f"the kind of document: {', '.join(UPLOAD_TYPES)} (the server refuses the last)",
+    )
+    up.add_argument(
+        "--media-type",
+        help="image/jpeg, image/png or application/pdf (default: from the first bytes)",
+    )
+    up.add_argument(
+        "--insurer-number-masked",
+        action="store_true",
+        help="health_insurance_card: you state that the insurer number, symbol, number and "
+        "QR code are masked (audited; required for that type)",
+    )
+    up.add_argument(
+        "--progress",
+        action="store_true",
+        help="print the progress on standard error (default: only for files of 1 MiB or more, "
+        "when standard error is a terminal)",
+    )
+    up.add_argument("file", type=Path, help="the document: a JPEG, PNG or PDF file")
+
+    shown = _client_command(
+        actions,
+        "show",
+        documents.show,
+        help="a document's type, size, scan state, retention and holds (no content)",
+    )
+    shown.add_argument("document_id", metavar="DOCUMENT_ID")
+
+    g = _client_command(
+        actions,
+        "get",
+        documents.get,
+        help="write a document's content to a file, for a stated purpose",
+        description="Read a document for a purpose and write its content to -o FILE, whole or "
+        "not at all (a failure, DATA_LOSS included, leaves no file), mode 0600; or with -o - "
+        "to standard output (discard it if the exit status is not 0).",
+    )
+    g.add_argument("--purpose", help="why it is needed, e.g. identity_verification")
+    g.add_argument(
+        "-o",
+        "--out-file",
+        dest="out",
+        required=True,
+        metavar="FILE",
+        help="where to write the content; - for standard output",
+    )
+    g.add_argument(
+        "--variant",
+        choices=VARIANTS,
+        default="original",
+        help="original (default), or sanitized: images re-encoded without metadata",
+    )
+    g.add_argument(
+        "--legal-basis",
+        default="",
+        choices=["", *LEGAL_BASES],
+        help="a legal exception (Art. 23) this read relies on; audited",
+    )
+    g.add_argument("--justification", default="", help="ticket or order id, recorded in the audit")
+    g.add_argument(
+        "--disclosure",
+        action="store_true",
+        help="read for the subject's disclosure request (operators), instead of --purpose",
+    )
+    g.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    g.add_argument("document_id", metavar="DOCUMENT_ID")
+
+    listed = _client_command(
+        actions,
+        "list",
+        documents.list_documents,
+        help="a subject's documents, oldest first: id, type, media type, size, uploaded",
+    )
+    listed.add_argument("subject", help="the data subject's id")
+
+    for name, handler, about in [
+        ("delete", documents.delete, "shred one document (refused while a legal hold stands)"),
+        (
+            "verified",
+            documents.verified,
+            "record that the verification flow checked it (starts a rule that runs from then)",
+        ),
+    ]:
+        c = _client_command(actions, name, handler, help=about, description=about)
+        c.add_argument("document_id", metavar="DOCUMENT_ID")
+
+    h = _client_command(
+        actions,
+        "hold",
+        documents.hold,
+        help="place a legal hold (--reason), or release holds (--release)",
+        description="Place a legal hold: no delete, retention sweep or account deletion "
+        "destroys the document while it stands; prints the hold's id. --release releases "
+        "every hold of the document, or the one --hold-id names.",
+    )
+    choice = h.add_mutually_exclusive_group(required=True)
+    choice.add_argument("--reason", help="why: a case reference, kept in the audit log")
+    choice.add_argument("--release", action="store_true", help="release holds instead")
+    h.add_argument("--hold-id", help="with --release: only this hold")
+    h.add_argument("document_id", metavar="DOCUMENT_ID")
+
+    _client_command(
+        actions,
+        "sweep",
+        documents.sweep,
+        help="destroy now what the retention rules say is due (as pdv retention sweep)",
+    )
+
+
+def _retention_commands(commands: Commands) -> None:
+    actions = commands.add_parser(
+        "retention",
+        help="retention periods (as an operator: --caller ops)",
+        description="The retention rules of the policy: the server sweeps on a schedule; "
+        "an operator can sweep now.",
+    ).add_subparsers(dest="retention_command", required=True, metavar="ACTION")
+    _client_command(
+        actions,
+        "sweep",
+        documents.sweep,
+        help="destroy now the documents and values whose retention period has ended, "
+        "except what a legal hold keeps",
+    )
