@@ -130,6 +130,22 @@ class FakeClient:
     def documents(self) -> FakeDocuments:
         return FakeDocuments()
 
+    def callers(self) -> FakeCallers:
+        return FakeCallers()
+
+
+class FakeCallers:
+    def add(self, caller: str, rotation: bool = False) -> dict[str, Any]:
+        RECORD.add("add_key", caller, rotation=rotation)
+        return {"caller": caller, "keyId": "k" * 16, "apiKey": "pdv_probe"}
+
+    def list(self) -> list[dict[str, Any]]:
+        RECORD.add("list_keys")
+        return [{"caller": "payment", "keyId": "k" * 16, "createdAt": "2026-11-29T00:00:00Z"}]
+
+    def revoke(self, caller: str, key_id: str) -> None:
+        RECORD.add("revoke", caller, key_id)
+
 
 class FakeKeys:
     def status(self) -> KeyStatus:
@@ -254,6 +270,7 @@ def pdv(
         return load_policy(None)
 
     monkeypatch.setattr(vault.cli, "load_policy", policy)
+    _fake_audit(monkeypatch)
 
     def run(argv: list[str]) -> Seen:
         RECORD.calls.clear()
@@ -266,6 +283,57 @@ def pdv(
         return Seen(code, out.out, out.err, list(RECORD.calls), tmp_path)
 
     return run
+
+
+def _fake_audit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit commands' database and checkpointer, and what they hand their arguments to."""
+    import contextlib
+
+    import vault.domain.credentials
+    import vault.kms.audit_sink
+    import vault.kms.checkpoints
+    from vault.domain.audit_log import Verification
+    from vault.domain.credentials import NewKey
+    from vault.domain.types import CallerName
+
+    class Checkpoints:
+        verifier = "verifier-default"
+
+    class Stores:
+        audit = object()
+
+    @contextlib.contextmanager
+    def stores(_settings: Settings) -> Iterator[tuple[Any, Any]]:
+        yield Stores(), Checkpoints()
+
+    def verify(audit: object, verifier: str, files: list[Path]) -> Verification:
+        RECORD.add("verify_audit", verifier, files)
+        return Verification(entries=3, checkpoints=1, root=b"r" * 32)
+
+    def inclusion(audit: object, seq: int) -> vault.kms.checkpoints.InclusionProof:
+        RECORD.add("inclusion", seq)
+        return vault.kms.checkpoints.InclusionProof(seq, b"{}", b"l" * 32, 4, b"r" * 32, [], "")
+
+    class Tail:
+        def __init__(self, audit: object, out: object, start: int) -> None:
+            RECORD.add("tail", start)
+
+        def step(self) -> int:
+            RECORD.add("step")
+            return 0
+
+        def follow(self, stopping: object) -> None:
+            RECORD.add("follow")
+
+    def bootstrap(*args: Any) -> NewKey:
+        RECORD.add("bootstrap", args[-1])
+        return NewKey(CallerName(args[-1]), "k" * 16, "pdv_probe")
+
+    monkeypatch.setattr(vault.cli, "_audit_stores", stores)
+    monkeypatch.setattr(vault.kms.checkpoints, "verify_audit", verify)
+    monkeypatch.setattr(vault.kms.checkpoints, "inclusion", inclusion)
+    monkeypatch.setattr(vault.kms.audit_sink, "AuditTail", Tail)
+    monkeypatch.setattr(vault.domain.credentials, "bootstrap_operator", bootstrap)
 
 
 # -- the probes -----------------------------------------------------------------------------------
@@ -292,6 +360,10 @@ BASE: dict[str, list[str]] = {
     "document hold": ["document", "hold", "doc_base", "--reason", "r-base"],
     "document sweep": ["document", "sweep"],
     "retention sweep": ["retention", "sweep"],
+    "caller add": ["caller", "add", "payment"],
+    "caller rotate-key": ["caller", "rotate-key", "payment"],
+    "caller list": ["caller", "list"],
+    "caller revoke": ["caller", "revoke", "payment", "--key-id", "k" * 16],
 }
 
 
@@ -529,6 +601,54 @@ PROBES: dict[tuple[str, str], tuple[list[str], Check]] = {
     ("policy check", "--output"): (
         ["policy", "check", "--output", "json"],
         lambda s: s.json()["valid"],
+    ),
+    ("caller add", "name"): (
+        ["caller", "add", "shipping", "--caller", "base"],
+        lambda s: s.one("add_key").args == ("shipping",) and s.out == "pdv_probe\n",
+    ),
+    ("caller rotate-key", "name"): (
+        ["caller", "rotate-key", "shipping", "--caller", "base"],
+        lambda s: s.one("add_key").args == ("shipping",) and s.one("add_key").kwargs["rotation"],
+    ),
+    ("caller revoke", "name"): (
+        ["caller", "revoke", "shipping", "--key-id", "k" * 16, "--caller", "base"],
+        lambda s: s.one("revoke").args == ("shipping", "k" * 16),
+    ),
+    ("caller revoke", "--key-id"): (
+        ["caller", "revoke", "payment", "--key-id", "p" * 16, "--caller", "base"],
+        lambda s: s.one("revoke").args == ("payment", "p" * 16),
+    ),
+    ("caller bootstrap", "--caller"): (
+        ["caller", "bootstrap", "--caller", "ops"],
+        lambda s: s.one("bootstrap").args == ("ops",) and s.out == "pdv_probe\n",
+    ),
+    ("audit verify", "--checkpoints"): (
+        ["audit", "verify", "--checkpoints", "probe.jsonl"],
+        lambda s: s.one("verify_audit").args[1] == [Path("probe.jsonl")],
+    ),
+    ("audit verify", "--verifier-key"): (
+        ["audit", "verify", "--verifier-key", "v-probe"],
+        lambda s: s.one("verify_audit").args[0] == "v-probe",
+    ),
+    ("audit verify", "--output"): (
+        ["audit", "verify", "--output", "json"],
+        lambda s: s.json()["entries"] == 3,
+    ),
+    ("audit proof", "seq"): (
+        ["audit", "proof", "7"],
+        lambda s: s.one("inclusion").args == (7,),
+    ),
+    ("audit proof", "--output"): (
+        ["audit", "proof", "7", "--output", "json"],
+        lambda s: s.json()["seq"] == 7,
+    ),
+    ("audit tail", "--from"): (
+        ["audit", "tail", "--from", "5"],
+        lambda s: s.one("tail").args == (5,) and s.one("step") is not None,
+    ),
+    ("audit tail", "--follow"): (
+        ["audit", "tail", "--follow"],
+        lambda s: s.one("follow") is not None,
     ),
 }
 
