@@ -79,7 +79,7 @@ imports: $(DEV_STAMP)
 API_RELEASE := protos/releases/v0.1.0.binpb
 
 api: $(DEV_STAMP) node_modules/.bin/buf
-	@$(STAGE) api sh -c 'node_modules/.bin/buf lint && node_modules/.bin/buf breaking protos --against $(API_RELEASE) && $(BIN)/python scripts/gen_protos.py --check'
+	@$(STAGE) api sh -c 'node_modules/.bin/buf lint && node_modules/.bin/buf breaking protos --against $(API_RELEASE) && $(BIN)/python scripts/gen_protos.py --check && $(BIN)/python scripts/gen_api_docs.py --check'
 
 unit: $(DEV_STAMP)
 	@$(STAGE) tests $(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
@@ -92,6 +92,7 @@ image: $(STAMP)
 
 proto: $(DEV_STAMP)
 	$(BIN)/python scripts/gen_protos.py
+	$(BIN)/python scripts/gen_api_docs.py
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .coverage .stages
