@@ -96,7 +96,8 @@ def test_the_smallest_configuration_in_process(tmp_path: Path) -> None:
     out = run(opts, _quiet)
     [row] = out["in_process"]
     assert (row["size"], row["segments"], row["rounds"]) == (SMALL, 2, 1)
-    for key in ("upload_mb_s", "download_mb_s", "aes_gcm_encrypt_mb_s", "db_write_mb_s"):
+    keys = ("upload_mb_s", "download_mb_s", "aes_gcm_encrypt_mb_s", "db_write_mb_s")
+    for key in (*keys, "upload_checked_mb_s"):
         assert math.isfinite(row[key])
         assert row[key] > 0
     assert row["memory"]["upload_traced_x"] >= 1  # the upload buffer at least
