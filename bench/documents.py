@@ -7,6 +7,8 @@ the baselines that bound them, measured in one run (issue #11, "Performance").
    that reads the media type off the first bytes and decodes nothing (`MediaTypeOnly`): a
    document already validated. Upload = `admit_upload` + `store` of a buffer holding the whole
    document (as the servicer hands it over); download = `open` and every plaintext segment.
+   In the same rounds, the same upload through the archive build_app wired (the real
+   ContentInspector): what the content checks add.
 2. **Baselines in the same rounds, over the same bytes**: raw AES-256-GCM over the document cut
    as DV1 cuts it (one key, a counter nonce), and the raw write and read of as many 64 KiB rows
    in a scratch table of the same database (a transaction per 16 rows, reads of 16).
@@ -62,7 +64,7 @@ from bench.document_transfers import (
     settings,
     validated_archive,
 )
-from bench.procs import ROOT, BenchError, PdvaultServer, PostgresDatabase, _python_env
+from bench.procs import ROOT, BenchError, PdvaultServer, PostgresDatabase, python_env
 from vault.app import App, build_app
 from vault.domain.documents import DocumentId
 from vault.media.inspect import DEFAULT_MAX_PAGES, DEFAULT_MAX_PIXELS
@@ -268,7 +270,7 @@ def over_grpc(
             try:
                 warm = tiny[sample.media_type]
                 client.download(client.upload(warm)[0])
-                out.append(_grpc_rounds(db, client, pid, sample, opts))
+                out.append(grpc_rounds(db, client, pid, sample, opts))
             finally:
                 client.close()
         finally:
@@ -282,7 +284,7 @@ def over_grpc(
     return out
 
 
-def _grpc_rounds(
+def grpc_rounds(
     db: str, client: GrpcClient, pid: int, sample: Sample, opts: Options
 ) -> dict[str, Any]:
     rss = PeakRss(pid) if PeakRss.available(pid) else None
@@ -350,7 +352,7 @@ def validation(
                     str(DEFAULT_MAX_PIXELS),
                     str(DEFAULT_MAX_PAGES),
                 ],
-                env=_python_env(),
+                env=python_env(),
                 cwd=ROOT,
                 capture_output=True,
                 text=True,

@@ -18,9 +18,9 @@ from bench.document_samples import MIB, camera_jpeg, pad_jpeg, scanned_pdf, smal
 from bench.document_transfers import CALLER, GrpcClient, settings
 from bench.documents import (
     Options,
-    _grpc_rounds,
     _parser,
     evaluate,
+    grpc_rounds,
     main,
     options_from,
     render,
@@ -130,7 +130,7 @@ def test_a_grpc_round_trip(tmp_path: Path) -> None:
         client = GrpcClient(f"127.0.0.1:{server.port}", keys[CALLER], "bench-unit")
         try:
             jpeg = camera_jpeg(SMALL)
-            row = _grpc_rounds("sqlite", client, os.getpid(), jpeg, Options(grpc_rounds=1))
+            row = grpc_rounds("sqlite", client, os.getpid(), jpeg, Options(grpc_rounds=1))
         finally:
             client.close()
     finally:
