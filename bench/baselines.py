@@ -4,7 +4,10 @@
 - storage: SQLAlchemy Core writes and reads of rows shaped like `token_values`, in a scratch
   table of the same database, through an engine made by pdvault's own `make_engine` (same
   SQLite pragmas, same PostgreSQL pool), one transaction per batch as a request would;
-- Transit: raw HashiCorp Vault Transit round trips through hvac to the emulator.
+- Transit: raw HashiCorp Vault Transit round trips through hvac to the emulator;
+- documents (`python -m bench.documents`): raw AES-256-GCM over a document's bytes cut as format
+  DV1 cuts them, and the raw write and read of as many 64 KiB rows in a scratch table shaped like
+  `document_segments`, a transaction per 16 rows as the blob store writes them.
 """
 
 from __future__ import annotations
@@ -20,10 +23,22 @@ from typing import Any
 
 import hvac
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Column, LargeBinary, MetaData, String, Table, bindparam, insert, select
+from sqlalchemy import (
+    Column,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    delete,
+    insert,
+    select,
+)
 
 from bench.stats import summarize_ms
 from bench.workloads import CATEGORIES, sample_values
+from vault.crypto.documents import DEFAULT_SEGMENT_SIZE, TAG_BYTES, TINK_HEADER_BYTES
 from vault.storage.sql import make_engine
 from vault.storage.tables import UtcDateTime
 
@@ -233,3 +248,93 @@ def transit(url: str, token: str, seconds: float) -> dict[str, Any]:
             "p99_ms": lat["p99_ms"],
         }
     return out
+
+
+# -- documents ----------------------------------------------------------------------------------
+
+
+def dv1_pieces(content: bytes, segment_size: int = DEFAULT_SEGMENT_SIZE) -> list[memoryview]:
+    """`content` cut as format DV1 cuts it (vault.crypto.documents): segment 0 shorter by Tink's
+    header, every segment full but the last, so that each sealed piece is as long as pdvault's
+    sealed segment and there are as many."""
+    view = memoryview(content)
+    first = segment_size - TAG_BYTES - TINK_HEADER_BYTES
+    rest = segment_size - TAG_BYTES
+    pieces = [view[:first]]
+    pieces.extend(view[at : at + rest] for at in range(first, len(view), rest))
+    return pieces
+
+
+class SegmentAead:
+    """Raw AES-256-GCM over a document's pieces: one key and one `AESGCM` object, a counter as
+    the nonce; no key derivation, header or stream state."""
+
+    def __init__(self) -> None:
+        self._aead = AESGCM(AESGCM.generate_key(bit_length=256))
+
+    def seal(self, pieces: list[memoryview]) -> list[bytes]:
+        return [self._aead.encrypt(i.to_bytes(12, "big"), p, None) for i, p in enumerate(pieces)]
+
+    def open(self, sealed: list[bytes]) -> list[bytes]:
+        return [self._aead.decrypt(i.to_bytes(12, "big"), s, None) for i, s in enumerate(sealed)]
+
+
+class SegmentTable:
+    """A scratch table shaped like `document_segments`, in the database under test, through an
+    engine made by pdvault's `make_engine` (same SQLite pragmas: WAL, synchronous=FULL,
+    secure_delete, BEGIN IMMEDIATE; same PostgreSQL pool). Writes a transaction per `batch`
+    rows and reads `batch` rows per query, as the blob store does (DocumentLimits'
+    segments_per_write and segments_per_read), reads without a transaction as pdvault's
+    reader does."""
+
+    def __init__(self, url: str, batch: int = 16) -> None:
+        self.batch = batch
+        self._engine = make_engine(url)
+        self._reader = self._engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._table = Table(
+            f"bench_raw_segments_{os.getpid()}",
+            MetaData(),
+            Column("blob_id", String(40), primary_key=True),
+            Column("seq", Integer, primary_key=True),
+            Column("ciphertext", LargeBinary, nullable=False),
+        )
+        self._table.create(self._engine)
+        t = self._table
+        self._select = (
+            select(t.c.ciphertext)
+            .where(
+                t.c.blob_id == bindparam("blob"),
+                t.c.seq >= bindparam("first"),
+                t.c.seq < bindparam("end"),
+            )
+            .order_by(t.c.seq)
+        )
+
+    def write(self, blob: str, sealed: list[bytes]) -> None:
+        for first in range(0, len(sealed), self.batch):
+            rows = [
+                {"blob_id": blob, "seq": first + i, "ciphertext": s}
+                for i, s in enumerate(sealed[first : first + self.batch])
+            ]
+            with self._engine.begin() as conn:
+                conn.execute(insert(self._table), rows)
+
+    def read(self, blob: str, count: int) -> list[bytes]:
+        out: list[bytes] = []
+        for first in range(0, count, self.batch):
+            with self._reader.connect() as conn:
+                found = conn.execute(
+                    self._select, {"blob": blob, "first": first, "end": first + self.batch}
+                ).scalars()
+                out.extend(bytes(c) for c in found)
+        return out
+
+    def clear(self) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(delete(self._table))
+
+    def close(self) -> None:
+        try:
+            self._table.drop(self._engine)
+        finally:
+            self._engine.dispose()

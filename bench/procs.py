@@ -39,7 +39,7 @@ def free_port() -> int:
         return port
 
 
-def _python_env() -> dict[str, str]:
+def python_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PDV_", "VAULT_"))}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "clients" / "python")])
     return env
@@ -105,7 +105,7 @@ class PdvaultServer:
     _starts: int = 0
 
     def env(self) -> dict[str, str]:
-        env = _python_env()
+        env = python_env()
         env.update(
             PDV_ADDR=self.addr,
             PDV_DATA_DIR=str(self.data_dir),
@@ -207,7 +207,7 @@ class NoopServer:
                     "--processes",
                     str(processes),
                 ],
-                env=_python_env(),
+                env=python_env(),
                 cwd=ROOT,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -235,25 +235,40 @@ class DocumentStreamSealer:
     def push(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         if self._finished:
             raise ValueError("the stream is finished")
-        self._buffer += data
         segments: list[bytes] = []
-        start = 0
-        # Strictly more than a segment's worth: the rest may turn out to be the last segment.
-        with memoryview(self._buffer) as view:
+        with memoryview(data) as incoming:
+            view = incoming.cast("B")
+            # Whole segments are sealed straight from `data`; only what may turn out to be the
+            # last segment is copied and held back: no second copy of the document in memory.
+            if self._buffer:
+                size = _plaintext_capacity(self._segment_size, self._index)
+                taken = min(len(view), size - len(self._buffer))
+                self._buffer += view[:taken]
+                view = view[taken:]
+                # Strictly more than a segment's worth: the rest may be the last segment.
+                if not view:
+                    return segments
+                segments.append(self._seal(self._buffer, last=False))
+                self._wipe_buffer()
+            start = 0
             size = _plaintext_capacity(self._segment_size, self._index)
             while len(view) - start > size:
                 segments.append(self._seal(view[start : start + size], last=False))
                 start += size
                 size = _plaintext_capacity(self._segment_size, self._index)
-        del self._buffer[:start]
+            self._buffer += view[start:]
         return segments
+
+    def _wipe_buffer(self) -> None:
+        self._buffer[:] = bytes(len(self._buffer))
+        self._buffer.clear()
 
     def finish(self) -> list[bytes]:
         if self._finished:
             raise ValueError("the stream is finished")
         self._finished = True
         last = self._seal(self._buffer, last=True)
-        self._buffer[:] = bytes(len(self._buffer))
+        self._wipe_buffer()
         return [last]
 
     def _seal(self, plaintext: bytes | bytearray | memoryview, *, last: bool) -> bytes:

@@ -11,7 +11,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from vault.domain.documents import (
     DocumentId,
@@ -478,6 +478,19 @@ class SqlDocumentStore:
         ).first()
 
 
+# Built once: a download reads its segments 16 at a time, and building the statement on each
+# read cost SQLite downloads more than the query did (bench.documents: 0.5 of 1 ms per MiB).
+_SEGMENTS = (
+    select(document_segments.c.ciphertext)
+    .where(
+        document_segments.c.blob_id == bindparam("blob"),
+        document_segments.c.seq >= bindparam("first"),
+        document_segments.c.seq < bindparam("end"),
+    )
+    .order_by(document_segments.c.seq)
+)
+
+
 class SqlBlobStore:
     """Segments in the `document_segments` table: in the database's backups and under its
     crypto-shredding, like every field."""
@@ -504,17 +517,9 @@ class SqlBlobStore:
         self._db.write(body)
 
     def read(self, blob: str, first: int, count: int) -> list[bytes]:
-        stmt = (
-            select(document_segments.c.ciphertext)
-            .where(
-                document_segments.c.blob_id == blob,
-                document_segments.c.seq >= first,
-                document_segments.c.seq < first + count,
-            )
-            .order_by(document_segments.c.seq)
-        )
         with self._db.read() as conn:
-            return [bytes(c) for c in conn.execute(stmt).scalars()]
+            found = conn.execute(_SEGMENTS, {"blob": blob, "first": first, "end": first + count})
+            return [bytes(c) for c in found.scalars()]
 
     def delete(self, blobs: Collection[str]) -> None:
         if not blobs:
