@@ -174,6 +174,7 @@ class Action(enum.Enum):
     DOCUMENT_RETAIN = "document_retain"
     DOCUMENT_EXPIRE = "document_expire"
     RETENTION_SWEEP = "retention_sweep"
+    AUTHENTICATE = "authenticate"  # a refused client certificate or credential
 
 
 class Outcome(enum.Enum):
