@@ -109,11 +109,18 @@ def _child(settings: Settings, name: str, ready: Any) -> None:
 
 def serve_processes(settings: Settings, processes: int) -> int:
     """Serve `settings.addr` from `processes` processes until stopped; the exit status."""
-    if settings.addr.endswith(":0"):
-        raise ConfigurationError("several processes need a fixed port: set PDV_ADDR")
+    if settings.addr.endswith(":0") or settings.mtls_addr.endswith(":0"):
+        raise ConfigurationError(
+            "several processes need a fixed port: set PDV_ADDR (and PDV_MTLS_ADDR)"
+        )
     check_transport(settings)  # TLS files and the plaintext rule, before anything else
     build_app(settings).close()  # migrations, key checks, shred log, credentials: once
     claim = PortClaim(settings.addr)
+    try:
+        mtls_claim = PortClaim(settings.mtls_addr) if settings.mtls_addr else None
+    except BaseException:
+        claim.release()
+        raise
     child_settings = dataclasses.replace(settings, auto_migrate=False, dev_credentials=False)
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Queue()
@@ -138,10 +145,11 @@ def serve_processes(settings: Settings, processes: int) -> int:
             child.start()
         pids = _await_ready(children, ready, stopping)
         log.info(
-            "pdvault listening on %s (%d processes: pid %s)",
+            "pdvault listening on %s (%d processes: pid %s)%s",
             settings.addr,
             len(pids),
             ", pid ".join(str(p) for p in pids),
+            f"; client certificates on {settings.mtls_addr}" if settings.mtls_addr else "",
         )
         return _supervise(children, stopping, _stop)
     except PdvaultError:
@@ -151,6 +159,8 @@ def serve_processes(settings: Settings, processes: int) -> int:
         raise
     finally:
         claim.release()
+        if mtls_claim is not None:
+            mtls_claim.release()
 
 
 def _await_ready(

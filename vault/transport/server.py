@@ -20,12 +20,10 @@ import dataclasses
 import logging
 import os
 import signal
-import stat
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -38,13 +36,16 @@ from pdvault.v1 import (
     token_service_pb2,
 )
 
-from vault.app import App
+from vault.app import App, utc_now
 from vault.config import Settings
+from vault.crypto.svid import CertificateCache
+from vault.domain.identity import Identification
 from vault.errors import ConfigurationError, PdvaultError
 from vault.transport.document_servicer import DocumentServicer
 from vault.transport.key_servicer import KeyServicer
 from vault.transport.rpc import Gate, Limits, Method, ServiceHandler, StreamingMethod
 from vault.transport.subject_servicer import SubjectServicer
+from vault.transport.tls import TlsFiles, TlsReloader
 from vault.transport.token_servicer import TokenServicer
 
 __all__ = [
@@ -60,7 +61,6 @@ __all__ = [
     "Serving",
     "check_transport",
     "describe_error",
-    "read_tls",
     "serve",
     "start_server",
     "stop_server",
@@ -94,6 +94,9 @@ class Serving:
     gate: Gate
     executor: ThreadPoolExecutor
     monitor: asyncio.Task[None] | None = None
+    # With PDV_TLS_CLIENT_AUTH=optional: the port that requires client certificates.
+    mtls_port: int | None = None
+    tls: TlsReloader | None = None
 
 
 def _methods(app: App) -> list[tuple[str, dict[str, Method[Any, Any] | StreamingMethod]]]:
@@ -120,7 +123,8 @@ async def start_server(app: App, addr: str, reuse_port: bool = False) -> Serving
         settings.max_transfers,
     )
     executor = app.executor  # the runtime's: this server only borrows it
-    gate = Gate(app.authenticator, executor, limits)
+    identification = Identification(app.authenticator, app.policy, app.stores.audit, utc_now)
+    gate = Gate(identification, CertificateCache(), executor, limits)
     server = grpc.aio.server(
         maximum_concurrent_rpcs=limits.max_calls + HEALTH_HEADROOM,
         options=[
@@ -152,11 +156,12 @@ async def start_server(app: App, addr: str, reuse_port: bool = False) -> Serving
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = _listen(server, app, addr)
+    tls = check_transport(dataclasses.replace(settings, addr=addr))
+    port, mtls_port = _listen(server, settings, addr, tls)
     await server.start()
     # The key table, read once before the first call (every later read is off the loop).
     await asyncio.get_running_loop().run_in_executor(executor, app.authenticator.refresh)
-    serving = Serving(server, port, health_servicer, gate, executor)
+    serving = Serving(server, port, health_servicer, gate, executor, mtls_port=mtls_port, tls=tls)
     await _set_health(serving, health_pb2.HealthCheckResponse.SERVING)
     serving.monitor = asyncio.create_task(_watch(app, serving))
     return serving
@@ -195,12 +200,13 @@ async def _watch(app: App, serving: Serving) -> None:
 LOOPBACK = ("127.", "localhost:", "[::1]:")
 
 
-def check_transport(settings: Settings) -> tuple[bytes, bytes] | None:
-    """The TLS material to serve with, or None for plaintext, after the rules: a key readable
-    by others is refused, and so is plaintext off loopback unless allowed. Run by the parent of
-    several processes before it spawns them, and by each server."""
+def check_transport(settings: Settings) -> TlsReloader | None:
+    """The TLS files to serve with (reloaded when they change), or None for plaintext, after
+    the rules: a key readable by others is refused, so are files that do not parse or do not
+    belong together, and plaintext off loopback unless allowed. Run by the parent of several
+    processes before it spawns them, and by each server."""
     if settings.tls_cert and settings.tls_key:
-        return read_tls(settings.tls_cert, settings.tls_key)
+        return TlsReloader(TlsFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca))
     if not settings.addr.startswith(LOOPBACK) and not settings.allow_insecure:
         # API keys, values and operators' Vault tokens would cross the network in clear.
         raise ConfigurationError(
@@ -210,36 +216,31 @@ def check_transport(settings: Settings) -> tuple[bytes, bytes] | None:
     return None
 
 
-def _listen(server: grpc.aio.Server, app: App, addr: str) -> int:
-    tls = check_transport(dataclasses.replace(app.settings, addr=addr))
+def _listen(
+    server: grpc.aio.Server, settings: Settings, addr: str, tls: TlsReloader | None
+) -> tuple[int, int | None]:
+    """The port serving `addr` and, with PDV_TLS_CLIENT_AUTH=optional, the one serving
+    PDV_MTLS_ADDR (see vault.transport.tls for why optional takes two)."""
+    if tls is None:
+        return _bind(addr, lambda: server.add_insecure_port(addr)), None
+    mode = settings.client_auth
+    main = tls.credentials(require_client_certificate=mode == "require")
+    port = _bind(addr, lambda: server.add_secure_port(addr, main))
+    if mode != "optional":
+        return port, None
+    mtls = tls.credentials(require_client_certificate=True)
+    mtls_addr = settings.mtls_addr
+    return port, _bind(mtls_addr, lambda: server.add_secure_port(mtls_addr, mtls))
+
+
+def _bind(addr: str, add: Callable[[], int]) -> int:
     try:
-        if tls is not None:
-            chain, key = tls
-            port = server.add_secure_port(addr, grpc.ssl_server_credentials([(key, chain)]))
-        else:
-            port = server.add_insecure_port(addr)
+        port = add()
     except RuntimeError:
         port = 0
     if port == 0:
         raise ConfigurationError(f"cannot listen on {addr}: is the address in use?")
     return port
-
-
-def read_tls(cert: os.PathLike[str], key: os.PathLike[str]) -> tuple[bytes, bytes]:
-    """The certificate chain and private key; refused if the key is readable by others."""
-    try:
-        mode = os.stat(key).st_mode
-        chain, private = Path(cert).read_bytes(), Path(key).read_bytes()
-    except OSError as exc:
-        raise ConfigurationError(
-            f"cannot read the TLS certificate or key: {exc.strerror}: {exc.filename}"
-        ) from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigurationError(
-            f"PDV_TLS_KEY {os.fspath(key)} is readable by others (mode {stat.S_IMODE(mode):04o}): "
-            f"run chmod 600 on it (on Kubernetes, mount the Secret with defaultMode: 0400)"
-        )
-    return chain, private
 
 
 class ServerThread:
@@ -255,6 +256,7 @@ class ServerThread:
             self._end()
             raise
         self.port = self.serving.port
+        self.mtls_port = self.serving.mtls_port
 
     def _call(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
@@ -288,6 +290,10 @@ def serve(
             loop.add_signal_handler(signum, stop.set)
         if on_ready is None:
             log.info("pdvault listening on %s (port %d, pid %d)", addr, serving.port, os.getpid())
+            if serving.mtls_port is not None:
+                log.info(
+                    "client certificates on %s (port %d)", app.settings.mtls_addr, serving.mtls_port
+                )
         else:
             on_ready(serving.port)
         await stop.wait()
