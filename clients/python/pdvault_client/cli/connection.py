@@ -56,8 +56,8 @@ def connect(args: argparse.Namespace) -> Client:
     addr = _address(args)
     ca = os.environ.get("PDV_TLS_CA")
     tls_ca = _pem("PDV_TLS_CA=", ca, CERTIFICATE, "PEM certificate") if ca else None
-    cert = _given(args, "tls_client_cert", "PDV_TLS_CLIENT_CERT")
-    key = _given(args, "tls_client_key", "PDV_TLS_CLIENT_KEY")
+    cert = _given(args, "tls_client_cert", "PDV_TLS_CLIENT_CERT", os.getenv("PDV_TLS_CLIENT_CERT"))
+    key = _given(args, "tls_client_key", "PDV_TLS_CLIENT_KEY", os.getenv("PDV_TLS_CLIENT_KEY"))
     if (cert is None) != (key is None):
         raise UsageError(
             "a client certificate goes with its key: --tls-client-cert and --tls-client-key "
@@ -78,13 +78,15 @@ def connect(args: argparse.Namespace) -> Client:
     )
 
 
-def _given(args: argparse.Namespace, flag: str, variable: str) -> tuple[str, str] | None:
+def _given(
+    args: argparse.Namespace, flag: str, variable: str, value: str | None
+) -> tuple[str, str] | None:
     """Where a file was named, for messages ("--tls-client-key " or "PDV_TLS_CLIENT_KEY="),
-    and its path; the flag wins over the variable."""
+    and its path; the flag wins over the variable (read by the caller under its own name, so
+    that tests/integration/test_cli_help.py finds it)."""
     path = getattr(args, flag, None)
     if path:
         return f"--{flag.replace('_', '-')} ", str(path)
-    value = os.environ.get(variable)
     return (f"{variable}=", value) if value else None
 
 
