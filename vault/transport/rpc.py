@@ -129,11 +129,12 @@ class Gate:
     def __init__(
         self,
         identification: Identification,
-        certificates: CertificateCache,
+        certificates: CertificateCache | None,
         executor: Executor,
         limits: Limits,
     ) -> None:
         self._identification = identification
+        # None when no port asks for client certificates: the auth context is not read.
         self._certificates = certificates
         self._executor = executor
         self.limits = limits
@@ -149,9 +150,11 @@ class Gate:
         return self._in_flight
 
     async def authenticate(
-        self, metadata: tuple[tuple[str, str | bytes], ...], auth_context: AuthContext
+        self,
+        metadata: tuple[tuple[str, str | bytes], ...],
+        auth_context: Callable[[], AuthContext],
     ) -> CallerName:
-        peer = self.peer(auth_context)
+        peer = None if self._certificates is None else self.peer(auth_context())
         presented = _bearer(metadata)
         caller = self._identification.check(peer, presented)
         if caller is None:  # a key table read or an audited refusal: off the event loop
@@ -166,7 +169,7 @@ class Gate:
         None on a connection without one. Only gRPC's auth context says what it is: nothing
         the caller sends in the call does."""
         pems = list(auth_context.get("x509_pem_cert", ()))
-        if not pems:
+        if not pems or self._certificates is None:
             return None
         peer = self._certificates.read(pems[0])
         # gRPC reports a SPIFFE ID only for exactly one URI SAN: it must agree with ours.
@@ -277,7 +280,7 @@ async def _enter(
     """Authenticate and admit a call (and a transfer), or end it."""
     metadata = tuple(context.invocation_metadata() or ())
     try:
-        caller = await gate.authenticate(metadata, context.auth_context())
+        caller = await gate.authenticate(metadata, context.auth_context)
         gate.admit(caller)
     except PdvaultError as exc:
         await _abort(context, to_status_proto(exc))
@@ -359,7 +362,7 @@ def _serve(
     ) -> Message:
         metadata = tuple(context.invocation_metadata() or ())
         try:
-            caller = await gate.authenticate(metadata, context.auth_context())
+            caller = await gate.authenticate(metadata, context.auth_context)
             gate.admit(caller)
         except PdvaultError as exc:
             await _abort(context, to_status_proto(exc))

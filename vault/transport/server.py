@@ -124,7 +124,8 @@ async def start_server(app: App, addr: str, reuse_port: bool = False) -> Serving
     )
     executor = app.executor  # the runtime's: this server only borrows it
     identification = Identification(app.authenticator, app.policy, app.stores.audit, utc_now)
-    gate = Gate(identification, CertificateCache(), executor, limits)
+    certificates = CertificateCache() if settings.client_auth else None
+    gate = Gate(identification, certificates, executor, limits)
     server = grpc.aio.server(
         maximum_concurrent_rpcs=limits.max_calls + HEALTH_HEADROOM,
         options=[
