@@ -177,7 +177,11 @@ def test_a_certificate_with_two_uri_sans_is_unauthenticated_and_audited(
     assert err.value.reason == "CERTIFICATE_REFUSED"
     assert "2 URI SANs" in err.value.message
     caller, outcome, rule, detail = required.refusals()[-1]
-    assert (caller, outcome, rule) == ("unidentified", "refused", "identity:certificate:x509_svid")
+    assert (caller, outcome, rule) == (
+        "mtls:unidentified",
+        "refused",
+        "identity:certificate:x509_svid",
+    )
     assert detail is not None
     assert "2 URI SANs" in detail
 
@@ -214,7 +218,7 @@ def test_an_unknown_identity_is_denied_and_audited(required: Running, spiffe_id:
     assert err.value.reason == "IDENTITY_UNKNOWN"
     assert err.value.metadata.get("rule") == "identity:spiffe_id:unknown"
     caller, outcome, rule, detail = required.refusals()[-1]
-    assert (caller, outcome, rule) == ("unidentified", "refused", "identity:spiffe_id:unknown")
+    assert (caller, outcome, rule) == ("mtls:unidentified", "refused", "identity:spiffe_id:unknown")
     assert detail is not None
     assert spiffe_id in detail
 

@@ -38,8 +38,9 @@ __all__ = [
 # most 2048 bytes. X509-SVID.md §2: a workload's SVID has a path (never the bare trust domain).
 SPIFFE_ID_MAX_BYTES = 2048
 _SPIFFE_ID = re.compile(r"spiffe://([a-z0-9._-]{1,255})((?:/[A-Za-z0-9._-]+)*)")
-# The audit's caller for a certificate that names no caller (its SPIFFE ID is in `detail`).
-UNIDENTIFIED = CallerName("unidentified")
+# The audit's caller for a certificate that names no caller (its SPIFFE ID is in `detail`);
+# the colon keeps it apart from every caller name of a policy (NAME_RE).
+UNIDENTIFIED = CallerName("mtls:unidentified")
 _DETAIL_MAX = 256  # audit_events.detail
 
 
