@@ -29,8 +29,8 @@ from pdvault_client import (
     UnauthenticatedError,
     UnavailableError,
 )
+from tests.conftest import policy_with
 from tests.pki import Authority, Issued
-from tests.unit.test_identity import policy_with
 from vault.app import App, build_app
 from vault.config import Settings
 from vault.transport.server import ServerThread

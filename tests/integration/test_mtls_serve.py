@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 
 from pdvault_client import Client, Field, RetryPolicy, UnavailableError
-from tests.conftest import free_port, pdv_env
+from tests.conftest import free_port, pdv_env, policy_with
 from tests.integration.attack_support import Serving, serving, start_once
 from tests.integration.test_attack_startup import refused_to_start
 from tests.pki import Authority, Issued
-from tests.unit.test_identity import policy_with
 
 pytestmark = pytest.mark.slow
 

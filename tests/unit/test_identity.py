@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from tests.conftest import policy_with
 from tests.pki import Authority
 from vault.crypto.svid import CertificateCache, read_peer_certificate, tls_files_problem
 from vault.domain.callers import Authenticator, issue_api_key
@@ -27,16 +28,6 @@ from vault.storage.memory import MemoryState, memory_stores
 PAYMENTS = "spiffe://example.org/ns/payments/sa/api"
 PAYMENTS_BATCH = "spiffe://example.org/ns/payments/sa/batch"
 KYC = "spiffe://example.org/ns/kyc/sa/api"
-
-
-def policy_with(**callers: str) -> str:
-    """The default policy with extra lines at the top of some `[callers.<name>]` tables."""
-    text = default_policy_text()
-    for name, lines in callers.items():
-        header = f"[callers.{name}]\n"
-        assert header in text
-        text = text.replace(header, header + lines + "\n", 1)
-    return text
 
 
 POLICY = parse_policy(
