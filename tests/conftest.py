@@ -122,6 +122,17 @@ def attachment_policy(directory: Path) -> Path:
     return path
 
 
+def policy_with(**callers: str) -> str:
+    """The default policy with extra lines at the top of some `[callers.<name>]` tables
+    (`spiffe_id = ...` for the mTLS tests)."""
+    text = default_policy_text()
+    for name, lines in callers.items():
+        header = f"[callers.{name}]\n"
+        assert header in text
+        text = text.replace(header, header + lines + "\n", 1)
+    return text
+
+
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
     return Settings(

@@ -68,6 +68,7 @@ __all__ = [
     "cache_figures",
     "cache_limits",
     "check_key_encryption_key",
+    "check_workloads",
     "ensure_dev_credentials",
     "key_provider",
     "malware_scanner",
@@ -255,6 +256,8 @@ def build_app(settings: Settings, primary: bool = True) -> App:
     the processes it spawns do none of that, so they never race each other over it."""
     secure_directory(settings.data_dir)
     policy = load_policy(settings.policy_file)
+    if primary:
+        check_workloads(settings, policy)
     engine = make_engine(settings.effective_database_url, pool_size=settings.max_workers + 2)
     try:
         current, head = migrate.current_revision(engine), migrate.head_revision()
@@ -403,13 +406,42 @@ def _wire(
     app.start()
     if settings.dev_credentials and primary:
         ensure_dev_credentials(app)
-    if primary and not stores.credentials.callers_with_keys():
+    workloads = settings.client_auth and any(c.spiffe_ids for c in policy.callers.values())
+    if primary and not workloads and not stores.credentials.callers_with_keys():
         log.warning(
             "no caller of the policy has an API key: nobody can call this server. Give the "
             "first operator a key with pdv caller bootstrap, then the others theirs with pdv "
             "caller add (see the README)"
         )
     return app
+
+
+def check_workloads(settings: Settings, policy: Policy) -> None:
+    """The policy's workload identities against the TLS settings: refused when nobody could
+    call, a warning when some callers could not."""
+    mapped = sorted(c.name for c in policy.callers.values() if c.spiffe_ids)
+    unmapped = sorted(c.name for c in policy.callers.values() if not c.spiffe_ids)
+    must = sorted(c.name for c in policy.callers.values() if c.require_mtls)
+    if settings.client_auth == "require":
+        if not mapped:
+            raise ConfigurationError(
+                "PDV_TLS_CLIENT_AUTH=require, but no caller of the policy has a spiffe_id: "
+                "nobody could call (map SPIFFE IDs to callers, or use "
+                "PDV_TLS_CLIENT_AUTH=optional)"
+            )
+        if unmapped:
+            log.warning(
+                "PDV_TLS_CLIENT_AUTH=require: every call presents a client certificate, so "
+                "callers without a spiffe_id cannot call: %s",
+                ", ".join(unmapped),
+            )
+    elif not settings.client_auth and (mapped or must):
+        log.warning(
+            "the policy maps SPIFFE IDs to callers (%s) but PDV_TLS_CLIENT_CA is unset: no "
+            "client certificate is asked for%s",
+            ", ".join(mapped),
+            f"; callers that require mTLS cannot call: {', '.join(must)}" if must else "",
+        )
 
 
 def secure_directory(path: Path) -> None:

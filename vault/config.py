@@ -24,6 +24,7 @@ from typing import Any, TypeVar, get_type_hints
 from vault.errors import ConfigurationError
 
 __all__ = [
+    "CLIENT_AUTH_CHOICES",
     "CONFIG_FILE",
     "KMS_CHOICES",
     "LOG_LEVELS",
@@ -42,6 +43,7 @@ __all__ = [
 
 
 KMS_CHOICES = ("local", "vault")
+CLIENT_AUTH_CHOICES = ("require", "optional")
 VAULT_AUTH_CHOICES = ("token", "approle", "kubernetes")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -148,6 +150,25 @@ class Settings:
         None, "PDV_TLS_CERT", "the server's TLS certificate chain (PEM); with PDV_TLS_KEY"
     )
     tls_key: Path | None = setting(None, "PDV_TLS_KEY", "the key of PDV_TLS_CERT (PEM)")
+    # mTLS: callers identified by client certificates (X509-SVIDs) that this CA bundle signs.
+    # The three files reload when they change, for new connections (see vault.transport.tls).
+    tls_client_ca: Path | None = setting(
+        None,
+        "PDV_TLS_CLIENT_CA",
+        "the CA bundle that signs client certificates (PEM); turns mTLS on",
+    )
+    tls_client_auth: str = setting(
+        "require",
+        "PDV_TLS_CLIENT_AUTH",
+        "with PDV_TLS_CLIENT_CA, require: no connection without a client certificate; "
+        "optional: API keys on PDV_ADDR, certificates on PDV_MTLS_ADDR",
+        choices=CLIENT_AUTH_CHOICES,
+    )
+    mtls_addr: str = setting(
+        "",
+        "PDV_MTLS_ADDR",
+        "with PDV_TLS_CLIENT_AUTH=optional: the port that requires client certificates",
+    )
     allow_insecure: bool = setting(
         False, "PDV_ALLOW_INSECURE", "allow a plaintext port off loopback"
     )
@@ -371,6 +392,14 @@ class Settings:
         return self.data_dir / name
 
     @property
+    def client_auth(self) -> str:
+        """`require` or `optional` when client certificates are asked for (PDV_TLS_CLIENT_CA
+        set), else "". Require by default: a client CA says the operator means mTLS, and
+        with require a connection without a certificate ends in the handshake, before any
+        of pdvault's code runs; optional is the explicit step for a fleet still on keys."""
+        return "" if self.tls_client_ca is None else self.tls_client_auth
+
+    @property
     def credentials_file(self) -> Path:
         return self.data_dir / "dev-credentials.json"
 
@@ -385,7 +414,14 @@ class Settings:
             kms += (
                 f" ({self.vault_addr} {self.vault_mount}/keys/{self.vault_key}, {self.vault_auth})"
             )
-        return f"addr={self.addr} data_dir={self.data_dir} database={db} kms={kms}"
+        tls = "off" if self.tls_cert is None else "on"
+        if self.client_auth:
+            tls += ", client certificates " + (
+                "required" if self.client_auth == "require" else "optional"
+            )
+            if self.mtls_addr:
+                tls += f" on {self.mtls_addr}"
+        return f"addr={self.addr} data_dir={self.data_dir} database={db} kms={kms} tls={tls}"
 
 
 def _var(f: Field[Any]) -> Var:
@@ -474,6 +510,7 @@ def _build(raw: Mapping[str, object]) -> Settings:
             )
     if bool(s.tls_cert) != bool(s.tls_key):
         raise ConfigurationError("PDV_TLS_CERT and PDV_TLS_KEY go together")
+    _check_client_auth(s, explicit="tls_client_auth" in raw)
     if s.kms == "vault" and s.vault_auth == "token" and not s.vault_token:
         raise ConfigurationError("PDV_KMS=vault with token auth needs VAULT_TOKEN")
     if s.database_url and not s.database_url.startswith(("sqlite", "postgresql")):
@@ -499,6 +536,37 @@ def _read_secret_file(name: str, path: str) -> str:
     except UnicodeDecodeError:
         raise ConfigurationError(f"{name}={path}: not UTF-8 text") from None
     return text.rstrip("\r\n")
+
+
+def _check_client_auth(s: Settings, explicit: bool) -> None:
+    """mTLS settings that cannot work together stop the start, one line each."""
+    if s.tls_client_ca and not s.tls_cert:
+        raise ConfigurationError(
+            "PDV_TLS_CLIENT_CA needs PDV_TLS_CERT and PDV_TLS_KEY: client certificates are "
+            "asked for in the server's TLS handshake"
+        )
+    if explicit and not s.tls_client_ca:
+        raise ConfigurationError(
+            f"PDV_TLS_CLIENT_AUTH={s.tls_client_auth} needs PDV_TLS_CLIENT_CA, the CA bundle "
+            "that signs client certificates"
+        )
+    if s.client_auth == "optional" and not s.mtls_addr:
+        # grpcio's Python API asks for a client certificate only by requiring it: a port
+        # either requires one or never asks, so "optional" takes a port of each kind.
+        raise ConfigurationError(
+            "PDV_TLS_CLIENT_AUTH=optional needs PDV_MTLS_ADDR: PDV_ADDR then asks for no "
+            "certificate (API keys) and PDV_MTLS_ADDR requires one (grpcio cannot ask for an "
+            "optional client certificate on one port)"
+        )
+    if s.mtls_addr:
+        if s.client_auth != "optional":
+            raise ConfigurationError(
+                "PDV_MTLS_ADDR is for PDV_TLS_CLIENT_AUTH=optional (with require, PDV_ADDR "
+                "itself requires client certificates)"
+            )
+        _check_address("PDV_MTLS_ADDR", s.mtls_addr, "0.0.0.0:50052")
+        if s.mtls_addr == s.addr:
+            raise ConfigurationError("PDV_MTLS_ADDR must differ from PDV_ADDR")
 
 
 def _parse(f: Field[Any], kind: object, value: object) -> Any:

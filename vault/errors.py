@@ -67,6 +67,21 @@ class Reason(enum.Enum):
     # The request itself.
     INVALID_ARGUMENT = (Code.INVALID_ARGUMENT, "fix the fields named in BadRequest; do not retry")
     UNAUTHENTICATED = (Code.UNAUTHENTICATED, "send a valid key: authorization: Bearer <key>")
+    CERTIFICATE_REFUSED = (
+        Code.UNAUTHENTICATED,
+        "the client certificate is not a valid X509-SVID (exactly one URI SAN, a spiffe:// ID "
+        "with a path, not a CA) or has expired: get a proper one from the workload's issuer",
+    )
+    MTLS_REQUIRED = (
+        Code.UNAUTHENTICATED,
+        "the policy requires this caller to present its client certificate (mTLS); an API key "
+        "alone is refused",
+    )
+    CREDENTIALS_DISAGREE = (
+        Code.UNAUTHENTICATED,
+        "the client certificate and the API key name different callers: send one, or both of "
+        "the same caller",
+    )
     REQUEST_TOO_SLOW = (
         Code.DEADLINE_EXCEEDED,
         "the request message did not arrive in time; send it at once after opening the call",
@@ -80,6 +95,10 @@ class Reason(enum.Enum):
     PERMISSION_DENIED = (
         Code.PERMISSION_DENIED,
         "the caller may not claim this purpose or use this operation; ask for the policy to change",
+    )
+    IDENTITY_UNKNOWN = (
+        Code.PERMISSION_DENIED,
+        "the client certificate's SPIFFE ID is no caller's in the policy; ask for it to be added",
     )
     LEGAL_BASIS_REFUSED = (
         Code.PERMISSION_DENIED,

@@ -116,15 +116,24 @@ def _child(settings: Settings, name: str, ready: Any) -> None:
 
 def serve_processes(settings: Settings, processes: int) -> int:
     """Serve `settings.addr` from `processes` processes until stopped; the exit status."""
-    if settings.addr.endswith(":0"):
-        raise ConfigurationError("several processes need a fixed port: set PDV_ADDR")
+    if settings.addr.endswith(":0") or settings.mtls_addr.endswith(":0"):
+        raise ConfigurationError(
+            "several processes need a fixed port: set PDV_ADDR (and PDV_MTLS_ADDR)"
+        )
     check_transport(settings)  # TLS files and the plaintext rule, before anything else
     build_app(settings).close()  # migrations, key checks, shred log, credentials: once
     claim = PortClaim(settings.addr)
     try:
+        mtls_claim = PortClaim(settings.mtls_addr) if settings.mtls_addr else None
+    except BaseException:
+        claim.release()
+        raise
+    try:
         probes = HealthPortThread(settings.health_addr) if settings.health_addr else None
     except BaseException:
         claim.release()
+        if mtls_claim is not None:
+            mtls_claim.release()
         raise
     child_settings = dataclasses.replace(
         settings, auto_migrate=False, dev_credentials=False, health_addr=""
@@ -150,11 +159,12 @@ def serve_processes(settings: Settings, processes: int) -> int:
         pids = family.await_ready()
         health = f"; health checks on port {probes.port}" if probes is not None else ""
         log.info(
-            "pdvault listening on %s (%d processes: pid %s)%s",
+            "pdvault listening on %s (%d processes: pid %s)%s%s",
             settings.addr,
             len(pids),
             ", pid ".join(str(p) for p in pids),
             health,
+            f"; client certificates on {settings.mtls_addr}" if settings.mtls_addr else "",
         )
         return family.supervise()
     except PdvaultError:
@@ -166,6 +176,8 @@ def serve_processes(settings: Settings, processes: int) -> int:
         if probes is not None:
             probes.stop()
         claim.release()
+        if mtls_claim is not None:
+            mtls_claim.release()
 
 
 class _Family:

@@ -287,3 +287,32 @@ def test_a_bug_at_start_up_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("PDV_DEV_CREDENTIALS", "false")
     with pytest.raises(RuntimeError, match="a bug"):
         main(["serve"])
+
+
+def test_client_certificate_usage_errors(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The client certificate's files: both or neither, readable, PEM of the right kind; a
+    private key's content never reaches the message."""
+    for var in ("PDV_API_KEY", "PDV_TLS_CA", "PDV_TLS_CLIENT_CERT", "PDV_TLS_CLIENT_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("PDV_ADDR", "127.0.0.1:1")
+    monkeypatch.setenv("PDV_DATA_DIR", str(tmp_path))
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    key.write_text("not a key: s3cr3t-bytes\n")
+    show = ["subject", "show", "u1"]
+    assert main([*show, "--tls-client-cert", str(cert)]) == 2
+    assert "a client certificate goes with its key" in capsys.readouterr().err
+    monkeypatch.setenv("PDV_TLS_CLIENT_KEY", str(tmp_path / "missing.pem"))
+    assert main([*show, "--tls-client-cert", str(cert)]) == 2
+    assert f"cannot read PDV_TLS_CLIENT_KEY={tmp_path / 'missing.pem'}" in capsys.readouterr().err
+    assert main([*show, "--tls-client-cert", str(cert), "--tls-client-key", str(key)]) == 2
+    err = capsys.readouterr().err
+    assert f"--tls-client-key {key} holds no PEM private key" in err
+    assert "s3cr3t" not in err
+    assert main([*show, "--tls-client-cert", str(key), "--tls-client-key", str(key)]) == 2
+    assert "holds no PEM certificate" in capsys.readouterr().err
+    monkeypatch.delenv("PDV_TLS_CLIENT_KEY")
+    assert main(show) == 2
+    assert "or give a client certificate (--tls-client-cert" in capsys.readouterr().err

@@ -103,7 +103,7 @@ RECORD = _Recorder()
 class FakeClient:
     """The `Client` surface the CLI uses, recording each call and answering plausibly."""
 
-    def __init__(self, addr: str, api_key: str, **kwargs: Any) -> None:
+    def __init__(self, addr: str, api_key: str | None, **kwargs: Any) -> None:
         RECORD.add("Client", addr, api_key, **kwargs)
 
     def __enter__(self) -> FakeClient:
@@ -250,9 +250,19 @@ def pdv(
     (tmp_path / "dev-credentials.json").write_text('{"base": "key-base", "probe": "key-probe"}')
     for name in ("scan.jpg", "probe.jpg"):  # what `document upload` reads
         (tmp_path / name).write_bytes(b"\xff\xd8\xff\xe0")
+    (tmp_path / "client.pem").write_bytes(CLIENT_CERT)
+    (tmp_path / "client-key.pem").write_bytes(CLIENT_KEY)
     monkeypatch.setenv("PDV_DATA_DIR", str(tmp_path))  # main() copies --data-dir there
     monkeypatch.setenv("PDV_ADDR", "127.0.0.1:1")  # ... and --addr here
-    for var in ("PDV_API_KEY", "PDV_TLS_CA", "PDV_TLS_SERVER_NAME", "PDV_CONFIG", "VAULT_TOKEN"):
+    for var in (
+        "PDV_API_KEY",
+        "PDV_TLS_CA",
+        "PDV_TLS_SERVER_NAME",
+        "PDV_TLS_CLIENT_CERT",
+        "PDV_TLS_CLIENT_KEY",
+        "PDV_CONFIG",
+        "VAULT_TOKEN",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(connection, "Client", FakeClient)
     # The server's side: what `serve` and `policy check` hand their settings and files to.
@@ -371,8 +381,15 @@ def _client(seen: Seen) -> Call:
     return seen.one("Client")
 
 
+# Not certificates: the CLI checks only that the files hold PEM of the right kind.
+CLIENT_CERT = b"-----BEGIN CERTIFICATE-----\nprobe\n-----END CERTIFICATE-----\n"
+CLIENT_KEY = b"-----BEGIN PRIVATE KEY-----\nprobe\n-----END PRIVATE KEY-----\n"
+CERTIFIED = ["--tls-client-cert", "{tmp}/client.pem", "--tls-client-key", "{tmp}/client-key.pem"]
+
+
 def common(command: str, option: str) -> tuple[list[str], Check] | None:
-    """--caller, --timeout and --output, the same on every client command."""
+    """--caller, --timeout, --output and the client certificate, the same on every client
+    command."""
     argv = [*BASE[command], "--caller", "base"]
     if option == "--caller":
         return [*argv, "--caller", "probe"], lambda s: _client(s).args[1] == "key-probe"
@@ -380,6 +397,15 @@ def common(command: str, option: str) -> tuple[list[str], Check] | None:
         return [*argv, "--timeout", "7.5"], lambda s: _client(s).kwargs["timeout"] == 7.5
     if option == "--output":
         return [*argv, "--output", "json"], lambda s: s.json() is not None
+    if option in {"--tls-client-cert", "--tls-client-key"}:
+        # No --caller: the certificate says who calls, and no key is sent.
+        kwarg, pem = (
+            ("tls_cert", CLIENT_CERT) if option.endswith("cert") else ("tls_key", CLIENT_KEY)
+        )
+        return [
+            *BASE[command],
+            *CERTIFIED,
+        ], lambda s: _client(s).kwargs[kwarg] == pem and _client(s).args[1] is None
     return None
 
 

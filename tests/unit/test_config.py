@@ -149,3 +149,73 @@ def test_the_client_commands_default_to_the_server_defaults() -> None:
     both = shown.keys() & server.keys()
     assert both == {"PDV_ADDR", "PDV_DATA_DIR", "VAULT_TOKEN", "VAULT_TOKEN_FILE"}
     assert {n: shown[n] for n in both} == {n: server[n] for n in both}
+
+
+# -- mTLS (issue #12 §1) --------------------------------------------------------------------------
+
+TLS = {"PDV_TLS_CERT": "s.pem", "PDV_TLS_KEY": "s-key.pem"}
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PDV_TLS_CLIENT_CA": "ca.pem"}, "PDV_TLS_CLIENT_CA needs PDV_TLS_CERT and PDV_TLS_KEY"),
+        ({**TLS, "PDV_TLS_CLIENT_AUTH": "require"}, "PDV_TLS_CLIENT_AUTH=require needs PDV_TLS_"),
+        ({"PDV_TLS_CLIENT_AUTH": "optional"}, "PDV_TLS_CLIENT_AUTH=optional needs PDV_TLS_CLIENT"),
+        (
+            {**TLS, "PDV_TLS_CLIENT_CA": "ca.pem", "PDV_TLS_CLIENT_AUTH": "sometimes"},
+            "PDV_TLS_CLIENT_AUTH='sometimes': expected one of require, optional$",
+        ),
+        (
+            {**TLS, "PDV_TLS_CLIENT_CA": "ca.pem", "PDV_TLS_CLIENT_AUTH": "optional"},
+            "PDV_TLS_CLIENT_AUTH=optional needs PDV_MTLS_ADDR",
+        ),
+        (
+            {**TLS, "PDV_TLS_CLIENT_CA": "ca.pem", "PDV_MTLS_ADDR": "127.0.0.1:6001"},
+            "PDV_MTLS_ADDR is for PDV_TLS_CLIENT_AUTH=optional",
+        ),
+        ({"PDV_MTLS_ADDR": "127.0.0.1:6001"}, "PDV_MTLS_ADDR is for PDV_TLS_CLIENT_AUTH=optional"),
+        (
+            {
+                **TLS,
+                "PDV_TLS_CLIENT_CA": "ca.pem",
+                "PDV_TLS_CLIENT_AUTH": "optional",
+                "PDV_MTLS_ADDR": "6001",
+            },
+            "PDV_MTLS_ADDR='6001': expected HOST:PORT",
+        ),
+        (
+            {
+                **TLS,
+                "PDV_ADDR": "127.0.0.1:6001",
+                "PDV_TLS_CLIENT_CA": "ca.pem",
+                "PDV_TLS_CLIENT_AUTH": "optional",
+                "PDV_MTLS_ADDR": "127.0.0.1:6001",
+            },
+            "PDV_MTLS_ADDR must differ from PDV_ADDR",
+        ),
+    ],
+)
+def test_mtls_settings_that_cannot_work_together(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        load_settings(env)
+
+
+def test_client_certificates_are_required_by_default_once_a_client_ca_is_set() -> None:
+    assert load_settings({}).client_auth == ""
+    assert load_settings(TLS).client_auth == ""
+    mtls = load_settings({**TLS, "PDV_TLS_CLIENT_CA": "ca.pem"})
+    assert mtls.client_auth == "require"
+    assert mtls.tls_client_ca == Path("ca.pem")
+    assert "client certificates required" in mtls.describe()
+    optional = load_settings(
+        {
+            **TLS,
+            "PDV_TLS_CLIENT_CA": "ca.pem",
+            "PDV_TLS_CLIENT_AUTH": "optional",
+            "PDV_MTLS_ADDR": "127.0.0.1:6001",
+        }
+    )
+    assert optional.client_auth == "optional"
+    assert optional.mtls_addr == "127.0.0.1:6001"
+    assert "client certificates optional on 127.0.0.1:6001" in optional.describe()

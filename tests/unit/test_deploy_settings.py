@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.pki import Authority
 from vault import config
 from vault.config import Settings, available_cpus, cgroup_cpu_limit, load_settings
 from vault.errors import ConfigurationError
-from vault.transport.server import read_tls
+from vault.transport.tls import TlsFiles, read_material
 
 SECRETS = {"database_url", "vault_token", "vault_secret_id"}
 
@@ -216,13 +217,6 @@ def test_the_default_process_count_is_the_available_cpus(monkeypatch: pytest.Mon
 # -- the TLS key of a Kubernetes Secret --------------------------------------------------------
 
 
-def _key_pair(tmp_path: Path) -> tuple[Path, Path]:
-    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
-    cert.write_text("-----BEGIN CERTIFICATE-----\n")
-    key.write_text("-----BEGIN PRIVATE KEY-----\n")
-    return cert, key
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's owner needs root")
 @pytest.mark.parametrize(
     ("owner", "mode", "accepted"),
@@ -238,11 +232,12 @@ def _key_pair(tmp_path: Path) -> tuple[Path, Path]:
 def test_a_root_owned_key_may_be_read_by_its_group(
     tmp_path: Path, owner: int, mode: int, accepted: bool
 ) -> None:
-    cert, key = _key_pair(tmp_path)
+    cert, key = Authority().server().write(tmp_path, "tls")
     os.chown(key, owner, 10001)
     key.chmod(mode)
+    files = TlsFiles(cert, key, None)
     if accepted:
-        assert read_tls(cert, key)[1].startswith(b"-----BEGIN PRIVATE KEY")
+        assert b"PRIVATE KEY" in read_material(files).key
     else:
         with pytest.raises(ConfigurationError, match="readable by others"):
-            read_tls(cert, key)
+            read_material(files)

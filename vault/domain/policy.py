@@ -108,6 +108,10 @@ class CallerRule:
     # The purposes for which this caller may state a legal basis; for any other, stating one
     # is refused (a legal basis lifts Account Stop and may replace consent: not for anyone).
     legal_basis: frozenset[Purpose] = frozenset()
+    # Workload identities (SPIFFE IDs) whose verified client certificates call as this caller.
+    spiffe_ids: frozenset[str] = frozenset()
+    # Only with one of those certificates: this caller's API keys alone are refused.
+    require_mtls: bool = False
 
     def view_of(self, category: Category) -> View:
         return self.views.get(category, self.view)
@@ -180,8 +184,13 @@ class Policy:
     _reads: dict[tuple[CallerName, Purpose, Category], Decision] = field(
         default_factory=dict, repr=False, compare=False
     )
+    _workloads: dict[str, CallerName] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        # The policy file refuses an identity named by two callers; the first would win here.
+        for caller in self.callers.values():
+            for spiffe_id in caller.spiffe_ids:
+                self._workloads.setdefault(spiffe_id, caller.name)
         # Prepared decisions: every (caller, purpose, category) answered once, at load time.
         for caller in self.callers.values():
             for purpose in caller.purposes:
@@ -191,6 +200,11 @@ class Policy:
                     )
 
     # -- questions the use cases ask --------------------------------------------------------
+
+    def caller_of_workload(self, spiffe_id: str) -> CallerName | None:
+        """The caller a verified client certificate with this SPIFFE ID calls as; None when
+        the policy maps it to no caller (deny by default)."""
+        return self._workloads.get(spiffe_id)
 
     def may_claim(self, caller: CallerName, purpose: Purpose) -> Decision:
         """Whether `caller` may ask for values for `purpose` at all (a whole-request check)."""

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from vault.domain.documents import DocumentType
+from vault.domain.identity import spiffe_id_problem
 from vault.domain.policy import (
     ALL,
     OPERATIONS,
@@ -82,6 +83,7 @@ class _Parser:
             CallerName(name): self._caller(name, body, purposes, categories)
             for name, body in self._named_tables("callers")
         }
+        self._one_caller_per_workload(callers)
         notes = self._notes()
         life = self._table(self.doc, "lifecycle")
         unknown = sorted(set(life) - {"legal_basis_lifts_stop", "correct_when_stopped"})
@@ -341,6 +343,12 @@ class _Parser:
             self.errors.append(
                 f"{where}.legal_basis: '{p}' is not one of the purposes this caller may claim"
             )
+        spiffe_ids = self._spiffe_ids(body, where)
+        require_mtls = self._bool(body, "require_mtls", where)
+        if require_mtls and not spiffe_ids:
+            self.errors.append(
+                f"{where}.require_mtls: this caller could never call; give it a spiffe_id"
+            )
         return CallerRule(
             name=CallerName(name),
             text=str(body.get("text", "")),
@@ -350,7 +358,33 @@ class _Parser:
             tokenize=tokenize,
             operations=operations & OPERATIONS,
             legal_basis=legal_basis & claimed,
+            spiffe_ids=spiffe_ids,
+            require_mtls=require_mtls,
         )
+
+    def _spiffe_ids(self, body: Mapping[str, Any], where: str) -> frozenset[str]:
+        """`spiffe_id`: one workload identity, or a list of them."""
+        value = body.get("spiffe_id", [])
+        listed = [value] if isinstance(value, str) else value
+        if not isinstance(listed, list) or not all(isinstance(v, str) for v in listed):
+            self.errors.append(f"{where}.spiffe_id: must be a SPIFFE ID or a list of them")
+            return frozenset()
+        for spiffe_id in listed:
+            problem = spiffe_id_problem(spiffe_id)
+            if problem is not None:
+                self.errors.append(f"{where}.spiffe_id: '{spiffe_id[:80]}': {problem}")
+        return frozenset(listed)
+
+    def _one_caller_per_workload(self, callers: Mapping[CallerName, CallerRule]) -> None:
+        owner: dict[str, CallerName] = {}
+        for caller in callers.values():
+            for spiffe_id in sorted(caller.spiffe_ids):
+                first = owner.setdefault(spiffe_id, caller.name)
+                if first != caller.name:
+                    self.errors.append(
+                        f"callers.{caller.name}.spiffe_id: '{spiffe_id}' is already the "
+                        f"identity of caller '{first}': one workload identity, one caller"
+                    )
 
     # -- small helpers --
 

@@ -178,6 +178,7 @@ class Action(enum.Enum):
     CALLER_KEY_ROTATE = "caller_key_rotate"
     CALLER_KEY_REVOKE = "caller_key_revoke"
     CALLER_LIST = "caller_list"
+    AUTHENTICATE = "authenticate"  # a refused client certificate or credential
 
 
 class Outcome(enum.Enum):

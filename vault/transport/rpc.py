@@ -2,9 +2,11 @@
 
 The order is what keeps a stranger from stalling the service:
 
-1. Authenticate from the metadata, before anything waits for the request message: the caller's
-   key is checked in memory (an unknown key id costs at most one table read a second, off the
-   event loop). A stranger's call ends here, whatever it sends next.
+1. Authenticate, before anything waits for the request message: from the client certificate
+   the TLS handshake verified (gRPC's auth context; read once per certificate) and from the API
+   key in the metadata, checked in memory (an unknown key id costs at most one table read a
+   second, off the event loop). See `vault.domain.identity` for how the two combine. A
+   stranger's call ends here, whatever it sends next.
 2. Admit the call against the caps: calls in flight per process and per caller. Over a cap:
    RESOURCE_EXHAUSTED with RetryInfo. Health checks and reflection are not counted.
 3. Read the request message within `read_timeout`: every method is registered as
@@ -20,8 +22,9 @@ The order is what keeps a stranger from stalling the service:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Generic, NoReturn, TypeVar
@@ -30,8 +33,9 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 from grpc_status import rpc_status
 
-from vault.domain.callers import Authenticator
+from vault.crypto.svid import CertificateCache
 from vault.domain.context import RequestContext
+from vault.domain.identity import Identification, PeerCertificate
 from vault.domain.types import CallerName
 from vault.errors import DeadlineExceeded, InvalidArgument, PdvaultError, Reason, ResourceExhausted
 from vault.transport.status import internal_status, to_status_proto
@@ -116,11 +120,22 @@ class Limits:
     max_transfers: int = 8  # document uploads and downloads in flight in this process
 
 
+AuthContext = Mapping[str, Iterable[bytes]]
+
+
 class Gate:
     """Authentication and the concurrency caps. Lives on the event loop's thread only."""
 
-    def __init__(self, auth: Authenticator, executor: Executor, limits: Limits) -> None:
-        self._auth = auth
+    def __init__(
+        self,
+        identification: Identification,
+        certificates: CertificateCache | None,
+        executor: Executor,
+        limits: Limits,
+    ) -> None:
+        self._identification = identification
+        # None when no port asks for client certificates: the auth context is not read.
+        self._certificates = certificates
         self._executor = executor
         self.limits = limits
         self._in_flight = 0
@@ -134,13 +149,36 @@ class Gate:
     def in_flight(self) -> int:
         return self._in_flight
 
-    async def authenticate(self, metadata: tuple[tuple[str, str | bytes], ...]) -> CallerName:
+    async def authenticate(
+        self,
+        metadata: tuple[tuple[str, str | bytes], ...],
+        auth_context: Callable[[], AuthContext],
+    ) -> CallerName:
+        peer = None if self._certificates is None else self.peer(auth_context())
         presented = _bearer(metadata)
-        caller = self._auth.check(presented)
-        if caller is None:  # the key table must be read first: off the event loop
+        caller = self._identification.check(peer, presented)
+        if caller is None:  # a key table read or an audited refusal: off the event loop
             loop = asyncio.get_running_loop()
-            caller = await loop.run_in_executor(self._executor, self._auth.authenticate, presented)
+            caller = await loop.run_in_executor(
+                self._executor, self._identification.authenticate, peer, presented
+            )
         return caller
+
+    def peer(self, auth_context: AuthContext) -> PeerCertificate | None:
+        """The client certificate the handshake verified, as read (once per certificate);
+        None on a connection without one. Only gRPC's auth context says what it is: nothing
+        the caller sends in the call does."""
+        pems = list(auth_context.get("x509_pem_cert", ()))
+        if not pems or self._certificates is None:
+            return None
+        peer = self._certificates.read(pems[0])
+        # gRPC reports a SPIFFE ID only for exactly one URI SAN: it must agree with ours.
+        reported = list(auth_context.get("peer_spiffe_id", ()))
+        if peer.spiffe_id is not None and reported != [peer.spiffe_id.encode()]:
+            return dataclasses.replace(
+                peer, spiffe_id=None, problem="gRPC reads another SPIFFE ID in it"
+            )
+        return peer
 
     def admit(self, caller: CallerName) -> None:
         mine = self._per_caller.get(caller, 0)
@@ -242,7 +280,7 @@ async def _enter(
     """Authenticate and admit a call (and a transfer), or end it."""
     metadata = tuple(context.invocation_metadata() or ())
     try:
-        caller = await gate.authenticate(metadata)
+        caller = await gate.authenticate(metadata, context.auth_context)
         gate.admit(caller)
     except PdvaultError as exc:
         await _abort(context, to_status_proto(exc))
@@ -324,7 +362,7 @@ def _serve(
     ) -> Message:
         metadata = tuple(context.invocation_metadata() or ())
         try:
-            caller = await gate.authenticate(metadata)
+            caller = await gate.authenticate(metadata, context.auth_context)
             gate.admit(caller)
         except PdvaultError as exc:
             await _abort(context, to_status_proto(exc))

@@ -24,12 +24,10 @@ import dataclasses
 import logging
 import os
 import signal
-import stat
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -43,14 +41,17 @@ from pdvault.v1 import (
     token_service_pb2,
 )
 
-from vault.app import App
+from vault.app import App, utc_now
 from vault.config import Settings
+from vault.crypto.svid import CertificateCache
+from vault.domain.identity import Identification
 from vault.errors import ConfigurationError, PdvaultError
 from vault.transport.caller_servicer import CallerServicer
 from vault.transport.document_servicer import DocumentServicer
 from vault.transport.key_servicer import KeyServicer
 from vault.transport.rpc import Gate, Limits, Method, ServiceHandler, StreamingMethod
 from vault.transport.subject_servicer import SubjectServicer
+from vault.transport.tls import TlsFiles, TlsReloader
 from vault.transport.token_servicer import TokenServicer
 
 __all__ = [
@@ -70,7 +71,6 @@ __all__ = [
     "Serving",
     "check_transport",
     "describe_error",
-    "read_tls",
     "serve",
     "start_health_port",
     "start_server",
@@ -160,6 +160,9 @@ class Serving:
     # Told of each change of readiness (a child of several processes tells its parent).
     on_readiness: Callable[[bool], None] | None = None
     stopping: bool = False
+    # With PDV_TLS_CLIENT_AUTH=optional: the port that requires client certificates.
+    mtls_port: int | None = None
+    tls: TlsReloader | None = None
 
 
 def _methods(app: App) -> list[tuple[str, dict[str, Method[Any, Any] | StreamingMethod]]]:
@@ -195,7 +198,9 @@ async def start_server(
         settings.max_transfers,
     )
     executor = app.executor  # the runtime's: this server only borrows it
-    gate = Gate(app.authenticator, executor, limits)
+    identification = Identification(app.authenticator, app.policy, app.stores.audit, utc_now)
+    certificates = CertificateCache() if settings.client_auth else None
+    gate = Gate(identification, certificates, executor, limits)
     server = grpc.aio.server(
         maximum_concurrent_rpcs=limits.max_calls + HEALTH_HEADROOM,
         options=[
@@ -227,7 +232,8 @@ async def start_server(
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = _listen(server, app, addr)
+    tls = check_transport(dataclasses.replace(settings, addr=addr))
+    port, mtls_port = _listen(server, settings, addr, tls)
     probes = await start_health_port(health_addr) if health_addr else None
     try:
         await server.start()
@@ -237,7 +243,18 @@ async def start_server(
         if probes is not None:
             await probes.stop()
         raise
-    serving = Serving(server, port, health_servicer, gate, executor, None, probes, on_readiness)
+    serving = Serving(
+        server,
+        port,
+        health_servicer,
+        gate,
+        executor,
+        None,
+        probes,
+        on_readiness,
+        mtls_port=mtls_port,
+        tls=tls,
+    )
     await _set_ready(serving, True)
     serving.monitor = asyncio.create_task(_watch(app, serving))
     return serving
@@ -297,12 +314,13 @@ async def _watch(app: App, serving: Serving) -> None:
 LOOPBACK = ("127.", "localhost:", "[::1]:")
 
 
-def check_transport(settings: Settings) -> tuple[bytes, bytes] | None:
-    """The TLS material to serve with, or None for plaintext, after the rules: a key readable
-    by others is refused, and so is plaintext off loopback unless allowed. Run by the parent of
-    several processes before it spawns them, and by each server."""
+def check_transport(settings: Settings) -> TlsReloader | None:
+    """The TLS files to serve with (reloaded when they change), or None for plaintext, after
+    the rules: a key readable by others is refused, so are files that do not parse or do not
+    belong together, and plaintext off loopback unless allowed. Run by the parent of several
+    processes before it spawns them, and by each server."""
     if settings.tls_cert and settings.tls_key:
-        return read_tls(settings.tls_cert, settings.tls_key)
+        return TlsReloader(TlsFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca))
     if not settings.addr.startswith(LOOPBACK) and not settings.allow_insecure:
         # API keys, values and operators' Vault tokens would cross the network in clear.
         raise ConfigurationError(
@@ -312,43 +330,31 @@ def check_transport(settings: Settings) -> tuple[bytes, bytes] | None:
     return None
 
 
-def _listen(server: grpc.aio.Server, app: App, addr: str) -> int:
-    tls = check_transport(dataclasses.replace(app.settings, addr=addr))
+def _listen(
+    server: grpc.aio.Server, settings: Settings, addr: str, tls: TlsReloader | None
+) -> tuple[int, int | None]:
+    """The port serving `addr` and, with PDV_TLS_CLIENT_AUTH=optional, the one serving
+    PDV_MTLS_ADDR (see vault.transport.tls for why optional takes two)."""
+    if tls is None:
+        return _bind(addr, lambda: server.add_insecure_port(addr)), None
+    mode = settings.client_auth
+    main = tls.credentials(require_client_certificate=mode == "require")
+    port = _bind(addr, lambda: server.add_secure_port(addr, main))
+    if mode != "optional":
+        return port, None
+    mtls = tls.credentials(require_client_certificate=True)
+    mtls_addr = settings.mtls_addr
+    return port, _bind(mtls_addr, lambda: server.add_secure_port(mtls_addr, mtls))
+
+
+def _bind(addr: str, add: Callable[[], int]) -> int:
     try:
-        if tls is not None:
-            chain, key = tls
-            port = server.add_secure_port(addr, grpc.ssl_server_credentials([(key, chain)]))
-        else:
-            port = server.add_insecure_port(addr)
+        port = add()
     except RuntimeError:
         port = 0
     if port == 0:
         raise ConfigurationError(f"cannot listen on {addr}: is the address in use?")
     return port
-
-
-def read_tls(cert: os.PathLike[str], key: os.PathLike[str]) -> tuple[bytes, bytes]:
-    """The certificate chain and private key; refused if the key is readable by others (its
-    group may read a key that root owns)."""
-    try:
-        info = os.stat(key)
-        chain, private = Path(cert).read_bytes(), Path(key).read_bytes()
-    except OSError as exc:
-        raise ConfigurationError(
-            f"cannot read the TLS certificate or key: {exc.strerror}: {exc.filename}"
-        ) from None
-    mode = info.st_mode
-    # PostgreSQL's rule for its own key (src/backend/libpq/be-secure-common.c): a key owned by
-    # root may be read by its group. A Kubernetes Secret mounted with defaultMode 0400 and an
-    # fsGroup arrives so (root's, the pod's group, 0440); without the group's read bit the
-    # pod's non-root user could not read it at all.
-    allowed = stat.S_IRGRP if info.st_uid == 0 else 0
-    if mode & (stat.S_IRWXG | stat.S_IRWXO) & ~allowed:
-        raise ConfigurationError(
-            f"PDV_TLS_KEY {os.fspath(key)} is readable by others (mode {stat.S_IMODE(mode):04o}): "
-            f"run chmod 600 on it (on Kubernetes, mount the Secret with defaultMode: 0400)"
-        )
-    return chain, private
 
 
 class ServerThread:
@@ -366,6 +372,7 @@ class ServerThread:
             self._end()
             raise
         self.port = self.serving.port
+        self.mtls_port = self.serving.mtls_port
 
     def _call(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
@@ -449,6 +456,10 @@ def serve(
                 os.getpid(),
                 health_port,
             )
+            if serving.mtls_port is not None:
+                log.info(
+                    "client certificates on %s (port %d)", app.settings.mtls_addr, serving.mtls_port
+                )
         else:
             on_ready(serving.port)
         await stop.wait()

@@ -96,25 +96,31 @@ class Client:
     def __init__(
         self,
         addr: str,
-        api_key: str,
+        api_key: str | None = None,
         *,
         timeout: float = 5.0,
         retry: RetryPolicy | None = None,
         channel: grpc.aio.Channel | None = None,
         tls_ca: bytes | None = None,
         tls_server_name: str | None = None,
+        tls_cert: bytes | None = None,
+        tls_key: bytes | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         """As `pdvault_client.Client`: `tls_ca` turns TLS on (`tls_server_name` overrides
-        the name checked), a `channel` given is used as it is."""
+        the name checked), `tls_cert` and `tls_key` present a client certificate (mTLS; the
+        API key may then be left out), a `channel` given is used as it is."""
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
         if channel is None:
             options: list[tuple[str, str | int]] = list(CHANNEL_OPTIONS)
-            if tls_ca is not None:
+            if tls_ca is not None or tls_cert is not None:
                 if tls_server_name:
                     options.append(("grpc.ssl_target_name_override", tls_server_name))
-                channel = grpc.aio.secure_channel(
-                    addr, grpc.ssl_channel_credentials(root_certificates=tls_ca), options=options
+                credentials = grpc.ssl_channel_credentials(
+                    root_certificates=tls_ca, private_key=tls_key, certificate_chain=tls_cert
                 )
+                channel = grpc.aio.secure_channel(addr, credentials, options=options)
             else:
                 channel = grpc.aio.insecure_channel(addr, options=options)
         self._channel = channel
@@ -123,7 +129,9 @@ class Client:
         self._subject_stub = subject_service_pb2_grpc.SubjectServiceStub(channel)
         self._caller_stub = caller_service_pb2_grpc.CallerServiceStub(channel)
         self._document_stub = document_service_pb2_grpc.DocumentServiceStub(channel)
-        self._metadata = (("authorization", f"Bearer {api_key}"),)
+        self._metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {api_key}"),) if api_key else ()
+        )
         self._timeout = timeout
         self._retry = retry or RetryPolicy()
         self._sleep = sleep

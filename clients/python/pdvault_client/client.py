@@ -44,27 +44,36 @@ class Client:
     def __init__(
         self,
         addr: str,
-        api_key: str,
+        api_key: str | None = None,
         *,
         timeout: float = 5.0,
         retry: RetryPolicy | None = None,
         channel: grpc.Channel | None = None,
         tls_ca: bytes | None = None,
         tls_server_name: str | None = None,
+        tls_cert: bytes | None = None,
+        tls_key: bytes | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         """`tls_ca`: the PEM CA bundle that signed the server's certificate; with it the
         channel uses TLS (`tls_server_name` overrides the name checked in the certificate).
-        Without it the channel is plaintext, which pdvault serves on loopback only. A channel
+        `tls_cert` and `tls_key`: this client's certificate chain and private key (PEM), for
+        a server that identifies callers by client certificate (mTLS; TLS with the system's
+        CAs when `tls_ca` is not given). `api_key` may then be left out: the certificate
+        says who calls (if both are given, the server requires them to name the same caller).
+        Without TLS the channel is plaintext, which pdvault serves on loopback only. A channel
         given in `channel` is used as it is (set its message limits to MAX_MESSAGE_BYTES)."""
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
         if channel is None:
             options: list[tuple[str, str | int]] = list(CHANNEL_OPTIONS)
-            if tls_ca is not None:
+            if tls_ca is not None or tls_cert is not None:
                 if tls_server_name:
                     options.append(("grpc.ssl_target_name_override", tls_server_name))
-                channel = grpc.secure_channel(
-                    addr, grpc.ssl_channel_credentials(root_certificates=tls_ca), options=options
+                credentials = grpc.ssl_channel_credentials(
+                    root_certificates=tls_ca, private_key=tls_key, certificate_chain=tls_cert
                 )
+                channel = grpc.secure_channel(addr, credentials, options=options)
             else:
                 channel = grpc.insecure_channel(addr, options=options)
         self._channel = channel
@@ -73,7 +82,9 @@ class Client:
         self._subject_stub = subject_service_pb2_grpc.SubjectServiceStub(self._channel)
         self._caller_stub = caller_service_pb2_grpc.CallerServiceStub(self._channel)
         self._document_stub = document_service_pb2_grpc.DocumentServiceStub(self._channel)
-        self._metadata = (("authorization", f"Bearer {api_key}"),)
+        self._metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {api_key}"),) if api_key else ()
+        )
         self._timeout = timeout
         self._retry = retry or RetryPolicy()
         self._sleep = sleep

@@ -1,6 +1,8 @@
-"""Who calls, and where: the API key (`--caller` or PDV_API_KEY), the address, TLS, and the
-client every client command gets. Each default here is the client's own (this distribution
-installs without the server); tests/unit/test_config.py checks that they are the server's."""
+"""Who calls, and where: the API key (`--caller` or PDV_API_KEY) and the client certificate
+(`--tls-client-cert`/`--tls-client-key` or PDV_TLS_CLIENT_CERT/PDV_TLS_CLIENT_KEY), the
+address, TLS, and the client every client command gets. Each default here is the client's own
+(this distribution installs without the server); tests/unit/test_config.py checks that they are
+the server's."""
 
 from __future__ import annotations
 
@@ -54,22 +56,57 @@ def with_client(handler: Handler) -> Run:
     return run
 
 
+CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
+PRIVATE_KEY = b"PRIVATE KEY-----"
+
+
 def connect(args: argparse.Namespace) -> Client:
     addr = _address(args)
     ca = os.environ.get("PDV_TLS_CA")
-    try:
-        tls_ca = Path(ca).read_bytes() if ca else None
-    except OSError as exc:
-        raise UsageError(f"cannot read PDV_TLS_CA={ca}: {exc.strerror}") from None
-    if tls_ca is not None and b"-----BEGIN CERTIFICATE-----" not in tls_ca:
-        raise UsageError(f"PDV_TLS_CA={ca} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+    tls_ca = _pem("PDV_TLS_CA=", ca, CERTIFICATE, "PEM certificate") if ca else None
+    cert = _given(args, "tls_client_cert", "PDV_TLS_CLIENT_CERT", os.getenv("PDV_TLS_CLIENT_CERT"))
+    key = _given(args, "tls_client_key", "PDV_TLS_CLIENT_KEY", os.getenv("PDV_TLS_CLIENT_KEY"))
+    if (cert is None) != (key is None):
+        raise UsageError(
+            "a client certificate goes with its key: --tls-client-cert and --tls-client-key "
+            "(or PDV_TLS_CLIENT_CERT and PDV_TLS_CLIENT_KEY)"
+        )
+    tls_cert = tls_key = None
+    if cert is not None and key is not None:
+        tls_cert = _pem(*cert, CERTIFICATE, "PEM certificate")
+        tls_key = _pem(*key, PRIVATE_KEY, "PEM private key")
     return Client(
         addr,
-        api_key(args.caller),
+        api_key(args.caller, certificate=tls_cert is not None),
         timeout=args.timeout,
         tls_ca=tls_ca,
         tls_server_name=os.environ.get("PDV_TLS_SERVER_NAME") or None,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
+
+
+def _given(
+    args: argparse.Namespace, flag: str, variable: str, value: str | None
+) -> tuple[str, str] | None:
+    """Where a file was named, for messages ("--tls-client-key " or "PDV_TLS_CLIENT_KEY="),
+    and its path; the flag wins over the variable (read by the caller under its own name, so
+    that tests/integration/test_cli_help.py finds it)."""
+    path = getattr(args, flag, None)
+    if path:
+        return f"--{flag.replace('_', '-')} ", str(path)
+    return (f"{variable}=", value) if value else None
+
+
+def _pem(where: str, path: str, marker: bytes, what: str) -> bytes:
+    """A PEM file's bytes; its content never reaches a message (it may be a private key)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {where}{path}: {exc.strerror}") from None
+    if marker not in data:
+        raise UsageError(f"{where}{path} holds no {what}")
+    return data
 
 
 def _address(args: argparse.Namespace) -> str:
@@ -99,12 +136,20 @@ def secret_variable(name: str) -> str | None:
     return text.rstrip("\r\n") or None
 
 
-def api_key(caller: str | None) -> str:
+def api_key(caller: str | None, certificate: bool = False) -> str | None:
+    """The key to call with; None when a client certificate says who calls and no key is
+    asked for (with both, the server requires them to name the same caller)."""
     key = secret_variable("PDV_API_KEY")
     if key:
         return key
     if not caller:
-        raise UsageError("say who calls: --caller NAME, or set PDV_API_KEY or PDV_API_KEY_FILE")
+        if certificate:
+            return None
+        raise UsageError(
+            "say who calls: --caller NAME, or set PDV_API_KEY or PDV_API_KEY_FILE, or give a "
+            "client certificate "
+            "(--tls-client-cert and --tls-client-key)"
+        )
     data_dir = Path(os.environ.get("PDV_DATA_DIR") or DEFAULT_DATA_DIR)
     path = data_dir / CREDENTIALS_FILE
     try:

@@ -38,6 +38,16 @@ CLIENT_VARIABLES = (
     Variable("PDV_DATA_DIR", f"where --caller finds {CREDENTIALS_FILE}", f"./{DEFAULT_DATA_DIR}"),
     Variable("PDV_TLS_CA", "the CA that signed the server's certificate (turns TLS on)"),
     Variable("PDV_TLS_SERVER_NAME", "the name to check in the server's certificate"),
+    Variable(
+        "PDV_TLS_CLIENT_CERT",
+        "this client's certificate (PEM) for mTLS; says who calls",
+        note="--tls-client-cert wins",
+    ),
+    Variable(
+        "PDV_TLS_CLIENT_KEY",
+        "the private key of PDV_TLS_CLIENT_CERT (PEM)",
+        note="--tls-client-key wins",
+    ),
     Variable("VAULT_TOKEN", "keys rotate/trim on Vault: your token with pdvault-ops"),
     Variable("VAULT_TOKEN_FILE", "a file holding VAULT_TOKEN, instead of it"),
     Variable("GRPC_VERBOSITY", "gRPC's own log lines", GRPC_VERBOSITY),

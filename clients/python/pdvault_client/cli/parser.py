@@ -70,6 +70,19 @@ def _client_command(
     cmd.add_argument(
         "--timeout", type=float, default=10.0, help="deadline in seconds (%(default)g)"
     )
+    cmd.add_argument(
+        "--tls-client-cert",
+        type=Path,
+        metavar="FILE",
+        help="call with this client certificate (PEM; mTLS): it says who calls, --caller "
+        "is then not needed ($PDV_TLS_CLIENT_CERT)",
+    )
+    cmd.add_argument(
+        "--tls-client-key",
+        type=Path,
+        metavar="FILE",
+        help="the private key of --tls-client-cert (PEM; $PDV_TLS_CLIENT_KEY)",
+    )
     _output_option(cmd)
     return cmd
 

@@ -70,7 +70,9 @@ def connection_hint(message: str) -> str:
     if tls:
         return (
             f"is `pdv serve` running at {addr}, with TLS (PDV_TLS_CERT, PDV_TLS_KEY)? "
-            "PDV_TLS_CA is set, so this client speaks TLS"
+            "PDV_TLS_CA is set, so this client speaks TLS. If it requires client certificates "
+            "(PDV_TLS_CLIENT_CA), give yours: --tls-client-cert and --tls-client-key, signed "
+            "by that CA and current"
         )
     return (
         f"is `pdv serve` running at {addr}? If it serves TLS (PDV_TLS_CERT), set PDV_TLS_CA "
