@@ -56,6 +56,7 @@ from vault.domain.documents import (
 from vault.domain.policy import Policy
 from vault.domain.ports import Binding, Cipher, Clock, KeyProvider, ShredLog
 from vault.domain.redaction import mask_card_numbers
+from vault.domain.requests import is_uuid, read_violations
 from vault.domain.retention import RetentionRule, Trigger, due_date, retention_key_owner
 from vault.domain.secrets import Secret, wipe_buffer
 from vault.domain.service import GCM_RANDOM_NONCE_LIMIT
@@ -624,10 +625,9 @@ class DocumentArchive:
             )
         else:
             access = Access(ctx.caller, Purpose(purpose), legal_basis)
-        if len(justification) > 256:
-            raise InvalidArgument.one(
-                "justification", "justification.max_length", "must be at most 256 characters"
-            )
+        violations = read_violations(self.policy, "" if disclosure else purpose, justification)
+        if violations:
+            raise InvalidArgument(violations)
         decision = self._access.admit(access)
         record = None
         if decision.allowed:
@@ -894,6 +894,12 @@ class DocumentArchive:
     def release(self, ctx: RequestContext, document_id: str, hold_id: str = "") -> int:
         """Release one hold, or every hold when `hold_id` is empty (operators with `holds`)."""
         _check_id(document_id)
+        if hold_id and not is_uuid(hold_id):
+            # Checked before it reaches a query or the audit (a NUL byte was INTERNAL on
+            # PostgreSQL).
+            raise InvalidArgument.one(
+                "hold_id", "hold_id.syntax", "must be a hold's id (a UUID), or empty for every hold"
+            )
         self._operator(ctx, "holds", Action.DOCUMENT_RELEASE, document=document_id)
         record = self._known(DocumentId(document_id))
         event = self._event(

@@ -36,6 +36,7 @@ __all__ = [
     "check_detokenize",
     "is_uuid",
     "normalized_request_id",
+    "read_violations",
 ]
 
 
@@ -115,7 +116,17 @@ def check_detokenize(
         )
     if not purpose:
         violations.append(FieldViolation("purpose", "purpose.required", "must be set"))
-    elif not NAME_RE.fullmatch(purpose) or Purpose(purpose) not in policy.purposes:
+    violations.extend(read_violations(policy, purpose, justification))
+    if violations:
+        raise InvalidArgument(violations)
+
+
+def read_violations(policy: Policy, purpose: str, justification: str) -> list[FieldViolation]:
+    """The purpose (when given) and the justification of a read, a detokenize's or a
+    document's: checked before they reach a decision, an audit row or an error message (a
+    purpose of 10,000 characters was echoed in a document read's refusal)."""
+    violations = []
+    if purpose and (not NAME_RE.fullmatch(purpose) or Purpose(purpose) not in policy.purposes):
         violations.append(
             FieldViolation(
                 "purpose",
@@ -131,8 +142,7 @@ def check_detokenize(
                 "must be at most 256 printable ASCII characters",
             )
         )
-    if violations:
-        raise InvalidArgument(violations)
+    return violations
 
 
 def is_uuid(text: str) -> bool:
