@@ -192,7 +192,7 @@ def test_other_formats_are_refused_by_name(
 
 def test_a_png_declared_as_jpeg_is_refused(inspector: ContentInspector) -> None:
     violation = refused(inspector, png(), JPEG)
-    assert (violation.field, violation.rule) == ("declared_media_type", "document.mismatch")
+    assert (violation.field, violation.rule) == ("header.media_type", "document.mismatch")
     assert violation.description == "declared as image/jpeg, but the content is a PNG image"
 
 

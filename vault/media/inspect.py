@@ -49,7 +49,7 @@ DEFAULT_MAX_PAGES = 20
 DEFAULT_JPEG_QUALITY = 90
 
 CONTENT = "content"
-DECLARED = "declared_media_type"
+DECLARED = "header.media_type"  # the field of the upload's header it checks
 
 _ALLOWED = "a JPEG, PNG or PDF file"
 _NAMES = {MediaType.JPEG: "a JPEG image", MediaType.PNG: "a PNG image", MediaType.PDF: "a PDF"}
