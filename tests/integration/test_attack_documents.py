@@ -100,7 +100,8 @@ def upload_race(uploaders: list[Client], ops: Client, subject: str, content: byt
         start.wait()
         for i in range(UPLOADS):
             try:
-                tally.add("uploaded", upload(client, subject, KINDS[(n + i) % 2], content))
+                kind = KINDS[(n + i) % 2]
+                tally.add("uploaded", (upload(client, subject, kind, content), kind))
             except NotFoundError as exc:
                 if exc.reason == "SUBJECT_DELETED":
                     return
@@ -146,10 +147,15 @@ def shred_of_documents_held(server: RunningServer, subject: str, tally: Tally) -
     if live:
         problems.append(f"{subject}: {live} documents still linked to it after the receipt")
     retained = {r["documentId"] for r in receipt.get("retained", [])}
-    uploaded = set(tally.get("uploaded"))
+    uploaded = {doc for doc, _kind in tally.get("uploaded")}
     for doc in uploaded & set(kept):
         if doc not in retained or not kept[doc].startswith("#retention:"):
             problems.append(f"{subject}: {doc} kept but not as the receipt says ({kept[doc]})")
+    # A passport is kept by law (7 years after the relationship ends): every passport whose
+    # upload succeeded, before the receipt, must survive the shred under a retention key.
+    lost = [doc for doc, kind in tally.get("uploaded") if kind == "passport" and doc not in kept]
+    if lost:
+        problems.append(f"{subject}: {len(lost)} passports destroyed despite the legal duty")
     if orphan_segments(engine):
         problems.append(f"{subject}: {orphan_segments(engine)} unreachable segments left")
     with server.client("kyc") as kyc:
@@ -210,7 +216,11 @@ def header(
 ) -> pb.UploadDocumentRequest:
     return pb.UploadDocumentRequest(
         header=pb.UploadHeader(
-            subject=subject, document_type=kind, media_type=media_type, size=size, **kw
+            subject=subject,
+            document_type=pb.DocumentType.ValueType(kind),
+            media_type=media_type,
+            size=size,
+            **kw,
         )
     )
 
@@ -502,7 +512,7 @@ def test_unknown_foreign_and_forbidden_documents_look_alike(server: RunningServe
             refusal(shipping, unknown, "product_shipping"),
             refusal(kyc, unknown, "identity_verification"),
         }
-        shows = set()
+        shows: set[tuple[str, ...]] = set()
         for caller in ("shipping", "payment"):
             with server.client(caller) as c:
                 for d in (doc, unknown):

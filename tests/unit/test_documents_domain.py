@@ -530,6 +530,32 @@ def test_a_shred_keeps_what_the_law_keeps_and_destroys_the_rest(docs: Docs) -> N
     assert not docs.state.retention_owners
 
 
+def test_a_passport_uploaded_between_the_keep_step_and_the_shred_is_kept(
+    docs: Docs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upload racing the shred, made deterministic: the passport arrives after the keep
+    step looked at the subject's documents and before the shred's transaction. The law keeps
+    it all the same (the keep step runs again), and the receipt says so."""
+    card = docs.upload(big_photo(), "health_insurance_card", masked=True)
+    keep = docs.archive.keep_for_shred
+    late: list[DocumentRecord] = []
+
+    def keep_then_upload(c: RequestContext, subject: SubjectId, at: datetime) -> Any:
+        kept = keep(c, subject, at)
+        if not late:
+            late.append(docs.upload(big_photo(), "passport"))
+        return kept
+
+    monkeypatch.setattr(docs.archive, "keep_for_shred", keep_then_upload)
+    receipt = docs.subjects.shred(ctx("ops"), "user-42")
+    [kept] = receipt.retained
+    assert kept.document_id == late[0].document_id
+    assert receipt.documents_destroyed == 1
+    assert docs.read(late[0].document_id, "legal", "third_party_provision", legal=LAW)
+    with pytest.raises(NotFound):
+        docs.read(card.document_id)
+
+
 def test_a_held_document_survives_the_shred_until_its_release(docs: Docs) -> None:
     card = docs.upload(big_photo(), "health_insurance_card", masked=True)
     docs.archive.hold(ctx("legal"), card.document_id, "case 7")

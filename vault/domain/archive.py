@@ -85,6 +85,7 @@ from vault.domain.types import (
     Action,
     AuditEvent,
     CallerName,
+    KeptForShred,
     LegalBasis,
     Outcome,
     Purpose,
@@ -982,16 +983,16 @@ class DocumentArchive:
                 )
         self._documents.set_due_dates(dates)
 
-    def keep_for_shred(
-        self, ctx: RequestContext, subject: SubjectId, at: datetime
-    ) -> list[RetainedDocument]:
+    def keep_for_shred(self, ctx: RequestContext, subject: SubjectId, at: datetime) -> KeptForShred:
         """Before the subject's shred: move the documents a law obliges us to keep (a legal
         rule whose period has not ended) or a hold keeps, under a retention key of their rule,
         so that they no longer depend on the subject's data key. Returns what was kept: each
         document, its rule (`hold`: only a hold keeps it) and until when (None: until its
-        holds are released)."""
+        holds are released), and every document examined."""
         keep: list[tuple[DocumentRecord, RetentionRule | None, datetime | None]] = []
-        for record in self._documents.documents_of(subject):
+        found = self._documents.documents_of(subject)
+        examined = frozenset(str(record.document_id) for record in found)
+        for record in found:
             rule = self.policy.retention.get(record.retention_rule or "")
             until = None
             if rule is not None and rule.legal:
@@ -1005,10 +1006,10 @@ class DocumentArchive:
             if legal or record.holds:
                 keep.append((record, rule if legal else None, until if legal else None))
         if not keep:
-            return []
+            return KeptForShred((), examined)
         stored = self._subject_keys.values.data_keys([subject]).get(subject)
         if stored is None:
-            return []
+            return KeptForShred((), examined)
         dek = self._subject_keys.unwrap(ctx, subject, stored.wrapped)
         kept: list[RetainedDocument] = []
         try:
@@ -1056,7 +1057,7 @@ class DocumentArchive:
                     )
         finally:
             dek.wipe()
-        return kept
+        return KeptForShred(tuple(kept), examined)
 
     def _retention_key(self, ctx: RequestContext, rule: str, due: datetime) -> RetentionKey:
         owner = retention_key_owner(rule, due)

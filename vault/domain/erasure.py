@@ -26,6 +26,7 @@ from vault.domain.types import (
     AuditEvent,
     CallerName,
     ErasureReceipt,
+    KeptForShred,
     Outcome,
     RetainedDocument,
     SubjectId,
@@ -45,6 +46,8 @@ __all__ = ["SCRUB_ATTEMPTS", "SHRED_METHOD", "SYSTEM_CALLER", "Erasure", "ShredD
 log = logging.getLogger(__name__)
 
 SCRUB_ATTEMPTS = 5
+# Keep-then-destroy rounds a shred tries while uploads (or holds) keep arriving for its subject.
+KEEP_ATTEMPTS = 10
 SHRED_METHOD = "crypto-shred: data key destroyed (NIST SP 800-88 cryptographic erase)"
 SYSTEM_CALLER = CallerName("system:shred-log")
 
@@ -52,10 +55,9 @@ SYSTEM_CALLER = CallerName("system:shred-log")
 class ShredDocuments(Protocol):
     """What a shred asks of the documents (vault.domain.archive.DocumentArchive)."""
 
-    def keep_for_shred(
-        self, ctx: RequestContext, subject: SubjectId, at: datetime
-    ) -> list[RetainedDocument]:
-        """Move the documents a legal duty or hold keeps under retention keys; what was kept."""
+    def keep_for_shred(self, ctx: RequestContext, subject: SubjectId, at: datetime) -> KeptForShred:
+        """Move the documents a legal duty or hold keeps under retention keys; what was kept,
+        and which documents were examined."""
         ...
 
     def forget_blobs(self, blobs: Sequence[str]) -> None:
@@ -109,10 +111,23 @@ class Erasure:
             # Shredded before (the log keeps its first entry): if data is found again, this is
             # a new shred, with a receipt of its own naming the earlier one.
             fresh = dataclasses.replace(fresh, previous_receipt_id=entry.receipt_id)
-        fresh = dataclasses.replace(fresh, retained=self._keep(ctx, subject_id, fresh.shredded_at))
-        result = self._destroy(
-            subject_id, fresh, f"caller:{caller}:operations", f"receipt {fresh.receipt_id}"
-        )
+        retained: tuple[RetainedDocument, ...] = ()
+        for _ in range(KEEP_ATTEMPTS):
+            # Keep what a law or a hold keeps, then destroy the rest in one transaction, which
+            # changes nothing if a document arrived (or a hold was placed) in between: then
+            # keep again (what was kept stays kept, and in the receipt).
+            kept = self._keep(ctx, subject_id, fresh.shredded_at)
+            retained += kept.retained
+            fresh = dataclasses.replace(fresh, retained=retained)
+            result = self._destroy(
+                subject_id,
+                fresh,
+                f"caller:{caller}:operations",
+                f"receipt {fresh.receipt_id}",
+                kept.examined if self.documents is not None else None,
+            )
+            if result.destroyed is not None or result.receipt is not None:
+                break
         if result.destroyed is None or result.receipt is None:
             # A concurrent shred won: answer with its receipt.
             if result.receipt is None:
@@ -134,15 +149,18 @@ class Erasure:
             r.retained,
         )
 
-    def _keep(
-        self, ctx: RequestContext, subject: SubjectId, at: datetime
-    ) -> tuple[RetainedDocument, ...]:
+    def _keep(self, ctx: RequestContext, subject: SubjectId, at: datetime) -> KeptForShred:
         if self.documents is None:
-            return ()
-        return tuple(self.documents.keep_for_shred(ctx, subject, at))
+            return KeptForShred()
+        return self.documents.keep_for_shred(ctx, subject, at)
 
     def _destroy(
-        self, subject: SubjectId, record: ShreddedRecord, rule: str, detail: str
+        self,
+        subject: SubjectId,
+        record: ShreddedRecord,
+        rule: str,
+        detail: str,
+        examined: frozenset[str] | None = None,
     ) -> ShredResult:
         """The database half of a shred, audited; the key out of this process's cache; the
         database's own files scrubbed of the old pages before the caller hears it is done."""
@@ -155,11 +173,12 @@ class Erasure:
             subject=anonymized_subject(record.subject_digest),
             detail=detail,
         )
-        result = self._subjects.shred(subject, record, [event])
+        result = self._subjects.shred(subject, record, [event], examined)
         self._forget(subject)
         if result.blobs and self.documents is not None:
             self.documents.forget_blobs(result.blobs)
-        self._scrub()
+        if result.destroyed is not None or result.receipt is not None:
+            self._scrub()  # (nothing changed otherwise: the keep step runs again)
         return result
 
     def _scrub(self) -> None:
@@ -202,7 +221,7 @@ class Erasure:
             entry = logged[subject_digest(subject)]
             try:
                 # What a law keeps is kept again (its period runs from the first shred).
-                retained = self._keep(ctx, subject, entry.shredded_at)
+                retained = self._keep(ctx, subject, entry.shredded_at).retained
             except KeyServiceUnavailable:
                 log.warning(
                     "shred log: a restored subject keeps documents under a legal duty and the "

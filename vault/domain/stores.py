@@ -260,14 +260,21 @@ class SubjectStore(Protocol):
         ...
 
     def shred(
-        self, subject: SubjectId, receipt: ShreddedRecord, audit: Sequence[AuditEvent]
+        self,
+        subject: SubjectId,
+        receipt: ShreddedRecord,
+        audit: Sequence[AuditEvent],
+        examined: Collection[str] | None = None,
     ) -> ShredResult:
         """Atomically destroy the subject's data key, values, consents and idempotency
         fingerprints and its row, keep its tokens as tombstones and `receipt` as the record of
         the shred, naming the earlier receipt the store holds for the id (else the one
         `receipt` names, from the shred log). If the subject has no row, change nothing and
         return the earlier receipt, if any. MUST wait for writes under way under the subject,
-        and MUST leave nothing that a later write could bring back."""
+        and MUST leave nothing that a later write could bring back. If a document of the
+        subject has a legal hold, or (given `examined`, the documents the keep step looked
+        at) is not among `examined`, change nothing and return ShredResult(None, None): the
+        keep step runs again."""
         ...
 
     def scrub(self) -> bool:

@@ -236,6 +236,17 @@ class RetainedDocument:
 
 
 @dataclass(frozen=True, slots=True)
+class KeptForShred:
+    """What a shred's keep step did: the documents it moved under retention keys, and the id
+    of every document of the subject it examined. A document the shred's transaction finds
+    and the step did not examine arrived since (an upload racing the shred): the step runs
+    again, or a document a law obliges us to keep would be destroyed."""
+
+    retained: tuple[RetainedDocument, ...] = ()
+    examined: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
 class ErasureReceipt:
     """What a crypto-shred destroyed, when and by whom. It names the subject only by digest."""
 

@@ -334,7 +334,11 @@ class MemorySubjectStore:
         return True
 
     def shred(
-        self, subject: SubjectId, receipt: ShreddedRecord, audit: Sequence[AuditEvent]
+        self,
+        subject: SubjectId,
+        receipt: ShreddedRecord,
+        audit: Sequence[AuditEvent],
+        examined: Collection[str] | None = None,
     ) -> ShredResult:
         s = self._s
         digest = receipt.subject_digest
@@ -345,6 +349,8 @@ class MemorySubjectStore:
             docs = [d for d in s.documents.values() if d.subject == subject]
             if any(d.holds for d in docs):
                 return ShredResult(None, None)  # a hold placed since the retain step: retry
+            if examined is not None and any(d.document_id not in examined for d in docs):
+                return ShredResult(None, None)  # uploaded since the retain step: retry
             blobs: list[str] = []
             for d in docs:
                 del s.documents[d.document_id]

@@ -120,7 +120,11 @@ class SqlSubjectStore:
         return self._db.outcome(body) is WriteOutcome.DONE
 
     def shred(
-        self, subject: SubjectId, receipt: ShreddedRecord, audit: Sequence[AuditEvent]
+        self,
+        subject: SubjectId,
+        receipt: ShreddedRecord,
+        audit: Sequence[AuditEvent],
+        examined: Collection[str] | None = None,
     ) -> ShredResult:
         digest = receipt.subject_digest
 
@@ -154,6 +158,10 @@ class SqlSubjectStore:
                 .with_for_update()
             ).all()
             doc_ids = [d.document_id for d in docs]
+            if examined is not None and not set(doc_ids) <= set(examined):
+                # Uploaded since the keep step looked: it may be a document a law obliges us
+                # to keep. Nothing changes; the keep step runs again.
+                return ShredResult(None, None)
             if (
                 doc_ids
                 and conn.execute(
