@@ -190,7 +190,7 @@ class Settings:
     request_read_timeout: float = setting(
         10.0,
         "PDV_REQUEST_READ_TIMEOUT",
-        "seconds a call may take to send its request",
+        "seconds a call may take to send its request (a download's client, to take a message)",
         low=0.1,
         high=600,
     )

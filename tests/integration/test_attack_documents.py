@@ -9,7 +9,7 @@ import io
 import logging
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import grpc
@@ -127,8 +127,10 @@ def upload_race(uploaders: list[Client], ops: Client, subject: str, content: byt
     return tally
 
 
-def shred_of_documents_held(server: RunningServer, subject: str, tally: Tally) -> list[str]:
-    engine = server.app.engine
+def shred_of_documents_held(
+    engine: Engine, client: Callable[[str], Client], subject: str, tally: Tally
+) -> list[str]:
+    """What is wrong after a round of `upload_race` (the server's database, its clients)."""
     receipts = tally.get("receipt")
     if not receipts:
         return [f"{subject}: no receipt ({tally.get('unexpected')})"]
@@ -158,7 +160,7 @@ def shred_of_documents_held(server: RunningServer, subject: str, tally: Tally) -
         problems.append(f"{subject}: {len(lost)} passports destroyed despite the legal duty")
     if orphan_segments(engine):
         problems.append(f"{subject}: {orphan_segments(engine)} unreachable segments left")
-    with server.client("kyc") as kyc:
+    with client("kyc") as kyc:
         for doc in sorted(uploaded):
             try:
                 read(kyc, doc, "identity_verification")
@@ -171,7 +173,7 @@ def shred_of_documents_held(server: RunningServer, subject: str, tally: Tally) -
         except NotFoundError as exc:
             if exc.reason != "SUBJECT_DELETED":
                 problems.append(f"{subject}: a later upload refused with {exc.reason}")
-    with server.client("ops") as ops:
+    with client("ops") as ops:
         again = ops.subjects().shred(subject)["receipt"]
     if same_receipt(again) != same_receipt(receipt):
         problems.append(f"{subject}: a second shred gave another receipt: {again} after {receipt}")
@@ -194,7 +196,9 @@ def test_uploads_racing_a_shred_leave_nothing_readable(server: RunningServer) ->
                 subject = f"docrace-{uuid.uuid4().hex[:10]}"
                 tally = upload_race(clients, ops, subject, content)
                 unexpected += tally.get("unexpected")
-                problems += shred_of_documents_held(server, subject, tally)
+                problems += shred_of_documents_held(
+                    server.app.engine, server.client, subject, tally
+                )
     finally:
         for c in clients:
             c.close()

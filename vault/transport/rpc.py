@@ -330,16 +330,28 @@ def _serve_server_stream(
 ) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[Any, Any]], Any]:
     async def handle(
         requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[Message]:
+    ) -> None:
         caller = await _enter(gate, context, method.transfer)
         metadata = tuple(context.invocation_metadata() or ())
+        transfer = method.transfer
         try:
             status = None
+            responses = None
             try:
                 ctx = RequestContext.for_call(caller, context.time_remaining())
                 stream = Stream(requests, gate.limits.read_timeout, executor)
-                async for response in method.run(stream, Call(ctx, metadata)):
-                    yield response
+                responses = method.run(stream, Call(ctx, metadata))
+                async for response in responses:
+                    if not await _sent(context, response, gate.limits.read_timeout):
+                        # The client takes nothing. Ending the call waits for the message
+                        # under way (flow control holds it: until the client reads, cancels,
+                        # goes, or its connection's age or the call's deadline ends it), so
+                        # give back its transfer slot first. It still counts as a call of
+                        # its caller and of the process: the caps on calls bound how many.
+                        if transfer:
+                            gate.release_transfer()
+                            transfer = False
+                        raise _stalled(gate.limits.read_timeout)
                 return
             except PdvaultError as exc:
                 # Mid-stream too: the call ends with this status, never OK (DATA_LOSS after
@@ -347,11 +359,35 @@ def _serve_server_stream(
                 status = to_status_proto(exc)
             except Exception as exc:  # noqa: BLE001  (the safety net: never UNKNOWN)
                 status = internal_status(exc)
+            finally:
+                if responses is not None:
+                    await responses.aclose()  # its own `finally` (a download wipes its key)
             await _abort(context, status)
         finally:
-            _leave(gate, caller, method.transfer)
+            _leave(gate, caller, transfer)
 
     return handle
+
+
+async def _sent(
+    context: grpc.aio.ServicerContext[Any, Any], message: Message, timeout: float
+) -> bool:
+    """Send one message of a server stream; False if the client did not take it in time.
+    Flow control holds a write while the client reads nothing: a download that waited for
+    ever held its transfer slot (PDV_MAX_TRANSFERS) until the connection's age ended it (30
+    minutes), and two stalled clients shut every other download out."""
+    try:
+        await asyncio.wait_for(context.write(message), timeout)
+    except TimeoutError:
+        return False
+    return True
+
+
+def _stalled(timeout: float) -> DeadlineExceeded:
+    return DeadlineExceeded(
+        f"the client did not take the next message within {timeout:g} s",
+        reason=Reason.REQUEST_TOO_SLOW,
+    )
 
 
 def _serve(
