@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -437,6 +438,81 @@ def more_bytes_than_declared_are_refused_at_once(server: RunningServer) -> None:
     assert orphan_segments(server.app.engine) == 0
 
 
+def writing(engine: Engine) -> int:
+    """Segments of uploads not committed yet (their blobs marked `writing`)."""
+    with engine.connect() as conn:
+        n: int = conn.execute(
+            text(
+                "SELECT count(*) FROM document_segments WHERE blob_id IN "
+                "(SELECT blob_id FROM document_blobs WHERE state = 'writing')"
+            )
+        ).scalar_one()
+    return n
+
+
+CANCEL_TRIES = 3
+ENDED = text(
+    "SELECT count(*) FROM audit_events WHERE rule = 'upload:cancelled' OR "
+    "(action = 'document_upload' AND outcome = 'refused')"
+)
+
+
+def cancelled_mid_seal_keeps_nothing(server: RunningServer) -> None:
+    """An upload cancelled by its client once every chunk is handed over (the server
+    receiving, checking or sealing it): the server audits it as ended, keeps nothing of it and
+    lists nothing. (If the server answered before the cancel reached it, the upload simply
+    succeeded: that try is cleaned up and made again, a bounded number of times.)"""
+    engine = server.app.engine
+    content = jpeg(noisy_image(1600, 1200))
+    key = server.credentials()["kyc"]
+    before = counts(engine)
+    caught = False
+    with server.channel() as channel, server.client("ops") as ops:
+        stub: Any = pb_grpc.DocumentServiceStub(channel)
+        for _ in range(CANCEL_TRIES):
+            with engine.connect() as conn:
+                ended_before = conn.execute(ENDED).scalar_one()
+            sent = threading.Event()
+
+            def requests(done: threading.Event = sent) -> Iterator[pb.UploadDocumentRequest]:
+                yield from whole(content, "image/jpeg", subject="cancelled-1")
+                done.set()  # every chunk handed over
+
+            future = stub.UploadDocument.future(
+                requests(), metadata=(("authorization", f"Bearer {key}"),), timeout=60
+            )
+            sent.wait(30)
+            cancelled = future.cancel()
+            ended = 0
+            for _ in range(40):  # until the server has finished with the upload
+                with engine.connect() as conn:
+                    ended = conn.execute(ENDED).scalar_one() - ended_before
+                idle = not writing(engine) and not _marks(engine)
+                if idle and (ended or not cancelled):
+                    break
+                time.sleep(0.05)
+            listed = ops.documents().list("cancelled-1")
+            if cancelled and ended:
+                # stopped while it was sent (to the server, a stream that ends short of its
+                # size), stopped before the commit, or destroyed after it
+                assert ended == 1
+                assert listed == []
+                caught = True
+                break
+            for d in listed:  # the server answered first: the upload succeeded
+                ops.documents().delete(d.id)
+    assert caught, "the server answered every upload before its cancel reached it"
+    after = counts(engine)
+    assert after["document_segments"] == before["document_segments"]
+    assert orphan_segments(engine) == 0
+
+
+def _marks(engine: Engine) -> int:
+    with engine.connect() as conn:
+        n: int = conn.execute(text("SELECT count(*) FROM document_blobs")).scalar_one()
+    return n
+
+
 # -- hostile reads and unary fields -----------------------------------------------------------
 
 
@@ -656,10 +732,12 @@ def no_document_id_content_or_subject_in_logs_or_errors(
 
 
 def test_hostile_input_is_refused_by_field_and_rule(server: RunningServer) -> None:
-    """Hostile uploads, a flood past the declared size, hostile fields of the other calls."""
+    """Hostile uploads, a flood past the declared size, hostile fields of the other calls, an
+    upload cancelled while it is sealed."""
     hostile_uploads_are_refused_by_field_and_rule_and_keep_nothing(server)
     more_bytes_than_declared_are_refused_at_once(server)
     hostile_read_and_hold_fields_are_invalid_argument(server)
+    cancelled_mid_seal_keeps_nothing(server)
 
 
 def test_reads_are_refused_alike_tampering_is_data_loss_and_nothing_leaks(
