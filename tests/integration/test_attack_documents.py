@@ -625,13 +625,17 @@ def blob_of(engine: Engine, doc: str) -> str:
 
 
 def swapped_or_reordered_segments_end_with_data_loss(server: RunningServer) -> None:
-    """Ciphertext segments swapped between two documents of the same size, or reordered
-    within one, in the database: the download ends with DATA_LOSS, never OK."""
+    """Ciphertext segments swapped between two documents of the same size, reordered within
+    one or the last one deleted, or a variant row given another document's blob, header and
+    wrapped key, in the database: the download ends with DATA_LOSS, never OK."""
     big = jpeg(noisy_image())  # two 64 KiB segments
     with server.client("kyc") as kyc:
         a = upload(kyc, "user-3", "passport", big)
         b = upload(kyc, "user-4", "passport", big)
         c = upload(kyc, "user-3", "passport", big)
+        d = upload(kyc, "user-3", "passport", big)
+        e = upload(kyc, "user-5", "passport", big)
+        f = upload(kyc, "user-5", "passport", big)
     engine = server.app.engine
     ba, bb, bc = blob_of(engine, a), blob_of(engine, b), blob_of(engine, c)
     with engine.connect() as conn:
@@ -663,9 +667,39 @@ def swapped_or_reordered_segments_end_with_data_loss(server: RunningServer) -> N
             ("UPDATE document_segments SET seq = 1 WHERE blob_id = :c AND seq = -1", {"c": bc}),
         ],
     )
+    # d's original variant given e's blob, header and wrapped key (a whole row spliced in)
+    with engine.connect() as conn:
+        theirs = conn.execute(
+            text(
+                "SELECT blob_id, header, wrapped_key FROM document_variants"
+                " WHERE document_id = :e AND variant = 'original'"
+            ),
+            {"e": e},
+        ).one()
+    swap(
+        engine,
+        [
+            (
+                "UPDATE document_variants SET blob_id = :b, header = :h, wrapped_key = :w"
+                " WHERE document_id = :d AND variant = 'original'",
+                {"b": theirs.blob_id, "h": theirs.header, "w": theirs.wrapped_key, "d": d},
+            )
+        ],
+    )
+    # f's last segment gone (a truncated stream)
+    swap(
+        engine,
+        [
+            (
+                "DELETE FROM document_segments WHERE blob_id = :f AND seq ="
+                " (SELECT max(seq) FROM document_segments WHERE blob_id = :f)",
+                {"f": blob_of(engine, f)},
+            )
+        ],
+    )
     outcomes = []
     with server.client("kyc") as kyc:
-        for doc in (a, b, c):
+        for doc in (a, b, c, d, f):
             try:
                 read(kyc, doc, "identity_verification")
                 outcomes.append("OK")
@@ -673,7 +707,7 @@ def swapped_or_reordered_segments_end_with_data_loss(server: RunningServer) -> N
                 outcomes.append("DATA_LOSS")
             except PdvaultError as exc:
                 outcomes.append(exc.code.name)
-    assert outcomes == ["DATA_LOSS"] * 3
+    assert outcomes == ["DATA_LOSS"] * 5
 
 
 CANARY_SUBJECT = "canary-subject-7f3a"
