@@ -174,6 +174,12 @@ def shred_of_documents_held(
         except NotFoundError as exc:
             if exc.reason != "SUBJECT_DELETED":
                 problems.append(f"{subject}: a later upload refused with {exc.reason}")
+    with client("legal") as legal:  # what is kept opens under its retention key
+        for doc in sorted(uploaded & set(kept)):
+            try:
+                read(legal, doc, "third_party_provision", legal_basis="law_or_regulation")
+            except PdvaultError as exc:
+                problems.append(f"{subject}: kept {doc} unreadable for legal: {exc.code.name}")
     with client("ops") as ops:
         again = ops.subjects().shred(subject)["receipt"]
     if same_receipt(again) != same_receipt(receipt):
