@@ -61,7 +61,8 @@ def test_requests_are_stored_and_listed_newest_first(stores: Stores) -> None:
     assert [r.request_id for r in listed] == [request(2).request_id, request(1).request_id]
     assert listed[0].parameters == {"min_version": "2"}
     assert listed[0].state is ApprovalState.PENDING
-    assert listed[0].decided_by is None and listed[0].decided_at is None
+    assert listed[0].decided_by is None
+    assert listed[0].decided_at is None
     assert details(stores) == ["added 0", "added 1", "added 2"]
 
 
@@ -102,7 +103,8 @@ def test_the_requester_never_decides_its_own_request(stores: Stores) -> None:
     stores.approvals.add_approval(r, [])
     assert not stores.approvals.change_approval(approve(r.request_id, by=OPS), [audit("self")])
     record = stores.approvals.approval(r.request_id)
-    assert record is not None and record.state is ApprovalState.PENDING
+    assert record is not None
+    assert record.state is ApprovalState.PENDING
     assert details(stores) == []
 
 
@@ -137,10 +139,12 @@ def test_of_concurrent_approvals_exactly_one_wins(stores: Stores) -> None:
         barrier = threading.Barrier(racers)
         won: list[bool] = []
 
-        def race(i: int, rid: str = r.request_id, b: threading.Barrier = barrier) -> None:
+        def race(
+            i: int, rid: str = r.request_id, b: threading.Barrier = barrier, out: list[bool] = won
+        ) -> None:
             b.wait()
             by = CallerName(f"approver{i}")
-            won.append(stores.approvals.change_approval(approve(rid, by=by), [audit(rid)]))
+            out.append(stores.approvals.change_approval(approve(rid, by=by), [audit(rid)]))
 
         threads = [threading.Thread(target=race, args=(i,)) for i in range(racers)]
         for t in threads:

@@ -10,7 +10,7 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -59,10 +59,9 @@ def dual(dual_settings: Settings) -> Iterator[RunningServer]:
         yield srv
 
 
-def held(call: object) -> tuple[str, str]:
+def held(call: Callable[[], object]) -> tuple[str, str]:
     """The request id and expiry a held call answers with."""
     with pytest.raises(FailedPreconditionError) as raised:
-        assert callable(call)
         call()
     error = raised.value
     assert error.reason == "APPROVAL_REQUIRED", error
@@ -235,13 +234,18 @@ def test_two_replicas_approving_one_request_at_once_carry_it_out_once(
             barrier = threading.Barrier(racers)
             results: list[str] = []
 
-            def approve(i: int, rid: str = request_id, b: threading.Barrier = barrier) -> None:
+            def approve(
+                i: int,
+                rid: str = request_id,
+                b: threading.Barrier = barrier,
+                out: list[str] = results,
+            ) -> None:
                 with Client(addrs[i % 2], key) as security:
                     b.wait()
                     try:
-                        results.append(security.approvals().approve(rid)["state"])
+                        out.append(security.approvals().approve(rid)["state"])
                     except PdvaultError as exc:
-                        results.append(exc.reason)
+                        out.append(exc.reason)
 
             threads = [threading.Thread(target=approve, args=(i,)) for i in range(racers)]
             for t in threads:
@@ -273,7 +277,9 @@ def test_pdv_approval_through_the_entry_point(
 
     assert main(["approval", "list", "--caller", "security"]) == 0
     listing = capsys.readouterr().out
-    assert request_id in listing and "keys_trim" in listing and "pending" in listing
+    assert request_id in listing
+    assert "keys_trim" in listing
+    assert "pending" in listing
     assert main(["approval", "approve", request_id, "--caller", "ops"]) == 4
     assert "PERMISSION_DENIED" in capsys.readouterr().err
     assert main(["approval", "approve", request_id, "--caller", "security"]) == 0
@@ -290,8 +296,10 @@ def test_pdv_approval_through_the_entry_point(
         PDV_DATA_DIR=str(dual.app.settings.data_dir),
     )
     done = subprocess.run(
-        [sys.executable, "-m", "pdvault_client.cli", "approval", "list", "--caller", "security"]
-        + ["--output", "json"],
+        [
+            *(sys.executable, "-m", "pdvault_client.cli", "approval", "list"),
+            *("--caller", "security", "--output", "json"),
+        ],
         env=env,
         cwd=ROOT,
         capture_output=True,

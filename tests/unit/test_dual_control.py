@@ -245,7 +245,8 @@ def test_a_settled_shred_request_keeps_only_the_subjects_digest() -> None:
     assert kept[approved] == {"subject_digest": subject_digest("user-42")}
     assert kept[rejected] == {"subject_digest": subject_digest("user-43")}
     details = " ".join(e.event.detail or "" for e in s.stores.audit.entries(0, 1000))
-    assert "user-42" not in details and "user-43" not in details
+    assert "user-42" not in details
+    assert "user-43" not in details
 
 
 def test_who_may_decide_and_what_a_request_id_looks_like() -> None:
@@ -280,13 +281,18 @@ def test_concurrent_approvals_carry_the_step_out_once() -> None:
         barrier = threading.Barrier(4)
         results: list[str] = []
 
-        def approve(caller: str, rid: str = request_id, b: threading.Barrier = barrier) -> None:
+        def approve(
+            caller: str,
+            rid: str = request_id,
+            b: threading.Barrier = barrier,
+            out: list[str] = results,
+        ) -> None:
             b.wait()
             try:
                 s.dual.approve(ctx(caller), rid)
-                results.append("executed")
+                out.append("executed")
             except FailedPrecondition as exc:
-                results.append(exc.reason.name)
+                out.append(exc.reason.name)
 
         threads = [threading.Thread(target=approve, args=(approvers[i % 2],)) for i in range(4)]
         for t in threads:
