@@ -6,6 +6,7 @@ once carrying it out once; and `pdv approval` through the real entry point."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from pdvault_client import Client, Field
+from pdvault_client import Client, Field, aio
 from pdvault_client.cli import main
 from pdvault_client.errors import (
     FailedPreconditionError,
@@ -311,3 +312,25 @@ def test_pdv_approval_through_the_entry_point(
     [listed] = json.loads(done.stdout)
     assert listed["state"] == "APPROVAL_STATE_EXECUTED"
     assert listed["outcome"] == "destroyed v1"
+
+
+def test_the_asyncio_client_decides_too(dual: RunningServer) -> None:
+    trim_ready(dual)
+    with dual.client("ops") as ops:
+        first, _ = held(lambda: ops.keys().trim())
+    keys = dual.credentials()
+
+    async def work() -> None:
+        async with aio.Client(dual.addr, keys["security"]) as security:
+            [listed] = await security.approvals().list()
+            assert listed["requestId"] == first
+            rejected = await security.approvals().reject(first)
+            assert rejected["state"] == "APPROVAL_STATE_REJECTED"
+        async with aio.Client(dual.addr, keys["ops"]) as ops_aio:
+            with pytest.raises(FailedPreconditionError) as raised:
+                await ops_aio.subjects().shred("user-1")
+            assert raised.value.reason == "APPROVAL_REQUIRED"
+            own = await ops_aio.subjects().shred("user-1", by_subject=True)
+            assert own["receipt"]["receiptId"]
+
+    asyncio.run(work())
