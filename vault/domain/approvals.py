@@ -25,6 +25,7 @@ or a secret, and a shred's subject id is replaced by its digest once the request
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets
 from collections.abc import Callable, Mapping
@@ -210,9 +211,7 @@ class DualControl:
         if not self._store.change_approval(claim, [event]):
             raise self._lost(record.request_id)
         # Carried out as the requester: the step's own authorization and checks run again.
-        step = RequestContext(
-            record.requested_by, ctx.deadline, ctx.call_id, ctx.trace_id, record.request_id
-        )
+        step = dataclasses.replace(ctx, caller=record.requested_by, approval=record.request_id)
         try:
             done = runner(step, record.parameters, admin)
         except PdvaultError as exc:

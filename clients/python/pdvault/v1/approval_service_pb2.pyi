@@ -59,7 +59,10 @@ class _ApprovalStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Approva
     APPROVAL_STATE_PENDING: _ApprovalState.ValueType  # 1
     """Waiting for another operator's decision."""
     APPROVAL_STATE_APPROVED: _ApprovalState.ValueType  # 2
-    """Approved; its step is being carried out."""
+    """Approved; its step is being carried out. A request stays here if the
+    process carrying it out stopped midway: it is never carried out again (the
+    step's own audit entries say how far it got).
+    """
     APPROVAL_STATE_EXECUTED: _ApprovalState.ValueType  # 3
     """Approved and carried out."""
     APPROVAL_STATE_FAILED: _ApprovalState.ValueType  # 4
@@ -79,7 +82,10 @@ APPROVAL_STATE_UNSPECIFIED: ApprovalState.ValueType  # 0
 APPROVAL_STATE_PENDING: ApprovalState.ValueType  # 1
 """Waiting for another operator's decision."""
 APPROVAL_STATE_APPROVED: ApprovalState.ValueType  # 2
-"""Approved; its step is being carried out."""
+"""Approved; its step is being carried out. A request stays here if the
+process carrying it out stopped midway: it is never carried out again (the
+step's own audit entries say how far it got).
+"""
 APPROVAL_STATE_EXECUTED: ApprovalState.ValueType  # 3
 """Approved and carried out."""
 APPROVAL_STATE_FAILED: ApprovalState.ValueType  # 4
