@@ -7,6 +7,7 @@ once carrying it out once; and `pdv approval` through the real entry point."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from pdvault_client.errors import (
     PermissionDeniedError,
     UnauthenticatedError,
 )
-from tests.conftest import ROOT, RunningServer, pdv_env, running
+from tests.conftest import ROOT, RunningServer, Transit, pdv_env, running
 from vault.app import build_app
 from vault.config import Settings
 from vault.domain.policy_file import default_policy_text
@@ -334,3 +335,32 @@ def test_the_asyncio_client_decides_too(dual: RunningServer) -> None:
             assert own["receipt"]["receiptId"]
 
     asyncio.run(work())
+
+
+def test_on_transit_the_approver_sends_its_own_vault_token(
+    dual_settings: Settings, transit: Transit
+) -> None:
+    settings = dataclasses.replace(
+        dual_settings, kms="vault", vault_addr=transit.url, vault_token=transit.service_token
+    )
+    with running(build_app(settings), close=True) as srv:
+        with srv.client("kyc") as kyc:
+            kyc.tokenize("user-1", [Field("name", "Ann Lee")])
+        with srv.client("ops") as ops:
+            ops.keys(vault_token=transit.ops_token).rotate()
+            while ops.keys().rewrap_batch(100).remaining:
+                pass
+            first, _ = held(lambda: ops.keys().trim())  # asking needs no Vault token
+        with srv.client("security") as security:
+            with pytest.raises(FailedPreconditionError) as refused:
+                security.approvals().approve(first)  # without one the step refuses
+            assert refused.value.reason == "VAULT_ADMIN_TOKEN_REQUIRED"
+            [failed] = security.approvals().list()
+            assert failed["state"] == "APPROVAL_STATE_FAILED"
+            assert failed["outcome"] == "VAULT_ADMIN_TOKEN_REQUIRED"
+            with srv.client("ops") as ops:
+                second, _ = held(lambda: ops.keys().trim())
+            done = security.approvals(vault_token=transit.ops_token).approve(second)
+            assert done["outcome"] == "destroyed v1"
+        with srv.client("ops") as ops:
+            assert ops.keys().status().min_available_version == 2
