@@ -51,4 +51,5 @@ def test_the_command_line_parses_through_python_m() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bench.trust", "--help"], capture_output=True, text=True, check=True
     )
-    assert "--quick" in done.stdout and "--db" in done.stdout
+    assert "--quick" in done.stdout
+    assert "--db" in done.stdout
