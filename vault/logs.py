@@ -30,6 +30,9 @@ __all__ = [
     "ACCESS_LOGGER",
     "FIELDS",
     "LOG_FORMATS",
+    "CallIds",
+    "JsonFormatter",
+    "TextFormatter",
     "bind_call",
     "configure_logging",
     "formatter",
@@ -68,15 +71,27 @@ def bind_call(request_id: str, trace_id: str) -> None:
     _call.set((request_id, trace_id))
 
 
+class CallIds(logging.Filter):
+    """Stamps a record with the ids of the call it was logged in (on the handler: it runs when
+    the record is emitted, in the thread and context that logged it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        bound = _call.get()
+        if bound is not None:
+            if not getattr(record, "request_id", ""):
+                record.request_id = bound[0]
+            if bound[1] and not getattr(record, "trace_id", ""):
+                record.trace_id = bound[1]
+        return True
+
+
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
-    """The allowed extra fields of `record`, with the call's ids where it has none."""
-    out = {k: v for k, v in record.__dict__.items() if k in FIELDS and k not in _STANDARD}
-    bound = _call.get()
-    if bound is not None:
-        out.setdefault("request_id", bound[0])
-        if bound[1]:
-            out.setdefault("trace_id", bound[1])
-    return {k: out[k] for k in FIELDS if k in out and out[k] not in ("", None)}
+    """The allowed extra fields of `record`, in the order of FIELDS; no other."""
+    return {
+        k: record.__dict__[k]
+        for k in FIELDS
+        if k not in _STANDARD and record.__dict__.get(k) not in ("", None)
+    }
 
 
 def _exception(record: logging.LogRecord) -> tuple[str, str]:
@@ -137,6 +152,7 @@ def formatter(log_format: str) -> logging.Formatter:
 def configure_logging(level: str, log_format: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter(log_format))
+    handler.addFilter(CallIds())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     # Alembic announces each migration step at INFO: noise for a user starting a server.
     logging.getLogger("alembic").setLevel(logging.WARNING)
