@@ -7,7 +7,9 @@ import dataclasses
 import json
 import logging
 import signal
+import socket
 import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from concurrent import futures
@@ -23,7 +25,7 @@ from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
 
 from pdvault_client import Client, Field, InvalidArgumentError, PermissionDeniedError
-from tests.conftest import free_port, running, spawn_serve
+from tests.conftest import free_port, pdv_env, running, spawn_serve
 from vault.app import build_app, observability
 from vault.config import Settings
 from vault.domain.policy_file import load_policy
@@ -388,3 +390,45 @@ def test_spans_have_children_and_no_canary(
             out = fmt.format(record)
             for canary in work.canaries():
                 assert canary not in out
+
+
+def test_observability_settings_through_pdv_serve(tmp_path: Path) -> None:
+    """Each new variable, wrong, stops `pdv serve` with one line and exit status 2; a metrics
+    port already taken too."""
+    cases = {
+        "PDV_LOG_FORMAT": ("yaml", "pdv serve: PDV_LOG_FORMAT='yaml': expected one of text, json"),
+        "PDV_METRICS_ADDR": ("nope", "pdv serve: PDV_METRICS_ADDR='nope': expected HOST:PORT"),
+        "PDV_OTLP_ENDPOINT": ("otel:4317", "pdv serve: PDV_OTLP_ENDPOINT='otel:4317': expected"),
+    }
+    for name, (wrong, says) in cases.items():
+        out = pdv_serve(tmp_path, **{name: wrong, "PDV_PROCESSES": "1"})
+        assert out.returncode == 2, out.stderr
+        errors = [ln for ln in out.stderr.splitlines() if ln.startswith("pdv serve:")]
+        assert errors == [errors[0]]
+        assert errors[0].startswith(says), out.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for processes in ("1", "2"):
+            out = pdv_serve(
+                tmp_path,
+                PDV_ADDR=f"127.0.0.1:{free_port()}",
+                PDV_METRICS_ADDR=f"127.0.0.1:{port}",
+                PDV_PROCESSES=processes,
+            )
+            assert out.returncode == 2, out.stderr
+            assert "Traceback" not in out.stderr
+            assert f"pdv serve: cannot listen on PDV_METRICS_ADDR=127.0.0.1:{port}" in out.stderr
+
+
+def pdv_serve(cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pdvault_client.cli", "serve"],
+        cwd=cwd,
+        env=pdv_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
