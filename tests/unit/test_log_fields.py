@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from vault.config import load_settings
+from vault.domain.ports import NO_TELEMETRY, Telemetry
 from vault.errors import ConfigurationError
 from vault.logs import CallIds, JsonFormatter, TextFormatter, bind_call
 from vault.observability import OTHER, Labels, Observability
@@ -79,7 +80,8 @@ def test_labels_outside_their_closed_sets_are_other() -> None:
 
 
 def test_observability_off_records_nothing_and_never_fails() -> None:
-    off = Observability()
+    off: Telemetry = Observability()  # the adapter of the port (mypy checks it is one)
+    assert isinstance(off, Observability)
     with off.span("db.write"):
         off.key_provider_call("local", "wrap", 0.1, "")
         off.key_cache(1, 2, 3)
@@ -89,6 +91,13 @@ def test_observability_off_records_nothing_and_never_fails() -> None:
     assert fields["status"] == "OK"
     assert "trace_id" not in fields
     off.close()
+
+
+def test_no_telemetry_is_a_telemetry_that_records_nothing() -> None:
+    with NO_TELEMETRY.span("db.read"):
+        NO_TELEMETRY.key_provider_call("local", "unwrap", 0.0, "")
+        NO_TELEMETRY.key_cache(0, 0, 0)
+        NO_TELEMETRY.audit_commit(0.0, 0)
 
 
 def test_a_traceparent_gives_the_trace_id_when_tracing_is_off() -> None:
