@@ -26,10 +26,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pdvault_client import Client, Field, InvalidArgumentError, PermissionDeniedError
 from tests.conftest import free_port, pdv_env, running, spawn_serve
+from tests.samples import jpeg, noisy_image
 from vault.app import build_app, observability
 from vault.config import Settings
 from vault.domain.policy_file import load_policy
 from vault.logs import ACCESS_LOGGER, CallIds, JsonFormatter, TextFormatter
+from vault.observability.metrics import exposition
 from vault.observability.tracing import Tracing
 
 pytestmark = pytest.mark.slow
@@ -432,3 +434,37 @@ def pdv_serve(cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
         timeout=120,
         check=False,
     )
+
+
+def test_document_bytes_in_and_out(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Uploads and downloads count their bytes (this process's families, by difference) and
+    the access lines of the two streams say how many; the streams' types label them."""
+    settings = dataclasses.replace(settings, metrics_addr="127.0.0.1:0")
+    app = build_app(settings, observed=observability(settings, load_policy(settings.policy_file)))
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(jpeg(noisy_image()))
+    size = photo.stat().st_size
+    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
+    before = samples(exposition())
+    with running(app, close=True) as srv, srv.client("kyc", timeout=30) as kyc:
+        doc = kyc.documents().upload(CANARY_SUBJECT, "passport", photo)
+        kyc.documents().download(doc.id, "identity_verification", tmp_path / "out.jpg")
+    after = samples(exposition())
+
+    def grew(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert grew("pdvault_document_bytes_total", direction="in") == size
+    assert grew("pdvault_document_bytes_total", direction="out") == size
+    upload = ("client_stream", "pdvault.v1.DocumentService", "UploadDocument")
+    get = ("server_stream", "pdvault.v1.DocumentService", "GetDocument")
+    assert grew("grpc_server_handled_total", **grpc_labels(upload, grpc_code="OK")) == 1
+    assert grew("grpc_server_handled_total", **grpc_labels(get, grpc_code="OK")) == 1
+    lines = {getattr(r, "method", ""): r for r in caplog.records if r.name == ACCESS_LOGGER}
+    assert getattr(lines["/pdvault.v1.DocumentService/UploadDocument"], "bytes_in", 0) == size
+    got = lines["/pdvault.v1.DocumentService/GetDocument"]
+    assert getattr(got, "bytes_out", 0) == size
+    assert getattr(got, "purpose", "") == "identity_verification"
+    assert CANARY_SUBJECT not in exposition()
