@@ -62,8 +62,6 @@ _call: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
     "pdvault_call", default=None
 )
 
-# The attributes every LogRecord has; the others are a record's extra fields.
-_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
 
 def bind_call(request_id: str, trace_id: str) -> None:
@@ -87,11 +85,8 @@ class CallIds(logging.Filter):
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
     """The allowed extra fields of `record`, in the order of FIELDS; no other."""
-    return {
-        k: record.__dict__[k]
-        for k in FIELDS
-        if k not in _STANDARD and record.__dict__.get(k) not in ("", None)
-    }
+    given = record.__dict__
+    return {k: given[k] for k in FIELDS if given.get(k) not in ("", None)}
 
 
 def _exception(record: logging.LogRecord) -> tuple[str, str]:
