@@ -63,7 +63,6 @@ _call: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
 )
 
 
-
 def bind_call(request_id: str, trace_id: str) -> None:
     """Tie the lines logged from now on in the running context to this call."""
     _call.set((request_id, trace_id))

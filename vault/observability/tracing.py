@@ -21,10 +21,15 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-__all__ = ["Tracing"]
+__all__ = ["EXPORT_SECONDS", "FLUSH_SECONDS", "Tracing"]
 
 
 _PROPAGATOR = TraceContextTextMapPropagator()  # W3C traceparent only: no baggage is read
+# How long one export may take, retries included (the exporter's default is 10 s), and how
+# long the spans still pending may take to leave at shutdown: a collector that does not answer
+# must not eat the pod's termination grace.
+EXPORT_SECONDS = 5.0
+FLUSH_SECONDS = 3.0
 
 
 class Tracing:
@@ -33,8 +38,9 @@ class Tracing:
 
     def __init__(self, exporter: SpanExporter, *, batch: bool = True) -> None:
         self._provider = TracerProvider(resource=Resource.create({"service.name": "pdvault"}))
-        processor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
-        self._provider.add_span_processor(processor)
+        self._exporter = exporter
+        self._processor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
+        self._provider.add_span_processor(self._processor)
         self._tracer = self._provider.get_tracer("vault")
 
     def __repr__(self) -> str:
@@ -43,12 +49,12 @@ class Tracing:
     @classmethod
     def otlp(cls, endpoint: str) -> Tracing:
         """Export to an OTLP/gRPC collector (the exporter reads the standard
-        OTEL_EXPORTER_OTLP_* variables for headers, certificates and timeouts)."""
+        OTEL_EXPORTER_OTLP_* variables for headers and certificates)."""
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
             OTLPSpanExporter,  # (its gRPC machinery loads only when traces are sent)
         )
 
-        return cls(OTLPSpanExporter(endpoint=endpoint))
+        return cls(OTLPSpanExporter(endpoint=endpoint, timeout=EXPORT_SECONDS))
 
     def start_call(self, name: str, carrier: Mapping[str, str], attributes: dict[str, str]) -> Span:
         """The server span of a call, a child of the caller's trace when it sent a W3C
@@ -80,7 +86,9 @@ class Tracing:
                 raise
 
     def shutdown(self) -> None:
-        """Export what is pending, then stop."""
+        """Export what is pending (for at most FLUSH_SECONDS), then stop."""
+        self._processor.force_flush(timeout_millis=int(FLUSH_SECONDS * 1000))
+        self._exporter.shutdown()  # ends an export still retrying
         self._provider.shutdown()
 
 
