@@ -22,6 +22,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from pdvault.v1 import common_pb2, token_service_pb2, token_service_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from pdvault_client import Client, Field, InvalidArgumentError, PermissionDeniedError
@@ -468,3 +469,43 @@ def test_document_bytes_in_and_out(
     assert getattr(got, "bytes_out", 0) == size
     assert getattr(got, "purpose", "") == "identity_verification"
     assert CANARY_SUBJECT not in exposition()
+
+
+def test_a_callers_traceparent_is_followed_and_its_tracestate_dropped(settings: Settings) -> None:
+    """The server span joins the caller's trace (W3C traceparent), and nothing else the caller
+    sends in its metadata (tracestate, its API key) reaches a span."""
+    exporter = InMemorySpanExporter()
+    observed = observability(settings, load_policy(settings.policy_file))
+    observed.tracing = Tracing(exporter, batch=False)
+    app = build_app(settings, observed=observed)
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    with running(app, close=True) as srv, srv.channel() as channel:
+        key = srv.credentials()["kyc"]
+        stub = token_service_pb2_grpc.TokenServiceStub(channel)
+        stub.Tokenize(
+            token_service_pb2.TokenizeRequest(
+                subject=CANARY_SUBJECT,
+                fields=[
+                    token_service_pb2.TokenizeField(
+                        category="name", value=common_pb2.Value(text=CANARY_VALUE)
+                    )
+                ],
+            ),
+            metadata=[
+                ("authorization", f"Bearer {key}"),
+                ("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01"),
+                ("tracestate", f"vendor={CANARY_PURPOSE}"),
+            ],
+            timeout=10,
+        )
+    spans = exporter.get_finished_spans()
+    [call] = [s for s in spans if s.kind == SpanKind.SERVER]
+    assert call.context is not None
+    assert format(call.context.trace_id, "032x") == trace_id
+    assert call.parent is not None
+    assert call.parent.span_id == 0x00F067AA0BA902B7
+    for span in spans:
+        assert span.context is not None
+        assert CANARY_PURPOSE not in str(span.context.trace_state)
+        assert key not in span_text(span)
+        assert CANARY_VALUE not in span_text(span)

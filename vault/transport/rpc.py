@@ -287,7 +287,9 @@ class _Watch:
             self._type = "server_stream" if method.server_streaming else "client_stream"
 
     def begin(self, metadata: tuple[tuple[str, str | bytes], ...]) -> _Observed:
-        carrier = {k: v for k, v in metadata if isinstance(v, str)}
+        # The W3C traceparent alone (ids and flags): never tracestate, whose free text would
+        # be exported with every span, nor any other header (the API key is one).
+        carrier = {k: v for k, v in metadata if k == "traceparent" and isinstance(v, str)}
         call = self._observed.begin_call(self._type, self._service, self._method, carrier)
         call.context.run(bind_call, call.request_id, call.trace_id)
         return _Observed(call)
