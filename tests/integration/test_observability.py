@@ -491,11 +491,11 @@ def test_a_callers_traceparent_is_followed_and_its_tracestate_dropped(settings: 
                     )
                 ],
             ),
-            metadata=[
+            metadata=(
                 ("authorization", f"Bearer {key}"),
                 ("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01"),
                 ("tracestate", f"vendor={CANARY_PURPOSE}"),
-            ],
+            ),
             timeout=10,
         )
     spans = exporter.get_finished_spans()
