@@ -42,11 +42,13 @@ from vault.kms.checkpoints import (
     FileCheckpointSigner,
     TransitCheckpointSigner,
 )
+from vault.kms.instrumented import InstrumentedKeyProvider
 from vault.kms.local import LocalKeyFileProvider
 from vault.kms.shred_log import FileShredLog
 from vault.kms.transit import TransitSettings, VaultTransitKeyProvider
 from vault.media.clamd import ClamdScanner
 from vault.media.inspect import ContentInspector
+from vault.observability import Labels, Observability
 from vault.storage import migrate
 from vault.storage.sql import (
     Database,
@@ -75,6 +77,7 @@ __all__ = [
     "held_steps",
     "key_provider",
     "malware_scanner",
+    "observability",
     "secure_directory",
     "secure_file",
     "transit_settings",
@@ -126,6 +129,8 @@ class App:
     sweep_interval: float = 0.0  # seconds between scheduled retention sweeps; 0: none
     checkpoints: AuditCheckpoints | None = None  # signs the audit log's head (primary only)
     checkpoint_interval: float = 0.0
+    # Metrics and traces (PDV_METRICS_ADDR, PDV_OTLP_ENDPOINT); records nothing when both are off.
+    observability: Observability = field(default_factory=Observability, repr=False)
     _stopping: threading.Event = field(default_factory=threading.Event, repr=False)
     _sweeps: threading.Thread | None = field(default=None, repr=False)
     _threads: list[threading.Thread] = field(default_factory=list, repr=False)
@@ -239,6 +244,7 @@ class App:
         self.executor.shutdown(wait=True)
         self.stores.audit.close()
         self.database.engine.dispose()
+        self.observability.close()
 
     def dependency_problems(self) -> list[str]:
         """What keeps this process from serving now (readiness): [] when all answer."""
@@ -276,10 +282,13 @@ def held_steps(app: App) -> None:
     app.dual_control.register(ApprovalAction.OPERATOR_SHRED, shred)
 
 
-def build_app(settings: Settings, primary: bool = True) -> App:
+def build_app(
+    settings: Settings, primary: bool = True, observed: Observability | None = None
+) -> App:
     """Wire the application. The primary process (the only one, or the parent of several)
     also migrates the database, re-applies the shred log and writes the demo credentials;
-    the processes it spawns do none of that, so they never race each other over it."""
+    the processes it spawns do none of that, so they never race each other over it.
+    `observed`: the metrics and tracer to use (tests), else as the settings say."""
     secure_directory(settings.data_dir)
     policy = load_policy(settings.policy_file)
     if primary:
@@ -308,27 +317,49 @@ def build_app(settings: Settings, primary: bool = True) -> App:
             secure_file(Path(str(engine.url.database) + suffix))
     # Every audit entry records the policy version that decided it (rows.insert_audit).
     engine.update_execution_options(**{POLICY_VERSION: policy.version})
-    database = Database(engine)
+    observed = observed or observability(settings, policy)
+    database = Database(engine, observed)
     stores = sql_stores(database)
     try:
-        return _wire(settings, policy, database, stores, primary)
+        return _wire(settings, policy, database, stores, primary, observed)
     except BaseException:
         stores.audit.close()
         engine.dispose()
+        observed.close()
         raise
 
 
+def observability(settings: Settings, policy: Policy) -> Observability:
+    """Metrics when PDV_METRICS_ADDR is set, traces when PDV_OTLP_ENDPOINT is; labels from the
+    policy's names."""
+    labels = Labels(
+        frozenset(policy.callers), frozenset(policy.purposes), frozenset(policy.categories)
+    )
+    tracing = None
+    if settings.otlp_endpoint:
+        from vault.observability.tracing import Tracing  # noqa: PLC0415  (only when on)
+
+        tracing = Tracing.otlp(settings.otlp_endpoint)
+    return Observability(labels, metrics=bool(settings.metrics_addr), tracing=tracing)
+
+
 def _wire(
-    settings: Settings, policy: Policy, database: Database, stores: Stores, primary: bool
+    settings: Settings,
+    policy: Policy,
+    database: Database,
+    stores: Stores,
+    primary: bool,
+    observed: Observability,
 ) -> App:
     cipher = AesGcmCipher()
     dual = DualControl(policy=policy, store=stores.approvals, audit=stores.audit, clock=utc_now)
     provider = key_provider(settings, stores.keys)
     check_key_encryption_key(stores.keys, provider)
     cache = None
-    keys: KeyProvider = provider
+    # Under the cache: what it counts are the calls that reach the provider.
+    keys: KeyProvider = InstrumentedKeyProvider(provider, observed)
     if settings.cache_max_entries > 0:
-        cache = CachingKeyProvider(provider, cache_limits(settings))
+        cache = CachingKeyProvider(keys, cache_limits(settings), telemetry=observed)
         keys = cache
     tokens = TokenService(
         policy=policy,
@@ -415,6 +446,7 @@ def _wire(
         dual,
         ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
         sweep_interval=settings.retention_sweep_interval if primary else 0.0,
+        observability=observed,
     )
     held_steps(app)
     if primary:

@@ -48,7 +48,7 @@ __all__ = [
 def serve(args: argparse.Namespace) -> int:
     settings = _settings()
     os.umask(0o077)  # the database, key file and credentials are for this user only
-    configure_logging(args.log_level or settings.log_level)
+    configure_logging(args.log_level or settings.log_level, settings.log_format)
     logging.getLogger("pdv").info("starting: %s", settings.describe())
     if settings.dev_credentials:
         print(

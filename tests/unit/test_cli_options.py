@@ -296,7 +296,9 @@ def pdv(
     monkeypatch.setattr(connection, "Client", FakeClient)
     # The server's side: what `serve` and `policy check` hand their settings and files to.
     monkeypatch.setattr(os, "umask", lambda _mask: 0o022)
-    monkeypatch.setattr(vault.cli, "configure_logging", lambda level: RECORD.add("log", level))
+    monkeypatch.setattr(
+        vault.cli, "configure_logging", lambda level, _format="text": RECORD.add("log", level)
+    )
 
     def serve(settings: Settings) -> int:
         RECORD.add("serve", settings)

@@ -17,11 +17,16 @@ The order is what keeps a stranger from stalling the service:
 5. Run the servicer (synchronous: the use cases, the database, the key provider) on the
    process's thread pool, with the call's deadline, and map any error through the one status
    table.
+
+Around all of it, each call is observed (`vault.observability`): counted and timed under the
+`grpc_server_*` names, given a span whose context the thread pool's jobs run in, and ended with
+one access log line (`pdvault.access`: method, caller, purpose, status, duration, items).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -38,12 +43,16 @@ from vault.domain.context import RequestContext
 from vault.domain.identity import Identification, PeerCertificate
 from vault.domain.types import CallerName
 from vault.errors import DeadlineExceeded, InvalidArgument, PdvaultError, Reason, ResourceExhausted
+from vault.logs import ACCESS_LOGGER, bind_call
+from vault.observability import CallFacts, CallObservation, Observability
 from vault.transport.status import internal_status, to_status_proto
 
 __all__ = ["Call", "Gate", "Limits", "Method", "ServiceHandler", "Stream", "StreamingMethod"]
 
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger(ACCESS_LOGGER)
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
@@ -57,6 +66,8 @@ class Call:
 
     ctx: RequestContext
     metadata: tuple[tuple[str, str | bytes], ...] = field(repr=False)
+    # What the servicer notes for the access log and the metrics (names and counts only).
+    facts: CallFacts = field(default_factory=CallFacts, repr=False)
 
     def header(self, key: str) -> str | None:
         for k, v in self.metadata:
@@ -79,11 +90,16 @@ class Stream:
     within the read timeout), and synchronous work on the process's thread pool."""
 
     def __init__(
-        self, requests: AsyncIterator[bytes], read_timeout: float, executor: Executor
+        self,
+        requests: AsyncIterator[bytes],
+        read_timeout: float,
+        executor: Executor,
+        context: contextvars.Context | None = None,
     ) -> None:
         self._requests = requests
         self._timeout = read_timeout
         self._executor = executor
+        self._context = context or contextvars.copy_context()
 
     async def next(self, request_type: type[Req]) -> Req | None:
         """The next message, parsed; None when the client has sent its last."""
@@ -96,7 +112,10 @@ class Stream:
         return _parse(request_type, raw)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        # In a copy of the call's context: its span and log ids, even for jobs that overlap.
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._context.copy().run, fn, *args
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,9 +254,11 @@ class ServiceHandler(grpc.GenericRpcHandler):
         methods: Mapping[str, Method[Any, Any] | StreamingMethod],
         gate: Gate,
         executor: Executor,
+        observed: Observability | None = None,
     ) -> None:
+        seen = observed or Observability()
         self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
-            f"/{service}/{name}": _handler(method, gate, executor)
+            f"/{service}/{name}": _handler(method, gate, executor, _Watch(seen, service, method))
             for name, method in methods.items()
         }
 
@@ -251,31 +272,85 @@ def _serialize(message: Message) -> bytes:
     return message.SerializeToString()
 
 
+class _Watch:
+    """How the calls of one method are observed (its labels are fixed: the method's names)."""
+
+    def __init__(
+        self, observed: Observability, service: str, method: Method[Any, Any] | StreamingMethod
+    ) -> None:
+        self._observed = observed
+        self._service = service
+        self._method = method.name
+        if isinstance(method, Method):
+            self._type = "unary"
+        else:
+            self._type = "server_stream" if method.server_streaming else "client_stream"
+
+    def begin(self, metadata: tuple[tuple[str, str | bytes], ...]) -> _Observed:
+        # The W3C traceparent alone (ids and flags): never tracestate, whose free text would
+        # be exported with every span, nor any other header (the API key is one).
+        carrier = {k: v for k, v in metadata if k == "traceparent" and isinstance(v, str)}
+        call = self._observed.begin_call(self._type, self._service, self._method, carrier)
+        call.context.run(bind_call, call.request_id, call.trace_id)
+        return _Observed(call)
+
+
+class _Observed:
+    """One call under observation: its status once known, and its end."""
+
+    def __init__(self, call: CallObservation) -> None:
+        self.call = call
+        self.caller = ""
+        self.code = "UNKNOWN"
+        self.error: BaseException | None = None
+
+    def failed(self, status: Any, error: BaseException | None = None) -> Any:
+        self.code = _CODE_NAMES.get(status.code, "UNKNOWN")
+        if error is not None and not isinstance(error, PdvaultError):
+            self.error = error  # an internal error: its class goes on the span
+        return status
+
+    def internal(self, exc: BaseException) -> Any:
+        """INTERNAL, logged (class and frames, with an id) among the call's own lines."""
+        return self.failed(self.call.context.run(internal_status, exc), exc)
+
+    def context(self, caller: CallerName, seconds: float | None) -> RequestContext:
+        return RequestContext.for_call(
+            caller, seconds, call_id=self.call.request_id, trace_id=self.call.trace_id
+        )
+
+    def end(self, cancelled: bool) -> None:
+        if cancelled:
+            self.code = "CANCELLED"
+        fields = self.call.finish(self.caller, self.code, self.error)
+        access_log.info("call", extra=fields)
+
+
 def _handler(
-    method: Method[Any, Any] | StreamingMethod, gate: Gate, executor: Executor
+    method: Method[Any, Any] | StreamingMethod, gate: Gate, executor: Executor, watch: _Watch
 ) -> grpc.RpcMethodHandler[Any, Any]:
     # Requests arrive as raw bytes (no deserializer): parsed by pdvault, within its timeouts.
     if isinstance(method, Method):
         return grpc.stream_unary_rpc_method_handler(
-            _serve(method, gate, executor),
+            _serve(method, gate, executor, watch),
             request_deserializer=None,
             response_serializer=_serialize,
         )
     if method.server_streaming:
         return grpc.stream_stream_rpc_method_handler(
-            _serve_server_stream(method, gate, executor),
+            _serve_server_stream(method, gate, executor, watch),
             request_deserializer=None,
             response_serializer=_serialize,
         )
     return grpc.stream_unary_rpc_method_handler(
-        _serve_client_stream(method, gate, executor),
+        _serve_client_stream(method, gate, executor, watch),
         request_deserializer=None,
         response_serializer=_serialize,
     )
 
 
 async def _enter(
-    gate: Gate, context: grpc.aio.ServicerContext[Any, Any], transfer: bool
+    gate: Gate, context: grpc.aio.ServicerContext[Any, Any], transfer: bool, seen: _Observed
 ) -> CallerName:
     """Authenticate and admit a call (and a transfer), or end it."""
     metadata = tuple(context.invocation_metadata() or ())
@@ -283,13 +358,14 @@ async def _enter(
         caller = await gate.authenticate(metadata, context.auth_context)
         gate.admit(caller)
     except PdvaultError as exc:
-        await _abort(context, to_status_proto(exc))
+        await _abort(context, seen.failed(to_status_proto(exc)))
+    seen.caller = caller
     if transfer:
         try:
             gate.admit_transfer()
         except PdvaultError as exc:
             gate.release(caller)
-            await _abort(context, to_status_proto(exc))
+            await _abort(context, seen.failed(to_status_proto(exc)))
     return caller
 
 
@@ -300,89 +376,125 @@ def _leave(gate: Gate, caller: CallerName, transfer: bool) -> None:
 
 
 def _serve_client_stream(
-    method: StreamingMethod, gate: Gate, executor: Executor
+    method: StreamingMethod, gate: Gate, executor: Executor, watch: _Watch
 ) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[Any, Any]], Any]:
     async def handle(
         requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
     ) -> Message:
-        caller = await _enter(gate, context, method.transfer)
         metadata = tuple(context.invocation_metadata() or ())
+        seen = watch.begin(metadata)
+        cancelled = False
         try:
-            status = None
+            caller = await _enter(gate, context, method.transfer, seen)
             try:
-                ctx = RequestContext.for_call(caller, context.time_remaining())
-                stream = Stream(requests, gate.limits.read_timeout, executor)
-                response: Message = await method.run(stream, Call(ctx, metadata))
-                return response
-            except PdvaultError as exc:
-                status = to_status_proto(exc)
-            except Exception as exc:  # noqa: BLE001  (the safety net: never UNKNOWN)
-                status = internal_status(exc)
-            await _abort(context, status)
+                status = None
+                try:
+                    ctx = seen.context(caller, context.time_remaining())
+                    stream = Stream(requests, gate.limits.read_timeout, executor, seen.call.context)
+                    call = Call(ctx, metadata, seen.call.facts)
+                    response: Message = await method.run(stream, call)
+                    seen.code = "OK"
+                    return response
+                except PdvaultError as exc:
+                    status = seen.failed(to_status_proto(exc))
+                except Exception as exc:  # noqa: BLE001  (the safety net: never UNKNOWN)
+                    status = seen.internal(exc)
+                await _abort(context, status)
+            finally:
+                _leave(gate, caller, method.transfer)
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
         finally:
-            _leave(gate, caller, method.transfer)
+            seen.end(cancelled)
 
     return handle
 
 
 def _serve_server_stream(
-    method: StreamingMethod, gate: Gate, executor: Executor
+    method: StreamingMethod, gate: Gate, executor: Executor, watch: _Watch
 ) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[Any, Any]], Any]:
     async def handle(
         requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Message]:
-        caller = await _enter(gate, context, method.transfer)
         metadata = tuple(context.invocation_metadata() or ())
+        seen = watch.begin(metadata)
+        cancelled = False
         try:
-            status = None
+            caller = await _enter(gate, context, method.transfer, seen)
             try:
-                ctx = RequestContext.for_call(caller, context.time_remaining())
-                stream = Stream(requests, gate.limits.read_timeout, executor)
-                async for response in method.run(stream, Call(ctx, metadata)):
-                    yield response
-                return
-            except PdvaultError as exc:
-                # Mid-stream too: the call ends with this status, never OK (DATA_LOSS after
-                # a segment that failed authentication).
-                status = to_status_proto(exc)
-            except Exception as exc:  # noqa: BLE001  (the safety net: never UNKNOWN)
-                status = internal_status(exc)
-            await _abort(context, status)
+                status = None
+                try:
+                    ctx = seen.context(caller, context.time_remaining())
+                    stream = Stream(requests, gate.limits.read_timeout, executor, seen.call.context)
+                    async for response in method.run(stream, Call(ctx, metadata, seen.call.facts)):
+                        yield response
+                    seen.code = "OK"
+                    return
+                except PdvaultError as exc:
+                    # Mid-stream too: the call ends with this status, never OK (DATA_LOSS after
+                    # a segment that failed authentication).
+                    status = seen.failed(to_status_proto(exc))
+                except Exception as exc:  # noqa: BLE001  (the safety net: never UNKNOWN)
+                    status = seen.internal(exc)
+                await _abort(context, status)
+            finally:
+                _leave(gate, caller, method.transfer)
+        except (asyncio.CancelledError, GeneratorExit):
+            cancelled = True
+            raise
         finally:
-            _leave(gate, caller, method.transfer)
+            seen.end(cancelled)
 
     return handle
 
 
 def _serve(
-    method: Method[Any, Any], gate: Gate, executor: Executor
+    method: Method[Any, Any], gate: Gate, executor: Executor, watch: _Watch
 ) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[Any, Any]], Any]:
     async def handle(
         requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
     ) -> Message:
         metadata = tuple(context.invocation_metadata() or ())
+        seen = watch.begin(metadata)
+        cancelled = False
         try:
-            caller = await gate.authenticate(metadata, context.auth_context)
-            gate.admit(caller)
-        except PdvaultError as exc:
-            await _abort(context, to_status_proto(exc))
-        try:
-            status = None
             try:
-                raw = await _read_one(requests, gate.limits.read_timeout)
-                request = _parse(method.request_type, raw)
-                ctx = RequestContext.for_call(caller, context.time_remaining())
-                loop = asyncio.get_running_loop()
-                return await loop.run_in_executor(
-                    executor, method.run, request, Call(ctx, metadata)
-                )
+                caller = await gate.authenticate(metadata, context.auth_context)
+                gate.admit(caller)
             except PdvaultError as exc:
-                status = to_status_proto(exc)
-            except Exception as exc:  # noqa: BLE001  (the safety net: never UNKNOWN, never a trace)
-                status = internal_status(exc)
-            await _abort(context, status)
+                await _abort(context, seen.failed(to_status_proto(exc)))
+            seen.caller = caller
+            try:
+                status = None
+                try:
+                    raw = await _read_one(requests, gate.limits.read_timeout)
+                    request = _parse(method.request_type, raw)
+                    ctx = seen.context(caller, context.time_remaining())
+                    loop = asyncio.get_running_loop()
+                    # In the call's context: its span is the parent of the work's spans, and
+                    # the work's log lines carry the call's ids.
+                    response: Message = await loop.run_in_executor(
+                        executor,
+                        seen.call.context.run,
+                        method.run,
+                        request,
+                        Call(ctx, metadata, seen.call.facts),
+                    )
+                    seen.code = "OK"
+                    return response
+                except PdvaultError as exc:
+                    status = seen.failed(to_status_proto(exc))
+                except Exception as exc:  # noqa: BLE001  (the safety net: never UNKNOWN, never a trace)
+                    status = seen.internal(exc)
+                await _abort(context, status)
+            finally:
+                gate.release(caller)
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
         finally:
-            gate.release(caller)
+            seen.end(cancelled)
 
     return handle
 

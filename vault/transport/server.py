@@ -28,7 +28,8 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -56,6 +57,9 @@ from vault.transport.subject_servicer import SubjectServicer
 from vault.transport.tls import TlsFiles, TlsReloader
 from vault.transport.token_servicer import TokenServicer
 
+if TYPE_CHECKING:
+    from vault.observability.metrics import MetricsEndpoint
+
 __all__ = [
     "APPROVAL_SERVICE",
     "CALLER_SERVICE",
@@ -76,6 +80,7 @@ __all__ = [
     "describe_error",
     "serve",
     "start_health_port",
+    "start_metrics",
     "start_server",
     "stop_server",
 ]
@@ -231,7 +236,10 @@ async def start_server(
         ],
     )
     server.add_generic_rpc_handlers(
-        [ServiceHandler(name, methods, gate, executor) for name, methods in _methods(app)]
+        [
+            ServiceHandler(name, methods, gate, executor, app.observability)
+            for name, methods in _methods(app)
+        ]
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -444,6 +452,12 @@ def serve(
     serves as one of several: its parent serves the health port and logs for all."""
     settings = app.settings
     health_addr = settings.health_addr if on_ready is None else ""
+    # One process serves its own metrics; the parent of several serves theirs (vault.runtime).
+    try:
+        metrics = start_metrics(settings.metrics_addr) if on_ready is None else None
+    except BaseException:
+        app.close()
+        raise
 
     async def main() -> None:
         serving = await start_server(
@@ -492,7 +506,27 @@ def serve(
         asyncio.run(main())
     finally:
         app.close()
+        if metrics is not None:
+            metrics.stop()
     log.info("%s stopped", name)
+
+
+def start_metrics(addr: str, directory: Path | None = None) -> MetricsEndpoint | None:
+    """The Prometheus endpoint on `addr` ("" for none): this process's metrics, or, given the
+    multiprocess `directory`, the sum of those its processes write there."""
+    if not addr:
+        return None
+    # Imported only now: in multiprocess mode the variable naming the directory must be set
+    # before prometheus_client is first imported (vault.observability.metrics).
+    from vault.observability.metrics import (  # noqa: PLC0415
+        MetricsEndpoint,
+        multiprocess_registry,
+    )
+
+    registry = multiprocess_registry(directory) if directory is not None else None
+    endpoint = MetricsEndpoint(addr, registry)
+    log.info("metrics on http://%s/metrics (port %d)", addr, endpoint.port)
+    return endpoint
 
 
 def describe_error(exc: PdvaultError | OSError) -> str:

@@ -30,6 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from vault.domain.ports import NO_TELEMETRY, Telemetry
 from vault.domain.stores import WriteOutcome
 from vault.domain.types import SubjectId
 from vault.errors import StorageUnavailable
@@ -119,8 +120,10 @@ class Answer(Exception):
 class Database:
     """One engine, shared by the adapters of every port. Safe to share between threads."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, telemetry: Telemetry = NO_TELEMETRY) -> None:
         self.engine = engine
+        # A span per transaction and per read, inside a call (the adapters share it).
+        self.telemetry = telemetry
         self.dialect = engine.dialect.name
         # Single-statement reads need no transaction: on PostgreSQL, autocommit saves the
         # BEGIN and ROLLBACK round trips; SQLite's driver opens none for a SELECT anyway.
@@ -132,6 +135,10 @@ class Database:
     def write(self, body: Callable[[Connection], T]) -> T:
         """Run `body` in one transaction; retried whole after a deadlock or serialization
         failure. `body` may raise `Answer` to roll back and return an outcome."""
+        with self.telemetry.span("db.write"):
+            return self._write(body)
+
+    def _write(self, body: Callable[[Connection], T]) -> T:
         pause = 0.002
         for attempt in range(1, TX_ATTEMPTS + 1):
             try:
@@ -162,7 +169,7 @@ class Database:
     @contextmanager
     def read(self) -> Iterator[Connection]:
         try:
-            with self._reader.connect() as conn:
+            with self.telemetry.span("db.read"), self._reader.connect() as conn:
                 yield conn
         except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
             raise unavailable(exc) from None
