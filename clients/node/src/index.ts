@@ -1,0 +1,50 @@
+// @pdvault/client: pdvault's API for Node.js services.
+
+export { DEFAULT_ADDR, checkAddress } from "./address";
+export { DEFAULT_RETRY, RetryPolicy, retryPause } from "./call";
+export { Client, ClientOptions, MAX_MESSAGE_BYTES, TlsOptions, VERSION } from "./client";
+export { DOCUMENT_TYPES, LEGAL_BASES, VARIANTS } from "./convert";
+export {
+  DocumentClient,
+  DownloadOptions,
+  DownloadToOptions,
+  MAX_BUFFERED_BYTES,
+  MAX_CHUNK_BYTES,
+  OpenedDocument,
+  Progress,
+  UPLOAD_CHUNK_BYTES,
+  UploadAbortedError,
+  UploadOptions,
+  UploadSource,
+  guessMediaType,
+} from "./documents";
+export {
+  Code,
+  DataLossError,
+  DeadlineExceededError,
+  FailedPreconditionError,
+  FieldViolation,
+  InvalidArgumentError,
+  NotFoundError,
+  PdvaultError,
+  PermissionDeniedError,
+  QuotaViolation,
+  ResourceExhaustedError,
+  UnauthenticatedError,
+  UnavailableError,
+  codeName,
+  fromStatus,
+} from "./errors";
+export { CallerAdmin, KeyAdmin, SubjectAdmin, VAULT_TOKEN_METADATA } from "./subjects";
+export {
+  DeletedDocument,
+  Detokenized,
+  Document,
+  Field,
+  LegalBasisName,
+  LegalHold,
+  Retention,
+  Sweep,
+  Tokenized,
+  VariantInfo,
+} from "./types";
