@@ -1,13 +1,14 @@
-// `npm test`: the client's tests (dist/test, compiled by tsc) with node's test runner, against
-// a live `pdv serve`: the one at PDV_ADDR, with the demo callers' keys from
+// `npm test`: check that the generated code is current (scripts/gen.mjs --check), compile with
+// tsc, and run the client's tests (dist/test/*.test.js) with node's test runner against a live
+// `pdv serve`: the one at PDV_ADDR, with the demo callers' keys from
 // PDV_DATA_DIR/dev-credentials.json, when both are set; else one started here, on a free port
 // with a temporary data directory, and stopped at the end.
 //
 // The server started here is the checkout's: `pdv` from PDV_BIN, else <repo>/.venv/bin/pdv
 // (what `make` installs; CI's), else `pdv` on PATH, with PYTHONPATH set to the checkout so that
 // a git worktree's code is what runs.
-import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { execFile, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { delimiter, join, resolve } from "node:path";
@@ -79,25 +80,53 @@ async function startServer() {
   return { addr, data, stop, log: () => log };
 }
 
+/** Run a step of the build; its output is shown only when it fails. */
+function step(name, command, args) {
+  return new Promise((ok, fail) => {
+    execFile(command, args, { cwd: here }, (err, stdout, stderr) => {
+      if (err) fail(new Error(`${name} failed:\n${stdout}${stderr}`));
+      else ok();
+    });
+  });
+}
+
+const reuse = Boolean(process.env.PDV_ADDR && process.env.PDV_DATA_DIR);
+// The server starts (a few seconds of Python) while the code is checked and compiled.
+const starting = reuse ? undefined : startServer();
+starting?.catch(() => undefined); // awaited below
+try {
+  await Promise.all([
+    step("npm run gen:check", process.execPath, [join(here, "scripts", "gen.mjs"), "--check"]),
+    // No declarations or source maps for a test run: `npm run build` makes those.
+    step("tsc", process.execPath, [
+      join(here, "node_modules", "typescript", "bin", "tsc"),
+      "-p", "tsconfig.json", "--declaration", "false", "--sourceMap", "false",
+    ]),
+  ]);
+} catch (err) {
+  console.error(err.message);
+  if (starting) await starting.then((s) => s.stop(), () => undefined);
+  process.exit(1);
+}
+
 let server;
 const env = { ...process.env };
-if (process.env.PDV_ADDR && process.env.PDV_DATA_DIR) {
+if (reuse) {
   const creds = join(process.env.PDV_DATA_DIR, "dev-credentials.json");
   JSON.parse(readFileSync(creds, "utf8")); // fail early, and clearly, without the demo keys
   console.log(`testing against the pdv serve at ${process.env.PDV_ADDR}`);
 } else {
-  server = await startServer();
+  server = await starting;
   env.PDV_ADDR = server.addr;
   env.PDV_DATA_DIR = server.data;
   console.log(`testing against a pdv serve started at ${server.addr}`);
 }
 
-const tests = process.argv.slice(2);
-const runner = spawn(
-  process.execPath,
-  ["--test", ...(tests.length ? tests : [join("dist", "test")])],
-  { cwd: here, env, stdio: "inherit" },
-);
+const given = process.argv.slice(2);
+const tests = given.length
+  ? given
+  : readdirSync(join(here, "dist", "test")).filter((f) => f.endsWith(".test.js")).map((f) => join("dist", "test", f));
+const runner = spawn(process.execPath, ["--test", ...tests], { cwd: here, env, stdio: "inherit" });
 const code = await new Promise((ok) => runner.on("exit", (c, signal) => ok(c ?? (signal ? 1 : 0))));
 if (server) {
   if (code !== 0) console.error(`-- the server's log --\n${server.log()}`);

@@ -95,14 +95,6 @@ export interface RetryInfo {
   retryDelay?: Duration | undefined;
 }
 
-/** Describes additional debugging info. */
-export interface DebugInfo {
-  /** The stack trace entries indicating where the error occurred. */
-  stackEntries: string[];
-  /** Additional debugging information provided by the server. */
-  detail: string;
-}
-
 /**
  * Describes how a quota check failed.
  *
@@ -221,41 +213,6 @@ export interface QuotaFailure_Violation_QuotaDimensionsEntry {
 }
 
 /**
- * Describes what preconditions have failed.
- *
- * For example, if an RPC failed because it required the Terms of Service to be
- * acknowledged, it could list the terms of service violation in the
- * PreconditionFailure message.
- */
-export interface PreconditionFailure {
-  /** Describes all precondition violations. */
-  violations: PreconditionFailure_Violation[];
-}
-
-/** A message type used to describe a single precondition failure. */
-export interface PreconditionFailure_Violation {
-  /**
-   * The type of PreconditionFailure. We recommend using a service-specific
-   * enum type to define the supported precondition violation subjects. For
-   * example, "TOS" for "Terms of Service violation".
-   */
-  type: string;
-  /**
-   * The subject, relative to the type, that failed.
-   * For example, "google.com/cloud" relative to the "TOS" type would indicate
-   * which terms of service is being referenced.
-   */
-  subject: string;
-  /**
-   * A description of how the precondition failed. Developers can use this
-   * description to understand how to fix the failure.
-   *
-   * For example: "Terms of service not accepted".
-   */
-  description: string;
-}
-
-/**
  * Describes violations in a client request. This error type focuses on the
  * syntactic aspects of the request.
  */
@@ -322,72 +279,6 @@ export interface BadRequest_FieldViolation {
    * return to the API consumer.
    */
   localizedMessage?: LocalizedMessage | undefined;
-}
-
-/**
- * Contains metadata about the request that clients can attach when filing a bug
- * or providing other forms of feedback.
- */
-export interface RequestInfo {
-  /**
-   * An opaque string that should only be interpreted by the service generating
-   * it. For example, it can be used to identify requests in the service's logs.
-   */
-  requestId: string;
-  /**
-   * Any data that was used to serve this request. For example, an encrypted
-   * stack trace that can be sent back to the service provider for debugging.
-   */
-  servingData: string;
-}
-
-/** Describes the resource that is being accessed. */
-export interface ResourceInfo {
-  /**
-   * A name for the type of resource being accessed, e.g. "sql table",
-   * "cloud storage bucket", "file", "Google calendar"; or the type URL
-   * of the resource: e.g. "type.googleapis.com/google.pubsub.v1.Topic".
-   */
-  resourceType: string;
-  /**
-   * The name of the resource being accessed.  For example, a shared calendar
-   * name: "example.com_4fghdhgsrgh@group.calendar.google.com", if the current
-   * error is
-   * [google.rpc.Code.PERMISSION_DENIED][google.rpc.Code.PERMISSION_DENIED].
-   */
-  resourceName: string;
-  /**
-   * The owner of the resource (optional).
-   * For example, "user:<owner email>" or "project:<Google developer project
-   * id>".
-   */
-  owner: string;
-  /**
-   * Describes what error is encountered when accessing this resource.
-   * For example, updating a cloud project may require the `writer` permission
-   * on the developer console project.
-   */
-  description: string;
-}
-
-/**
- * Provides links to documentation or for performing an out of band action.
- *
- * For example, if a quota check failed with an error indicating the calling
- * project hasn't enabled the accessed service, this can contain a URL pointing
- * directly to the right place in the developer console to flip the bit.
- */
-export interface Help {
-  /** URL(s) pointing to additional information on handling the current error. */
-  links: Help_Link[];
-}
-
-/** Describes a URL link. */
-export interface Help_Link {
-  /** Describes what the link offers. */
-  description: string;
-  /** The URL of the link. */
-  url: string;
 }
 
 /**
@@ -474,25 +365,6 @@ export const ErrorInfo: MessageFns<ErrorInfo> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<ErrorInfo>): ErrorInfo {
-    return ErrorInfo.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<ErrorInfo>): ErrorInfo {
-    const message = createBaseErrorInfo();
-    message.reason = object.reason ?? "";
-    message.domain = object.domain ?? "";
-    message.metadata = (globalThis.Object.entries(object.metadata ?? {}) as [string, string][]).reduce(
-      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
-        if (value !== undefined) {
-          acc[key] = globalThis.String(value);
-        }
-        return acc;
-      },
-      {},
-    );
-    return message;
-  },
 };
 
 function createBaseErrorInfo_MetadataEntry(): ErrorInfo_MetadataEntry {
@@ -550,16 +422,6 @@ export const ErrorInfo_MetadataEntry: MessageFns<ErrorInfo_MetadataEntry> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<ErrorInfo_MetadataEntry>): ErrorInfo_MetadataEntry {
-    return ErrorInfo_MetadataEntry.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<ErrorInfo_MetadataEntry>): ErrorInfo_MetadataEntry {
-    const message = createBaseErrorInfo_MetadataEntry();
-    message.key = object.key ?? "";
-    message.value = object.value ?? "";
-    return message;
-  },
 };
 
 function createBaseRetryInfo(): RetryInfo {
@@ -606,84 +468,6 @@ export const RetryInfo: MessageFns<RetryInfo> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<RetryInfo>): RetryInfo {
-    return RetryInfo.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<RetryInfo>): RetryInfo {
-    const message = createBaseRetryInfo();
-    message.retryDelay = (object.retryDelay !== undefined && object.retryDelay !== null)
-      ? Duration.fromPartial(object.retryDelay)
-      : undefined;
-    return message;
-  },
-};
-
-function createBaseDebugInfo(): DebugInfo {
-  return { stackEntries: [], detail: "" };
-}
-
-export const DebugInfo: MessageFns<DebugInfo> = {
-  encode(message: DebugInfo, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    for (const v of message.stackEntries) {
-      writer.uint32(10).string(v!);
-    }
-    if (message.detail !== "") {
-      writer.uint32(18).string(message.detail);
-    }
-    return writer;
-  },
-
-  decode(input: BinaryReader | Uint8Array, length?: number): DebugInfo {
-    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
-      throw new globalThis.Error("protobuf decode recursion limit exceeded");
-    }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
-    try {
-      const end = length === undefined ? reader.len : reader.pos + length;
-      const message = createBaseDebugInfo();
-      while (reader.pos < end) {
-        const tag = reader.uint32();
-        switch (tag >>> 3) {
-          case 1: {
-            if (tag !== 10) {
-              break;
-            }
-
-            message.stackEntries.push(reader.string());
-            continue;
-          }
-          case 2: {
-            if (tag !== 18) {
-              break;
-            }
-
-            message.detail = reader.string();
-            continue;
-          }
-        }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
-      }
-      return message;
-    } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
-    }
-  },
-
-  create(base?: DeepPartial<DebugInfo>): DebugInfo {
-    return DebugInfo.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<DebugInfo>): DebugInfo {
-    const message = createBaseDebugInfo();
-    message.stackEntries = object.stackEntries?.map((e) => e) || [];
-    message.detail = object.detail ?? "";
-    return message;
-  },
 };
 
 function createBaseQuotaFailure(): QuotaFailure {
@@ -729,15 +513,6 @@ export const QuotaFailure: MessageFns<QuotaFailure> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
-  },
-
-  create(base?: DeepPartial<QuotaFailure>): QuotaFailure {
-    return QuotaFailure.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<QuotaFailure>): QuotaFailure {
-    const message = createBaseQuotaFailure();
-    message.violations = object.violations?.map((e) => QuotaFailure_Violation.fromPartial(e)) || [];
-    return message;
   },
 };
 
@@ -874,30 +649,6 @@ export const QuotaFailure_Violation: MessageFns<QuotaFailure_Violation> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<QuotaFailure_Violation>): QuotaFailure_Violation {
-    return QuotaFailure_Violation.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<QuotaFailure_Violation>): QuotaFailure_Violation {
-    const message = createBaseQuotaFailure_Violation();
-    message.subject = object.subject ?? "";
-    message.description = object.description ?? "";
-    message.apiService = object.apiService ?? "";
-    message.quotaMetric = object.quotaMetric ?? "";
-    message.quotaId = object.quotaId ?? "";
-    message.quotaDimensions = (globalThis.Object.entries(object.quotaDimensions ?? {}) as [string, string][]).reduce(
-      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
-        if (value !== undefined) {
-          acc[key] = globalThis.String(value);
-        }
-        return acc;
-      },
-      {},
-    );
-    message.quotaValue = object.quotaValue ?? 0;
-    message.futureQuotaValue = object.futureQuotaValue ?? undefined;
-    return message;
-  },
 };
 
 function createBaseQuotaFailure_Violation_QuotaDimensionsEntry(): QuotaFailure_Violation_QuotaDimensionsEntry {
@@ -958,152 +709,6 @@ export const QuotaFailure_Violation_QuotaDimensionsEntry: MessageFns<QuotaFailur
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<QuotaFailure_Violation_QuotaDimensionsEntry>): QuotaFailure_Violation_QuotaDimensionsEntry {
-    return QuotaFailure_Violation_QuotaDimensionsEntry.fromPartial(base ?? {});
-  },
-  fromPartial(
-    object: DeepPartial<QuotaFailure_Violation_QuotaDimensionsEntry>,
-  ): QuotaFailure_Violation_QuotaDimensionsEntry {
-    const message = createBaseQuotaFailure_Violation_QuotaDimensionsEntry();
-    message.key = object.key ?? "";
-    message.value = object.value ?? "";
-    return message;
-  },
-};
-
-function createBasePreconditionFailure(): PreconditionFailure {
-  return { violations: [] };
-}
-
-export const PreconditionFailure: MessageFns<PreconditionFailure> = {
-  encode(message: PreconditionFailure, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    for (const v of message.violations) {
-      PreconditionFailure_Violation.encode(v!, writer.uint32(10).fork()).join();
-    }
-    return writer;
-  },
-
-  decode(input: BinaryReader | Uint8Array, length?: number): PreconditionFailure {
-    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
-      throw new globalThis.Error("protobuf decode recursion limit exceeded");
-    }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
-    try {
-      const end = length === undefined ? reader.len : reader.pos + length;
-      const message = createBasePreconditionFailure();
-      while (reader.pos < end) {
-        const tag = reader.uint32();
-        switch (tag >>> 3) {
-          case 1: {
-            if (tag !== 10) {
-              break;
-            }
-
-            message.violations.push(PreconditionFailure_Violation.decode(reader, reader.uint32()));
-            continue;
-          }
-        }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
-      }
-      return message;
-    } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
-    }
-  },
-
-  create(base?: DeepPartial<PreconditionFailure>): PreconditionFailure {
-    return PreconditionFailure.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<PreconditionFailure>): PreconditionFailure {
-    const message = createBasePreconditionFailure();
-    message.violations = object.violations?.map((e) => PreconditionFailure_Violation.fromPartial(e)) || [];
-    return message;
-  },
-};
-
-function createBasePreconditionFailure_Violation(): PreconditionFailure_Violation {
-  return { type: "", subject: "", description: "" };
-}
-
-export const PreconditionFailure_Violation: MessageFns<PreconditionFailure_Violation> = {
-  encode(message: PreconditionFailure_Violation, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.type !== "") {
-      writer.uint32(10).string(message.type);
-    }
-    if (message.subject !== "") {
-      writer.uint32(18).string(message.subject);
-    }
-    if (message.description !== "") {
-      writer.uint32(26).string(message.description);
-    }
-    return writer;
-  },
-
-  decode(input: BinaryReader | Uint8Array, length?: number): PreconditionFailure_Violation {
-    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
-      throw new globalThis.Error("protobuf decode recursion limit exceeded");
-    }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
-    try {
-      const end = length === undefined ? reader.len : reader.pos + length;
-      const message = createBasePreconditionFailure_Violation();
-      while (reader.pos < end) {
-        const tag = reader.uint32();
-        switch (tag >>> 3) {
-          case 1: {
-            if (tag !== 10) {
-              break;
-            }
-
-            message.type = reader.string();
-            continue;
-          }
-          case 2: {
-            if (tag !== 18) {
-              break;
-            }
-
-            message.subject = reader.string();
-            continue;
-          }
-          case 3: {
-            if (tag !== 26) {
-              break;
-            }
-
-            message.description = reader.string();
-            continue;
-          }
-        }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
-      }
-      return message;
-    } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
-    }
-  },
-
-  create(base?: DeepPartial<PreconditionFailure_Violation>): PreconditionFailure_Violation {
-    return PreconditionFailure_Violation.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<PreconditionFailure_Violation>): PreconditionFailure_Violation {
-    const message = createBasePreconditionFailure_Violation();
-    message.type = object.type ?? "";
-    message.subject = object.subject ?? "";
-    message.description = object.description ?? "";
-    return message;
-  },
 };
 
 function createBaseBadRequest(): BadRequest {
@@ -1149,15 +754,6 @@ export const BadRequest: MessageFns<BadRequest> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
-  },
-
-  create(base?: DeepPartial<BadRequest>): BadRequest {
-    return BadRequest.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<BadRequest>): BadRequest {
-    const message = createBaseBadRequest();
-    message.fieldViolations = object.fieldViolations?.map((e) => BadRequest_FieldViolation.fromPartial(e)) || [];
-    return message;
   },
 };
 
@@ -1238,300 +834,6 @@ export const BadRequest_FieldViolation: MessageFns<BadRequest_FieldViolation> = 
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<BadRequest_FieldViolation>): BadRequest_FieldViolation {
-    return BadRequest_FieldViolation.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<BadRequest_FieldViolation>): BadRequest_FieldViolation {
-    const message = createBaseBadRequest_FieldViolation();
-    message.field = object.field ?? "";
-    message.description = object.description ?? "";
-    message.reason = object.reason ?? "";
-    message.localizedMessage = (object.localizedMessage !== undefined && object.localizedMessage !== null)
-      ? LocalizedMessage.fromPartial(object.localizedMessage)
-      : undefined;
-    return message;
-  },
-};
-
-function createBaseRequestInfo(): RequestInfo {
-  return { requestId: "", servingData: "" };
-}
-
-export const RequestInfo: MessageFns<RequestInfo> = {
-  encode(message: RequestInfo, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.requestId !== "") {
-      writer.uint32(10).string(message.requestId);
-    }
-    if (message.servingData !== "") {
-      writer.uint32(18).string(message.servingData);
-    }
-    return writer;
-  },
-
-  decode(input: BinaryReader | Uint8Array, length?: number): RequestInfo {
-    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
-      throw new globalThis.Error("protobuf decode recursion limit exceeded");
-    }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
-    try {
-      const end = length === undefined ? reader.len : reader.pos + length;
-      const message = createBaseRequestInfo();
-      while (reader.pos < end) {
-        const tag = reader.uint32();
-        switch (tag >>> 3) {
-          case 1: {
-            if (tag !== 10) {
-              break;
-            }
-
-            message.requestId = reader.string();
-            continue;
-          }
-          case 2: {
-            if (tag !== 18) {
-              break;
-            }
-
-            message.servingData = reader.string();
-            continue;
-          }
-        }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
-      }
-      return message;
-    } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
-    }
-  },
-
-  create(base?: DeepPartial<RequestInfo>): RequestInfo {
-    return RequestInfo.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<RequestInfo>): RequestInfo {
-    const message = createBaseRequestInfo();
-    message.requestId = object.requestId ?? "";
-    message.servingData = object.servingData ?? "";
-    return message;
-  },
-};
-
-function createBaseResourceInfo(): ResourceInfo {
-  return { resourceType: "", resourceName: "", owner: "", description: "" };
-}
-
-export const ResourceInfo: MessageFns<ResourceInfo> = {
-  encode(message: ResourceInfo, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.resourceType !== "") {
-      writer.uint32(10).string(message.resourceType);
-    }
-    if (message.resourceName !== "") {
-      writer.uint32(18).string(message.resourceName);
-    }
-    if (message.owner !== "") {
-      writer.uint32(26).string(message.owner);
-    }
-    if (message.description !== "") {
-      writer.uint32(34).string(message.description);
-    }
-    return writer;
-  },
-
-  decode(input: BinaryReader | Uint8Array, length?: number): ResourceInfo {
-    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
-      throw new globalThis.Error("protobuf decode recursion limit exceeded");
-    }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
-    try {
-      const end = length === undefined ? reader.len : reader.pos + length;
-      const message = createBaseResourceInfo();
-      while (reader.pos < end) {
-        const tag = reader.uint32();
-        switch (tag >>> 3) {
-          case 1: {
-            if (tag !== 10) {
-              break;
-            }
-
-            message.resourceType = reader.string();
-            continue;
-          }
-          case 2: {
-            if (tag !== 18) {
-              break;
-            }
-
-            message.resourceName = reader.string();
-            continue;
-          }
-          case 3: {
-            if (tag !== 26) {
-              break;
-            }
-
-            message.owner = reader.string();
-            continue;
-          }
-          case 4: {
-            if (tag !== 34) {
-              break;
-            }
-
-            message.description = reader.string();
-            continue;
-          }
-        }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
-      }
-      return message;
-    } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
-    }
-  },
-
-  create(base?: DeepPartial<ResourceInfo>): ResourceInfo {
-    return ResourceInfo.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<ResourceInfo>): ResourceInfo {
-    const message = createBaseResourceInfo();
-    message.resourceType = object.resourceType ?? "";
-    message.resourceName = object.resourceName ?? "";
-    message.owner = object.owner ?? "";
-    message.description = object.description ?? "";
-    return message;
-  },
-};
-
-function createBaseHelp(): Help {
-  return { links: [] };
-}
-
-export const Help: MessageFns<Help> = {
-  encode(message: Help, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    for (const v of message.links) {
-      Help_Link.encode(v!, writer.uint32(10).fork()).join();
-    }
-    return writer;
-  },
-
-  decode(input: BinaryReader | Uint8Array, length?: number): Help {
-    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
-      throw new globalThis.Error("protobuf decode recursion limit exceeded");
-    }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
-    try {
-      const end = length === undefined ? reader.len : reader.pos + length;
-      const message = createBaseHelp();
-      while (reader.pos < end) {
-        const tag = reader.uint32();
-        switch (tag >>> 3) {
-          case 1: {
-            if (tag !== 10) {
-              break;
-            }
-
-            message.links.push(Help_Link.decode(reader, reader.uint32()));
-            continue;
-          }
-        }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
-      }
-      return message;
-    } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
-    }
-  },
-
-  create(base?: DeepPartial<Help>): Help {
-    return Help.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<Help>): Help {
-    const message = createBaseHelp();
-    message.links = object.links?.map((e) => Help_Link.fromPartial(e)) || [];
-    return message;
-  },
-};
-
-function createBaseHelp_Link(): Help_Link {
-  return { description: "", url: "" };
-}
-
-export const Help_Link: MessageFns<Help_Link> = {
-  encode(message: Help_Link, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.description !== "") {
-      writer.uint32(10).string(message.description);
-    }
-    if (message.url !== "") {
-      writer.uint32(18).string(message.url);
-    }
-    return writer;
-  },
-
-  decode(input: BinaryReader | Uint8Array, length?: number): Help_Link {
-    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
-      throw new globalThis.Error("protobuf decode recursion limit exceeded");
-    }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
-    try {
-      const end = length === undefined ? reader.len : reader.pos + length;
-      const message = createBaseHelp_Link();
-      while (reader.pos < end) {
-        const tag = reader.uint32();
-        switch (tag >>> 3) {
-          case 1: {
-            if (tag !== 10) {
-              break;
-            }
-
-            message.description = reader.string();
-            continue;
-          }
-          case 2: {
-            if (tag !== 18) {
-              break;
-            }
-
-            message.url = reader.string();
-            continue;
-          }
-        }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
-      }
-      return message;
-    } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
-    }
-  },
-
-  create(base?: DeepPartial<Help_Link>): Help_Link {
-    return Help_Link.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<Help_Link>): Help_Link {
-    const message = createBaseHelp_Link();
-    message.description = object.description ?? "";
-    message.url = object.url ?? "";
-    return message;
-  },
 };
 
 function createBaseLocalizedMessage(): LocalizedMessage {
@@ -1589,26 +891,7 @@ export const LocalizedMessage: MessageFns<LocalizedMessage> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<LocalizedMessage>): LocalizedMessage {
-    return LocalizedMessage.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<LocalizedMessage>): LocalizedMessage {
-    const message = createBaseLocalizedMessage();
-    message.locale = object.locale ?? "";
-    message.message = object.message ?? "";
-    return message;
-  },
 };
-
-type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
-
-export type DeepPartial<T> = T extends Builtin ? T
-  : T extends globalThis.Array<infer U> ? globalThis.Array<DeepPartial<U>>
-  : T extends ReadonlyArray<infer U> ? ReadonlyArray<DeepPartial<U>>
-  : T extends { $case: string; value: unknown } ? { $case: T["$case"]; value?: DeepPartial<T["value"]> }
-  : T extends {} ? { [K in keyof T]?: DeepPartial<T[K]> }
-  : Partial<T>;
 
 function longToNumber(int64: { toString(): string }): number {
   const num = globalThis.Number(int64.toString());
@@ -1624,6 +907,4 @@ function longToNumber(int64: { toString(): string }): number {
 export interface MessageFns<T> {
   encode(message: T, writer?: BinaryWriter): BinaryWriter;
   decode(input: BinaryReader | Uint8Array, length?: number): T;
-  create(base?: DeepPartial<T>): T;
-  fromPartial(object: DeepPartial<T>): T;
 }

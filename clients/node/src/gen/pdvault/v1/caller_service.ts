@@ -140,16 +140,6 @@ export const AddCallerKeyRequest: MessageFns<AddCallerKeyRequest> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<AddCallerKeyRequest>): AddCallerKeyRequest {
-    return AddCallerKeyRequest.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<AddCallerKeyRequest>): AddCallerKeyRequest {
-    const message = createBaseAddCallerKeyRequest();
-    message.caller = object.caller ?? "";
-    message.rotation = object.rotation ?? false;
-    return message;
-  },
 };
 
 function createBaseAddCallerKeyResponse(): AddCallerKeyResponse {
@@ -218,17 +208,6 @@ export const AddCallerKeyResponse: MessageFns<AddCallerKeyResponse> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<AddCallerKeyResponse>): AddCallerKeyResponse {
-    return AddCallerKeyResponse.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<AddCallerKeyResponse>): AddCallerKeyResponse {
-    const message = createBaseAddCallerKeyResponse();
-    message.caller = object.caller ?? "";
-    message.keyId = object.keyId ?? "";
-    message.apiKey = object.apiKey ?? "";
-    return message;
-  },
 };
 
 function createBaseListCallerKeysRequest(): ListCallerKeysRequest {
@@ -263,14 +242,6 @@ export const ListCallerKeysRequest: MessageFns<ListCallerKeysRequest> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
-  },
-
-  create(base?: DeepPartial<ListCallerKeysRequest>): ListCallerKeysRequest {
-    return ListCallerKeysRequest.fromPartial(base ?? {});
-  },
-  fromPartial(_: DeepPartial<ListCallerKeysRequest>): ListCallerKeysRequest {
-    const message = createBaseListCallerKeysRequest();
-    return message;
   },
 };
 
@@ -362,19 +333,6 @@ export const CallerKey: MessageFns<CallerKey> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<CallerKey>): CallerKey {
-    return CallerKey.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<CallerKey>): CallerKey {
-    const message = createBaseCallerKey();
-    message.caller = object.caller ?? "";
-    message.keyId = object.keyId ?? "";
-    message.createdAt = object.createdAt ?? undefined;
-    message.lastUsedAt = object.lastUsedAt ?? undefined;
-    message.revokedAt = object.revokedAt ?? undefined;
-    return message;
-  },
 };
 
 function createBaseListCallerKeysResponse(): ListCallerKeysResponse {
@@ -420,15 +378,6 @@ export const ListCallerKeysResponse: MessageFns<ListCallerKeysResponse> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
-  },
-
-  create(base?: DeepPartial<ListCallerKeysResponse>): ListCallerKeysResponse {
-    return ListCallerKeysResponse.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<ListCallerKeysResponse>): ListCallerKeysResponse {
-    const message = createBaseListCallerKeysResponse();
-    message.keys = object.keys?.map((e) => CallerKey.fromPartial(e)) || [];
-    return message;
   },
 };
 
@@ -487,16 +436,6 @@ export const RevokeCallerKeyRequest: MessageFns<RevokeCallerKeyRequest> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<RevokeCallerKeyRequest>): RevokeCallerKeyRequest {
-    return RevokeCallerKeyRequest.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<RevokeCallerKeyRequest>): RevokeCallerKeyRequest {
-    const message = createBaseRevokeCallerKeyRequest();
-    message.caller = object.caller ?? "";
-    message.keyId = object.keyId ?? "";
-    return message;
-  },
 };
 
 function createBaseRevokeCallerKeyResponse(): RevokeCallerKeyResponse {
@@ -531,14 +470,6 @@ export const RevokeCallerKeyResponse: MessageFns<RevokeCallerKeyResponse> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
-  },
-
-  create(base?: DeepPartial<RevokeCallerKeyResponse>): RevokeCallerKeyResponse {
-    return RevokeCallerKeyResponse.fromPartial(base ?? {});
-  },
-  fromPartial(_: DeepPartial<RevokeCallerKeyResponse>): RevokeCallerKeyResponse {
-    const message = createBaseRevokeCallerKeyResponse();
-    return message;
   },
 };
 
@@ -690,15 +621,6 @@ export const CallerServiceClient = makeGenericClientConstructor(
   serviceName: string;
 };
 
-type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
-
-export type DeepPartial<T> = T extends Builtin ? T
-  : T extends globalThis.Array<infer U> ? globalThis.Array<DeepPartial<U>>
-  : T extends ReadonlyArray<infer U> ? ReadonlyArray<DeepPartial<U>>
-  : T extends { $case: string; value: unknown } ? { $case: T["$case"]; value?: DeepPartial<T["value"]> }
-  : T extends {} ? { [K in keyof T]?: DeepPartial<T[K]> }
-  : Partial<T>;
-
 function toTimestamp(date: Date): Timestamp {
   const seconds = Math.trunc(date.getTime() / 1_000);
   const nanos = (date.getTime() % 1_000) * 1_000_000;
@@ -714,6 +636,4 @@ function fromTimestamp(t: Timestamp): Date {
 export interface MessageFns<T> {
   encode(message: T, writer?: BinaryWriter): BinaryWriter;
   decode(input: BinaryReader | Uint8Array, length?: number): T;
-  create(base?: DeepPartial<T>): T;
-  fromPartial(object: DeepPartial<T>): T;
 }

@@ -441,28 +441,6 @@ export const UploadDocumentRequest: MessageFns<UploadDocumentRequest> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<UploadDocumentRequest>): UploadDocumentRequest {
-    return UploadDocumentRequest.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<UploadDocumentRequest>): UploadDocumentRequest {
-    const message = createBaseUploadDocumentRequest();
-    switch (object.part?.$case) {
-      case "header": {
-        if (object.part?.value !== undefined && object.part?.value !== null) {
-          message.part = { $case: "header", value: UploadHeader.fromPartial(object.part.value) };
-        }
-        break;
-      }
-      case "chunk": {
-        if (object.part?.value !== undefined && object.part?.value !== null) {
-          message.part = { $case: "chunk", value: object.part.value };
-        }
-        break;
-      }
-    }
-    return message;
-  },
 };
 
 function createBaseUploadHeader(): UploadHeader {
@@ -564,20 +542,6 @@ export const UploadHeader: MessageFns<UploadHeader> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<UploadHeader>): UploadHeader {
-    return UploadHeader.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<UploadHeader>): UploadHeader {
-    const message = createBaseUploadHeader();
-    message.subject = object.subject ?? "";
-    message.documentType = object.documentType ?? 0;
-    message.mediaType = object.mediaType ?? "";
-    message.size = object.size ?? 0;
-    message.sha256 = object.sha256 ?? Buffer.alloc(0);
-    message.insurerNumberMasked = object.insurerNumberMasked ?? false;
-    return message;
-  },
 };
 
 function createBaseUploadDocumentResponse(): UploadDocumentResponse {
@@ -623,17 +587,6 @@ export const UploadDocumentResponse: MessageFns<UploadDocumentResponse> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
-  },
-
-  create(base?: DeepPartial<UploadDocumentResponse>): UploadDocumentResponse {
-    return UploadDocumentResponse.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<UploadDocumentResponse>): UploadDocumentResponse {
-    const message = createBaseUploadDocumentResponse();
-    message.document = (object.document !== undefined && object.document !== null)
-      ? Document.fromPartial(object.document)
-      : undefined;
-    return message;
   },
 };
 
@@ -863,32 +816,6 @@ export const Document: MessageFns<Document> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<Document>): Document {
-    return Document.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<Document>): Document {
-    const message = createBaseDocument();
-    message.documentId = object.documentId ?? "";
-    message.subject = object.subject ?? "";
-    message.subjectDigest = object.subjectDigest ?? "";
-    message.documentType = object.documentType ?? 0;
-    message.mediaType = object.mediaType ?? "";
-    message.createdAt = object.createdAt ?? undefined;
-    message.uploadedBy = object.uploadedBy ?? "";
-    message.scanState = object.scanState ?? 0;
-    message.scanEngine = object.scanEngine ?? "";
-    message.variants = object.variants?.map((e) => VariantInfo.fromPartial(e)) || [];
-    message.retention = (object.retention !== undefined && object.retention !== null)
-      ? Retention.fromPartial(object.retention)
-      : undefined;
-    message.holds = object.holds?.map((e) => LegalHold.fromPartial(e)) || [];
-    message.verifiedAt = object.verifiedAt ?? undefined;
-    message.retained = object.retained ?? false;
-    message.pages = object.pages ?? 0;
-    message.insurerNumberMasked = object.insurerNumberMasked ?? false;
-    return message;
-  },
 };
 
 function createBaseVariantInfo(): VariantInfo {
@@ -956,17 +883,6 @@ export const VariantInfo: MessageFns<VariantInfo> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
-  },
-
-  create(base?: DeepPartial<VariantInfo>): VariantInfo {
-    return VariantInfo.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<VariantInfo>): VariantInfo {
-    const message = createBaseVariantInfo();
-    message.variant = object.variant ?? 0;
-    message.mediaType = object.mediaType ?? "";
-    message.size = object.size ?? 0;
-    return message;
   },
 };
 
@@ -1080,21 +996,6 @@ export const Retention: MessageFns<Retention> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<Retention>): Retention {
-    return Retention.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<Retention>): Retention {
-    const message = createBaseRetention();
-    message.rule = object.rule ?? "";
-    message.trigger = object.trigger ?? "";
-    message.keep = object.keep ?? "";
-    message.then = object.then ?? "";
-    message.legal = object.legal ?? false;
-    message.dueAt = object.dueAt ?? undefined;
-    message.source = object.source ?? "";
-    return message;
-  },
 };
 
 function createBaseLegalHold(): LegalHold {
@@ -1173,18 +1074,6 @@ export const LegalHold: MessageFns<LegalHold> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
-  },
-
-  create(base?: DeepPartial<LegalHold>): LegalHold {
-    return LegalHold.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<LegalHold>): LegalHold {
-    const message = createBaseLegalHold();
-    message.holdId = object.holdId ?? "";
-    message.reason = object.reason ?? "";
-    message.placedBy = object.placedBy ?? "";
-    message.placedAt = object.placedAt ?? undefined;
-    return message;
   },
 };
 
@@ -1287,20 +1176,6 @@ export const GetDocumentRequest: MessageFns<GetDocumentRequest> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<GetDocumentRequest>): GetDocumentRequest {
-    return GetDocumentRequest.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<GetDocumentRequest>): GetDocumentRequest {
-    const message = createBaseGetDocumentRequest();
-    message.documentId = object.documentId ?? "";
-    message.purpose = object.purpose ?? "";
-    message.variant = object.variant ?? 0;
-    message.legalBasis = object.legalBasis ?? 0;
-    message.justification = object.justification ?? "";
-    message.disclosure = object.disclosure ?? false;
-    return message;
-  },
 };
 
 function createBaseGetDocumentResponse(): GetDocumentResponse {
@@ -1360,28 +1235,6 @@ export const GetDocumentResponse: MessageFns<GetDocumentResponse> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<GetDocumentResponse>): GetDocumentResponse {
-    return GetDocumentResponse.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<GetDocumentResponse>): GetDocumentResponse {
-    const message = createBaseGetDocumentResponse();
-    switch (object.part?.$case) {
-      case "metadata": {
-        if (object.part?.value !== undefined && object.part?.value !== null) {
-          message.part = { $case: "metadata", value: Document.fromPartial(object.part.value) };
-        }
-        break;
-      }
-      case "chunk": {
-        if (object.part?.value !== undefined && object.part?.value !== null) {
-          message.part = { $case: "chunk", value: object.part.value };
-        }
-        break;
-      }
-    }
-    return message;
-  },
 };
 
 function createBaseGetDocumentMetadataRequest(): GetDocumentMetadataRequest {
@@ -1428,15 +1281,6 @@ export const GetDocumentMetadataRequest: MessageFns<GetDocumentMetadataRequest> 
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<GetDocumentMetadataRequest>): GetDocumentMetadataRequest {
-    return GetDocumentMetadataRequest.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<GetDocumentMetadataRequest>): GetDocumentMetadataRequest {
-    const message = createBaseGetDocumentMetadataRequest();
-    message.documentId = object.documentId ?? "";
-    return message;
-  },
 };
 
 function createBaseGetDocumentMetadataResponse(): GetDocumentMetadataResponse {
@@ -1482,17 +1326,6 @@ export const GetDocumentMetadataResponse: MessageFns<GetDocumentMetadataResponse
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
-  },
-
-  create(base?: DeepPartial<GetDocumentMetadataResponse>): GetDocumentMetadataResponse {
-    return GetDocumentMetadataResponse.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<GetDocumentMetadataResponse>): GetDocumentMetadataResponse {
-    const message = createBaseGetDocumentMetadataResponse();
-    message.document = (object.document !== undefined && object.document !== null)
-      ? Document.fromPartial(object.document)
-      : undefined;
-    return message;
   },
 };
 
@@ -1562,17 +1395,6 @@ export const ListDocumentsRequest: MessageFns<ListDocumentsRequest> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<ListDocumentsRequest>): ListDocumentsRequest {
-    return ListDocumentsRequest.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<ListDocumentsRequest>): ListDocumentsRequest {
-    const message = createBaseListDocumentsRequest();
-    message.subject = object.subject ?? "";
-    message.pageSize = object.pageSize ?? 0;
-    message.pageToken = object.pageToken ?? "";
-    return message;
-  },
 };
 
 function createBaseListDocumentsResponse(): ListDocumentsResponse {
@@ -1630,16 +1452,6 @@ export const ListDocumentsResponse: MessageFns<ListDocumentsResponse> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<ListDocumentsResponse>): ListDocumentsResponse {
-    return ListDocumentsResponse.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<ListDocumentsResponse>): ListDocumentsResponse {
-    const message = createBaseListDocumentsResponse();
-    message.documents = object.documents?.map((e) => Document.fromPartial(e)) || [];
-    message.nextPageToken = object.nextPageToken ?? "";
-    return message;
-  },
 };
 
 function createBaseDeleteDocumentRequest(): DeleteDocumentRequest {
@@ -1685,15 +1497,6 @@ export const DeleteDocumentRequest: MessageFns<DeleteDocumentRequest> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
-  },
-
-  create(base?: DeepPartial<DeleteDocumentRequest>): DeleteDocumentRequest {
-    return DeleteDocumentRequest.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<DeleteDocumentRequest>): DeleteDocumentRequest {
-    const message = createBaseDeleteDocumentRequest();
-    message.documentId = object.documentId ?? "";
-    return message;
   },
 };
 
@@ -1752,16 +1555,6 @@ export const DeleteDocumentResponse: MessageFns<DeleteDocumentResponse> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<DeleteDocumentResponse>): DeleteDocumentResponse {
-    return DeleteDocumentResponse.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<DeleteDocumentResponse>): DeleteDocumentResponse {
-    const message = createBaseDeleteDocumentResponse();
-    message.documentId = object.documentId ?? "";
-    message.destroyedAt = object.destroyedAt ?? undefined;
-    return message;
-  },
 };
 
 function createBaseHoldDocumentRequest(): HoldDocumentRequest {
@@ -1819,16 +1612,6 @@ export const HoldDocumentRequest: MessageFns<HoldDocumentRequest> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<HoldDocumentRequest>): HoldDocumentRequest {
-    return HoldDocumentRequest.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<HoldDocumentRequest>): HoldDocumentRequest {
-    const message = createBaseHoldDocumentRequest();
-    message.documentId = object.documentId ?? "";
-    message.reason = object.reason ?? "";
-    return message;
-  },
 };
 
 function createBaseHoldDocumentResponse(): HoldDocumentResponse {
@@ -1874,15 +1657,6 @@ export const HoldDocumentResponse: MessageFns<HoldDocumentResponse> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
-  },
-
-  create(base?: DeepPartial<HoldDocumentResponse>): HoldDocumentResponse {
-    return HoldDocumentResponse.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<HoldDocumentResponse>): HoldDocumentResponse {
-    const message = createBaseHoldDocumentResponse();
-    message.hold = (object.hold !== undefined && object.hold !== null) ? LegalHold.fromPartial(object.hold) : undefined;
-    return message;
   },
 };
 
@@ -1941,16 +1715,6 @@ export const ReleaseDocumentRequest: MessageFns<ReleaseDocumentRequest> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<ReleaseDocumentRequest>): ReleaseDocumentRequest {
-    return ReleaseDocumentRequest.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<ReleaseDocumentRequest>): ReleaseDocumentRequest {
-    const message = createBaseReleaseDocumentRequest();
-    message.documentId = object.documentId ?? "";
-    message.holdId = object.holdId ?? "";
-    return message;
-  },
 };
 
 function createBaseReleaseDocumentResponse(): ReleaseDocumentResponse {
@@ -1996,15 +1760,6 @@ export const ReleaseDocumentResponse: MessageFns<ReleaseDocumentResponse> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
-  },
-
-  create(base?: DeepPartial<ReleaseDocumentResponse>): ReleaseDocumentResponse {
-    return ReleaseDocumentResponse.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<ReleaseDocumentResponse>): ReleaseDocumentResponse {
-    const message = createBaseReleaseDocumentResponse();
-    message.released = object.released ?? 0;
-    return message;
   },
 };
 
@@ -2052,15 +1807,6 @@ export const MarkDocumentVerifiedRequest: MessageFns<MarkDocumentVerifiedRequest
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<MarkDocumentVerifiedRequest>): MarkDocumentVerifiedRequest {
-    return MarkDocumentVerifiedRequest.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<MarkDocumentVerifiedRequest>): MarkDocumentVerifiedRequest {
-    const message = createBaseMarkDocumentVerifiedRequest();
-    message.documentId = object.documentId ?? "";
-    return message;
-  },
 };
 
 function createBaseMarkDocumentVerifiedResponse(): MarkDocumentVerifiedResponse {
@@ -2107,17 +1853,6 @@ export const MarkDocumentVerifiedResponse: MessageFns<MarkDocumentVerifiedRespon
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<MarkDocumentVerifiedResponse>): MarkDocumentVerifiedResponse {
-    return MarkDocumentVerifiedResponse.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<MarkDocumentVerifiedResponse>): MarkDocumentVerifiedResponse {
-    const message = createBaseMarkDocumentVerifiedResponse();
-    message.document = (object.document !== undefined && object.document !== null)
-      ? Document.fromPartial(object.document)
-      : undefined;
-    return message;
-  },
 };
 
 function createBaseSweepRetentionRequest(): SweepRetentionRequest {
@@ -2152,14 +1887,6 @@ export const SweepRetentionRequest: MessageFns<SweepRetentionRequest> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
-  },
-
-  create(base?: DeepPartial<SweepRetentionRequest>): SweepRetentionRequest {
-    return SweepRetentionRequest.fromPartial(base ?? {});
-  },
-  fromPartial(_: DeepPartial<SweepRetentionRequest>): SweepRetentionRequest {
-    const message = createBaseSweepRetentionRequest();
-    return message;
   },
 };
 
@@ -2292,22 +2019,6 @@ export const SweepRetentionResponse: MessageFns<SweepRetentionResponse> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
-  },
-
-  create(base?: DeepPartial<SweepRetentionResponse>): SweepRetentionResponse {
-    return SweepRetentionResponse.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<SweepRetentionResponse>): SweepRetentionResponse {
-    const message = createBaseSweepRetentionResponse();
-    message.sweepId = object.sweepId ?? "";
-    message.documentsDestroyed = object.documentsDestroyed ?? 0;
-    message.originalsDestroyed = object.originalsDestroyed ?? 0;
-    message.documentsHeld = object.documentsHeld ?? 0;
-    message.valuesErased = object.valuesErased ?? 0;
-    message.blobsDeleted = object.blobsDeleted ?? 0;
-    message.retentionKeysDestroyed = object.retentionKeysDestroyed ?? 0;
-    message.documentsRedestroyed = object.documentsRedestroyed ?? 0;
-    return message;
   },
 };
 
@@ -2741,15 +2452,6 @@ export const DocumentServiceClient = makeGenericClientConstructor(
   serviceName: string;
 };
 
-type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
-
-export type DeepPartial<T> = T extends Builtin ? T
-  : T extends globalThis.Array<infer U> ? globalThis.Array<DeepPartial<U>>
-  : T extends ReadonlyArray<infer U> ? ReadonlyArray<DeepPartial<U>>
-  : T extends { $case: string; value: unknown } ? { $case: T["$case"]; value?: DeepPartial<T["value"]> }
-  : T extends {} ? { [K in keyof T]?: DeepPartial<T[K]> }
-  : Partial<T>;
-
 function toTimestamp(date: Date): Timestamp {
   const seconds = Math.trunc(date.getTime() / 1_000);
   const nanos = (date.getTime() % 1_000) * 1_000_000;
@@ -2776,6 +2478,4 @@ function longToNumber(int64: { toString(): string }): number {
 export interface MessageFns<T> {
   encode(message: T, writer?: BinaryWriter): BinaryWriter;
   decode(input: BinaryReader | Uint8Array, length?: number): T;
-  create(base?: DeepPartial<T>): T;
-  fromPartial(object: DeepPartial<T>): T;
 }

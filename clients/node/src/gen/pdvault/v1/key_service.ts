@@ -204,14 +204,6 @@ export const GetKeyStatusRequest: MessageFns<GetKeyStatusRequest> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<GetKeyStatusRequest>): GetKeyStatusRequest {
-    return GetKeyStatusRequest.fromPartial(base ?? {});
-  },
-  fromPartial(_: DeepPartial<GetKeyStatusRequest>): GetKeyStatusRequest {
-    const message = createBaseGetKeyStatusRequest();
-    return message;
-  },
 };
 
 function createBaseGetKeyStatusResponse(): GetKeyStatusResponse {
@@ -258,17 +250,6 @@ export const GetKeyStatusResponse: MessageFns<GetKeyStatusResponse> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<GetKeyStatusResponse>): GetKeyStatusResponse {
-    return GetKeyStatusResponse.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<GetKeyStatusResponse>): GetKeyStatusResponse {
-    const message = createBaseGetKeyStatusResponse();
-    message.status = (object.status !== undefined && object.status !== null)
-      ? KeyStatus.fromPartial(object.status)
-      : undefined;
-    return message;
-  },
 };
 
 function createBaseRotateKeyRequest(): RotateKeyRequest {
@@ -303,14 +284,6 @@ export const RotateKeyRequest: MessageFns<RotateKeyRequest> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
-  },
-
-  create(base?: DeepPartial<RotateKeyRequest>): RotateKeyRequest {
-    return RotateKeyRequest.fromPartial(base ?? {});
-  },
-  fromPartial(_: DeepPartial<RotateKeyRequest>): RotateKeyRequest {
-    const message = createBaseRotateKeyRequest();
-    return message;
   },
 };
 
@@ -357,17 +330,6 @@ export const RotateKeyResponse: MessageFns<RotateKeyResponse> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
-  },
-
-  create(base?: DeepPartial<RotateKeyResponse>): RotateKeyResponse {
-    return RotateKeyResponse.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<RotateKeyResponse>): RotateKeyResponse {
-    const message = createBaseRotateKeyResponse();
-    message.status = (object.status !== undefined && object.status !== null)
-      ? KeyStatus.fromPartial(object.status)
-      : undefined;
-    return message;
   },
 };
 
@@ -425,16 +387,6 @@ export const RewrapDataKeysRequest: MessageFns<RewrapDataKeysRequest> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
-  },
-
-  create(base?: DeepPartial<RewrapDataKeysRequest>): RewrapDataKeysRequest {
-    return RewrapDataKeysRequest.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<RewrapDataKeysRequest>): RewrapDataKeysRequest {
-    const message = createBaseRewrapDataKeysRequest();
-    message.batchSize = object.batchSize ?? 0;
-    message.pageToken = object.pageToken ?? "";
-    return message;
   },
 };
 
@@ -526,19 +478,6 @@ export const RewrapDataKeysResponse: MessageFns<RewrapDataKeysResponse> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<RewrapDataKeysResponse>): RewrapDataKeysResponse {
-    return RewrapDataKeysResponse.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<RewrapDataKeysResponse>): RewrapDataKeysResponse {
-    const message = createBaseRewrapDataKeysResponse();
-    message.rewrapped = object.rewrapped ?? 0;
-    message.failed = object.failed ?? 0;
-    message.remaining = object.remaining ?? 0;
-    message.targetVersion = object.targetVersion ?? 0;
-    message.nextPageToken = object.nextPageToken ?? "";
-    return message;
-  },
 };
 
 function createBaseTrimKeyVersionsRequest(): TrimKeyVersionsRequest {
@@ -584,15 +523,6 @@ export const TrimKeyVersionsRequest: MessageFns<TrimKeyVersionsRequest> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
-  },
-
-  create(base?: DeepPartial<TrimKeyVersionsRequest>): TrimKeyVersionsRequest {
-    return TrimKeyVersionsRequest.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<TrimKeyVersionsRequest>): TrimKeyVersionsRequest {
-    const message = createBaseTrimKeyVersionsRequest();
-    message.minVersion = object.minVersion ?? 0;
-    return message;
   },
 };
 
@@ -671,19 +601,6 @@ export const TrimKeyVersionsResponse: MessageFns<TrimKeyVersionsResponse> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
-  },
-
-  create(base?: DeepPartial<TrimKeyVersionsResponse>): TrimKeyVersionsResponse {
-    return TrimKeyVersionsResponse.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<TrimKeyVersionsResponse>): TrimKeyVersionsResponse {
-    const message = createBaseTrimKeyVersionsResponse();
-    message.status = (object.status !== undefined && object.status !== null)
-      ? KeyStatus.fromPartial(object.status)
-      : undefined;
-    message.destroyedVersions = object.destroyedVersions?.map((e) => e) || [];
-    message.stillInUse = object.stillInUse?.map((e) => KeyVersionUsage.fromPartial(e)) || [];
-    return message;
   },
 };
 
@@ -817,24 +734,6 @@ export const KeyStatus: MessageFns<KeyStatus> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<KeyStatus>): KeyStatus {
-    return KeyStatus.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<KeyStatus>): KeyStatus {
-    const message = createBaseKeyStatus();
-    message.provider = object.provider ?? "";
-    message.keyName = object.keyName ?? "";
-    message.latestVersion = object.latestVersion ?? 0;
-    message.minDecryptionVersion = object.minDecryptionVersion ?? 0;
-    message.minAvailableVersion = object.minAvailableVersion ?? 0;
-    message.versions = object.versions?.map((e) => KeyVersionUsage.fromPartial(e)) || [];
-    message.otherProviderDataKeys = object.otherProviderDataKeys ?? 0;
-    message.cache = (object.cache !== undefined && object.cache !== null)
-      ? KeyCacheStats.fromPartial(object.cache)
-      : undefined;
-    return message;
-  },
 };
 
 function createBaseKeyVersionUsage(): KeyVersionUsage {
@@ -902,17 +801,6 @@ export const KeyVersionUsage: MessageFns<KeyVersionUsage> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
-  },
-
-  create(base?: DeepPartial<KeyVersionUsage>): KeyVersionUsage {
-    return KeyVersionUsage.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<KeyVersionUsage>): KeyVersionUsage {
-    const message = createBaseKeyVersionUsage();
-    message.version = object.version ?? 0;
-    message.dataKeys = object.dataKeys ?? 0;
-    message.state = object.state ?? 0;
-    return message;
   },
 };
 
@@ -1069,24 +957,6 @@ export const KeyCacheStats: MessageFns<KeyCacheStats> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
-  },
-
-  create(base?: DeepPartial<KeyCacheStats>): KeyCacheStats {
-    return KeyCacheStats.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<KeyCacheStats>): KeyCacheStats {
-    const message = createBaseKeyCacheStats();
-    message.entries = object.entries ?? 0;
-    message.hits = object.hits ?? 0;
-    message.misses = object.misses ?? 0;
-    message.evictions = object.evictions ?? 0;
-    message.hitRate = object.hitRate ?? 0;
-    message.maxEntries = object.maxEntries ?? 0;
-    message.maxAgeSeconds = object.maxAgeSeconds ?? 0;
-    message.maxUses = object.maxUses ?? 0;
-    message.processId = object.processId ?? 0;
-    message.host = object.host ?? "";
-    return message;
   },
 };
 
@@ -1289,15 +1159,6 @@ export const KeyServiceClient = makeGenericClientConstructor(KeyServiceService, 
   serviceName: string;
 };
 
-type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
-
-export type DeepPartial<T> = T extends Builtin ? T
-  : T extends globalThis.Array<infer U> ? globalThis.Array<DeepPartial<U>>
-  : T extends ReadonlyArray<infer U> ? ReadonlyArray<DeepPartial<U>>
-  : T extends { $case: string; value: unknown } ? { $case: T["$case"]; value?: DeepPartial<T["value"]> }
-  : T extends {} ? { [K in keyof T]?: DeepPartial<T[K]> }
-  : Partial<T>;
-
 function longToNumber(int64: { toString(): string }): number {
   const num = globalThis.Number(int64.toString());
   if (num > globalThis.Number.MAX_SAFE_INTEGER) {
@@ -1312,6 +1173,4 @@ function longToNumber(int64: { toString(): string }): number {
 export interface MessageFns<T> {
   encode(message: T, writer?: BinaryWriter): BinaryWriter;
   decode(input: BinaryReader | Uint8Array, length?: number): T;
-  create(base?: DeepPartial<T>): T;
-  fromPartial(object: DeepPartial<T>): T;
 }

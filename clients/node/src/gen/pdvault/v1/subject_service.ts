@@ -335,18 +335,6 @@ export const Subject: MessageFns<Subject> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<Subject>): Subject {
-    return Subject.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<Subject>): Subject {
-    const message = createBaseSubject();
-    message.subject = object.subject ?? "";
-    message.state = object.state ?? 0;
-    message.stateChangedAt = object.stateChangedAt ?? undefined;
-    message.consents = object.consents?.map((e) => Consent.fromPartial(e)) || [];
-    return message;
-  },
 };
 
 function createBaseConsent(): Consent {
@@ -404,16 +392,6 @@ export const Consent: MessageFns<Consent> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<Consent>): Consent {
-    return Consent.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<Consent>): Consent {
-    const message = createBaseConsent();
-    message.purpose = object.purpose ?? "";
-    message.granted = object.granted ?? false;
-    return message;
-  },
 };
 
 function createBaseGetSubjectRequest(): GetSubjectRequest {
@@ -459,15 +437,6 @@ export const GetSubjectRequest: MessageFns<GetSubjectRequest> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
-  },
-
-  create(base?: DeepPartial<GetSubjectRequest>): GetSubjectRequest {
-    return GetSubjectRequest.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<GetSubjectRequest>): GetSubjectRequest {
-    const message = createBaseGetSubjectRequest();
-    message.subject = object.subject ?? "";
-    return message;
   },
 };
 
@@ -515,17 +484,6 @@ export const GetSubjectResponse: MessageFns<GetSubjectResponse> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<GetSubjectResponse>): GetSubjectResponse {
-    return GetSubjectResponse.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<GetSubjectResponse>): GetSubjectResponse {
-    const message = createBaseGetSubjectResponse();
-    message.subject = (object.subject !== undefined && object.subject !== null)
-      ? Subject.fromPartial(object.subject)
-      : undefined;
-    return message;
-  },
 };
 
 function createBaseStopSubjectRequest(): StopSubjectRequest {
@@ -571,15 +529,6 @@ export const StopSubjectRequest: MessageFns<StopSubjectRequest> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
-  },
-
-  create(base?: DeepPartial<StopSubjectRequest>): StopSubjectRequest {
-    return StopSubjectRequest.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<StopSubjectRequest>): StopSubjectRequest {
-    const message = createBaseStopSubjectRequest();
-    message.subject = object.subject ?? "";
-    return message;
   },
 };
 
@@ -627,17 +576,6 @@ export const StopSubjectResponse: MessageFns<StopSubjectResponse> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<StopSubjectResponse>): StopSubjectResponse {
-    return StopSubjectResponse.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<StopSubjectResponse>): StopSubjectResponse {
-    const message = createBaseStopSubjectResponse();
-    message.subject = (object.subject !== undefined && object.subject !== null)
-      ? Subject.fromPartial(object.subject)
-      : undefined;
-    return message;
-  },
 };
 
 function createBaseResumeSubjectRequest(): ResumeSubjectRequest {
@@ -683,15 +621,6 @@ export const ResumeSubjectRequest: MessageFns<ResumeSubjectRequest> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
-  },
-
-  create(base?: DeepPartial<ResumeSubjectRequest>): ResumeSubjectRequest {
-    return ResumeSubjectRequest.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<ResumeSubjectRequest>): ResumeSubjectRequest {
-    const message = createBaseResumeSubjectRequest();
-    message.subject = object.subject ?? "";
-    return message;
   },
 };
 
@@ -739,17 +668,6 @@ export const ResumeSubjectResponse: MessageFns<ResumeSubjectResponse> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<ResumeSubjectResponse>): ResumeSubjectResponse {
-    return ResumeSubjectResponse.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<ResumeSubjectResponse>): ResumeSubjectResponse {
-    const message = createBaseResumeSubjectResponse();
-    message.subject = (object.subject !== undefined && object.subject !== null)
-      ? Subject.fromPartial(object.subject)
-      : undefined;
-    return message;
-  },
 };
 
 function createBaseShredSubjectRequest(): ShredSubjectRequest {
@@ -796,15 +714,6 @@ export const ShredSubjectRequest: MessageFns<ShredSubjectRequest> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<ShredSubjectRequest>): ShredSubjectRequest {
-    return ShredSubjectRequest.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<ShredSubjectRequest>): ShredSubjectRequest {
-    const message = createBaseShredSubjectRequest();
-    message.subject = object.subject ?? "";
-    return message;
-  },
 };
 
 function createBaseShredSubjectResponse(): ShredSubjectResponse {
@@ -850,17 +759,6 @@ export const ShredSubjectResponse: MessageFns<ShredSubjectResponse> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
-  },
-
-  create(base?: DeepPartial<ShredSubjectResponse>): ShredSubjectResponse {
-    return ShredSubjectResponse.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<ShredSubjectResponse>): ShredSubjectResponse {
-    const message = createBaseShredSubjectResponse();
-    message.receipt = (object.receipt !== undefined && object.receipt !== null)
-      ? ErasureReceipt.fromPartial(object.receipt)
-      : undefined;
-    return message;
   },
 };
 
@@ -1042,26 +940,6 @@ export const ErasureReceipt: MessageFns<ErasureReceipt> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<ErasureReceipt>): ErasureReceipt {
-    return ErasureReceipt.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<ErasureReceipt>): ErasureReceipt {
-    const message = createBaseErasureReceipt();
-    message.receiptId = object.receiptId ?? "";
-    message.subjectDigest = object.subjectDigest ?? "";
-    message.shreddedAt = object.shreddedAt ?? undefined;
-    message.shreddedBy = object.shreddedBy ?? "";
-    message.dataKeysDestroyed = object.dataKeysDestroyed ?? 0;
-    message.valuesDestroyed = object.valuesDestroyed ?? 0;
-    message.tokensRetired = object.tokensRetired ?? 0;
-    message.keyProvider = object.keyProvider ?? "";
-    message.method = object.method ?? "";
-    message.previousReceiptId = object.previousReceiptId ?? "";
-    message.documentsDestroyed = object.documentsDestroyed ?? 0;
-    message.retained = object.retained?.map((e) => RetainedDocument.fromPartial(e)) || [];
-    return message;
-  },
 };
 
 function createBaseRetainedDocument(): RetainedDocument {
@@ -1141,18 +1019,6 @@ export const RetainedDocument: MessageFns<RetainedDocument> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<RetainedDocument>): RetainedDocument {
-    return RetainedDocument.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<RetainedDocument>): RetainedDocument {
-    const message = createBaseRetainedDocument();
-    message.documentId = object.documentId ?? "";
-    message.documentType = object.documentType ?? "";
-    message.rule = object.rule ?? "";
-    message.until = object.until ?? undefined;
-    return message;
-  },
 };
 
 function createBaseExportSubjectRequest(): ExportSubjectRequest {
@@ -1198,15 +1064,6 @@ export const ExportSubjectRequest: MessageFns<ExportSubjectRequest> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
-  },
-
-  create(base?: DeepPartial<ExportSubjectRequest>): ExportSubjectRequest {
-    return ExportSubjectRequest.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<ExportSubjectRequest>): ExportSubjectRequest {
-    const message = createBaseExportSubjectRequest();
-    message.subject = object.subject ?? "";
-    return message;
   },
 };
 
@@ -1286,20 +1143,6 @@ export const ExportSubjectResponse: MessageFns<ExportSubjectResponse> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
-  },
-
-  create(base?: DeepPartial<ExportSubjectResponse>): ExportSubjectResponse {
-    return ExportSubjectResponse.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<ExportSubjectResponse>): ExportSubjectResponse {
-    const message = createBaseExportSubjectResponse();
-    message.subject = (object.subject !== undefined && object.subject !== null)
-      ? Subject.fromPartial(object.subject)
-      : undefined;
-    message.exportedAt = object.exportedAt ?? undefined;
-    message.values = object.values?.map((e) => ExportedValue.fromPartial(e)) || [];
-    message.accessHistory = object.accessHistory?.map((e) => AccessRecord.fromPartial(e)) || [];
-    return message;
   },
 };
 
@@ -1390,19 +1233,6 @@ export const ExportedValue: MessageFns<ExportedValue> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
-  },
-
-  create(base?: DeepPartial<ExportedValue>): ExportedValue {
-    return ExportedValue.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<ExportedValue>): ExportedValue {
-    const message = createBaseExportedValue();
-    message.token = object.token ?? "";
-    message.category = object.category ?? "";
-    message.value = (object.value !== undefined && object.value !== null) ? Value.fromPartial(object.value) : undefined;
-    message.createdAt = object.createdAt ?? undefined;
-    message.error = object.error ?? "";
-    return message;
   },
 };
 
@@ -1572,25 +1402,6 @@ export const AccessRecord: MessageFns<AccessRecord> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<AccessRecord>): AccessRecord {
-    return AccessRecord.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<AccessRecord>): AccessRecord {
-    const message = createBaseAccessRecord();
-    message.occurredAt = object.occurredAt ?? undefined;
-    message.caller = object.caller ?? "";
-    message.action = object.action ?? "";
-    message.outcome = object.outcome ?? "";
-    message.rule = object.rule ?? "";
-    message.token = object.token ?? "";
-    message.category = object.category ?? "";
-    message.purpose = object.purpose ?? "";
-    message.justification = object.justification ?? "";
-    message.legalBasis = object.legalBasis ?? "";
-    message.detail = object.detail ?? "";
-    return message;
-  },
 };
 
 function createBaseSetConsentRequest(): SetConsentRequest {
@@ -1659,17 +1470,6 @@ export const SetConsentRequest: MessageFns<SetConsentRequest> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<SetConsentRequest>): SetConsentRequest {
-    return SetConsentRequest.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<SetConsentRequest>): SetConsentRequest {
-    const message = createBaseSetConsentRequest();
-    message.subject = object.subject ?? "";
-    message.purpose = object.purpose ?? "";
-    message.granted = object.granted ?? false;
-    return message;
-  },
 };
 
 function createBaseSetConsentResponse(): SetConsentResponse {
@@ -1715,17 +1515,6 @@ export const SetConsentResponse: MessageFns<SetConsentResponse> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
-  },
-
-  create(base?: DeepPartial<SetConsentResponse>): SetConsentResponse {
-    return SetConsentResponse.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<SetConsentResponse>): SetConsentResponse {
-    const message = createBaseSetConsentResponse();
-    message.subject = (object.subject !== undefined && object.subject !== null)
-      ? Subject.fromPartial(object.subject)
-      : undefined;
-    return message;
   },
 };
 
@@ -1784,16 +1573,6 @@ export const CorrectValueRequest: MessageFns<CorrectValueRequest> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<CorrectValueRequest>): CorrectValueRequest {
-    return CorrectValueRequest.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<CorrectValueRequest>): CorrectValueRequest {
-    const message = createBaseCorrectValueRequest();
-    message.token = object.token ?? "";
-    message.value = (object.value !== undefined && object.value !== null) ? Value.fromPartial(object.value) : undefined;
-    return message;
-  },
 };
 
 function createBaseCorrectValueResponse(): CorrectValueResponse {
@@ -1850,16 +1629,6 @@ export const CorrectValueResponse: MessageFns<CorrectValueResponse> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
-  },
-
-  create(base?: DeepPartial<CorrectValueResponse>): CorrectValueResponse {
-    return CorrectValueResponse.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<CorrectValueResponse>): CorrectValueResponse {
-    const message = createBaseCorrectValueResponse();
-    message.token = object.token ?? "";
-    message.category = object.category ?? "";
-    return message;
   },
 };
 
@@ -2147,15 +1916,6 @@ export const SubjectServiceClient = makeGenericClientConstructor(
   serviceName: string;
 };
 
-type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
-
-export type DeepPartial<T> = T extends Builtin ? T
-  : T extends globalThis.Array<infer U> ? globalThis.Array<DeepPartial<U>>
-  : T extends ReadonlyArray<infer U> ? ReadonlyArray<DeepPartial<U>>
-  : T extends { $case: string; value: unknown } ? { $case: T["$case"]; value?: DeepPartial<T["value"]> }
-  : T extends {} ? { [K in keyof T]?: DeepPartial<T[K]> }
-  : Partial<T>;
-
 function toTimestamp(date: Date): Timestamp {
   const seconds = Math.trunc(date.getTime() / 1_000);
   const nanos = (date.getTime() % 1_000) * 1_000_000;
@@ -2182,6 +1942,4 @@ function longToNumber(int64: { toString(): string }): number {
 export interface MessageFns<T> {
   encode(message: T, writer?: BinaryWriter): BinaryWriter;
   decode(input: BinaryReader | Uint8Array, length?: number): T;
-  create(base?: DeepPartial<T>): T;
-  fromPartial(object: DeepPartial<T>): T;
 }

@@ -281,17 +281,6 @@ export const TokenizeRequest: MessageFns<TokenizeRequest> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<TokenizeRequest>): TokenizeRequest {
-    return TokenizeRequest.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<TokenizeRequest>): TokenizeRequest {
-    const message = createBaseTokenizeRequest();
-    message.subject = object.subject ?? "";
-    message.fields = object.fields?.map((e) => TokenizeField.fromPartial(e)) || [];
-    message.requestId = object.requestId ?? "";
-    return message;
-  },
 };
 
 function createBaseTokenizeField(): TokenizeField {
@@ -360,17 +349,6 @@ export const TokenizeField: MessageFns<TokenizeField> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<TokenizeField>): TokenizeField {
-    return TokenizeField.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<TokenizeField>): TokenizeField {
-    const message = createBaseTokenizeField();
-    message.category = object.category ?? "";
-    message.value = (object.value !== undefined && object.value !== null) ? Value.fromPartial(object.value) : undefined;
-    message.tokenFormat = object.tokenFormat ?? 0;
-    return message;
-  },
 };
 
 function createBaseTokenizeResponse(): TokenizeResponse {
@@ -416,15 +394,6 @@ export const TokenizeResponse: MessageFns<TokenizeResponse> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
-  },
-
-  create(base?: DeepPartial<TokenizeResponse>): TokenizeResponse {
-    return TokenizeResponse.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<TokenizeResponse>): TokenizeResponse {
-    const message = createBaseTokenizeResponse();
-    message.results = object.results?.map((e) => TokenizeResult.fromPartial(e)) || [];
-    return message;
   },
 };
 
@@ -482,16 +451,6 @@ export const TokenizeResult: MessageFns<TokenizeResult> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
-  },
-
-  create(base?: DeepPartial<TokenizeResult>): TokenizeResult {
-    return TokenizeResult.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<TokenizeResult>): TokenizeResult {
-    const message = createBaseTokenizeResult();
-    message.token = object.token ?? "";
-    message.category = object.category ?? "";
-    return message;
   },
 };
 
@@ -572,18 +531,6 @@ export const DetokenizeRequest: MessageFns<DetokenizeRequest> = {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
   },
-
-  create(base?: DeepPartial<DetokenizeRequest>): DetokenizeRequest {
-    return DetokenizeRequest.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<DetokenizeRequest>): DetokenizeRequest {
-    const message = createBaseDetokenizeRequest();
-    message.tokens = object.tokens?.map((e) => e) || [];
-    message.purpose = object.purpose ?? "";
-    message.justification = object.justification ?? "";
-    message.legalBasis = object.legalBasis ?? 0;
-    return message;
-  },
 };
 
 function createBaseDetokenizeResponse(): DetokenizeResponse {
@@ -629,15 +576,6 @@ export const DetokenizeResponse: MessageFns<DetokenizeResponse> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
-  },
-
-  create(base?: DeepPartial<DetokenizeResponse>): DetokenizeResponse {
-    return DetokenizeResponse.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<DetokenizeResponse>): DetokenizeResponse {
-    const message = createBaseDetokenizeResponse();
-    message.results = object.results?.map((e) => DetokenizeResult.fromPartial(e)) || [];
-    return message;
   },
 };
 
@@ -741,37 +679,6 @@ export const DetokenizeResult: MessageFns<DetokenizeResult> = {
     } finally {
       (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
     }
-  },
-
-  create(base?: DeepPartial<DetokenizeResult>): DetokenizeResult {
-    return DetokenizeResult.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<DetokenizeResult>): DetokenizeResult {
-    const message = createBaseDetokenizeResult();
-    message.token = object.token ?? "";
-    switch (object.result?.$case) {
-      case "value": {
-        if (object.result?.value !== undefined && object.result?.value !== null) {
-          message.result = { $case: "value", value: Value.fromPartial(object.result.value) };
-        }
-        break;
-      }
-      case "masked": {
-        if (object.result?.value !== undefined && object.result?.value !== null) {
-          message.result = { $case: "masked", value: object.result.value };
-        }
-        break;
-      }
-      case "error": {
-        if (object.result?.value !== undefined && object.result?.value !== null) {
-          message.result = { $case: "error", value: Status.fromPartial(object.result.value) };
-        }
-        break;
-      }
-    }
-    message.category = object.category ?? "";
-    message.view = object.view ?? 0;
-    return message;
   },
 };
 
@@ -923,18 +830,7 @@ export const TokenServiceClient = makeGenericClientConstructor(
   serviceName: string;
 };
 
-type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
-
-export type DeepPartial<T> = T extends Builtin ? T
-  : T extends globalThis.Array<infer U> ? globalThis.Array<DeepPartial<U>>
-  : T extends ReadonlyArray<infer U> ? ReadonlyArray<DeepPartial<U>>
-  : T extends { $case: string; value: unknown } ? { $case: T["$case"]; value?: DeepPartial<T["value"]> }
-  : T extends {} ? { [K in keyof T]?: DeepPartial<T[K]> }
-  : Partial<T>;
-
 export interface MessageFns<T> {
   encode(message: T, writer?: BinaryWriter): BinaryWriter;
   decode(input: BinaryReader | Uint8Array, length?: number): T;
-  create(base?: DeepPartial<T>): T;
-  fromPartial(object: DeepPartial<T>): T;
 }
