@@ -126,7 +126,7 @@ const given = process.argv.slice(2);
 const tests = given.length
   ? given
   : readdirSync(join(here, "dist", "test")).filter((f) => f.endsWith(".test.js")).map((f) => join("dist", "test", f));
-const runner = spawn(process.execPath, ["--test", ...tests], { cwd: here, env, stdio: "inherit" });
+const runner = spawn(process.execPath, ["--test", "--test-reporter=spec", ...tests], { cwd: here, env, stdio: "inherit" });
 const code = await new Promise((ok) => runner.on("exit", (c, signal) => ok(c ?? (signal ? 1 : 0))));
 if (server) {
   if (code !== 0) console.error(`-- the server's log --\n${server.log()}`);
