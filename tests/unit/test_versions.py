@@ -1,6 +1,7 @@
 """Every package of a release carries one version (issue #15 item 3): the server, the Python
 client (which the server pins exactly), the Node.js client (its package.json, lock file and
-`VERSION`), and the CHANGELOG's latest entry; and the API reference is generated from the protos as they are."""
+`VERSION`), and the CHANGELOG's latest entry; and the API reference is generated from the
+protos as they are."""
 
 from __future__ import annotations
 
