@@ -48,3 +48,34 @@ export {
   Tokenized,
   VariantInfo,
 } from "./types";
+
+// The operator services answer with the API's messages: their types and enums.
+export {
+  AddCallerKeyResponse,
+  CallerKey,
+  ListCallerKeysResponse,
+} from "./gen/pdvault/v1/caller_service";
+export {
+  GetKeyStatusResponse,
+  KeyStatus,
+  KeyVersionState,
+  RewrapDataKeysResponse,
+  RotateKeyResponse,
+  TrimKeyVersionsResponse,
+} from "./gen/pdvault/v1/key_service";
+export {
+  AccessRecord,
+  Consent,
+  CorrectValueResponse,
+  ErasureReceipt,
+  ExportSubjectResponse,
+  ExportedValue,
+  GetSubjectResponse,
+  ResumeSubjectResponse,
+  RetainedDocument,
+  SetConsentResponse,
+  ShredSubjectResponse,
+  StopSubjectResponse,
+  Subject,
+  SubjectState,
+} from "./gen/pdvault/v1/subject_service";
