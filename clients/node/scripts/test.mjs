@@ -94,6 +94,7 @@ const reuse = Boolean(process.env.PDV_ADDR && process.env.PDV_DATA_DIR);
 // The server starts (a few seconds of Python) while the code is checked and compiled.
 const starting = reuse ? undefined : startServer();
 starting?.catch(() => undefined); // awaited below
+rmSync(join(here, "dist"), { recursive: true, force: true }); // no test of an older build runs
 try {
   await Promise.all([
     step("npm run gen:check", process.execPath, [join(here, "scripts", "gen.mjs"), "--check"]),

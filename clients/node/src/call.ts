@@ -80,11 +80,6 @@ export class Caller {
     return md;
   }
 
-  /** When a call started now must end. */
-  deadline(timeoutMs?: number): number {
-    return Date.now() + (timeoutMs ?? this.timeoutMs);
-  }
-
   /**
    * `invoke(request, ...)`, retried on UNAVAILABLE (unless `settings.retry` is false) within one
    * deadline. The same request object goes out on every attempt: a Tokenize's request id is
@@ -93,7 +88,7 @@ export class Caller {
    * PdvaultError of this library's own, a file's error) is raised as it is, never retried.
    */
   async call<Req, Res>(invoke: Invoke<Req, Res>, request: Req, settings: CallSettings = {}): Promise<Res> {
-    const deadline = this.deadline(settings.timeoutMs);
+    const deadline = Date.now() + (settings.timeoutMs ?? this.timeoutMs);
     const attempts = settings.retry === false ? 1 : Math.max(1, this.retry.attempts);
     let backoff = this.retry.initialBackoffMs;
     for (let attempt = 1; ; attempt++) {
