@@ -9,6 +9,7 @@ import random
 import socket
 import stat
 import threading
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,13 +18,14 @@ from pathlib import Path
 from vault.config import Settings
 from vault.crypto.aead import AesGcmCipher
 from vault.crypto.documents import DocumentCrypto
+from vault.domain.approvals import DualControl
 from vault.domain.archive import DocumentArchive
 from vault.domain.callers import Authenticator, issue_api_key
 from vault.domain.context import RequestContext
 from vault.domain.credentials import CallerAdministration
-from vault.domain.keys import CacheFigures, KeyAdministration
+from vault.domain.keys import CacheFigures, KeyAdministration, TrimResult
 from vault.domain.lifecycle import SubjectAdministration
-from vault.domain.policy import Policy
+from vault.domain.policy import ApprovalAction, Policy
 from vault.domain.policy_file import load_policy
 from vault.domain.ports import KeyProvider, Notice, NoticeFeed, NoticeKind
 from vault.domain.secrets import Secret
@@ -70,6 +72,7 @@ __all__ = [
     "check_key_encryption_key",
     "check_workloads",
     "ensure_dev_credentials",
+    "held_steps",
     "key_provider",
     "malware_scanner",
     "secure_directory",
@@ -117,6 +120,7 @@ class App:
     sweeper: RetentionSweep
     callers: CallerAdministration
     authenticator: Authenticator
+    dual_control: DualControl
     executor: ThreadPoolExecutor = field(repr=False)
     notices: NoticeFeed | None = None
     sweep_interval: float = 0.0  # seconds between scheduled retention sweeps; 0: none
@@ -250,6 +254,28 @@ class App:
         return problems
 
 
+def held_steps(app: App) -> None:
+    """How dual control carries out each step it held, once another operator approved it:
+    the same use case, as the requester, with the stored parameters."""
+
+    def trim(ctx: RequestContext, p: Mapping[str, str], admin: Secret | None) -> str:
+        done: TrimResult = app.key_admin.trim(ctx, int(p["min_version"]), admin)
+        shown = ", ".join(f"v{v}" for v in done.destroyed) or "no version"
+        return f"destroyed {shown}"
+
+    def revoke(ctx: RequestContext, p: Mapping[str, str], _admin: Secret | None) -> str:
+        app.callers.revoke(ctx, p["caller"], p["key_id"])
+        return f"key {p['key_id']} of {p['caller']} revoked"
+
+    def shred(ctx: RequestContext, p: Mapping[str, str], _admin: Secret | None) -> str:
+        receipt = app.subjects.shred(ctx, p["subject"])
+        return f"shredded: receipt {receipt.receipt_id}"
+
+    app.dual_control.register(ApprovalAction.KEYS_TRIM, trim)
+    app.dual_control.register(ApprovalAction.CALLER_REVOKE, revoke)
+    app.dual_control.register(ApprovalAction.OPERATOR_SHRED, shred)
+
+
 def build_app(settings: Settings, primary: bool = True) -> App:
     """Wire the application. The primary process (the only one, or the parent of several)
     also migrates the database, re-applies the shred log and writes the demo credentials;
@@ -296,6 +322,7 @@ def _wire(
     settings: Settings, policy: Policy, database: Database, stores: Stores, primary: bool
 ) -> App:
     cipher = AesGcmCipher()
+    dual = DualControl(policy=policy, store=stores.approvals, audit=stores.audit, clock=utc_now)
     provider = key_provider(settings, stores.keys)
     check_key_encryption_key(stores.keys, provider)
     cache = None
@@ -320,6 +347,7 @@ def _wire(
         keys=keys,
         clock=utc_now,
         cache_figures=lambda: cache_figures(cache),
+        dual_control=dual,
     )
     shred_log = FileShredLog(settings.effective_shred_log)
     forget_key = cache.forget if cache is not None else lambda _s: None
@@ -360,6 +388,7 @@ def _wire(
         clock=utc_now,
         forget_key=forget_key,
         documents=documents,
+        dual_control=dual,
     )
     authenticator = Authenticator(stores.credentials, policy)
     app = App(
@@ -380,11 +409,14 @@ def _wire(
             audit=stores.audit,
             clock=utc_now,
             changed=authenticator.invalidate,
+            dual_control=dual,
         ),
         authenticator,
+        dual,
         ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
         sweep_interval=settings.retention_sweep_interval if primary else 0.0,
     )
+    held_steps(app)
     if primary:
         app.checkpoints = audit_checkpoints(settings, stores, provider)
         app.checkpoint_interval = settings.audit_checkpoint_interval

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 __all__ = [
     "ERROR_DOMAIN",
     "Aborted",
+    "ApprovalRequired",
     "Code",
     "ConfigurationError",
     "DeadlineExceeded",
@@ -180,6 +181,26 @@ class Reason(enum.Enum):
         Code.DATA_LOSS,
         "stored data failed its integrity check, or its key version was destroyed; do not retry",
     )
+    # Dual control.
+    APPROVAL_REQUIRED = (
+        Code.FAILED_PRECONDITION,
+        "the policy holds this step for a second operator: a pending request was created "
+        "(ErrorInfo metadata request_id, expires_at); another operator approves it with "
+        "ApprovalService.ApproveRequest, which carries the step out",
+    )
+    SELF_APPROVAL = (
+        Code.PERMISSION_DENIED,
+        "an operator cannot approve or reject its own request: another operator must",
+    )
+    APPROVAL_UNKNOWN = (Code.NOT_FOUND, "no approval request with this id")
+    APPROVAL_EXPIRED = (
+        Code.FAILED_PRECONDITION,
+        "the approval request expired before anyone approved it: request the step again",
+    )
+    APPROVAL_DECIDED = (
+        Code.FAILED_PRECONDITION,
+        "the approval request was already approved, rejected or expired: see ListApprovals",
+    )
     # The service.
     STORAGE_UNAVAILABLE = (
         Code.UNAVAILABLE,
@@ -267,6 +288,15 @@ class FailedPrecondition(PdvaultError):
 
     code = Code.FAILED_PRECONDITION
     default_reason = Reason.CONFIGURATION
+
+
+class ApprovalRequired(FailedPrecondition):
+    """Dual control holds the step: a pending request was created for a second operator.
+    `info` (ErrorInfo metadata) names it: request_id, action, expires_at."""
+
+    def __init__(self, message: str, *, info: dict[str, str]) -> None:
+        super().__init__(message, reason=Reason.APPROVAL_REQUIRED)
+        self.info = info
 
 
 class Aborted(PdvaultError):

@@ -133,6 +133,35 @@ class FakeClient:
     def callers(self) -> FakeCallers:
         return FakeCallers()
 
+    def approvals(self, **kwargs: Any) -> FakeApprovals:
+        RECORD.add("approvals", **kwargs)
+        return FakeApprovals()
+
+
+_APPROVAL = {
+    "requestId": "apr_" + "0" * 16,
+    "action": "APPROVAL_ACTION_KEYS_TRIM",
+    "parameters": {"min_version": "2"},
+    "requestedBy": "ops",
+    "state": "APPROVAL_STATE_EXECUTED",
+    "decidedBy": "security",
+    "outcome": "destroyed v1",
+}
+
+
+class FakeApprovals:
+    def list(self) -> list[dict[str, Any]]:
+        RECORD.add("list_approvals")
+        return [_APPROVAL]
+
+    def approve(self, request_id: str) -> dict[str, Any]:
+        RECORD.add("approve", request_id)
+        return _APPROVAL | {"requestId": request_id}
+
+    def reject(self, request_id: str) -> dict[str, Any]:
+        RECORD.add("reject", request_id)
+        return _APPROVAL | {"requestId": request_id, "state": "APPROVAL_STATE_REJECTED"}
+
 
 class FakeCallers:
     def add(self, caller: str, rotation: bool = False) -> dict[str, Any]:
@@ -374,6 +403,9 @@ BASE: dict[str, list[str]] = {
     "caller rotate-key": ["caller", "rotate-key", "payment"],
     "caller list": ["caller", "list"],
     "caller revoke": ["caller", "revoke", "payment", "--key-id", "k" * 16],
+    "approval list": ["approval", "list"],
+    "approval approve": ["approval", "approve", "apr_" + "1" * 16],
+    "approval reject": ["approval", "reject", "apr_" + "1" * 16],
 }
 
 
@@ -644,6 +676,21 @@ PROBES: dict[tuple[str, str], tuple[list[str], Check]] = {
         ["caller", "revoke", "payment", "--key-id", "p" * 16, "--caller", "base"],
         lambda s: s.one("revoke").args == ("payment", "p" * 16),
     ),
+    ("subject shred", "--by-subject"): (
+        ["subject", "shred", "s-base", "--caller", "base", "--by-subject"],
+        lambda s: s.one("shred").kwargs == {"by_subject": True},
+    ),
+    ("approval approve", "request_id"): (
+        ["approval", "approve", "apr_" + "2" * 16, "--caller", "base"],
+        lambda s: (
+            s.one("approve").args == ("apr_" + "2" * 16,)
+            and "executed by security: destroyed v1" in s.out
+        ),
+    ),
+    ("approval reject", "request_id"): (
+        ["approval", "reject", "apr_" + "2" * 16, "--caller", "base"],
+        lambda s: s.one("reject").args == ("apr_" + "2" * 16,) and "rejected by" in s.out,
+    ),
     ("caller bootstrap", "--caller"): (
         ["caller", "bootstrap", "--caller", "ops"],
         lambda s: s.one("bootstrap").args == ("ops",) and s.out == "pdv_probe\n",
@@ -745,3 +792,13 @@ def test_a_failure_becomes_an_exit_status(
     seen = pdv([*TOKENIZE])
     assert (seen.code, seen.err) == (code, err)
     assert redirected == ([1] if isinstance(raised, BrokenPipeError) else [])
+
+
+def test_an_approval_sends_the_approvers_vault_token(
+    pdv: Callable[[list[str]], Seen], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VAULT_TOKEN", "hvs.probe")
+    seen = pdv(["approval", "approve", "apr_" + "3" * 16, "--caller", "base"])
+    assert seen.code == 0
+    assert seen.one("approvals").kwargs == {"vault_token": "hvs.probe"}
+    assert "hvs.probe" not in seen.out + seen.err

@@ -7,6 +7,7 @@ from __future__ import annotations
 import enum
 import tomllib
 from collections.abc import Iterable, Mapping
+from datetime import timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,9 +17,11 @@ from vault.domain.identity import spiffe_id_problem
 from vault.domain.policy import (
     ALL,
     OPERATIONS,
+    ApprovalAction,
     CallerRule,
     CategoryRule,
     DocumentRules,
+    DualControlRules,
     LifecycleRules,
     Mask,
     Policy,
@@ -97,6 +100,7 @@ class _Parser:
         )
         documents = self._documents(categories)
         retention = self._retention(purposes, categories, documents)
+        dual_control = self._dual_control(callers)
         version = head.get("version", 1)
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             self.errors.append("policy.version: must be a whole number from 1")
@@ -114,7 +118,53 @@ class _Parser:
             lifecycle=lifecycle,
             documents=documents,
             retention=retention,
+            dual_control=dual_control,
         )
+
+    def _dual_control(self, callers: Mapping[CallerName, CallerRule]) -> DualControlRules:
+        """`[dual_control]`: `required` (steps that wait for a second operator) and `expires`
+        (an ISO 8601 duration of minutes to days: how long a request waits)."""
+        body = self._table(self.doc, "dual_control")
+        where = "dual_control"
+        unknown = sorted(set(body) - {"required", "expires"})
+        if unknown:
+            self.errors.append(f"{where}: unknown settings {', '.join(unknown)}")
+        required = frozenset(
+            a
+            for a in (
+                self._enum_value(ApprovalAction, name, f"{where}.required")
+                for name in self._names(body, "required", where)
+            )
+            if a is not None
+        )
+        expires = DualControlRules().expires
+        raw = body.get("expires")
+        if raw is not None:
+            try:
+                period = Period.parse(str(raw)) if isinstance(raw, str) else None
+            except ValueError:
+                period = None
+            low, high = timedelta(minutes=1), timedelta(days=30)
+            if period is None or period.years or period.months or not low <= period.exact <= high:
+                self.errors.append(
+                    f"{where}.expires: must be an ISO 8601 duration from PT1M to P30D, "
+                    "such as PT24H"
+                )
+            else:
+                expires = period.exact
+        approvers = {c.name for c in callers.values() if "approvals" in c.operations}
+        stranded = sorted(
+            c.name
+            for c in callers.values()
+            if c.operations & {"keys", "callers", "subjects"} and not approvers - {c.name}
+        )
+        if required and stranded:
+            # A request is never approved by the caller that made it.
+            self.errors.append(
+                f"{where}.required: no other caller has the approvals operation to approve "
+                f"what {', '.join(stranded)} request: give a second operator approvals"
+            )
+        return DualControlRules(required, expires)
 
     def _documents(self, categories: Mapping[Category, CategoryRule]) -> DocumentRules:
         body = self._table(self.doc, "documents")

@@ -34,6 +34,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from pdvault.v1 import (
+    approval_service_pb2,
     caller_service_pb2,
     document_service_pb2,
     key_service_pb2,
@@ -46,6 +47,7 @@ from vault.config import Settings
 from vault.crypto.svid import CertificateCache
 from vault.domain.identity import Identification
 from vault.errors import ConfigurationError, PdvaultError
+from vault.transport.approval_servicer import ApprovalServicer
 from vault.transport.caller_servicer import CallerServicer
 from vault.transport.document_servicer import DocumentServicer
 from vault.transport.key_servicer import KeyServicer
@@ -55,6 +57,7 @@ from vault.transport.tls import TlsFiles, TlsReloader
 from vault.transport.token_servicer import TokenServicer
 
 __all__ = [
+    "APPROVAL_SERVICE",
     "CALLER_SERVICE",
     "DOCUMENT_SERVICE",
     "HEALTH_HEADROOM",
@@ -85,12 +88,14 @@ KEY_SERVICE = key_service_pb2.DESCRIPTOR.services_by_name["KeyService"]
 SUBJECT_SERVICE = subject_service_pb2.DESCRIPTOR.services_by_name["SubjectService"]
 DOCUMENT_SERVICE = document_service_pb2.DESCRIPTOR.services_by_name["DocumentService"]
 CALLER_SERVICE = caller_service_pb2.DESCRIPTOR.services_by_name["CallerService"]
+APPROVAL_SERVICE = approval_service_pb2.DESCRIPTOR.services_by_name["ApprovalService"]
 SERVICE_NAMES = (
     TOKEN_SERVICE.full_name,
     KEY_SERVICE.full_name,
     SUBJECT_SERVICE.full_name,
     DOCUMENT_SERVICE.full_name,
     CALLER_SERVICE.full_name,
+    APPROVAL_SERVICE.full_name,
 )
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 # Calls above pdvault's own cap that gRPC still accepts: room for health checks and reflection.
@@ -173,6 +178,7 @@ def _methods(app: App) -> list[tuple[str, dict[str, Method[Any, Any] | Streaming
         (SUBJECT_SERVICE, dict(SubjectServicer(app.subjects).methods())),
         (DOCUMENT_SERVICE, documents.methods()),
         (CALLER_SERVICE, dict(CallerServicer(app.callers).methods())),
+        (APPROVAL_SERVICE, dict(ApprovalServicer(app.dual_control).methods())),
     ]
     for descriptor, methods in services:
         missing = set(descriptor.methods_by_name) - set(methods)

@@ -43,6 +43,8 @@ def to_status_proto(exc: errors.PdvaultError) -> status_pb2.Status:
     rule = getattr(exc, "rule", None)
     if isinstance(rule, str):
         metadata["rule"] = rule
+    if isinstance(exc, errors.ApprovalRequired):
+        metadata.update(exc.info)
     details = [
         _pack(
             error_details_pb2.ErrorInfo(

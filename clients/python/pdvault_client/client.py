@@ -15,7 +15,7 @@ from pdvault.v1 import (
     token_service_pb2_grpc,
 )
 
-from pdvault_client.admin import CallerAdmin, KeyAdmin, SubjectAdmin
+from pdvault_client.admin import ApprovalAdmin, CallerAdmin, KeyAdmin, SubjectAdmin
 from pdvault_client.convert import (
     detokenize_request,
     detokenized,
@@ -135,6 +135,14 @@ class Client:
     def callers(self) -> CallerAdmin:
         """Callers' API keys (the CallerService) for an operator caller."""
         return CallerAdmin(self)
+
+    def approvals(self, *, vault_token: str | None = None) -> ApprovalAdmin:
+        """Dual control's requests (the ApprovalService) for an approving operator.
+
+        `vault_token`: the approver's own HashiCorp Vault token, which approving a held
+        `keys_trim` needs when pdvault runs on Vault Transit (sent with approvals only).
+        """
+        return ApprovalAdmin(self, vault_token)
 
     def keys(self, *, vault_token: str | None = None) -> KeyAdmin:
         """Key administration (the KeyService) for an operator caller.

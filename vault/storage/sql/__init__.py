@@ -7,6 +7,7 @@ from __future__ import annotations
 from sqlalchemy import Engine
 
 from vault.domain.stores import Stores
+from vault.storage.sql.approvals import SqlApprovalStore
 from vault.storage.sql.audit import SqlAuditLog
 from vault.storage.sql.database import Database, make_engine, redact_url
 from vault.storage.sql.documents import SqlBlobStore, SqlDocumentStore
@@ -38,4 +39,5 @@ def sql_stores(db: Database, group_commit: bool = True) -> Stores:
         keys=SqlKeyInventory(db),
         documents=SqlDocumentStore(db),
         blobs=SqlBlobStore(db),
+        approvals=SqlApprovalStore(db),
     )

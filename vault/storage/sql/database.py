@@ -174,12 +174,20 @@ class Database:
             return sqlite.insert(table).on_conflict_do_nothing()
         raise NotImplementedError(self.dialect)
 
-    def lock_subject(self, conn: Connection, subject: SubjectId, exclusive: bool) -> Any:
-        """The subject's row, locked (on SQLite the transaction holds the write lock)."""
+    def lock_subject(self, conn: Connection, subject: SubjectId) -> Any:
+        """The subject's row, locked exclusively (on SQLite the transaction holds the write lock).
+
+        Always exclusive, never FOR SHARE: every write transaction ends by locking the audit
+        log's head, so it holds its subject lock for as long as the queue of writers ahead of it
+        takes; overlapping FOR SHARE holders then keep a row share-locked without a break, and
+        PostgreSQL lets a new share locker in past a waiting FOR UPDATE, so a shred starved for
+        longer than its deadline under steady tokenize traffic (tests/integration/
+        test_attack_replicas.py). Exclusive lockers queue fairly; writers of one subject already
+        serialized on its data key's counter, so nothing runs less in parallel."""
         stmt = select(subjects.c.subject_id, subjects.c.state).where(
             subjects.c.subject_id == subject
         )
-        return conn.execute(stmt.with_for_update(read=not exclusive)).first()
+        return conn.execute(stmt.with_for_update()).first()
 
     def ping(self) -> None:
         """One trivial round trip; raises StorageUnavailable if the database does not answer."""

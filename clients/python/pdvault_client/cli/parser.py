@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
 from pdvault_client import DOCUMENT_TYPES, VARIANTS
 from pdvault_client.address import DEFAULT_ADDR
-from pdvault_client.cli import callers, documents, keys, subjects, tokens
+from pdvault_client.cli import approvals, callers, documents, keys, subjects, tokens
 from pdvault_client.cli.connection import DEFAULT_DATA_DIR, Handler, Run, with_client
 from pdvault_client.cli.environment import epilog, version
 from pdvault_client.cli.server import server_command
@@ -149,7 +149,33 @@ def build_parser() -> argparse.ArgumentParser:
     _command(db, "upgrade", server_command("db_upgrade"), help="apply the database migrations")
     _audit_commands(commands)
     _caller_commands(commands)
+    _approval_commands(commands)
     return p
+
+
+def _approval_commands(commands: Commands) -> None:
+    actions = commands.add_parser(
+        "approval",
+        help="dual control: approve or reject another operator's held step (--caller security)",
+        description="With [dual_control] in the policy file, keys trim, caller revoke and an "
+        "operator's subject shred wait for a second operator: the first call prints the "
+        "request's id. Another caller with the approvals operation (never the requester) "
+        "approves it, which carries the step out once, or rejects it. A request expires "
+        "undecided. Approving a keys_trim on HashiCorp Vault needs your own Vault token in "
+        "VAULT_TOKEN.",
+    ).add_subparsers(dest="approval_command", required=True, metavar="ACTION")
+    _client_command(
+        actions,
+        "list",
+        approvals.list_requests,
+        help="the newest requests: id, action, state, requester, expiry, parameters",
+    )
+    for name, handler, about in [
+        ("approve", approvals.approve, "approve a pending request: its step is carried out now"),
+        ("reject", approvals.reject, "reject a pending request: its step is never carried out"),
+    ]:
+        c = _client_command(actions, name, handler, help=about, description=about)
+        c.add_argument("request_id", metavar="ID", help="the request's id (apr_...)")
 
 
 def _caller_commands(commands: Commands) -> None:
@@ -356,6 +382,13 @@ def _subject_commands(commands: Commands) -> None:
     ]:
         c = _client_command(actions, name, handler, help=about, description=about)
         c.add_argument("subject", help="the data subject's id")
+        if name == "shred":
+            c.add_argument(
+                "--by-subject",
+                action="store_true",
+                help="the data subject asked for it through its own flow (audited); without "
+                "it an operator asks, and dual control may hold it for a second operator",
+            )
         if name == "consent":
             c.add_argument("--purpose", required=True, help="a purpose of the policy")
             choice = c.add_mutually_exclusive_group(required=True)
