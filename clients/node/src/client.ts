@@ -6,12 +6,13 @@ import { checkAddress } from "./address";
 import { Caller, DEFAULT_RETRY, RetryPolicy, Sleep, realSleep, unary } from "./call";
 import { detokenizeRequest, detokenized, tokenizeRequest, tokenized } from "./convert";
 import { DocumentClient } from "./documents";
+import { ApprovalServiceClient } from "./gen/pdvault/v1/approval_service";
 import { CallerServiceClient } from "./gen/pdvault/v1/caller_service";
 import { DocumentServiceClient } from "./gen/pdvault/v1/document_service";
 import { KeyServiceClient } from "./gen/pdvault/v1/key_service";
 import { SubjectServiceClient } from "./gen/pdvault/v1/subject_service";
 import { TokenServiceClient } from "./gen/pdvault/v1/token_service";
-import { CallerAdmin, KeyAdmin, SubjectAdmin } from "./subjects";
+import { ApprovalAdmin, CallerAdmin, KeyAdmin, SubjectAdmin } from "./subjects";
 import { Detokenized, Field, LegalBasisName, Tokenized } from "./types";
 
 /** The package's version: the server's and the Python client's (one version for all). */
@@ -86,6 +87,7 @@ export class Client {
   /** @internal */ readonly subjectStub: SubjectServiceClient;
   /** @internal */ readonly keyStub: KeyServiceClient;
   /** @internal */ readonly callerStub: CallerServiceClient;
+  /** @internal */ readonly approvalStub: ApprovalServiceClient;
 
   constructor(addr: string, options: ClientOptions = {}) {
     checkAddress(addr);
@@ -109,6 +111,7 @@ export class Client {
     this.subjectStub = new SubjectServiceClient(addr, insecure, shared);
     this.keyStub = new KeyServiceClient(addr, insecure, shared);
     this.callerStub = new CallerServiceClient(addr, insecure, shared);
+    this.approvalStub = new ApprovalServiceClient(addr, insecure, shared);
     this.caller = new Caller(
       options.apiKey,
       timeoutMs,
@@ -189,6 +192,15 @@ export class Client {
   /** Callers' API keys (the CallerService), for an operator caller. */
   callers(): CallerAdmin {
     return new CallerAdmin(this.caller, this.callerStub);
+  }
+
+  /**
+   * Dual control's requests (the ApprovalService), for an approving operator. `vaultToken`:
+   * the approver's own HashiCorp Vault token, which approving a held `keys_trim` needs when
+   * pdvault runs on Vault Transit (sent with approvals only).
+   */
+  approvals(options: { vaultToken?: string } = {}): ApprovalAdmin {
+    return new ApprovalAdmin(this.caller, this.approvalStub, options.vaultToken);
   }
 
   /**

@@ -35,7 +35,7 @@ export {
   codeName,
   fromStatus,
 } from "./errors";
-export { CallerAdmin, KeyAdmin, SubjectAdmin, VAULT_TOKEN_METADATA } from "./subjects";
+export { ApprovalAdmin, CallerAdmin, KeyAdmin, SubjectAdmin, VAULT_TOKEN_METADATA } from "./subjects";
 export {
   DeletedDocument,
   Detokenized,
@@ -50,6 +50,7 @@ export {
 } from "./types";
 
 // The operator services answer with the API's messages: their types and enums.
+export { Approval, ApprovalAction, ApprovalState } from "./gen/pdvault/v1/approval_service";
 export {
   AddCallerKeyResponse,
   CallerKey,
@@ -74,6 +75,7 @@ export {
   ResumeSubjectResponse,
   RetainedDocument,
   SetConsentResponse,
+  ShredRequester,
   ShredSubjectResponse,
   StopSubjectResponse,
   Subject,

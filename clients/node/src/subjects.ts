@@ -1,9 +1,14 @@
-// The operator services through a Client: SubjectService, KeyService and CallerService (the
-// Python client's admin.py). Answers are the API's messages as plain objects (generated types:
+// The operator services through a Client: SubjectService, KeyService, CallerService and
+// ApprovalService (the Python client's admin.py). Answers are the API's messages as plain objects (generated types:
 // timestamps as Date, 64-bit integers as numbers); the export contains values: handle it as the
 // data it is.
 
 import { Caller, unary } from "./call";
+import {
+  Approval,
+  ApprovalServiceClient,
+  ListApprovalsResponse,
+} from "./gen/pdvault/v1/approval_service";
 import { valueMessage } from "./convert";
 import {
   AddCallerKeyResponse,
@@ -23,6 +28,7 @@ import {
   GetSubjectResponse,
   ResumeSubjectResponse,
   SetConsentResponse,
+  ShredRequester,
   ShredSubjectResponse,
   StopSubjectResponse,
   SubjectServiceClient,
@@ -48,9 +54,17 @@ export class SubjectAdmin {
     return this.caller.call(unary(this.stub, this.stub.resumeSubject), { subject });
   }
 
-  /** Crypto-shred; idempotent, so a retry returns the same receipt. */
-  shred(subject: string): Promise<ShredSubjectResponse> {
-    return this.caller.call(unary(this.stub, this.stub.shredSubject), { subject });
+  /**
+   * Crypto-shred; idempotent, so a retry returns the same receipt. `bySubject`: the data
+   * subject asked for it through its own flow (audited); otherwise an operator did, and dual
+   * control may hold it for a second operator (FailedPreconditionError, reason
+   * APPROVAL_REQUIRED).
+   */
+  shred(subject: string, options: { bySubject?: boolean } = {}): Promise<ShredSubjectResponse> {
+    const requestedBy = options.bySubject
+      ? ShredRequester.SHRED_REQUESTER_SUBJECT
+      : ShredRequester.SHRED_REQUESTER_OPERATOR;
+    return this.caller.call(unary(this.stub, this.stub.shredSubject), { subject, requestedBy });
   }
 
   /** Everything held about the subject, values included, and who read it. */
@@ -144,5 +158,42 @@ export class CallerAdmin {
       caller,
       keyId,
     });
+  }
+}
+
+/**
+ * The ApprovalService: dual control's second operator (callers with the `approvals`
+ * operation). Approve and reject are not retried: a retry after the first took effect would be
+ * refused anyway.
+ */
+export class ApprovalAdmin {
+  private readonly admin: Readonly<Record<string, string>>;
+
+  constructor(
+    private readonly caller: Caller,
+    private readonly stub: ApprovalServiceClient,
+    vaultToken: string | undefined,
+  ) {
+    this.admin = vaultToken ? { [VAULT_TOKEN_METADATA]: vaultToken } : {};
+  }
+
+  async list(): Promise<Approval[]> {
+    const answer: ListApprovalsResponse = await this.caller.call(unary(this.stub, this.stub.listApprovals), {});
+    return answer.approvals;
+  }
+
+  /** Approve another operator's request: its step is carried out now, once. */
+  async approve(requestId: string): Promise<Approval | undefined> {
+    const answer = await this.caller.call(
+      unary(this.stub, this.stub.approveRequest),
+      { requestId },
+      { retry: false, extraMetadata: this.admin },
+    );
+    return answer.approval;
+  }
+
+  async reject(requestId: string): Promise<Approval | undefined> {
+    const answer = await this.caller.call(unary(this.stub, this.stub.rejectRequest), { requestId }, { retry: false });
+    return answer.approval;
   }
 }

@@ -44,5 +44,16 @@ describe("subjects", () => {
     const [gone] = await payment.detokenize([card.token], "payment");
     assert.ok(gone?.error instanceof NotFoundError);
     assert.equal(gone.error.reason, "SUBJECT_DELETED");
+ 
+    // The subject's own deletion flow says so (audited; never held by dual control).
+    const other = subject("self");
+    await payment.tokenize(other, [{ category: "email", value: "ann@example.com" }]);
+    assert.ok((await admin.shred(other, { bySubject: true })).receipt?.receiptId);
+
+    // Dual control is off in the default policy: nothing waits for a second operator.
+    assert.deepEqual(
+      (await ops.approvals().list()).filter((a) => a.parameters["subject"] === user),
+      [],
+    );
   });
 });

@@ -518,6 +518,9 @@ export const CallerServiceService = {
   /**
    * RevokeCallerKey revokes one key. Every pdvault process stops accepting it
    * within a second (a notice in the revocation's transaction).
+   * With `caller_revoke` in the policy's `[dual_control] required`, held for
+   * a second operator: FAILED_PRECONDITION, reason APPROVAL_REQUIRED (see
+   * ApprovalService).
    */
   revokeCallerKey: {
     path: "/pdvault.v1.CallerService/RevokeCallerKey" as const,
@@ -547,6 +550,9 @@ export interface CallerServiceServer extends UntypedServiceImplementation {
   /**
    * RevokeCallerKey revokes one key. Every pdvault process stops accepting it
    * within a second (a notice in the revocation's transaction).
+   * With `caller_revoke` in the policy's `[dual_control] required`, held for
+   * a second operator: FAILED_PRECONDITION, reason APPROVAL_REQUIRED (see
+   * ApprovalService).
    */
   revokeCallerKey: handleUnaryCall<RevokeCallerKeyRequest, RevokeCallerKeyResponse>;
 }
@@ -594,6 +600,9 @@ export interface CallerServiceClient extends Client {
   /**
    * RevokeCallerKey revokes one key. Every pdvault process stops accepting it
    * within a second (a notice in the revocation's transaction).
+   * With `caller_revoke` in the policy's `[dual_control] required`, held for
+   * a second operator: FAILED_PRECONDITION, reason APPROVAL_REQUIRED (see
+   * ApprovalService).
    */
   revokeCallerKey(
     request: RevokeCallerKeyRequest,

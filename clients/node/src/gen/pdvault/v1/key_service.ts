@@ -1025,6 +1025,9 @@ export const KeyServiceService = {
    * more) and then destroys those versions (permanent). Refused with
    * FAILED_PRECONDITION (reason KEY_VERSION_IN_USE) while a data key is still
    * wrapped under one of them.
+   * With `keys_trim` in the policy's `[dual_control] required`, a trim that
+   * would retire versions is held for a second operator: FAILED_PRECONDITION,
+   * reason APPROVAL_REQUIRED (see ApprovalService).
    */
   trimKeyVersions: {
     path: "/pdvault.v1.KeyService/TrimKeyVersions" as const,
@@ -1064,6 +1067,9 @@ export interface KeyServiceServer extends UntypedServiceImplementation {
    * more) and then destroys those versions (permanent). Refused with
    * FAILED_PRECONDITION (reason KEY_VERSION_IN_USE) while a data key is still
    * wrapped under one of them.
+   * With `keys_trim` in the policy's `[dual_control] required`, a trim that
+   * would retire versions is held for a second operator: FAILED_PRECONDITION,
+   * reason APPROVAL_REQUIRED (see ApprovalService).
    */
   trimKeyVersions: handleUnaryCall<TrimKeyVersionsRequest, TrimKeyVersionsResponse>;
 }
@@ -1135,6 +1141,9 @@ export interface KeyServiceClient extends Client {
    * more) and then destroys those versions (permanent). Refused with
    * FAILED_PRECONDITION (reason KEY_VERSION_IN_USE) while a data key is still
    * wrapped under one of them.
+   * With `keys_trim` in the policy's `[dual_control] required`, a trim that
+   * would retire versions is held for a second operator: FAILED_PRECONDITION,
+   * reason APPROVAL_REQUIRED (see ApprovalService).
    */
   trimKeyVersions(
     request: TrimKeyVersionsRequest,

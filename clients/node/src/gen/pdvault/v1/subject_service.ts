@@ -36,6 +36,23 @@ export enum SubjectState {
   UNRECOGNIZED = -1,
 }
 
+/** Who asked for a shred. */
+export enum ShredRequester {
+  /** SHRED_REQUESTER_UNSPECIFIED - Not said: taken as an operator (dual control may hold it). */
+  SHRED_REQUESTER_UNSPECIFIED = 0,
+  /**
+   * SHRED_REQUESTER_SUBJECT - The data subject, through its own account-deletion flow. Never held by
+   * dual control; the claim is recorded in the audit log.
+   */
+  SHRED_REQUESTER_SUBJECT = 1,
+  /**
+   * SHRED_REQUESTER_OPERATOR - An operator, on its own initiative: with `operator_shred` in the policy's
+   * `[dual_control] required`, held for a second operator (ApprovalService).
+   */
+  SHRED_REQUESTER_OPERATOR = 2,
+  UNRECOGNIZED = -1,
+}
+
 /** A subject's state and consents. */
 export interface Subject {
   /** The subject's id. */
@@ -98,6 +115,8 @@ export interface ResumeSubjectResponse {
 export interface ShredSubjectRequest {
   /** The subject's id. */
   subject: string;
+  /** Who asked for the shred; unspecified is taken as an operator. */
+  requestedBy: ShredRequester;
 }
 
 /** The response of SubjectService.ShredSubject. */
@@ -671,13 +690,16 @@ export const ResumeSubjectResponse: MessageFns<ResumeSubjectResponse> = {
 };
 
 function createBaseShredSubjectRequest(): ShredSubjectRequest {
-  return { subject: "" };
+  return { subject: "", requestedBy: 0 };
 }
 
 export const ShredSubjectRequest: MessageFns<ShredSubjectRequest> = {
   encode(message: ShredSubjectRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.subject !== "") {
       writer.uint32(10).string(message.subject);
+    }
+    if (message.requestedBy !== 0) {
+      writer.uint32(16).int32(message.requestedBy);
     }
     return writer;
   },
@@ -701,6 +723,14 @@ export const ShredSubjectRequest: MessageFns<ShredSubjectRequest> = {
             }
 
             message.subject = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.requestedBy = reader.int32() as any;
             continue;
           }
         }
@@ -1686,7 +1716,10 @@ export const SubjectServiceService = {
    * transaction; its tokens resolve to "deleted" from then on, in every
    * replica. Idempotent: shredding again returns the first receipt. The
    * shred is recorded outside the database too, so a restored backup forgets
-   * the subject again at start-up.
+   * the subject again at start-up. With dual control on for `operator_shred`,
+   * a shred not requested by the subject (`requested_by`) is held for a
+   * second operator: FAILED_PRECONDITION, reason APPROVAL_REQUIRED (see
+   * ApprovalService).
    */
   shredSubject: {
     path: "/pdvault.v1.SubjectService/ShredSubject" as const,
@@ -1756,7 +1789,10 @@ export interface SubjectServiceServer extends UntypedServiceImplementation {
    * transaction; its tokens resolve to "deleted" from then on, in every
    * replica. Idempotent: shredding again returns the first receipt. The
    * shred is recorded outside the database too, so a restored backup forgets
-   * the subject again at start-up.
+   * the subject again at start-up. With dual control on for `operator_shred`,
+   * a shred not requested by the subject (`requested_by`) is held for a
+   * second operator: FAILED_PRECONDITION, reason APPROVAL_REQUIRED (see
+   * ApprovalService).
    */
   shredSubject: handleUnaryCall<ShredSubjectRequest, ShredSubjectResponse>;
   /**
@@ -1833,7 +1869,10 @@ export interface SubjectServiceClient extends Client {
    * transaction; its tokens resolve to "deleted" from then on, in every
    * replica. Idempotent: shredding again returns the first receipt. The
    * shred is recorded outside the database too, so a restored backup forgets
-   * the subject again at start-up.
+   * the subject again at start-up. With dual control on for `operator_shred`,
+   * a shred not requested by the subject (`requested_by`) is held for a
+   * second operator: FAILED_PRECONDITION, reason APPROVAL_REQUIRED (see
+   * ApprovalService).
    */
   shredSubject(
     request: ShredSubjectRequest,
