@@ -104,9 +104,10 @@ node: $(DEV_STAMP) node_modules/.bin/buf
 image: $(STAMP)
 	@$(STAGE) image bash deploy/ci-image.sh
 
-proto: $(DEV_STAMP)
+proto: $(DEV_STAMP) node_modules/.bin/buf $(NODE_STAMP)
 	$(BIN)/python scripts/gen_protos.py
 	$(BIN)/python scripts/gen_api_docs.py
+	cd $(NODE_CLIENT) && npm run --silent gen
 
 clean:
 	rm -rf $(VENV) node_modules $(NODE_CLIENT)/node_modules $(NODE_CLIENT)/dist .pytest_cache .mypy_cache .ruff_cache .coverage .stages
