@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from vault.domain.documents import DocumentType
+from vault.domain.quotas import ItemQuota, Rate
 from vault.domain.retention import RetentionRule
 from vault.domain.types import (
     CallerName,
@@ -112,6 +113,11 @@ class CallerRule:
     spiffe_ids: frozenset[str] = frozenset()
     # Only with one of those certificates: this caller's API keys alone are refused.
     require_mtls: bool = False
+    # Calls per second this caller may make, per process (a token bucket); None: no limit.
+    rate: Rate | None = None
+    # Items it may ask for per purpose and window, across all processes; a purpose without
+    # one is not limited.
+    quotas: Mapping[Purpose, ItemQuota] = field(default_factory=dict)
 
     def view_of(self, category: Category) -> View:
         return self.views.get(category, self.view)

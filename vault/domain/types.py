@@ -179,6 +179,7 @@ class Action(enum.Enum):
     CALLER_KEY_REVOKE = "caller_key_revoke"
     CALLER_LIST = "caller_list"
     AUTHENTICATE = "authenticate"  # a refused client certificate or credential
+    CALL = "call"  # a call refused before its method ran (the caller's request rate)
 
 
 class Outcome(enum.Enum):

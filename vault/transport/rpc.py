@@ -7,8 +7,10 @@ The order is what keeps a stranger from stalling the service:
    key in the metadata, checked in memory (an unknown key id costs at most one table read a
    second, off the event loop). See `vault.domain.identity` for how the two combine. A
    stranger's call ends here, whatever it sends next.
-2. Admit the call against the caps: calls in flight per process and per caller. Over a cap:
-   RESOURCE_EXHAUSTED with RetryInfo. Health checks and reflection are not counted.
+2. Admit the call against the caps: calls in flight per process and per caller, and the
+   caller's request rate (the policy's `rate`, a token bucket in this process). Over a cap:
+   RESOURCE_EXHAUSTED with RetryInfo (over the rate also QuotaFailure, and the refusal is
+   audited before the caller hears it). Health checks and reflection are not counted.
 3. Read the request message within `read_timeout`: every method is registered as
    client-streaming on the server side (identical on the wire to a unary call), so the server
    reads the message itself and can stop waiting. A caller that opens a call and never sends
@@ -36,8 +38,16 @@ from grpc_status import rpc_status
 from vault.crypto.svid import CertificateCache
 from vault.domain.context import RequestContext
 from vault.domain.identity import Identification, PeerCertificate
+from vault.domain.quotas import RateLimiter
 from vault.domain.types import CallerName
-from vault.errors import DeadlineExceeded, InvalidArgument, PdvaultError, Reason, ResourceExhausted
+from vault.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    PdvaultError,
+    QuotaExceeded,
+    Reason,
+    ResourceExhausted,
+)
 from vault.transport.status import internal_status, to_status_proto
 
 __all__ = ["Call", "Gate", "Limits", "Method", "ServiceHandler", "Stream", "StreamingMethod"]
@@ -132,8 +142,13 @@ class Gate:
         certificates: CertificateCache | None,
         executor: Executor,
         limits: Limits,
+        rates: RateLimiter | None = None,
+        audit_refusal: Callable[[QuotaExceeded, str], None] | None = None,
     ) -> None:
         self._identification = identification
+        self._rates = rates
+        # Records a call refused over its caller's rate (blocking: run off the event loop).
+        self._audit_refusal = audit_refusal
         # None when no port asks for client certificates: the auth context is not read.
         self._certificates = certificates
         self._executor = executor
@@ -179,6 +194,19 @@ class Gate:
                 peer, spiffe_id=None, problem="gRPC reads another SPIFFE ID in it"
             )
         return peer
+
+    async def admit_rate(self, caller: CallerName, method: str) -> None:
+        """Take one call from the caller's bucket. Over its rate: the refusal is audited (off
+        the event loop), then raised."""
+        if self._rates is None:
+            return
+        try:
+            self._rates.admit(caller)
+        except QuotaExceeded as exc:
+            if self._audit_refusal is not None:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self._executor, self._audit_refusal, exc, method)
+            raise
 
     def admit(self, caller: CallerName) -> None:
         mine = self._per_caller.get(caller, 0)
@@ -237,7 +265,7 @@ class ServiceHandler(grpc.GenericRpcHandler):
         executor: Executor,
     ) -> None:
         self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
-            f"/{service}/{name}": _handler(method, gate, executor)
+            f"/{service}/{name}": _handler(method, gate, executor, f"/{service}/{name}")
             for name, method in methods.items()
         }
 
@@ -252,35 +280,36 @@ def _serialize(message: Message) -> bytes:
 
 
 def _handler(
-    method: Method[Any, Any] | StreamingMethod, gate: Gate, executor: Executor
+    method: Method[Any, Any] | StreamingMethod, gate: Gate, executor: Executor, path: str
 ) -> grpc.RpcMethodHandler[Any, Any]:
     # Requests arrive as raw bytes (no deserializer): parsed by pdvault, within its timeouts.
     if isinstance(method, Method):
         return grpc.stream_unary_rpc_method_handler(
-            _serve(method, gate, executor),
+            _serve(method, gate, executor, path),
             request_deserializer=None,
             response_serializer=_serialize,
         )
     if method.server_streaming:
         return grpc.stream_stream_rpc_method_handler(
-            _serve_server_stream(method, gate, executor),
+            _serve_server_stream(method, gate, executor, path),
             request_deserializer=None,
             response_serializer=_serialize,
         )
     return grpc.stream_unary_rpc_method_handler(
-        _serve_client_stream(method, gate, executor),
+        _serve_client_stream(method, gate, executor, path),
         request_deserializer=None,
         response_serializer=_serialize,
     )
 
 
 async def _enter(
-    gate: Gate, context: grpc.aio.ServicerContext[Any, Any], transfer: bool
+    gate: Gate, context: grpc.aio.ServicerContext[Any, Any], transfer: bool, path: str
 ) -> CallerName:
     """Authenticate and admit a call (and a transfer), or end it."""
     metadata = tuple(context.invocation_metadata() or ())
     try:
         caller = await gate.authenticate(metadata, context.auth_context)
+        await gate.admit_rate(caller, path)
         gate.admit(caller)
     except PdvaultError as exc:
         await _abort(context, to_status_proto(exc))
@@ -300,12 +329,12 @@ def _leave(gate: Gate, caller: CallerName, transfer: bool) -> None:
 
 
 def _serve_client_stream(
-    method: StreamingMethod, gate: Gate, executor: Executor
+    method: StreamingMethod, gate: Gate, executor: Executor, path: str
 ) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[Any, Any]], Any]:
     async def handle(
         requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
     ) -> Message:
-        caller = await _enter(gate, context, method.transfer)
+        caller = await _enter(gate, context, method.transfer, path)
         metadata = tuple(context.invocation_metadata() or ())
         try:
             status = None
@@ -326,12 +355,12 @@ def _serve_client_stream(
 
 
 def _serve_server_stream(
-    method: StreamingMethod, gate: Gate, executor: Executor
+    method: StreamingMethod, gate: Gate, executor: Executor, path: str
 ) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[Any, Any]], Any]:
     async def handle(
         requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Message]:
-        caller = await _enter(gate, context, method.transfer)
+        caller = await _enter(gate, context, method.transfer, path)
         metadata = tuple(context.invocation_metadata() or ())
         try:
             status = None
@@ -355,7 +384,7 @@ def _serve_server_stream(
 
 
 def _serve(
-    method: Method[Any, Any], gate: Gate, executor: Executor
+    method: Method[Any, Any], gate: Gate, executor: Executor, path: str
 ) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[Any, Any]], Any]:
     async def handle(
         requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
@@ -363,6 +392,7 @@ def _serve(
         metadata = tuple(context.invocation_metadata() or ())
         try:
             caller = await gate.authenticate(metadata, context.auth_context)
+            await gate.admit_rate(caller, path)
             gate.admit(caller)
         except PdvaultError as exc:
             await _abort(context, to_status_proto(exc))
