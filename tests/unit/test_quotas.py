@@ -317,7 +317,8 @@ def test_over_the_quota_the_request_is_refused_whole_before_any_unwrap(tmp_path:
     assert [(e.outcome, e.rule) for e in refused] == [
         (Outcome.REFUSED, "caller:payment:quotas:payment")
     ] * 2
-    assert all(e.token is None or e.token != card for e in refused)  # refusals name no token
+    # As every refused detokenize: the items asked for are logged (a card-shaped one masked).
+    assert [e.token for e in refused] == ["*" * 12 + card[-4:], UNKNOWN]
     # One item still fits; the next window starts afresh.
     service.detokenize(ctx, [card], "payment")
     now[0] = T0 + timedelta(hours=1)
