@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
+from tests.contract.conftest import Harness
 from vault.domain.stores import Stores
 from vault.domain.types import CallerName, Purpose
 
@@ -78,3 +81,13 @@ def test_concurrent_takes_never_pass_the_limit(stores: Stores) -> None:
     assert len(refused) == 8 * 15 - 25
     assert sorted(passed) == list(range(2, 51, 2))  # every count seen once: no lost update
     assert q.used_items(PAYMENT, PAY, W) == 50
+
+
+def test_sqlite_connections_are_full_sync_again_after_a_take(harness: Harness) -> None:
+    """The count commits at synchronous=NORMAL (made durable by the audit commit that follows);
+    the pool's connections go back to FULL for everything else."""
+    if harness.kind != "sqlite" or harness.database is None:
+        pytest.skip("SQLite's per-connection sync level")
+    harness.stores.quotas.take_items(PAYMENT, PAY, W, 1, 5)
+    with harness.database.read() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
