@@ -446,3 +446,17 @@ def test_the_client_never_retries_an_item_quota() -> None:
     assert len(stub.requests) == 1
     assert isinstance(caught.value, ResourceExhaustedError)
     assert caught.value.reason == "QUOTA_EXCEEDED"
+
+
+def test_the_bench_policy_keeps_the_checks_but_never_refuses_its_caller() -> None:
+    from bench.procs import unrefused_policy
+    from bench.workloads import CALLER
+
+    shipped = parse_policy(default_policy_text())
+    bench = parse_policy(unrefused_policy(default_policy_text(), CALLER))
+    mine = bench.callers[CallerName(CALLER)]
+    assert mine.rate == Rate(1_000_000.0, 1_000_000)
+    assert set(mine.quotas) == set(shipped.callers[CallerName(CALLER)].quotas)
+    assert {q.items for q in mine.quotas.values()} == {1_000_000_000}
+    others = [c for c in bench.callers if c != CALLER]
+    assert all(bench.callers[c] == shipped.callers[c] for c in others)
