@@ -18,6 +18,7 @@ from pdvault.v1 import token_service_pb2, token_service_pb2_grpc
 
 from pdvault_client import Client, Field, QuotaExceededError
 from tests.conftest import RunningServer, running
+from tests.samples import jpeg, noisy_image
 from vault.app import App, build_app
 from vault.config import Settings
 from vault.domain.policy_file import default_policy_text
@@ -199,3 +200,43 @@ def test_two_servers_on_one_database_grant_exactly_the_limit(
         if second is not None:
             second.close()
         first.close()
+
+
+def test_a_document_download_for_a_purpose_is_one_item_of_the_quota(
+    tmp_path: Path, database_url_sqlite: str
+) -> None:
+    text = default_policy_text()
+    quota = 'identity_verification = { items = 50000, window = "1h" }'
+    assert quota in text
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        text.replace(quota, 'identity_verification = { items = 1, window = "31d" }'), "utf-8"
+    )
+    settings = Settings(
+        addr="127.0.0.1:0",
+        data_dir=tmp_path / "data",
+        database_url=database_url_sqlite,
+        max_workers=4,
+        policy_file=policy,
+        retention_sweep_interval=0,
+    )
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(jpeg(noisy_image()))
+    with running(build_app(settings), close=True) as srv, srv.client("kyc") as kyc:
+        doc = kyc.documents().upload("user-1", "passport", photo)
+        kyc.documents().download(doc.id, "identity_verification", tmp_path / "one.jpg")
+        with pytest.raises(QuotaExceededError) as caught:
+            kyc.documents().download(doc.id, "identity_verification", tmp_path / "two.jpg")
+        assert (caught.value.caller, caught.value.purpose, caught.value.limit) == (
+            "kyc",
+            "identity_verification",
+            1,
+        )
+        assert doc.id not in caught.value.message
+        assert not (tmp_path / "two.jpg").exists()
+        refused = [
+            e.event
+            for e in srv.app.stores.audit.entries(0, 1000)
+            if e.event.rule == "caller:kyc:quotas:identity_verification"
+        ]
+        assert [(e.action, e.outcome) for e in refused] == [(Action.DOCUMENT_READ, Outcome.REFUSED)]
