@@ -460,3 +460,32 @@ def test_the_bench_policy_keeps_the_checks_but_never_refuses_its_caller() -> Non
     assert {q.items for q in mine.quotas.values()} == {1_000_000_000}
     others = [c for c in bench.callers if c != CALLER]
     assert all(bench.callers[c] == shipped.callers[c] for c in others)
+
+
+def test_the_asyncio_client_waits_out_a_rate_refusal_too() -> None:
+    import asyncio
+
+    from pdvault_client import aio
+
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+
+    requests: list[Any] = []
+    statuses = [_rate_limited(0.5)]
+
+    async def stub(request: Any, timeout: float, metadata: Any) -> str:
+        requests.append(request)
+        if statuses:
+            raise _Rich(statuses.pop(0))
+        return "answer"
+
+    async def work() -> Any:
+        async with aio.Client("127.0.0.1:1", "pdv_x", timeout=5.0, sleep=sleep) as client:
+            return await client._call(stub, "req-1")
+
+    assert asyncio.run(work()) == "answer"
+    assert requests == ["req-1", "req-1"]
+    assert len(pauses) == 1
+    assert pauses[0] >= 0.5
