@@ -8,7 +8,7 @@ from sqlalchemy import BigInteger, String, bindparam, func, select, true
 from sqlalchemy.dialects import postgresql, sqlite
 
 from vault.domain.types import CallerName, Purpose
-from vault.storage.sql.database import Database
+from vault.storage.sql.database import Database, unavailable
 from vault.storage.tables import quota_usage
 
 __all__ = ["SqlQuotaStore"]
@@ -59,7 +59,13 @@ class SqlQuotaStore:
         self._db = db
         if db.dialect not in ("postgresql", "sqlite"):
             raise NotImplementedError(db.dialect)
-        self._take = _take(db.dialect)
+        # Built by SQLAlchemy once, run on the driver's cursor: this is on every detokenize,
+        # and SQLAlchemy's execution costs more CPU than the statement (measured: about 40%
+        # of the check). The bound values SQLAlchemy made of literals travel with it.
+        compiled = _take(db.dialect).compile(dialect=db.engine.dialect)
+        self._sql = str(compiled)
+        self._literals = {k: v for k, v in compiled.params.items() if v is not None}
+        self._order = compiled.positiontup  # positional drivers (sqlite3): the names in order
 
     def __repr__(self) -> str:
         return f"SqlQuotaStore({self._db.dialect})"
@@ -69,26 +75,39 @@ class SqlQuotaStore:
     ) -> int | None:
         if items > limit:  # a first insert is not conditional: never try
             return None
-        params = {
+        params: dict[str, Any] = {
+            **self._literals,
             "caller": caller,
             "purpose": purpose,
             "window_start": window_start,
             "items": items,
             "limit": limit,
         }
+        args: Any = tuple(params[p] for p in self._order) if self._order else params
         # Autocommit: the one statement is the transaction (one round trip on PostgreSQL).
         with self._db.read() as conn:
-            if self._db.dialect != "sqlite":
-                used = conn.execute(self._take, params).scalar()
-            else:
-                # The connection's sync level, for this commit only (the pool's connections
-                # are FULL for everything else: restored whatever happens).
-                conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
+            driver: Any = conn.connection.driver_connection
+            try:
+                cursor = driver.cursor()
                 try:
-                    used = conn.execute(self._take, params).scalar()
+                    if self._db.dialect == "sqlite":
+                        # The connection's sync level, for this commit only (the pool's
+                        # connections are FULL for everything else: restored whatever happens).
+                        cursor.execute("PRAGMA synchronous=NORMAL")
+                        try:
+                            cursor.execute(self._sql, args)
+                            row = cursor.fetchone()
+                        finally:
+                            cursor.execute("PRAGMA synchronous=FULL")
+                    else:
+                        cursor.execute(self._sql, args)
+                        row = cursor.fetchone()
                 finally:
-                    conn.exec_driver_sql("PRAGMA synchronous=FULL")
-        return None if used is None else int(used)
+                    cursor.close()
+            except conn.dialect.loaded_dbapi.Error as exc:
+                conn.invalidate()  # its state is unknown: the pool opens a new one
+                raise unavailable(exc) from None
+        return None if row is None else int(row[0])
 
     def used_items(self, caller: CallerName, purpose: Purpose, window_start: int) -> int:
         stmt = select(func.coalesce(func.sum(quota_usage.c.used), 0)).where(
