@@ -489,3 +489,35 @@ def test_the_asyncio_client_waits_out_a_rate_refusal_too() -> None:
     assert requests == ["req-1", "req-1"]
     assert len(pauses) == 1
     assert pauses[0] >= 0.5
+
+
+def test_policy_check_warns_of_a_readable_purpose_without_a_quota() -> None:
+    limited = parse_policy(
+        _SMALL % '[callers.shipping.quotas]\nproduct_shipping = { items = 7, window = "1h" }'
+    )
+    assert not [f for f in limited.check() if "item quota" in f]
+    unlimited = parse_policy(_SMALL % "")
+    assert [f for f in unlimited.check() if "item quota" in f] == [
+        "warning: caller 'shipping' may read values for 'product_shipping' without an item "
+        "quota (callers.shipping.quotas): its reads for it are not limited"
+    ]
+
+
+def test_a_database_failure_in_the_count_answers_unavailable_and_reads_nothing(
+    tmp_path: Path,
+) -> None:
+    service, state, keys, _now = _tokens(tmp_path, items=10)
+    card = _card(service)
+
+    class Down:
+        def take_items(self, *_args: object) -> int | None:
+            raise errors.StorageUnavailable("the database is unavailable; retry later")
+
+    quotas = service.detokenization._quotas
+    assert quotas is not None
+    quotas._store = Down()  # type: ignore[assignment]
+    unwraps = keys.unwraps
+    with pytest.raises(errors.StorageUnavailable):
+        service.detokenize(RequestContext(PAYMENT), [card], "payment")
+    assert keys.unwraps == unwraps
+    assert state.quota_usage == {}

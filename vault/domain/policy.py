@@ -304,6 +304,13 @@ class Policy:
                 for p in sorted(caller.purposes)
                 if p not in readable
             )
+        for caller in self.callers.values():
+            findings.extend(
+                f"warning: caller '{caller.name}' may read values for '{p}' without an item "
+                f"quota (callers.{caller.name}.quotas): its reads for it are not limited"
+                for p in sorted(caller.purposes)
+                if p in readable and p not in caller.quotas
+            )
         for category in self.categories.values():
             if (
                 category.kind is not ValueRule.DOCUMENT
