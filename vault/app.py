@@ -9,6 +9,7 @@ import random
 import socket
 import stat
 import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,9 +29,10 @@ from vault.domain.lifecycle import SubjectAdministration
 from vault.domain.policy import ApprovalAction, Policy
 from vault.domain.policy_file import load_policy
 from vault.domain.ports import KeyProvider, Notice, NoticeFeed, NoticeKind
+from vault.domain.quotas import MAX_WINDOW_SECONDS, ItemQuotas, RateLimiter
 from vault.domain.secrets import Secret
 from vault.domain.service import TokenService
-from vault.domain.stores import CredentialStore, KeyInventory, Stores
+from vault.domain.stores import CredentialStore, KeyInventory, QuotaStore, Stores
 from vault.domain.sweep import RetentionSweep
 from vault.domain.types import SubjectId
 from vault.errors import ConfigurationError, KeyServiceUnavailable, PdvaultError
@@ -361,6 +363,7 @@ def _wire(
     if settings.cache_max_entries > 0:
         cache = CachingKeyProvider(keys, cache_limits(settings), telemetry=observed)
         keys = cache
+    quotas = item_quotas(policy, stores.quotas)
     tokens = TokenService(
         policy=policy,
         values=stores.values,
@@ -370,6 +373,7 @@ def _wire(
         keys=keys,
         cipher=cipher,
         clock=utc_now,
+        quotas=quotas,
     )
     key_admin = KeyAdministration(
         policy=policy,
@@ -397,6 +401,7 @@ def _wire(
         shred_log=shred_log,
         clock=utc_now,
         forget_key=forget_key,
+        quotas=quotas,
     )
     sweeper = RetentionSweep(
         policy=policy,
@@ -457,6 +462,8 @@ def _wire(
         if sealed:
             log.warning("audit log: %d entries from before the Merkle log got their places", sealed)
         stores.idempotency.purge_idempotency(utc_now() - tokens.limits.idempotency_retention)
+        # Windows that ended: no window is longer than MAX_WINDOW_SECONDS.
+        stores.quotas.purge_quotas(int(utc_now().timestamp()) - MAX_WINDOW_SECONDS)
         again = subjects.reapply_shred_log(RequestContext.system("shred-log"))
         if again:
             log.warning("shred log: %d subjects of a restored database were shredded again", again)
@@ -478,6 +485,26 @@ def _wire(
             "caller add (see the README)"
         )
     return app
+
+
+def item_quotas(policy: Policy, store: QuotaStore) -> ItemQuotas:
+    """The policy's item quotas, counted in `store` (the database every replica shares)."""
+    return ItemQuotas(
+        {
+            (caller.name, purpose): quota
+            for caller in policy.callers.values()
+            for purpose, quota in caller.quotas.items()
+        },
+        store,
+        utc_now,
+    )
+
+
+def request_rates(policy: Policy) -> RateLimiter:
+    """The policy's request rates, in this process's memory (a token bucket per caller)."""
+    return RateLimiter(
+        {c.name: c.rate for c in policy.callers.values() if c.rate is not None}, time.monotonic
+    )
 
 
 def check_workloads(settings: Settings, policy: Policy) -> None:

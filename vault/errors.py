@@ -31,6 +31,7 @@ __all__ = [
     "NotFound",
     "PdvaultError",
     "PermissionDenied",
+    "QuotaExceeded",
     "Reason",
     "ResourceExhausted",
     "StorageUnavailable",
@@ -92,6 +93,17 @@ class Reason(enum.Enum):
         "a cap on calls in flight was reached; retry after RetryInfo's delay",
     )
     RESPONSE_TOO_LARGE = (Code.RESOURCE_EXHAUSTED, "ask for fewer tokens per call")
+    RATE_LIMITED = (
+        Code.RESOURCE_EXHAUSTED,
+        "the caller is over its request rate (per server process, from the policy); retry "
+        "after RetryInfo's delay",
+    )
+    QUOTA_EXCEEDED = (
+        Code.RESOURCE_EXHAUSTED,
+        "the caller's item quota for this purpose is used up for the current window "
+        "(QuotaFailure names caller, purpose and limit); retry after RetryInfo's delay, or ask "
+        "for the policy's quota to change",
+    )
     # The policy.
     PERMISSION_DENIED = (
         Code.PERMISSION_DENIED,
@@ -318,6 +330,33 @@ class ResourceExhausted(PdvaultError):
     ) -> None:
         super().__init__(message, reason=reason)
         self.retry_after = retry_after
+
+
+class QuotaExceeded(ResourceExhausted):
+    """A limit of the policy was reached: the caller's request rate (`purpose` None) or its item
+    quota for `purpose`. What `google.rpc.QuotaFailure` says: the caller, the purpose and the
+    limit (`limit`, `description`), never a token."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: Reason,
+        retry_after: float,
+        caller: str,
+        purpose: str | None,
+        limit: int,
+        quota_id: str,
+        description: str,
+    ) -> None:
+        super().__init__(message, reason=reason, retry_after=retry_after)
+        self.caller = caller
+        self.purpose = purpose
+        self.limit = limit
+        self.quota_id = quota_id  # "rate" or "items"
+        self.description = description
+        # The policy rule that refused: `caller:<name>:rate` or `caller:<name>:quotas:<purpose>`.
+        self.rule = f"caller:{caller}:quotas:{purpose}" if purpose else f"caller:{caller}:rate"
 
 
 class DeadlineExceeded(PdvaultError):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from vault.domain.documents import DocumentType
+from vault.domain.quotas import ItemQuota, Rate
 from vault.domain.retention import RetentionRule
 from vault.domain.types import (
     CallerName,
@@ -137,6 +138,11 @@ class CallerRule:
     spiffe_ids: frozenset[str] = frozenset()
     # Only with one of those certificates: this caller's API keys alone are refused.
     require_mtls: bool = False
+    # Calls per second this caller may make, per process (a token bucket); None: no limit.
+    rate: Rate | None = None
+    # Items it may ask for per purpose and window, across all processes; a purpose without
+    # one is not limited.
+    quotas: Mapping[Purpose, ItemQuota] = field(default_factory=dict)
 
     def view_of(self, category: Category) -> View:
         return self.views.get(category, self.view)
@@ -323,6 +329,13 @@ class Policy:
                 f"warning: caller '{caller.name}' may claim '{p}', which permits no category"
                 for p in sorted(caller.purposes)
                 if p not in readable
+            )
+        for caller in self.callers.values():
+            findings.extend(
+                f"warning: caller '{caller.name}' may read values for '{p}' without an item "
+                f"quota (callers.{caller.name}.quotas): its reads for it are not limited"
+                for p in sorted(caller.purposes)
+                if p in readable and p not in caller.quotas
             )
         for category in self.categories.values():
             if (

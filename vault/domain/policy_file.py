@@ -29,6 +29,7 @@ from vault.domain.policy import (
     PurposeRule,
     ValueRule,
 )
+from vault.domain.quotas import ItemQuota, Rate, parse_window
 from vault.domain.retention import Period, RetentionRule, Then, Trigger
 from vault.domain.types import NAME_RE, CallerName, Category, Purpose, TokenFormat, View
 from vault.errors import ConfigurationError
@@ -58,6 +59,8 @@ def parse_policy(text: str) -> Policy:
     return _Parser(doc).policy()
 
 
+_MAX_RATE = 1_000_000  # calls per second, and a bucket's size
+_MAX_ITEMS = 1_000_000_000  # items per window
 _FORBIDDEN_CATEGORIES = frozenset({"card_security_code", "cvv", "cvc", "cid", "cvv2", "cvc2"})
 
 
@@ -410,7 +413,76 @@ class _Parser:
             legal_basis=legal_basis & claimed,
             spiffe_ids=spiffe_ids,
             require_mtls=require_mtls,
+            rate=self._rate(body, where),
+            quotas=self._quotas(body, where, claimed),
         )
+
+    def _rate(self, body: Mapping[str, Any], where: str) -> Rate | None:
+        """`rate = { per_second = 50, burst = 100 }`: a token bucket per caller and process."""
+        if "rate" not in body:
+            return None
+        raw = body["rate"]
+        where = f"{where}.rate"
+        if not isinstance(raw, Mapping):
+            self.errors.append(f"{where}: must be a table: {{ per_second = 50, burst = 100 }}")
+            return None
+        unknown = sorted(set(raw) - {"per_second", "burst"})
+        if unknown:
+            self.errors.append(f"{where}: unknown settings {', '.join(unknown)}")
+        per_second = raw.get("per_second")
+        if (
+            not isinstance(per_second, int | float)
+            or isinstance(per_second, bool)
+            or not 0 < per_second <= _MAX_RATE
+        ):
+            self.errors.append(
+                f"{where}.per_second: must be a number of calls per second above 0 and at most "
+                f"{_MAX_RATE}"
+            )
+            per_second = None
+        default_burst = max(1, int(per_second)) if per_second is not None else 1
+        burst = self._int(raw, "burst", where, default_burst, 1, _MAX_RATE)
+        return None if per_second is None else Rate(float(per_second), burst)
+
+    def _quotas(
+        self, body: Mapping[str, Any], where: str, claimed: frozenset[Purpose]
+    ) -> dict[Purpose, ItemQuota]:
+        """`[callers.<name>.quotas]` `<purpose> = { items = 10000, window = "1h" }`."""
+        raw = body.get("quotas", {})
+        where = f"{where}.quotas"
+        if not isinstance(raw, Mapping):
+            self.errors.append(f"{where}: must be a table of purpose = {{ items, window }}")
+            return {}
+        quotas: dict[Purpose, ItemQuota] = {}
+        for purpose, spec in raw.items():
+            at = f"{where}.{purpose}"
+            if purpose not in claimed:
+                self.errors.append(
+                    f"{at}: '{purpose}' is not one of the purposes this caller may claim"
+                )
+                continue
+            if not isinstance(spec, Mapping):
+                self.errors.append(f'{at}: must be a table: {{ items = 10000, window = "1h" }}')
+                continue
+            unknown = sorted(set(spec) - {"items", "window"})
+            if unknown:
+                self.errors.append(f"{at}: unknown settings {', '.join(unknown)}")
+            if "items" not in spec or "window" not in spec:
+                self.errors.append(f"{at}: needs items and window")
+                continue
+            items = self._int(spec, "items", at, 0, 1, _MAX_ITEMS)
+            window_text = spec["window"]
+            if not isinstance(window_text, str):
+                self.errors.append(f'{at}.window: must be a string such as "1h"')
+                continue
+            try:
+                window = parse_window(window_text)
+            except ValueError as exc:
+                self.errors.append(f"{at}.window: {exc}")
+                continue
+            if items:
+                quotas[Purpose(purpose)] = ItemQuota(items, window, window_text)
+        return quotas
 
     def _spiffe_ids(self, body: Mapping[str, Any], where: str) -> frozenset[str]:
         """`spiffe_id`: one workload identity, or a list of them."""

@@ -9,7 +9,8 @@
 - `KeyInventory`: which key-encryption-key versions wrap which data keys, and the check values
   that recognise the key;
 - `DocumentStore`: documents' records (type, state, retention, holds, wrapped document keys);
-- `BlobStore`: documents' sealed segments (in the database by default; an object store later).
+- `BlobStore`: documents' sealed segments (in the database by default; an object store later);
+- `QuotaStore`: items counted against callers' item quotas, per fixed window.
 
 Adapters: `vault.storage.sql` (SQLite and PostgreSQL) and `vault.storage.memory` (in memory, for
 the domain's unit tests). One contract suite per port runs against every adapter
@@ -71,6 +72,7 @@ __all__ = [
     "KeyInventory",
     "Lookup",
     "NewDocument",
+    "QuotaStore",
     "RetentionKey",
     "ShredResult",
     "ShreddedRecord",
@@ -706,6 +708,27 @@ class BlobStore(Protocol):
     def delete(self, blobs: Collection[str]) -> None: ...
 
 
+class QuotaStore(Protocol):
+    """Items counted against callers' item quotas, per (caller, purpose, fixed window). Shared
+    by every process and replica: the count is exact, whatever runs concurrently."""
+
+    def take_items(
+        self, caller: CallerName, purpose: Purpose, window_start: int, items: int, limit: int
+    ) -> int | None:
+        """Add `items` to the window's count if the sum stays within `limit`, and return the
+        new count; None (nothing added) if it would not. MUST be one atomic step: two
+        concurrent calls MUST never both pass the limit. `window_start` is Unix time."""
+        ...
+
+    def used_items(self, caller: CallerName, purpose: Purpose, window_start: int) -> int:
+        """The window's count (0 if nothing was counted in it)."""
+        ...
+
+    def purge_quotas(self, before: int) -> int:
+        """Forget windows that started before `before` (Unix time); returns how many."""
+        ...
+
+
 @dataclass(frozen=True)
 class Stores:
     """The storage ports of one database, as the composition root wires them."""
@@ -719,3 +742,4 @@ class Stores:
     documents: DocumentStore
     blobs: BlobStore
     approvals: ApprovalStore
+    quotas: QuotaStore

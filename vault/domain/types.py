@@ -186,6 +186,7 @@ class Action(enum.Enum):
     APPROVAL_EXPIRE = "approval_expire"
     APPROVAL_LIST = "approval_list"
     AUTHENTICATE = "authenticate"  # a refused client certificate or credential
+    CALL = "call"  # a call refused before its method ran (the caller's request rate)
 
 
 class Outcome(enum.Enum):

@@ -93,6 +93,7 @@ class MemoryState:
     )
     kek_checks: dict[tuple[str, int], WrappedKey] = field(default_factory=dict)
     approvals: dict[str, ApprovalRecord] = field(default_factory=dict)
+    quota_usage: dict[tuple[CallerName, Purpose, int], int] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return f"MemoryState(subjects={len(self.subjects)}, values={len(self.values)})"
@@ -130,6 +131,7 @@ def memory_stores(state: MemoryState | None = None) -> Stores:
         documents=MemoryDocumentStore(s),
         blobs=MemoryBlobStore(s),
         approvals=MemoryApprovalStore(s),
+        quotas=MemoryQuotaStore(s),
     )
 
 
@@ -885,3 +887,33 @@ class MemoryBlobStore:
         with self._s.lock:
             for b in blobs:
                 self._s.segments.pop(b, None)
+
+
+class MemoryQuotaStore:
+    def __init__(self, state: MemoryState) -> None:
+        self._s = state
+
+    def __repr__(self) -> str:
+        return "MemoryQuotaStore()"
+
+    def take_items(
+        self, caller: CallerName, purpose: Purpose, window_start: int, items: int, limit: int
+    ) -> int | None:
+        with self._s.lock:
+            key = (caller, purpose, window_start)
+            used = self._s.quota_usage.get(key, 0) + items
+            if items > limit or used > limit:
+                return None
+            self._s.quota_usage[key] = used
+            return used
+
+    def used_items(self, caller: CallerName, purpose: Purpose, window_start: int) -> int:
+        with self._s.lock:
+            return self._s.quota_usage.get((caller, purpose, window_start), 0)
+
+    def purge_quotas(self, before: int) -> int:
+        with self._s.lock:
+            old = [k for k in self._s.quota_usage if k[2] < before]
+            for k in old:
+                del self._s.quota_usage[k]
+            return len(old)

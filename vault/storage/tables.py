@@ -366,3 +366,15 @@ document_segments = Table(
     Column("seq", Integer, primary_key=True),
     Column("ciphertext", LargeBinary, nullable=False),
 )
+
+# Items counted against callers' item quotas (vault.domain.quotas), one row per caller, purpose
+# and fixed window (its first second, Unix time). Counted by one conditional upsert, so that
+# two replicas can never both pass a limit. Names only: no token, no subject.
+quota_usage = Table(
+    "quota_usage",
+    metadata,
+    Column("caller", String(64), primary_key=True),
+    Column("purpose", String(64), primary_key=True),
+    Column("window_start", BigInteger, primary_key=True),
+    Column("used", BigInteger, nullable=False),
+)

@@ -7,8 +7,10 @@ The order is what keeps a stranger from stalling the service:
    key in the metadata, checked in memory (an unknown key id costs at most one table read a
    second, off the event loop). See `vault.domain.identity` for how the two combine. A
    stranger's call ends here, whatever it sends next.
-2. Admit the call against the caps: calls in flight per process and per caller. Over a cap:
-   RESOURCE_EXHAUSTED with RetryInfo. Health checks and reflection are not counted.
+2. Admit the call against the caps: calls in flight per process and per caller, and the
+   caller's request rate (the policy's `rate`, a token bucket in this process). Over a cap:
+   RESOURCE_EXHAUSTED with RetryInfo (over the rate also QuotaFailure, and the refusal is
+   audited before the caller hears it). Health checks and reflection are not counted.
 3. Read the request message within `read_timeout`: every method is registered as
    client-streaming on the server side (identical on the wire to a unary call), so the server
    reads the message itself and can stop waiting. A caller that opens a call and never sends
@@ -41,8 +43,16 @@ from grpc_status import rpc_status
 from vault.crypto.svid import CertificateCache
 from vault.domain.context import RequestContext
 from vault.domain.identity import Identification, PeerCertificate
+from vault.domain.quotas import RateLimiter
 from vault.domain.types import CallerName
-from vault.errors import DeadlineExceeded, InvalidArgument, PdvaultError, Reason, ResourceExhausted
+from vault.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    PdvaultError,
+    QuotaExceeded,
+    Reason,
+    ResourceExhausted,
+)
 from vault.logs import ACCESS_LOGGER, bind_call
 from vault.observability import CallFacts, CallObservation, Observability
 from vault.transport.status import internal_status, to_status_proto
@@ -151,8 +161,13 @@ class Gate:
         certificates: CertificateCache | None,
         executor: Executor,
         limits: Limits,
+        rates: RateLimiter | None = None,
+        audit_refusal: Callable[[QuotaExceeded, str], None] | None = None,
     ) -> None:
         self._identification = identification
+        self._rates = rates
+        # Records a call refused over its caller's rate (blocking: run off the event loop).
+        self._audit_refusal = audit_refusal
         # None when no port asks for client certificates: the auth context is not read.
         self._certificates = certificates
         self._executor = executor
@@ -167,6 +182,19 @@ class Gate:
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    async def admit_rate(self, caller: CallerName, method: str) -> None:
+        """Take one call from the caller's bucket. Over its rate: the refusal is audited (off
+        the event loop), then raised."""
+        if self._rates is None:
+            return
+        try:
+            self._rates.admit(caller)
+        except QuotaExceeded as exc:
+            if self._audit_refusal is not None:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self._executor, self._audit_refusal, exc, method)
+            raise
 
     async def authenticate(
         self,
@@ -281,6 +309,7 @@ class _Watch:
         self._observed = observed
         self._service = service
         self._method = method.name
+        self.path = f"/{service}/{method.name}"
         if isinstance(method, Method):
             self._type = "unary"
         else:
@@ -292,14 +321,15 @@ class _Watch:
         carrier = {k: v for k, v in metadata if k == "traceparent" and isinstance(v, str)}
         call = self._observed.begin_call(self._type, self._service, self._method, carrier)
         call.context.run(bind_call, call.request_id, call.trace_id)
-        return _Observed(call)
+        return _Observed(call, self.path)
 
 
 class _Observed:
     """One call under observation: its status once known, and its end."""
 
-    def __init__(self, call: CallObservation) -> None:
+    def __init__(self, call: CallObservation, path: str) -> None:
         self.call = call
+        self.path = path  # /package.Service/Method
         self.caller = ""
         self.code = "UNKNOWN"
         self.error: BaseException | None = None
@@ -356,6 +386,7 @@ async def _enter(
     metadata = tuple(context.invocation_metadata() or ())
     try:
         caller = await gate.authenticate(metadata, context.auth_context)
+        await gate.admit_rate(caller, seen.path)
         gate.admit(caller)
     except PdvaultError as exc:
         await _abort(context, seen.failed(to_status_proto(exc)))
@@ -461,6 +492,7 @@ def _serve(
         try:
             try:
                 caller = await gate.authenticate(metadata, context.auth_context)
+                await gate.admit_rate(caller, watch.path)
                 gate.admit(caller)
             except PdvaultError as exc:
                 await _abort(context, seen.failed(to_status_proto(exc)))

@@ -43,10 +43,11 @@ from pdvault.v1 import (
     token_service_pb2,
 )
 
-from vault.app import App, utc_now
+from vault.app import App, request_rates, utc_now
 from vault.config import Settings
 from vault.crypto.svid import CertificateCache
 from vault.domain.identity import Identification
+from vault.domain.quotas import audit_rate_refusal
 from vault.errors import ConfigurationError, PdvaultError
 from vault.transport.approval_servicer import ApprovalServicer
 from vault.transport.caller_servicer import CallerServicer
@@ -211,7 +212,14 @@ async def start_server(
     executor = app.executor  # the runtime's: this server only borrows it
     identification = Identification(app.authenticator, app.policy, app.stores.audit, utc_now)
     certificates = CertificateCache() if settings.client_auth else None
-    gate = Gate(identification, certificates, executor, limits)
+    gate = Gate(
+        identification,
+        certificates,
+        executor,
+        limits,
+        rates=request_rates(app.policy),  # this process's buckets
+        audit_refusal=audit_rate_refusal(app.stores.audit, utc_now),
+    )
     server = grpc.aio.server(
         maximum_concurrent_rpcs=limits.max_calls + HEALTH_HEADROOM,
         options=[

@@ -195,7 +195,8 @@ class Client:
         timeout: float | None = None,
     ) -> Any:
         """`await method(request, timeout=..., metadata=...)`, retried as the synchronous
-        client retries (UNAVAILABLE, RetryInfo honoured, within one deadline)."""
+        client retries (UNAVAILABLE and the request rate's refusals, RetryInfo honoured,
+        within one deadline)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self._timeout if timeout is None else timeout)
         backoff = self._retry.initial_backoff

@@ -166,9 +166,11 @@ class Client:
         retry: bool = True,
         timeout: float | None = None,
     ) -> T:
-        """`method(request, timeout=..., metadata=...)`, retried on UNAVAILABLE (unless `retry`
-        is False) within one deadline: `timeout` seconds, the client's by default. A method
-        that raises grpc.RpcError may be retried; a PdvaultError it raises is final."""
+        """`method(request, timeout=..., metadata=...)`, retried on UNAVAILABLE and on a refusal
+        over the caller's request rate whose RetryInfo delay fits (unless `retry` is False)
+        within one deadline: `timeout` seconds, the client's by default. The same request (its
+        request id) is sent again. A method that raises grpc.RpcError may be retried; a
+        PdvaultError it raises is final (an item quota's refusal: `QuotaExceededError`)."""
         deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
         backoff = self._retry.initial_backoff
         metadata = self._metadata + extra_metadata

@@ -12,6 +12,7 @@ from vault.storage.sql.audit import SqlAuditLog
 from vault.storage.sql.database import Database, make_engine, redact_url
 from vault.storage.sql.documents import SqlBlobStore, SqlDocumentStore
 from vault.storage.sql.notices import PolledNoticeFeed, PostgresNoticeFeed, purge_notices
+from vault.storage.sql.quotas import SqlQuotaStore
 from vault.storage.sql.records import SqlCredentialStore, SqlIdempotencyStore, SqlKeyInventory
 from vault.storage.sql.subjects import SqlSubjectStore
 from vault.storage.sql.values import SqlValueStore
@@ -40,4 +41,5 @@ def sql_stores(db: Database, group_commit: bool = True) -> Stores:
         documents=SqlDocumentStore(db),
         blobs=SqlBlobStore(db),
         approvals=SqlApprovalStore(db),
+        quotas=SqlQuotaStore(db),
     )

@@ -168,6 +168,8 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
+        """A connection in autocommit: each statement is its own transaction. For reads, and
+        for a write that is one atomic statement (an item quota's conditional upsert)."""
         try:
             with self.telemetry.span("db.read"), self._reader.connect() as conn:
                 yield conn

@@ -10,8 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-# MERGE: 0009 is written beside this one; repoint to "0009" when both are merged.
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
