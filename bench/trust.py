@@ -3,7 +3,8 @@
 Issue #12 put three things on every request's path: the caller lookup (an API key checked
 against the in-memory key table), the audit log's Merkle hashing (a subject ref keyed by the
 data key, a leaf hash, the tree's frontier moved) with its head row locked and updated in the
-request's transaction, and the item quota (one conditional increment). None of them can be
+request's transaction, the item quota (one conditional upsert in the database) and the request
+rate (a token bucket in memory). None of them can be
 switched off in the server, so this harness measures each apart, in-process, on the database
 under test, and sets the sum beside what a whole single call costs the server in the same run:
 
@@ -47,8 +48,17 @@ from vault.crypto.aead import AesGcmCipher
 from vault.domain.audit_log import SubjectRefs, entry_bytes
 from vault.domain.callers import issue_api_key
 from vault.domain.merkle import MerkleTree, leaf_hash
+from vault.domain.quotas import Rate, RateLimiter
 from vault.domain.secrets import Secret
-from vault.domain.types import Action, AuditEvent, CallerName, Outcome, SubjectId, Token
+from vault.domain.types import (
+    Action,
+    AuditEvent,
+    CallerName,
+    Outcome,
+    Purpose,
+    SubjectId,
+    Token,
+)
 from vault.storage.sql import rows
 from vault.storage.tables import audit_events
 
@@ -101,6 +111,20 @@ def components(app: App, rounds: int, seconds: float, log_size: int = 100_000) -
     subject = SubjectId("bench-subject-0001")
     out["audit: subject ref (HMAC under the data key)"] = per_call_us(
         lambda: refs.ref(key, subject), rounds, seconds
+    )
+
+    # The item quota: one conditional upsert of the window's count (vault.storage.sql.quotas),
+    # and the request rate: a token bucket in memory (its limit set out of reach).
+    window = int(time.time()) // 3600 * 3600
+    quotas = app.stores.quotas
+    out["quota: items counted in the database"] = per_call_us(
+        lambda: quotas.take_items(CallerName("payment"), Purpose("payment"), window, 1, 10**12),
+        rounds,
+        seconds,
+    )
+    rates = RateLimiter({CallerName("payment"): Rate(10**9, 10**9)}, time.monotonic)
+    out["rate: token bucket"] = per_call_us(
+        lambda: rates.admit(CallerName("payment")), rounds, seconds
     )
 
     tree = MerkleTree()

@@ -22,6 +22,8 @@ def test_every_component_is_measured_on_a_real_application(tmp_path: Path) -> No
     assert raw > 0
     assert set(parts) == {
         "caller lookup (API key)",
+        "quota: items counted in the database",
+        "rate: token bucket",
         "audit: subject ref (HMAC under the data key)",
         "audit: leaf hash and tree head (Merkle)",
         "audit: head locked and moved (database)",

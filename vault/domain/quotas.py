@@ -21,10 +21,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from vault.domain.stores import AuditLog, QuotaStore
 from vault.domain.types import Action, AuditEvent, CallerName, Outcome, Purpose
 from vault.errors import QuotaExceeded, Reason
+
+if TYPE_CHECKING:  # the policy imports this module, and the stores import the policy
+    from vault.domain.stores import AuditLog, QuotaStore
 
 __all__ = [
     "MAX_WINDOW_SECONDS",
