@@ -9,6 +9,7 @@ import random
 import socket
 import stat
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,13 +25,20 @@ from vault.domain.credentials import CallerAdministration
 from vault.domain.keys import CacheFigures, KeyAdministration
 from vault.domain.lifecycle import SubjectAdministration
 from vault.domain.policy import Policy
-from vault.domain.policy_file import load_policy
+from vault.domain.policy_admin import (
+    PolicyAdministration,
+    PolicyChange,
+    PolicyInForce,
+    PolicyReloader,
+    policy_digest,
+)
+from vault.domain.policy_file import default_policy_text, parse_policy
 from vault.domain.ports import KeyProvider, Notice, NoticeFeed, NoticeKind
 from vault.domain.secrets import Secret
 from vault.domain.service import TokenService
 from vault.domain.stores import CredentialStore, KeyInventory, Stores
 from vault.domain.sweep import RetentionSweep
-from vault.domain.types import SubjectId
+from vault.domain.types import CallerName, SubjectId
 from vault.errors import ConfigurationError, KeyServiceUnavailable, PdvaultError
 from vault.kms.audit_sink import open_sink
 from vault.kms.cache import CacheLimits, CachingKeyProvider
@@ -51,6 +59,7 @@ from vault.storage.sql import (
     Engine,
     PolledNoticeFeed,
     PostgresNoticeFeed,
+    announce,
     make_engine,
     purge_notices,
     sql_stores,
@@ -62,6 +71,7 @@ __all__ = [
     "KEY_USE_INTERVAL",
     "NOTICE_RETENTION",
     "App",
+    "UseCases",
     "adopt_legacy_documents",
     "audit_checkpoints",
     "build_app",
@@ -72,6 +82,7 @@ __all__ = [
     "ensure_dev_credentials",
     "key_provider",
     "malware_scanner",
+    "policy_text",
     "secure_directory",
     "secure_file",
     "transit_settings",
@@ -92,6 +103,20 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True)
+class UseCases:
+    """Everything that reads the policy, built for one policy. A reload builds a new set and
+    swaps it whole, in one assignment: a call that started keeps the set it started with."""
+
+    policy: Policy
+    tokens: TokenService
+    key_admin: KeyAdministration
+    subjects: SubjectAdministration
+    documents: DocumentArchive
+    sweeper: RetentionSweep
+    callers: CallerAdministration
+
+
 @dataclass
 class App:
     """The runtime of one process: it owns every thread and cache the process has, starts them,
@@ -101,23 +126,25 @@ class App:
     (group commit, started on first use), the notice feed's listener or poller. Caches: the
     data-key cache (`cache`), the API key table (`authenticator`), the policy's prepared
     decisions, the shred log's entries, the local key file's versions. A notice from any process
-    (a shred, a change of API keys) reaches them through `forget`.
+    (a shred, a change of API keys, a policy reload) reaches them through `forget`.
+
+    The policy: `uses` holds the use cases built for the policy in force; `reloader` puts a
+    changed policy file in force (SIGHUP, PolicyService, a notice) by building a new set with
+    `assemble` and swapping it in (`_put_in_force`); servers hear of it through `on_policy`.
     """
 
     settings: Settings
-    policy: Policy
     database: Database
     stores: Stores
     keys: KeyProvider
     cache: CachingKeyProvider | None
-    tokens: TokenService
-    key_admin: KeyAdministration
-    subjects: SubjectAdministration
-    documents: DocumentArchive
-    sweeper: RetentionSweep
-    callers: CallerAdministration
+    uses: UseCases
     authenticator: Authenticator
     executor: ThreadPoolExecutor = field(repr=False)
+    assemble: Callable[[Policy], UseCases] = field(repr=False)
+    reloader: PolicyReloader | None = field(default=None, repr=False)
+    policies: PolicyAdministration | None = field(default=None, repr=False)
+    on_policy: list[Callable[[UseCases], None]] = field(default_factory=list, repr=False)
     notices: NoticeFeed | None = None
     sweep_interval: float = 0.0  # seconds between scheduled retention sweeps; 0: none
     checkpoints: AuditCheckpoints | None = None  # signs the audit log's head (primary only)
@@ -129,6 +156,57 @@ class App:
     @property
     def engine(self) -> Engine:
         return self.database.engine
+
+    # The use cases of the policy in force (each read is one snapshot: a caller that needs two
+    # of them for one piece of work reads `uses` once).
+    @property
+    def policy(self) -> Policy:
+        return self.uses.policy
+
+    @property
+    def tokens(self) -> TokenService:
+        return self.uses.tokens
+
+    @property
+    def key_admin(self) -> KeyAdministration:
+        return self.uses.key_admin
+
+    @property
+    def subjects(self) -> SubjectAdministration:
+        return self.uses.subjects
+
+    @property
+    def documents(self) -> DocumentArchive:
+        return self.uses.documents
+
+    @property
+    def sweeper(self) -> RetentionSweep:
+        return self.uses.sweeper
+
+    @property
+    def callers(self) -> CallerAdministration:
+        return self.uses.callers
+
+    def _put_in_force(self, new: PolicyInForce) -> None:
+        """Swap in the use cases of a validated policy: built first, then one assignment."""
+        uses = self.assemble(new.policy)
+        self.authenticator.use_policy(new.policy)
+        self.uses = uses
+        # Audit entries appended from now on record the new version (rows.insert_audit).
+        self.engine.update_execution_options(**{POLICY_VERSION: new.policy.version})
+        for listener in list(self.on_policy):
+            listener(uses)
+
+    def reload_policy(self, by: str) -> PolicyChange | None:
+        """Read the policy file again, in this process only (SIGHUP, a notice): put it in
+        force if valid and changed. An invalid file is logged and audited, and the policy in
+        force stays: None then."""
+        if self.reloader is None:
+            return None
+        try:
+            return self.reloader.reload(CallerName(by))
+        except PdvaultError:
+            return None  # logged and audited by the reloader
 
     def start(self) -> None:
         if self.notices is not None:
@@ -217,12 +295,29 @@ class App:
             self.cache.forget_digests({notice.key})
         elif notice.kind is NoticeKind.API_KEYS:
             self.authenticator.invalidate()
+        elif notice.kind is NoticeKind.POLICY:
+            self._follow_policy(notice.key)
+
+    def _follow_policy(self, digest: str) -> None:
+        """An operator reloaded the policy in another process: read this one's file again."""
+        if self.reloader is None or self.reloader.current.digest == digest:
+            return  # the process that reloaded it (or one that already has it)
+        self.reload_policy("system:policy-notice")
+        if self.reloader.current.digest != digest:
+            log.warning(
+                "a policy reload was announced (%s) but this process's policy file gives %s: "
+                "is the same file deployed here?",
+                digest[:19],
+                self.reloader.current,
+            )
 
     def forget_everything(self) -> None:
-        """Notices may have been missed (a lost connection): every cache starts over."""
+        """Notices may have been missed (a lost connection): every cache starts over, and the
+        policy file is read again (a reload may have been announced meanwhile)."""
         if self.cache is not None:
             self.cache.clear()
         self.authenticator.invalidate()
+        self.reload_policy("system:policy-notice")
 
     def close(self) -> None:
         self._stopping.set()
@@ -255,7 +350,8 @@ def build_app(settings: Settings, primary: bool = True) -> App:
     also migrates the database, re-applies the shred log and writes the demo credentials;
     the processes it spawns do none of that, so they never race each other over it."""
     secure_directory(settings.data_dir)
-    policy = load_policy(settings.policy_file)
+    text = policy_text(settings)
+    policy = parse_policy(text)
     if primary:
         check_workloads(settings, policy)
     engine = make_engine(settings.effective_database_url, pool_size=settings.max_workers + 2)
@@ -285,15 +381,23 @@ def build_app(settings: Settings, primary: bool = True) -> App:
     database = Database(engine)
     stores = sql_stores(database)
     try:
-        return _wire(settings, policy, database, stores, primary)
+        in_force = PolicyInForce(policy, policy_digest(text))
+        return _wire(settings, in_force, database, stores, primary)
     except BaseException:
         stores.audit.close()
         engine.dispose()
         raise
 
 
+def policy_text(settings: Settings) -> str:
+    """The policy file's text (PDV_POLICY), or the shipped default's."""
+    if settings.policy_file is None:
+        return default_policy_text()
+    return settings.policy_file.read_text("utf-8")
+
+
 def _wire(
-    settings: Settings, policy: Policy, database: Database, stores: Stores, primary: bool
+    settings: Settings, in_force: PolicyInForce, database: Database, stores: Stores, primary: bool
 ) -> App:
     cipher = AesGcmCipher()
     provider = key_provider(settings, stores.keys)
@@ -303,88 +407,100 @@ def _wire(
     if settings.cache_max_entries > 0:
         cache = CachingKeyProvider(provider, cache_limits(settings))
         keys = cache
-    tokens = TokenService(
-        policy=policy,
-        values=stores.values,
-        subjects=stores.subjects,
-        idempotency=stores.idempotency,
-        audit=stores.audit,
-        keys=keys,
-        cipher=cipher,
-        clock=utc_now,
-    )
-    key_admin = KeyAdministration(
-        policy=policy,
-        inventory=stores.keys,
-        audit=stores.audit,
-        keys=keys,
-        clock=utc_now,
-        cache_figures=lambda: cache_figures(cache),
-    )
     shred_log = FileShredLog(settings.effective_shred_log)
     forget_key = cache.forget if cache is not None else lambda _s: None
-    documents = DocumentArchive(
-        policy=policy,
-        documents=stores.documents,
-        blobs=stores.blobs,
-        values=stores.values,
-        subjects=stores.subjects,
-        audit=stores.audit,
-        keys=keys,
-        cipher=cipher,
-        sealer=DocumentCrypto(),
-        inspector=ContentInspector(policy.documents.max_pixels, policy.documents.max_pages),
-        scanner=malware_scanner(settings, policy),
-        shred_log=shred_log,
-        clock=utc_now,
-        forget_key=forget_key,
-    )
-    sweeper = RetentionSweep(
-        policy=policy,
-        documents=stores.documents,
-        blobs=stores.blobs,
-        values=stores.values,
-        audit=stores.audit,
-        shred_log=shred_log,
-        clock=utc_now,
-        forget_key=forget_key,
-    )
-    subjects = SubjectAdministration(
-        policy=policy,
-        values=stores.values,
-        subjects=stores.subjects,
-        audit=stores.audit,
-        keys=keys,
-        cipher=cipher,
-        shred_log=shred_log,
-        clock=utc_now,
-        forget_key=forget_key,
-        documents=documents,
-    )
-    authenticator = Authenticator(stores.credentials, policy)
-    app = App(
-        settings,
-        policy,
-        database,
-        stores,
-        keys,
-        cache,
-        tokens,
-        key_admin,
-        subjects,
-        documents,
-        sweeper,
-        CallerAdministration(
+    authenticator = Authenticator(stores.credentials, in_force.policy)
+
+    def assemble(policy: Policy) -> UseCases:
+        """The use cases for `policy` (at start-up, and at each reload)."""
+        tokens = TokenService(
+            policy=policy,
+            values=stores.values,
+            subjects=stores.subjects,
+            idempotency=stores.idempotency,
+            audit=stores.audit,
+            keys=keys,
+            cipher=cipher,
+            clock=utc_now,
+        )
+        key_admin = KeyAdministration(
+            policy=policy,
+            inventory=stores.keys,
+            audit=stores.audit,
+            keys=keys,
+            clock=utc_now,
+            cache_figures=lambda: cache_figures(cache),
+        )
+        documents = DocumentArchive(
+            policy=policy,
+            documents=stores.documents,
+            blobs=stores.blobs,
+            values=stores.values,
+            subjects=stores.subjects,
+            audit=stores.audit,
+            keys=keys,
+            cipher=cipher,
+            sealer=DocumentCrypto(),
+            inspector=ContentInspector(policy.documents.max_pixels, policy.documents.max_pages),
+            scanner=malware_scanner(settings, policy),
+            shred_log=shred_log,
+            clock=utc_now,
+            forget_key=forget_key,
+        )
+        sweeper = RetentionSweep(
+            policy=policy,
+            documents=stores.documents,
+            blobs=stores.blobs,
+            values=stores.values,
+            audit=stores.audit,
+            shred_log=shred_log,
+            clock=utc_now,
+            forget_key=forget_key,
+        )
+        subjects = SubjectAdministration(
+            policy=policy,
+            values=stores.values,
+            subjects=stores.subjects,
+            audit=stores.audit,
+            keys=keys,
+            cipher=cipher,
+            shred_log=shred_log,
+            clock=utc_now,
+            forget_key=forget_key,
+            documents=documents,
+        )
+        callers = CallerAdministration(
             policy=policy,
             credentials=stores.credentials,
             audit=stores.audit,
             clock=utc_now,
             changed=authenticator.invalidate,
-        ),
+        )
+        return UseCases(policy, tokens, key_admin, subjects, documents, sweeper, callers)
+
+    app = App(
+        settings,
+        database,
+        stores,
+        keys,
+        cache,
+        assemble(in_force.policy),
         authenticator,
         ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
+        assemble,
         sweep_interval=settings.retention_sweep_interval if primary else 0.0,
     )
+    app.reloader = PolicyReloader(
+        current=in_force,
+        read=lambda: policy_text(settings),
+        put_in_force=app._put_in_force,
+        audit=stores.audit,
+        announce=lambda event, digest: announce(database, NoticeKind.POLICY, digest, [event]),
+        clock=utc_now,
+        where=f" (process {os.getpid()} on {socket.gethostname()})",
+    )
+    app.policies = PolicyAdministration(reloader=app.reloader, audit=stores.audit, clock=utc_now)
+    policy = in_force.policy
     if primary:
         app.checkpoints = audit_checkpoints(settings, stores, provider)
         app.checkpoint_interval = settings.audit_checkpoint_interval
@@ -392,11 +508,11 @@ def _wire(
         sealed = stores.audit.seal_legacy()
         if sealed:
             log.warning("audit log: %d entries from before the Merkle log got their places", sealed)
-        stores.idempotency.purge_idempotency(utc_now() - tokens.limits.idempotency_retention)
-        again = subjects.reapply_shred_log(RequestContext.system("shred-log"))
+        stores.idempotency.purge_idempotency(utc_now() - app.tokens.limits.idempotency_retention)
+        again = app.subjects.reapply_shred_log(RequestContext.system("shred-log"))
         if again:
             log.warning("shred log: %d subjects of a restored database were shredded again", again)
-        adopt_legacy_documents(documents)
+        adopt_legacy_documents(app.documents)
         purge_notices(database.engine, utc_now() - NOTICE_RETENTION)
     app.notices = (
         PolledNoticeFeed(database.engine)

@@ -49,6 +49,10 @@ __all__ = [
 
 
 def serve(args: argparse.Namespace) -> int:
+    import signal
+
+    # SIGHUP reloads the policy once the server serves; before that it must not end it.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     settings = _settings()
     os.umask(0o077)  # the database, key file and credentials are for this user only
     configure_logging(args.log_level or settings.log_level)
@@ -202,15 +206,12 @@ def policy_matrix(args: argparse.Namespace) -> int:
     view = ["view"] if args.view else []
     if args.format == "csv":
         out = csv.writer(sys.stdout, lineterminator="\n")
-        out.writerow(
-            ["caller", "purpose", "category", *view, "consent_required", "allowed_when_stopped"]
-            + ["legal_basis"]
-        )
-        out.writerows(
-            [g.caller, g.purpose, g.category, *([g.view.value] if view else [])]
-            + [_bool(g.consent_required), _bool(g.allowed_when_stopped), _bool(g.legal_basis)]
-            for g in grants
-        )
+        conditions = ["consent_required", "allowed_when_stopped", "legal_basis"]
+        out.writerow(["caller", "purpose", "category", *view, *conditions])
+        for g in grants:
+            shown = [g.view.value] if view else []
+            said = [g.consent_required, g.allowed_when_stopped, g.legal_basis]
+            out.writerow([g.caller, g.purpose, g.category, *shown, *map(_bool, said)])
         return EXIT_OK
     head = ["caller", "purpose", "category", *view, "conditions"]
     rows = [

@@ -43,8 +43,9 @@ __all__ = [
 
 ALL = "*"
 # What operators do through the operator services: keys, the subject lifecycle (and documents'
-# deletion and retention sweeps), the audit log, legal holds on documents, callers' API keys.
-OPERATIONS = frozenset({"keys", "subjects", "audit", "holds", "callers"})
+# deletion and retention sweeps), the audit log, legal holds on documents, callers' API keys,
+# the policy in force (its reload).
+OPERATIONS = frozenset({"keys", "subjects", "audit", "holds", "callers", "policy"})
 
 
 class ValueRule(enum.Enum):

@@ -21,7 +21,7 @@ from vault.domain.types import CallerName, Category, LegalBasis, Purpose, Subjec
 __all__ = ["Explanation", "Grant", "Unknown", "explain", "matrix", "notes_about"]
 
 
-class Unknown(LookupError):  # noqa: N818  (a lookup's outcome, as KeyError)
+class Unknown(LookupError):
     """A caller, purpose or category the policy does not have: `what` and `name`."""
 
     def __init__(self, what: str, name: str, known: list[str]) -> None:

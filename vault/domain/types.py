@@ -179,6 +179,8 @@ class Action(enum.Enum):
     CALLER_KEY_REVOKE = "caller_key_revoke"
     CALLER_LIST = "caller_list"
     AUTHENTICATE = "authenticate"  # a refused client certificate or credential
+    POLICY_RELOAD = "policy_reload"  # a policy file put in force (or refused) without a restart
+    POLICY_SHOW = "policy_show"
 
 
 class Outcome(enum.Enum):

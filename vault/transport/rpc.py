@@ -133,7 +133,8 @@ class Gate:
         executor: Executor,
         limits: Limits,
     ) -> None:
-        self._identification = identification
+        # Swapped whole when the policy is reloaded (it maps SPIFFE IDs to callers).
+        self.identification = identification
         # None when no port asks for client certificates: the auth context is not read.
         self._certificates = certificates
         self._executor = executor
@@ -156,11 +157,11 @@ class Gate:
     ) -> CallerName:
         peer = None if self._certificates is None else self.peer(auth_context())
         presented = _bearer(metadata)
-        caller = self._identification.check(peer, presented)
+        caller = self.identification.check(peer, presented)
         if caller is None:  # a key table read or an audited refusal: off the event loop
             loop = asyncio.get_running_loop()
             caller = await loop.run_in_executor(
-                self._executor, self._identification.authenticate, peer, presented
+                self._executor, self.identification.authenticate, peer, presented
             )
         return caller
 
@@ -236,8 +237,17 @@ class ServiceHandler(grpc.GenericRpcHandler):
         gate: Gate,
         executor: Executor,
     ) -> None:
-        self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
-            f"/{service}/{name}": _handler(method, gate, executor)
+        self.name = service
+        self._gate = gate
+        self._executor = executor
+        self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+        self.use(methods)
+
+    def use(self, methods: Mapping[str, Method[Any, Any] | StreamingMethod]) -> None:
+        """Serve these methods from the next call on (a policy reload): the table is built,
+        then swapped in one assignment; a call already under way keeps the methods it got."""
+        self._handlers = {
+            f"/{self.name}/{name}": _handler(method, self._gate, self._executor)
             for name, method in methods.items()
         }
 

@@ -37,11 +37,12 @@ from pdvault.v1 import (
     caller_service_pb2,
     document_service_pb2,
     key_service_pb2,
+    policy_service_pb2,
     subject_service_pb2,
     token_service_pb2,
 )
 
-from vault.app import App, utc_now
+from vault.app import App, UseCases, utc_now
 from vault.config import Settings
 from vault.crypto.svid import CertificateCache
 from vault.domain.identity import Identification
@@ -49,6 +50,7 @@ from vault.errors import ConfigurationError, PdvaultError
 from vault.transport.caller_servicer import CallerServicer
 from vault.transport.document_servicer import DocumentServicer
 from vault.transport.key_servicer import KeyServicer
+from vault.transport.policy_servicer import PolicyServicer
 from vault.transport.rpc import Gate, Limits, Method, ServiceHandler, StreamingMethod
 from vault.transport.subject_servicer import SubjectServicer
 from vault.transport.tls import TlsFiles, TlsReloader
@@ -62,6 +64,7 @@ __all__ = [
     "LIVENESS",
     "LOOPBACK",
     "MAX_MESSAGE_BYTES",
+    "POLICY_SERVICE",
     "SERVICE_NAMES",
     "SUBJECT_SERVICE",
     "TOKEN_SERVICE",
@@ -85,12 +88,14 @@ KEY_SERVICE = key_service_pb2.DESCRIPTOR.services_by_name["KeyService"]
 SUBJECT_SERVICE = subject_service_pb2.DESCRIPTOR.services_by_name["SubjectService"]
 DOCUMENT_SERVICE = document_service_pb2.DESCRIPTOR.services_by_name["DocumentService"]
 CALLER_SERVICE = caller_service_pb2.DESCRIPTOR.services_by_name["CallerService"]
+POLICY_SERVICE = policy_service_pb2.DESCRIPTOR.services_by_name["PolicyService"]
 SERVICE_NAMES = (
     TOKEN_SERVICE.full_name,
     KEY_SERVICE.full_name,
     SUBJECT_SERVICE.full_name,
     DOCUMENT_SERVICE.full_name,
     CALLER_SERVICE.full_name,
+    POLICY_SERVICE.full_name,
 )
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 # Calls above pdvault's own cap that gRPC still accepts: room for health checks and reflection.
@@ -163,16 +168,23 @@ class Serving:
     # With PDV_TLS_CLIENT_AUTH=optional: the port that requires client certificates.
     mtls_port: int | None = None
     tls: TlsReloader | None = None
+    unfollow: Callable[[], None] | None = None  # stop following policy reloads
 
 
-def _methods(app: App) -> list[tuple[str, dict[str, Method[Any, Any] | StreamingMethod]]]:
-    documents = DocumentServicer(app.documents, app.sweeper, app.settings.upload_timeout)
+def _methods(
+    app: App, uses: UseCases
+) -> list[tuple[str, dict[str, Method[Any, Any] | StreamingMethod]]]:
+    """Every service's methods, served by the use cases of one policy (`uses`)."""
+    documents = DocumentServicer(uses.documents, uses.sweeper, app.settings.upload_timeout)
+    if app.policies is None:
+        raise AssertionError("the application has no PolicyService (not built by build_app)")
     services: list[tuple[Any, dict[str, Method[Any, Any] | StreamingMethod]]] = [
-        (TOKEN_SERVICE, dict(TokenServicer(app.tokens).methods())),
-        (KEY_SERVICE, dict(KeyServicer(app.key_admin).methods())),
-        (SUBJECT_SERVICE, dict(SubjectServicer(app.subjects).methods())),
+        (TOKEN_SERVICE, dict(TokenServicer(uses.tokens).methods())),
+        (KEY_SERVICE, dict(KeyServicer(uses.key_admin).methods())),
+        (SUBJECT_SERVICE, dict(SubjectServicer(uses.subjects).methods())),
         (DOCUMENT_SERVICE, documents.methods()),
-        (CALLER_SERVICE, dict(CallerServicer(app.callers).methods())),
+        (CALLER_SERVICE, dict(CallerServicer(uses.callers).methods())),
+        (POLICY_SERVICE, dict(PolicyServicer(app.policies).methods())),
     ]
     for descriptor, methods in services:
         missing = set(descriptor.methods_by_name) - set(methods)
@@ -198,7 +210,8 @@ async def start_server(
         settings.max_transfers,
     )
     executor = app.executor  # the runtime's: this server only borrows it
-    identification = Identification(app.authenticator, app.policy, app.stores.audit, utc_now)
+    uses = app.uses  # one snapshot: the policy in force and its use cases
+    identification = Identification(app.authenticator, uses.policy, app.stores.audit, utc_now)
     certificates = CertificateCache() if settings.client_auth else None
     gate = Gate(identification, certificates, executor, limits)
     server = grpc.aio.server(
@@ -224,9 +237,20 @@ async def start_server(
             ("grpc.http2.max_ping_strikes", 2),
         ],
     )
-    server.add_generic_rpc_handlers(
-        [ServiceHandler(name, methods, gate, executor) for name, methods in _methods(app)]
-    )
+    handlers = [
+        ServiceHandler(name, methods, gate, executor) for name, methods in _methods(app, uses)
+    ]
+    server.add_generic_rpc_handlers(handlers)
+
+    def follow_policy(new: UseCases) -> None:
+        # A reloaded policy: the identities it maps, then each service's methods, swapped.
+        gate.identification = Identification(
+            app.authenticator, new.policy, app.stores.audit, utc_now
+        )
+        tables = dict(_methods(app, new))
+        for handler in handlers:
+            handler.use(tables[handler.name])
+
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -255,6 +279,8 @@ async def start_server(
         mtls_port=mtls_port,
         tls=tls,
     )
+    app.on_policy.append(follow_policy)
+    serving.unfollow = lambda: app.on_policy.remove(follow_policy)
     await _set_ready(serving, True)
     serving.monitor = asyncio.create_task(_watch(app, serving))
     return serving
@@ -281,6 +307,9 @@ async def stop_taking_calls(serving: Serving) -> None:
 async def stop_server(serving: Serving, grace: float | None) -> None:
     """Stop: readiness off, new calls refused, calls under way given `grace` seconds."""
     await stop_taking_calls(serving)
+    if serving.unfollow is not None:
+        serving.unfollow()
+        serving.unfollow = None
     await serving.server.stop(grace)
     if serving.probes is not None:
         await serving.probes.stop()
@@ -447,6 +476,12 @@ def serve(
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+        # SIGHUP: read the policy file again (this process only; the parent of several passes
+        # it to each). Off the loop: it reads a file and builds the use cases.
+        loop.add_signal_handler(
+            signal.SIGHUP,
+            lambda: loop.run_in_executor(app.executor, app.reload_policy, "system:sighup"),
+        )
         if on_ready is None:
             health_port = f"; health checks on port {serving.probes.port}" if serving.probes else ""
             log.info(

@@ -10,7 +10,12 @@ from vault.domain.stores import Stores
 from vault.storage.sql.audit import SqlAuditLog
 from vault.storage.sql.database import Database, make_engine, redact_url
 from vault.storage.sql.documents import SqlBlobStore, SqlDocumentStore
-from vault.storage.sql.notices import PolledNoticeFeed, PostgresNoticeFeed, purge_notices
+from vault.storage.sql.notices import (
+    PolledNoticeFeed,
+    PostgresNoticeFeed,
+    announce,
+    purge_notices,
+)
 from vault.storage.sql.records import SqlCredentialStore, SqlIdempotencyStore, SqlKeyInventory
 from vault.storage.sql.subjects import SqlSubjectStore
 from vault.storage.sql.values import SqlValueStore
@@ -21,6 +26,7 @@ __all__ = [
     "PolledNoticeFeed",
     "PostgresNoticeFeed",
     "SqlAuditLog",
+    "announce",
     "make_engine",
     "purge_notices",
     "redact_url",
