@@ -1,11 +1,12 @@
-"""The operator services through a `Client`: SubjectService and KeyService."""
+"""The operator services through a `Client`: SubjectService, KeyService, CallerService and
+PolicyService."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pdvault.v1 import caller_service_pb2, key_service_pb2, subject_service_pb2
+from pdvault.v1 import caller_service_pb2, key_service_pb2, policy_service_pb2, subject_service_pb2
 
 from pdvault_client.convert import (
     VAULT_TOKEN_METADATA,
@@ -20,7 +21,7 @@ from pdvault_client.types import KeyStatus, RewrapStep, Trimmed
 if TYPE_CHECKING:
     from pdvault_client.client import Client
 
-__all__ = ["CallerAdmin", "KeyAdmin", "SubjectAdmin"]
+__all__ = ["CallerAdmin", "KeyAdmin", "PolicyAdmin", "SubjectAdmin"]
 
 
 class CallerAdmin:
@@ -55,6 +56,32 @@ class CallerAdmin:
             self._stub.RevokeCallerKey,
             caller_service_pb2.RevokeCallerKeyRequest(caller=caller, key_id=key_id),
         )
+
+
+class PolicyAdmin:
+    """The PolicyService, through a Client (operators with the `policy` operation): the policy
+    in force, and its reload. Answers are plain dicts (the proto's JSON form)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._stub = client._policy_stub
+
+    def __repr__(self) -> str:
+        return "PolicyAdmin()"
+
+    def get(self) -> dict[str, Any]:
+        """`name`, `version` and `digest` of the policy in force in the process that answers."""
+        answer = self._client._call(self._stub.GetPolicy, policy_service_pb2.GetPolicyRequest())
+        return message_to_dict(answer)
+
+    def reload(self) -> dict[str, Any]:
+        """Put the server's policy file in force again (every process); the policy now in
+        force and the one before (`previousName`, `previousVersion`, `previousDigest`) and
+        whether it `changed`. An invalid file: InvalidArgumentError naming the problem."""
+        answer = self._client._call(
+            self._stub.ReloadPolicy, policy_service_pb2.ReloadPolicyRequest()
+        )
+        return message_to_dict(answer)
 
 
 class SubjectAdmin:
