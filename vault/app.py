@@ -498,6 +498,7 @@ def _wire(
         announce=lambda event, digest: announce(database, NoticeKind.POLICY, digest, [event]),
         clock=utc_now,
         where=f" (process {os.getpid()} on {socket.gethostname()})",
+        check=lambda p: check_workloads(settings, p),
     )
     app.policies = PolicyAdministration(reloader=app.reloader, audit=stores.audit, clock=utc_now)
     policy = in_force.policy

@@ -81,9 +81,13 @@ class PolicyReloader:
         announce: Callable[[AuditEvent, str], None],
         clock: Clock,
         where: str = "",
+        check: Callable[[Policy], None] = lambda _policy: None,
     ) -> None:
         self._current = current
         self._read = read
+        # What the deployment refuses beyond the file's own rules (ConfigurationError): a
+        # policy with which nobody could call under the TLS settings, say.
+        self._check = check
         self._put_in_force = put_in_force
         self._audit = audit
         # Records the change's audit entry and tells every process, in one transaction.
@@ -108,6 +112,7 @@ class PolicyReloader:
             try:
                 text = self._read()
                 policy = parse_policy(text)
+                self._check(policy)
             except (ConfigurationError, OSError) as exc:
                 problem = _problem(exc)
                 log.warning(
