@@ -11,19 +11,24 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
+from pdvault.v1 import document_service_pb2, document_service_pb2_grpc
 
 from pdvault_client import Client, Field, InvalidArgumentError, PermissionDeniedError
+from tests import samples
 from tests.conftest import RunningServer, pdv_env, running, spawn_serve
 from vault.app import App, build_app
 from vault.config import Settings
 from vault.domain.context import RequestContext
 from vault.domain.policy_file import default_policy_text
 from vault.domain.types import Action, AuditEvent, CallerName, Outcome
+from vault.transport.server import ServerThread
 
 PDV = [sys.executable, "-m", "pdvault_client.cli"]
 SHIPPING_PURPOSES = 'purposes = ["product_shipping", "marketplace_shipping_provision"]'
@@ -257,3 +262,72 @@ def test_a_reload_is_announced_to_every_process(app: App, second: App, settings:
     last = app.stores.audit.entries(0, 1000)[-1].event
     assert last.action is Action.TOKENIZE
     assert last.policy_version == 2
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_call_under_way_finishes_with_the_policy_it_started_with(
+    app: App, settings: Settings
+) -> None:
+    """An upload that started under version 1 (kyc may upload) finishes under it, although
+    version 2 (kyc may not) is put in force while its chunks are still on their way; the next
+    upload is refused by version 2."""
+    assert settings.policy_file is not None
+    assert app.reloader is not None
+    text = settings.policy_file.read_text("utf-8")
+    no_uploads = text.replace("version = 1\n", "version = 2\n", 1).replace(
+        'tokenize = ["*"]', "tokenize = []", 1
+    )
+    content = samples.jpeg()
+    srv = ServerThread(app, "127.0.0.1:0")
+    try:
+        key = json.loads(settings.credentials_file.read_text())["kyc"]
+        go_on = threading.Event()
+
+        def messages() -> Iterator[document_service_pb2.UploadDocumentRequest]:
+            yield document_service_pb2.UploadDocumentRequest(
+                header=document_service_pb2.UploadHeader(
+                    subject="u-upload",
+                    document_type=document_service_pb2.DOCUMENT_TYPE_PASSPORT,
+                    media_type="image/jpeg",
+                    size=len(content),
+                )
+            )
+            go_on.wait(timeout=60)
+            yield document_service_pb2.UploadDocumentRequest(chunk=content)
+
+        with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as channel:
+            stub = document_service_pb2_grpc.DocumentServiceStub(channel)
+            auth = (("authorization", f"Bearer {key}"),)
+            under_way = stub.UploadDocument.future(messages(), metadata=auth, timeout=60)
+            # The call is in: authenticated and admitted, its methods chosen.
+            eventually(lambda: srv.serving.gate.in_flight == 1)
+            settings.policy_file.write_text(no_uploads, encoding="utf-8")
+            assert app.reload_policy("system:sighup") is not None
+            assert app.policy.version == 2
+            go_on.set()
+            stored = under_way.result(timeout=60)
+            assert stored.document.document_id.startswith("doc_")
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.UploadDocument(iter(list(_upload(content))), metadata=auth, timeout=60)
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        srv.stop(grace=None)
+    uploads = [
+        e.event
+        for e in app.stores.audit.entries(0, 1000)
+        if e.event.action is Action.DOCUMENT_UPLOAD
+    ]
+    assert [(e.outcome, e.policy_version) for e in uploads][-1] == (Outcome.REFUSED, 2)
+    assert any(e.outcome is Outcome.GRANTED for e in uploads)
+
+
+def _upload(content: bytes) -> Iterator[document_service_pb2.UploadDocumentRequest]:
+    yield document_service_pb2.UploadDocumentRequest(
+        header=document_service_pb2.UploadHeader(
+            subject="u-upload",
+            document_type=document_service_pb2.DOCUMENT_TYPE_PASSPORT,
+            media_type="image/jpeg",
+            size=len(content),
+        )
+    )
+    yield document_service_pb2.UploadDocumentRequest(chunk=content)

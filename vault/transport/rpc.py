@@ -154,15 +154,17 @@ class Gate:
         self,
         metadata: tuple[tuple[str, str | bytes], ...],
         auth_context: Callable[[], AuthContext],
+        identification: Identification | None = None,
     ) -> CallerName:
+        """The caller, as `identification` (the one of the policy the call's methods were
+        built for; the gate's own by default) says."""
+        ident = identification or self.identification
         peer = None if self._certificates is None else self.peer(auth_context())
         presented = _bearer(metadata)
-        caller = self.identification.check(peer, presented)
+        caller = ident.check(peer, presented)
         if caller is None:  # a key table read or an audited refusal: off the event loop
             loop = asyncio.get_running_loop()
-            caller = await loop.run_in_executor(
-                self._executor, self.identification.authenticate, peer, presented
-            )
+            caller = await loop.run_in_executor(self._executor, ident.authenticate, peer, presented)
         return caller
 
     def peer(self, auth_context: AuthContext) -> PeerCertificate | None:
@@ -243,11 +245,16 @@ class ServiceHandler(grpc.GenericRpcHandler):
         self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
         self.use(methods)
 
-    def use(self, methods: Mapping[str, Method[Any, Any] | StreamingMethod]) -> None:
-        """Serve these methods from the next call on (a policy reload): the table is built,
-        then swapped in one assignment; a call already under way keeps the methods it got."""
+    def use(
+        self,
+        methods: Mapping[str, Method[Any, Any] | StreamingMethod],
+        identification: Identification | None = None,
+    ) -> None:
+        """Serve these methods, authenticating with `identification` (both of one policy),
+        from the next call on (a policy reload): the table is built, then swapped in one
+        assignment; a call already under way keeps what it got, both halves."""
         self._handlers = {
-            f"/{self.name}/{name}": _handler(method, self._gate, self._executor)
+            f"/{self.name}/{name}": _handler(method, self._gate, self._executor, identification)
             for name, method in methods.items()
         }
 
@@ -262,35 +269,41 @@ def _serialize(message: Message) -> bytes:
 
 
 def _handler(
-    method: Method[Any, Any] | StreamingMethod, gate: Gate, executor: Executor
+    method: Method[Any, Any] | StreamingMethod,
+    gate: Gate,
+    executor: Executor,
+    ident: Identification | None = None,
 ) -> grpc.RpcMethodHandler[Any, Any]:
     # Requests arrive as raw bytes (no deserializer): parsed by pdvault, within its timeouts.
     if isinstance(method, Method):
         return grpc.stream_unary_rpc_method_handler(
-            _serve(method, gate, executor),
+            _serve(method, gate, executor, ident),
             request_deserializer=None,
             response_serializer=_serialize,
         )
     if method.server_streaming:
         return grpc.stream_stream_rpc_method_handler(
-            _serve_server_stream(method, gate, executor),
+            _serve_server_stream(method, gate, executor, ident),
             request_deserializer=None,
             response_serializer=_serialize,
         )
     return grpc.stream_unary_rpc_method_handler(
-        _serve_client_stream(method, gate, executor),
+        _serve_client_stream(method, gate, executor, ident),
         request_deserializer=None,
         response_serializer=_serialize,
     )
 
 
 async def _enter(
-    gate: Gate, context: grpc.aio.ServicerContext[Any, Any], transfer: bool
+    gate: Gate,
+    context: grpc.aio.ServicerContext[Any, Any],
+    transfer: bool,
+    ident: Identification | None,
 ) -> CallerName:
     """Authenticate and admit a call (and a transfer), or end it."""
     metadata = tuple(context.invocation_metadata() or ())
     try:
-        caller = await gate.authenticate(metadata, context.auth_context)
+        caller = await gate.authenticate(metadata, context.auth_context, ident)
         gate.admit(caller)
     except PdvaultError as exc:
         await _abort(context, to_status_proto(exc))
@@ -310,12 +323,12 @@ def _leave(gate: Gate, caller: CallerName, transfer: bool) -> None:
 
 
 def _serve_client_stream(
-    method: StreamingMethod, gate: Gate, executor: Executor
+    method: StreamingMethod, gate: Gate, executor: Executor, ident: Identification | None
 ) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[Any, Any]], Any]:
     async def handle(
         requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
     ) -> Message:
-        caller = await _enter(gate, context, method.transfer)
+        caller = await _enter(gate, context, method.transfer, ident)
         metadata = tuple(context.invocation_metadata() or ())
         try:
             status = None
@@ -336,12 +349,12 @@ def _serve_client_stream(
 
 
 def _serve_server_stream(
-    method: StreamingMethod, gate: Gate, executor: Executor
+    method: StreamingMethod, gate: Gate, executor: Executor, ident: Identification | None
 ) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[Any, Any]], Any]:
     async def handle(
         requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Message]:
-        caller = await _enter(gate, context, method.transfer)
+        caller = await _enter(gate, context, method.transfer, ident)
         metadata = tuple(context.invocation_metadata() or ())
         try:
             status = None
@@ -365,14 +378,14 @@ def _serve_server_stream(
 
 
 def _serve(
-    method: Method[Any, Any], gate: Gate, executor: Executor
+    method: Method[Any, Any], gate: Gate, executor: Executor, ident: Identification | None
 ) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[Any, Any]], Any]:
     async def handle(
         requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
     ) -> Message:
         metadata = tuple(context.invocation_metadata() or ())
         try:
-            caller = await gate.authenticate(metadata, context.auth_context)
+            caller = await gate.authenticate(metadata, context.auth_context, ident)
             gate.admit(caller)
         except PdvaultError as exc:
             await _abort(context, to_status_proto(exc))

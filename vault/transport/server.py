@@ -243,13 +243,13 @@ async def start_server(
     server.add_generic_rpc_handlers(handlers)
 
     def follow_policy(new: UseCases) -> None:
-        # A reloaded policy: the identities it maps, then each service's methods, swapped.
-        gate.identification = Identification(
-            app.authenticator, new.policy, app.stores.audit, utc_now
-        )
+        # A reloaded policy: each service's methods and the identities the policy maps, swapped
+        # together per service; a call authenticates and runs with one policy's pair.
+        ident = Identification(app.authenticator, new.policy, app.stores.audit, utc_now)
         tables = dict(_methods(app, new))
         for handler in handlers:
-            handler.use(tables[handler.name])
+            handler.use(tables[handler.name], ident)
+        gate.identification = ident
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
