@@ -133,19 +133,22 @@ class ReadEvaluator:
         policy = self.policy
         if access.operation is not None:
             d = policy.may_operate(access.caller, "subjects")
-            _step(trace, d.rule, d.allowed, d.reason)
+            if trace is not None:
+                _step(trace, d.rule, d.allowed, d.reason)
             if not d.allowed:
                 return ReadDecision.refuse(d.rule, Reason.PERMISSION_DENIED, d.reason)
             return ReadDecision(True, d.rule, None, d.reason, View.FULL)
         if access.purpose is None:
             raise ValueError("an access names a purpose or an operation")
         claim = policy.may_claim(access.caller, access.purpose)
-        _step(trace, claim.rule, claim.allowed, claim.reason)
+        if trace is not None:
+            _step(trace, claim.rule, claim.allowed, claim.reason)
         if not claim.allowed:
             return ReadDecision.refuse(claim.rule, Reason.PERMISSION_DENIED, claim.reason)
         if access.legal_basis is not None:
             stated = policy.may_state_legal_basis(access.caller, access.purpose)
-            _step(trace, stated.rule, stated.allowed, stated.reason)
+            if trace is not None:
+                _step(trace, stated.rule, stated.allowed, stated.reason)
             if not stated.allowed:
                 return ReadDecision.refuse(stated.rule, Reason.LEGAL_BASIS_REFUSED, stated.reason)
         return ReadDecision(True, claim.rule, None, claim.reason)
@@ -169,7 +172,8 @@ class ReadEvaluator:
         if item.retained_for is not None:
             return self._decide_retained(access, purpose, item)
         base = self.policy.permits(access.caller, purpose, item.category)
-        _step(trace, base.rule, base.allowed, base.reason)
+        if trace is not None:
+            _step(trace, base.rule, base.allowed, base.reason)
         if not base.allowed:
             return self._untold(base.rule, base.reason)
         if trace is not None:
@@ -182,14 +186,16 @@ class ReadEvaluator:
         legal = access.legal_basis
         lifted = legal is not None and self.policy.lifecycle.legal_basis_lifts_stop
         if item.state is SubjectState.STOPPED and not (rule.allowed_when_stopped or lifted):
-            _step(trace, "subject:stopped", False, self._stopped())
+            if trace is not None:
+                _step(trace, "subject:stopped", False, self._stopped())
             return ReadDecision.refuse("subject:stopped", Reason.SUBJECT_STOPPED, self._stopped())
         if trace is not None:
             trace.append(self._stop_step(purpose, item, lifted))
         if legal is not None and rule.legal_basis_replaces_consent:
             # Art. 23's exceptions stand in for consent, and override a withdrawal.
             why = "provided under a legal exception"
-            _step(trace, f"purpose:{purpose}:legal_basis:{legal.value}", True, why)
+            if trace is not None:
+                _step(trace, f"purpose:{purpose}:legal_basis:{legal.value}", True, why)
             return ReadDecision(
                 True, f"purpose:{purpose}:legal_basis:{legal.value}", None, why, base.view
             )
@@ -204,7 +210,8 @@ class ReadEvaluator:
             )
         if item.consent is False:
             why = f"the data subject withdrew purpose '{purpose}' (discontinuation of use)"
-            _step(trace, f"purpose:{purpose}:withdrawn", False, why)
+            if trace is not None:
+                _step(trace, f"purpose:{purpose}:withdrawn", False, why)
             return ReadDecision.refuse(
                 f"purpose:{purpose}:withdrawn", Reason.CONSENT_WITHDRAWN, why
             )
@@ -213,12 +220,14 @@ class ReadEvaluator:
                 why = (
                     f"purpose '{purpose}' needs the subject's advance consent, and none is recorded"
                 )
-                _step(trace, f"purpose:{purpose}:consent", False, why)
+                if trace is not None:
+                    _step(trace, f"purpose:{purpose}:consent", False, why)
                 return ReadDecision.refuse(
                     f"purpose:{purpose}:consent", Reason.CONSENT_REQUIRED, why
                 )
             why = "the subject consented to this purpose"
-            _step(trace, f"purpose:{purpose}:consent", True, why)
+            if trace is not None:
+                _step(trace, f"purpose:{purpose}:consent", True, why)
             return ReadDecision(True, f"purpose:{purpose}:consent", None, why, base.view)
         if trace is not None:
             trace.append(
@@ -355,9 +364,9 @@ class ReadEvaluator:
         return FailedPrecondition(decision.message, reason=reason)
 
 
-def _step(trace: list[Step] | None, rule: str, allowed: bool, text: str) -> None:
-    if trace is not None:
-        trace.append(Step(rule, Verdict.ALLOWS if allowed else Verdict.REFUSES, text))
+def _step(trace: list[Step], rule: str, allowed: bool, text: str) -> None:
+    # Called only with a trace: the server's calls pay one `is not None` test per rule.
+    trace.append(Step(rule, Verdict.ALLOWS if allowed else Verdict.REFUSES, text))
 
 
 _SHREDDED = (

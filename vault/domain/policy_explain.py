@@ -94,13 +94,16 @@ def explain(
         raise Unknown("purpose", purpose, sorted(policy.purposes))
     if category not in policy.categories:
         raise Unknown("category", category, sorted(policy.categories))
-    evaluator = ReadEvaluator(policy)
+    # Documents are read as their category is (DocumentService); refusals then name documents.
+    document = Category(category) == policy.documents.category
+    evaluator = ReadEvaluator(policy, documents=document)
     access = Access(CallerName(caller), Purpose(purpose), legal_basis)
     item = ItemFacts(
         Existence.STORED,
         Category(category),
         SubjectState.STOPPED if stopped else SubjectState.ACTIVE,
         True if consent else None,
+        document=document,
     )
     trace: list[Step] = []
     decision = evaluator.admit(access, trace)
