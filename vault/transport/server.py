@@ -520,6 +520,8 @@ def serve(
     try:
         asyncio.run(main())
     finally:
+        # The loop's handlers are gone with it: a late SIGHUP must not end the shutdown.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         app.close()
     log.info("%s stopped", name)
 
