@@ -495,7 +495,9 @@ def _wire(
         read=lambda: policy_text(settings),
         put_in_force=app._put_in_force,
         audit=stores.audit,
-        announce=lambda event, digest: announce(database, NoticeKind.POLICY, digest, [event]),
+        announce=lambda events, digest, now: announce(
+            database, NoticeKind.POLICY, digest, events, now
+        ),
         clock=utc_now,
         where=f" (process {os.getpid()} on {socket.gethostname()})",
         check=lambda p: check_workloads(settings, p),

@@ -6,6 +6,7 @@ the versions before and after."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import signal
@@ -262,6 +263,36 @@ def test_a_reload_is_announced_to_every_process(app: App, second: App, settings:
     last = app.stores.audit.entries(0, 1000)[-1].event
     assert last.action is Action.TOKENIZE
     assert last.policy_version == 2
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_replica_whose_file_lags_catches_up_at_the_next_reload(
+    app: App, settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A replica with a policy file of its own (a ConfigMap not yet synced on its node) keeps
+    its policy when a reload is announced, and says so; the next operator call, unchanged where
+    it lands, is announced all the same and the replica catches up."""
+    assert settings.policy_file is not None
+    assert app.policies is not None
+    text = settings.policy_file.read_text("utf-8")
+    own = tmp_path / "replica-policy.toml"
+    own.write_text(text, encoding="utf-8")
+    lagging = build_app(dataclasses.replace(settings, policy_file=own), primary=False)
+    try:
+        assert lagging.reloader is not None
+        reloader = lagging.reloader
+        settings.policy_file.write_text(version_2(text), encoding="utf-8")
+        first = app.policies.reload(_ops(app))
+        assert first.changed
+        eventually(lambda: "a policy reload was announced" in caplog.text)
+        assert lagging.policy.version == 1
+        own.write_text(version_2(text), encoding="utf-8")  # the file arrives on that node
+        again = app.policies.reload(_ops(app))
+        assert not again.changed
+        eventually(lambda: reloader.current.digest == first.after.digest)
+        assert lagging.policy.version == 2
+    finally:
+        lagging.close()
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

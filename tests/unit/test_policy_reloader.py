@@ -31,14 +31,14 @@ class World:
         self.state = MemoryState()
         self.audit = MemoryAuditLog(self.state)
         self.swapped: list[PolicyInForce] = []
-        self.announced: list[tuple[AuditEvent, str]] = []
+        self.announced: list[tuple[list[AuditEvent], str]] = []
         self.refuse: str | None = None
         self.reloader = PolicyReloader(
             current=PolicyInForce(parse_policy(TEXT), policy_digest(TEXT)),
             read=lambda: self.file,
             put_in_force=self.swapped.append,
             audit=self.audit,
-            announce=lambda event, digest: self.announced.append((event, digest)),
+            announce=lambda events, digest, _now: self.announced.append((list(events), digest)),
             clock=lambda: datetime(2026, 11, 29, tzinfo=UTC),
             where=" (process 1 on test)",
             check=self.check,
@@ -139,8 +139,13 @@ def test_operators_reload_with_an_announcement_others_are_refused_and_audited() 
     assert w.admin.show(RequestContext.system("ops")).policy.version == 1
     change = w.admin.reload(RequestContext.system("ops"))
     assert change.changed
-    [(event, digest)] = w.announced  # recorded with the notice, not appended on its own
+    [([event], digest)] = w.announced  # recorded with the notice, not appended on its own
     assert digest == change.after.digest == policy_digest(V2)
     assert event.caller == "ops"
     assert event.rule == "caller:ops:operations"
+    assert len(w.state.audit) == 2
+    # Again, unchanged here: announced all the same (a lagging process catches up), unaudited.
+    again = w.admin.reload(RequestContext.system("ops"))
+    assert not again.changed
+    assert w.announced[1] == ([], policy_digest(V2))
     assert len(w.state.audit) == 2

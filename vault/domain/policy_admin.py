@@ -18,8 +18,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from vault.domain.context import RequestContext
 from vault.domain.policy import Policy
@@ -78,7 +79,7 @@ class PolicyReloader:
         read: Callable[[], str],
         put_in_force: Callable[[PolicyInForce], None],
         audit: AuditLog,
-        announce: Callable[[AuditEvent, str], None],
+        announce: Callable[[Sequence[AuditEvent], str, datetime], None],
         clock: Clock,
         where: str = "",
         check: Callable[[Policy], None] = lambda _policy: None,
@@ -90,7 +91,8 @@ class PolicyReloader:
         self._check = check
         self._put_in_force = put_in_force
         self._audit = audit
-        # Records the change's audit entry and tells every process, in one transaction.
+        # Records the change's audit entries (if any) and tells every process that the file
+        # with this digest is in force here, in one transaction.
         self._announce = announce
         self._clock = clock
         self._where = where  # this process, in audit entries and log lines
@@ -105,8 +107,9 @@ class PolicyReloader:
 
     def reload(self, by: CallerName, *, announce: bool = False, rule: str = "") -> PolicyChange:
         """Read the policy file again; put it in force if valid and changed. `announce`: tell
-        every other process too. Raises InvalidArgument (field `policy_file`) when the file
-        cannot be read or is invalid; the policy in force then stays."""
+        every other process to read its own file again (changed here or not). Raises
+        InvalidArgument (field `policy_file`) when the file cannot be read or is invalid; the
+        policy in force then stays."""
         with self._lock:
             before = self._current
             try:
@@ -124,12 +127,15 @@ class PolicyReloader:
                 raise InvalidArgument.one("policy_file", "policy_file.valid", problem) from None
             after = PolicyInForce(policy, policy_digest(text))
             if after.digest == before.digest:
+                if announce:
+                    # Unchanged here, but a process whose file lagged behind may catch up.
+                    self._announce([], before.digest, self._clock())
                 return PolicyChange(before, before)
             self._put_in_force(after)
             self._current = after
             event = self._event(by, Outcome.GRANTED, rule, f"{before} -> {after}", after)
             if announce:
-                self._announce(event, after.digest)
+                self._announce([event], after.digest, event.occurred_at)
             else:
                 self._audit.append([event])
             log.warning("policy %s in force%s (was %s)", after, self._where, before)

@@ -55,11 +55,12 @@ def publish(conn: Connection, kind: NoticeKind, key: str, now: datetime) -> None
         conn.execute(select(func.pg_notify(NOTICE_CHANNEL, f"{kind.value}:{key}")))
 
 
-def announce(db: Database, kind: NoticeKind, key: str, audit: Sequence[AuditEvent]) -> None:
+def announce(
+    db: Database, kind: NoticeKind, key: str, audit: Sequence[AuditEvent], now: datetime
+) -> None:
     """Record `audit` and announce a notice to every process, in one transaction: a change
     that is not a write of the database (a policy file put in force) is told only if its
-    audit entry commits."""
-    now = max(e.occurred_at for e in audit)
+    audit entries commit."""
 
     def body(conn: Connection) -> None:
         insert_audit(conn, audit)

@@ -108,7 +108,9 @@ class ReloadPolicyResponse(_message.Message):
     previous_digest: _builtins.str
     """Its digest."""
     changed: _builtins.bool
-    """False when the file had not changed (nothing was swapped or announced)."""
+    """False when the file had not changed in the process that answered (nothing
+    was swapped there).
+    """
     def __init__(
         self,
         *,

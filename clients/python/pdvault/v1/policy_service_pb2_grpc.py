@@ -74,9 +74,11 @@ class PolicyServiceServicer:
         answers (calls already under way finish with the policy they started
         with), and a notice tells every other process sharing the database (the
         other processes of a pod, the other replicas) to read its own file again
-        (PostgreSQL NOTIFY at once; SQLite's poll within a second). An invalid
-        file is refused with INVALID_ARGUMENT naming the problem (field
-        `policy_file`), and the policy in force stays.
+        (PostgreSQL NOTIFY at once; SQLite's poll within a second), also when the
+        file had not changed in the process that answers, so that a process whose
+        file lagged behind catches up. An invalid file is refused with
+        INVALID_ARGUMENT naming the problem (field `policy_file`), and the policy
+        in force stays.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

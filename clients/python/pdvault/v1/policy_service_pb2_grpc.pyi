@@ -47,9 +47,11 @@ class PolicyServiceStub:
     answers (calls already under way finish with the policy they started
     with), and a notice tells every other process sharing the database (the
     other processes of a pod, the other replicas) to read its own file again
-    (PostgreSQL NOTIFY at once; SQLite's poll within a second). An invalid
-    file is refused with INVALID_ARGUMENT naming the problem (field
-    `policy_file`), and the policy in force stays.
+    (PostgreSQL NOTIFY at once; SQLite's poll within a second), also when the
+    file had not changed in the process that answers, so that a process whose
+    file lagged behind catches up. An invalid file is refused with
+    INVALID_ARGUMENT naming the problem (field `policy_file`), and the policy
+    in force stays.
     """
 
 @_typing.type_check_only
@@ -71,9 +73,11 @@ class PolicyServiceAsyncStub(PolicyServiceStub):
     answers (calls already under way finish with the policy they started
     with), and a notice tells every other process sharing the database (the
     other processes of a pod, the other replicas) to read its own file again
-    (PostgreSQL NOTIFY at once; SQLite's poll within a second). An invalid
-    file is refused with INVALID_ARGUMENT naming the problem (field
-    `policy_file`), and the policy in force stays.
+    (PostgreSQL NOTIFY at once; SQLite's poll within a second), also when the
+    file had not changed in the process that answers, so that a process whose
+    file lagged behind catches up. An invalid file is refused with
+    INVALID_ARGUMENT naming the problem (field `policy_file`), and the policy
+    in force stays.
     """
 
 class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -104,9 +108,11 @@ class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
         answers (calls already under way finish with the policy they started
         with), and a notice tells every other process sharing the database (the
         other processes of a pod, the other replicas) to read its own file again
-        (PostgreSQL NOTIFY at once; SQLite's poll within a second). An invalid
-        file is refused with INVALID_ARGUMENT naming the problem (field
-        `policy_file`), and the policy in force stays.
+        (PostgreSQL NOTIFY at once; SQLite's poll within a second), also when the
+        file had not changed in the process that answers, so that a process whose
+        file lagged behind catches up. An invalid file is refused with
+        INVALID_ARGUMENT naming the problem (field `policy_file`), and the policy
+        in force stays.
         """
 
 def add_PolicyServiceServicer_to_server(servicer: PolicyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
