@@ -393,7 +393,8 @@ def policy_text(settings: Settings) -> str:
     """The policy file's text (PDV_POLICY), or the shipped default's."""
     if settings.policy_file is None:
         return default_policy_text()
-    return settings.policy_file.read_text("utf-8")
+    # As stored (no newline translation): its digest is the file's `sha256sum`.
+    return settings.policy_file.read_bytes().decode("utf-8")
 
 
 def _wire(

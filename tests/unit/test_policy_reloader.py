@@ -110,6 +110,18 @@ def test_an_invalid_file_is_refused_and_the_policy_in_force_stays(
     assert problem in event.detail
 
 
+def test_a_file_that_is_not_utf8_is_refused() -> None:
+    w = World()
+
+    def latin1() -> str:
+        return b"[policy]\nname = 'caf\xe9'\n".decode("utf-8")
+
+    w.reloader._read = latin1
+    with pytest.raises(InvalidArgument) as refused:
+        w.reloader.reload(CallerName("system:sighup"))
+    assert "not UTF-8 text (byte 20)" in refused.value.message
+
+
 def test_an_unreadable_file_is_refused_too() -> None:
     w = World()
 

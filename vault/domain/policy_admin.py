@@ -116,7 +116,7 @@ class PolicyReloader:
                 text = self._read()
                 policy = parse_policy(text)
                 self._check(policy)
-            except (ConfigurationError, OSError) as exc:
+            except (ConfigurationError, OSError, UnicodeDecodeError) as exc:
                 problem = _problem(exc)
                 log.warning(
                     "policy file refused, %s stays in force%s: %s", before, self._where, problem
@@ -155,9 +155,11 @@ class PolicyReloader:
         )
 
 
-def _problem(exc: ConfigurationError | OSError) -> str:
+def _problem(exc: ConfigurationError | OSError | UnicodeDecodeError) -> str:
     if isinstance(exc, ConfigurationError):
         return exc.message
+    if isinstance(exc, UnicodeDecodeError):
+        return f"the policy file is not UTF-8 text (byte {exc.start})"
     where = f": {exc.filename}" if exc.filename else ""
     return f"the policy file cannot be read ({exc.strerror or type(exc).__name__}){where}"
 
