@@ -167,7 +167,11 @@ def _policy_review_commands(policy: Commands) -> None:
         "([[decisions]]) that concern the read. Names the policy does not have: exit status 2.",
     )
     explain.add_argument(
-        "--caller", dest="explain_caller", required=True, help="a caller of the policy"
+        "--caller",
+        dest="explain_caller",
+        metavar="CALLER",
+        required=True,
+        help="a caller of the policy (not who calls: no server is called)",
     )
     explain.add_argument("--purpose", required=True, help="the purpose the caller states")
     explain.add_argument("--category", required=True, help="the category of the value read")
