@@ -18,8 +18,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
 from pdvault.v1 import document_service_pb2, document_service_pb2_grpc
+from sqlalchemy.engine import make_url
 
 from pdvault_client import Client, Field, InvalidArgumentError, PermissionDeniedError
 from tests import samples
@@ -362,3 +364,49 @@ def _upload(content: bytes) -> Iterator[document_service_pb2.UploadDocumentReque
         )
     )
     yield document_service_pb2.UploadDocumentRequest(chunk=content)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_one_operator_call_reloads_a_replica_it_did_not_reach(
+    tmp_path: Path, postgres_server_url: str
+) -> None:
+    """Two `pdv serve` replicas on one PostgreSQL, each with its own copy of the policy file
+    (as two pods mounting one ConfigMap): the call to replica A puts version 2 in force in B
+    too, through NOTIFY."""
+
+    u = make_url(postgres_server_url)
+    with psycopg.connect(
+        host=u.host, port=u.port or 5432, dbname=u.database, user=u.username, autocommit=True
+    ) as conn:
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+    started = []
+    for name in ("a", "b"):
+        own = tmp_path / f"policy-{name}.toml"
+        own.write_text(default_policy_text(), encoding="utf-8")
+        started.append(
+            spawn_serve(
+                tmp_path,
+                name,
+                PDV_DATA_DIR=str(tmp_path / "data"),
+                PDV_DATABASE_URL=postgres_server_url,
+                PDV_PROCESSES="1",
+                PDV_POLICY=str(own),
+            )
+        )
+    (a, addr_a, log_a), (b, addr_b, log_b) = started
+    try:
+        ops_key = json.loads((tmp_path / "data" / "dev-credentials.json").read_text())["ops"]
+        for name in ("a", "b"):
+            (tmp_path / f"policy-{name}.toml").write_text(
+                version_2(default_policy_text()), encoding="utf-8"
+            )
+        with Client(addr_a, ops_key) as ops_a:
+            assert ops_a.policy().reload()["version"] == 2
+        with Client(addr_b, ops_key) as ops_b:
+            eventually(lambda: ops_b.policy().get()["version"] == 2)
+        assert len(_in_force(log_b, 2)) == 1
+    finally:
+        _stop(a, log_a)
+        _stop(b, log_b)
