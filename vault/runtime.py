@@ -12,7 +12,7 @@ one port (SO_REUSEPORT: the kernel spreads connections). The parent:
 3. spawns the children (spawn, not fork: no gRPC or database state crosses a fork), waits until
    every one accepts calls, and only then logs that it is listening;
 4. passes SIGTERM and SIGINT on, and stops them all if one dies: the orchestrator restarts the
-   whole unit;
+   whole unit; passes SIGHUP on (each child reads the policy file again);
 5. serves the metrics (PDV_METRICS_ADDR), the children do not: with metrics on, it makes an
    empty directory and names it in PROMETHEUS_MULTIPROC_DIR before it spawns them; each child
    writes its samples there (prometheus_client's multiprocess mode) and each scrape of the
@@ -108,6 +108,9 @@ class PortClaim:
 def _child(settings: Settings, name: str, ready: Any) -> None:
     """One serving process: its own application (engine, cache, listener) and gRPC server."""
     configure_logging(settings.log_level, settings.log_format)
+    # A SIGHUP (a policy reload) before this process serves must not end it; it reads the
+    # policy file as it starts anyway.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # What the user can fix is reported to the parent as one line; anything else is a bug,
     # which crashes this child with its traceback, and the parent names the child that died.
     try:
@@ -170,8 +173,12 @@ def _serve_processes(settings: Settings, processes: int) -> int:
     def _stop(signum: int, _frame: object) -> None:
         family.stop()
 
+    def _hangup(_signum: int, _frame: object) -> None:
+        family.hangup()
+
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGHUP, _hangup)
     try:
         for child in children:
             child.start()
@@ -243,6 +250,12 @@ class _Family:
         for child in self.children:
             if child.pid is not None and child.is_alive():
                 os.kill(child.pid, signal.SIGTERM)
+
+    def hangup(self) -> None:
+        """SIGHUP to every child: each reads the policy file again (and validates it)."""
+        for child in self.children:
+            if child.pid is not None and child.is_alive():
+                os.kill(child.pid, signal.SIGHUP)
 
     def _heard(self, kind: str, name: str, detail: Any) -> None:
         if kind == "failed":

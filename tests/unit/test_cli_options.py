@@ -133,6 +133,9 @@ class FakeClient:
     def callers(self) -> FakeCallers:
         return FakeCallers()
 
+    def policy(self) -> FakePolicy:
+        return FakePolicy()
+
     def approvals(self, **kwargs: Any) -> FakeApprovals:
         RECORD.add("approvals", **kwargs)
         return FakeApprovals()
@@ -161,6 +164,20 @@ class FakeApprovals:
     def reject(self, request_id: str) -> dict[str, Any]:
         RECORD.add("reject", request_id)
         return _APPROVAL | {"requestId": request_id, "state": "APPROVAL_STATE_REJECTED"}
+
+
+class FakePolicy:
+    def reload(self) -> dict[str, Any]:
+        RECORD.add("reload_policy")
+        return {
+            "name": "p",
+            "version": 2,
+            "digest": "sha256:" + "b" * 64,
+            "previousName": "p",
+            "previousVersion": 1,
+            "previousDigest": "sha256:" + "a" * 64,
+            "changed": True,
+        }
 
 
 class FakeCallers:
@@ -408,7 +425,16 @@ BASE: dict[str, list[str]] = {
     "approval list": ["approval", "list"],
     "approval approve": ["approval", "approve", "apr_" + "1" * 16],
     "approval reject": ["approval", "reject", "apr_" + "1" * 16],
+    "policy reload": ["policy", "reload"],
 }
+
+EXPLAIN = ["policy", "explain", "--caller", "legal", "--purpose", "third_party_provision"]
+EXPLAIN += ["--category", "phone", "--format", "json"]
+
+
+def _explained(seen: Seen, **request: object) -> bool:
+    answer = seen.json()
+    return all(answer["request"][k] == v for k, v in request.items())
 
 
 def _client(seen: Seen) -> Call:
@@ -661,6 +687,50 @@ PROBES: dict[tuple[str, str], tuple[list[str], Check]] = {
     ("policy check", "--output"): (
         ["policy", "check", "--output", "json"],
         lambda s: s.json()["valid"],
+    ),
+    ("policy explain", "--caller"): (
+        [*EXPLAIN, "--caller", "support"],
+        lambda s: _explained(s, caller="support") and s.json()["decision"] == "refused",
+    ),
+    ("policy explain", "--purpose"): (
+        [*EXPLAIN, "--purpose", "fraud_prevention"],
+        lambda s: _explained(s, purpose="fraud_prevention") and s.json()["decision"] == "granted",
+    ),
+    ("policy explain", "--category"): (
+        [*EXPLAIN, "--category", "email"],
+        lambda s: _explained(s, category="email"),
+    ),
+    ("policy explain", "--legal-basis"): (
+        [*EXPLAIN, "--legal-basis", "public_interest"],
+        lambda s: _explained(s, legalBasis="public_interest") and s.json()["decision"] == "granted",
+    ),
+    ("policy explain", "--consent"): (
+        [*EXPLAIN, "--consent"],
+        lambda s: _explained(s, consent=True) and s.json()["decision"] == "granted",
+    ),
+    ("policy explain", "--stopped"): (
+        [*EXPLAIN, "--stopped"],
+        lambda s: _explained(s, stopped=True) and s.json()["rule"] == "subject:stopped",
+    ),
+    ("policy explain", "--policy"): (
+        [*EXPLAIN, "--policy", "probe.toml"],
+        lambda s: s.one("load_policy").args == (Path("probe.toml"),),
+    ),
+    ("policy explain", "--format"): (
+        [*EXPLAIN, "--format", "text"],
+        lambda s: s.out.startswith("REFUSED: caller legal reading phone"),
+    ),
+    ("policy matrix", "--policy"): (
+        ["policy", "matrix", "--policy", "probe.toml"],
+        lambda s: s.one("load_policy").args == (Path("probe.toml"),),
+    ),
+    ("policy matrix", "--format"): (
+        ["policy", "matrix", "--format", "csv"],
+        lambda s: s.out.startswith("caller,purpose,category,consent_required,"),
+    ),
+    ("policy matrix", "--view"): (
+        ["policy", "matrix", "--format", "csv", "--view"],
+        lambda s: s.out.startswith("caller,purpose,category,view,"),
     ),
     ("caller add", "name"): (
         ["caller", "add", "shipping", "--caller", "base"],

@@ -48,8 +48,9 @@ __all__ = [
 ALL = "*"
 # What operators do through the operator services: keys, the subject lifecycle (and documents'
 # deletion and retention sweeps), the audit log, legal holds on documents, callers' API keys,
-# and approving or rejecting another operator's request under dual control.
-OPERATIONS = frozenset({"keys", "subjects", "audit", "holds", "callers", "approvals"})
+# approving or rejecting another operator's request under dual control, and the policy in
+# force (its reload).
+OPERATIONS = frozenset({"keys", "subjects", "audit", "holds", "callers", "approvals", "policy"})
 
 
 class ApprovalAction(enum.Enum):

@@ -172,6 +172,7 @@ class ShredLog(Protocol):
 class NoticeKind(enum.Enum):
     SUBJECT_KEY = "subject_key"  # forget the cached data key of the subject with this digest
     API_KEYS = "api_keys"  # read the API key table again (a key was added or revoked)
+    POLICY = "policy"  # read the policy file again (an operator reloaded it; key: its digest)
 
 
 @dataclass(frozen=True, slots=True)

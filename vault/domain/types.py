@@ -187,6 +187,8 @@ class Action(enum.Enum):
     APPROVAL_LIST = "approval_list"
     AUTHENTICATE = "authenticate"  # a refused client certificate or credential
     CALL = "call"  # a call refused before its method ran (the caller's request rate)
+    POLICY_RELOAD = "policy_reload"  # a policy file put in force (or refused) without a restart
+    POLICY_SHOW = "policy_show"
 
 
 class Outcome(enum.Enum):

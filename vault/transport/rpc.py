@@ -164,8 +164,10 @@ class Gate:
         rates: RateLimiter | None = None,
         audit_refusal: Callable[[QuotaExceeded, str], None] | None = None,
     ) -> None:
-        self._identification = identification
-        self._rates = rates
+        # Swapped whole when the policy is reloaded (it maps SPIFFE IDs to callers), as are
+        # the request rates (the buckets start full again).
+        self.identification = identification
+        self.rates = rates
         # Records a call refused over its caller's rate (blocking: run off the event loop).
         self._audit_refusal = audit_refusal
         # None when no port asks for client certificates: the auth context is not read.
@@ -186,10 +188,11 @@ class Gate:
     async def admit_rate(self, caller: CallerName, method: str) -> None:
         """Take one call from the caller's bucket. Over its rate: the refusal is audited (off
         the event loop), then raised."""
-        if self._rates is None:
+        rates = self.rates
+        if rates is None:
             return
         try:
-            self._rates.admit(caller)
+            rates.admit(caller)
         except QuotaExceeded as exc:
             if self._audit_refusal is not None:
                 loop = asyncio.get_running_loop()
@@ -200,15 +203,17 @@ class Gate:
         self,
         metadata: tuple[tuple[str, str | bytes], ...],
         auth_context: Callable[[], AuthContext],
+        identification: Identification | None = None,
     ) -> CallerName:
+        """The caller, as `identification` (the one of the policy the call's methods were
+        built for; the gate's own by default) says."""
+        ident = identification or self.identification
         peer = None if self._certificates is None else self.peer(auth_context())
         presented = _bearer(metadata)
-        caller = self._identification.check(peer, presented)
+        caller = ident.check(peer, presented)
         if caller is None:  # a key table read or an audited refusal: off the event loop
             loop = asyncio.get_running_loop()
-            caller = await loop.run_in_executor(
-                self._executor, self._identification.authenticate, peer, presented
-            )
+            caller = await loop.run_in_executor(self._executor, ident.authenticate, peer, presented)
         return caller
 
     def peer(self, auth_context: AuthContext) -> PeerCertificate | None:
@@ -284,9 +289,29 @@ class ServiceHandler(grpc.GenericRpcHandler):
         executor: Executor,
         observed: Observability | None = None,
     ) -> None:
-        seen = observed or Observability()
-        self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
-            f"/{service}/{name}": _handler(method, gate, executor, _Watch(seen, service, method))
+        self.name = service
+        self._gate = gate
+        self._executor = executor
+        self._observed = observed or Observability()
+        self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+        self.use(methods)
+
+    def use(
+        self,
+        methods: Mapping[str, Method[Any, Any] | StreamingMethod],
+        identification: Identification | None = None,
+    ) -> None:
+        """Serve these methods, authenticating with `identification` (both of one policy),
+        from the next call on (a policy reload): the table is built, then swapped in one
+        assignment; a call already under way keeps what it got, both halves."""
+        self._handlers = {
+            f"/{self.name}/{name}": _handler(
+                method,
+                self._gate,
+                self._executor,
+                _Watch(self._observed, self.name, method),
+                identification,
+            )
             for name, method in methods.items()
         }
 
@@ -357,35 +382,43 @@ class _Observed:
 
 
 def _handler(
-    method: Method[Any, Any] | StreamingMethod, gate: Gate, executor: Executor, watch: _Watch
+    method: Method[Any, Any] | StreamingMethod,
+    gate: Gate,
+    executor: Executor,
+    watch: _Watch,
+    ident: Identification | None = None,
 ) -> grpc.RpcMethodHandler[Any, Any]:
     # Requests arrive as raw bytes (no deserializer): parsed by pdvault, within its timeouts.
     if isinstance(method, Method):
         return grpc.stream_unary_rpc_method_handler(
-            _serve(method, gate, executor, watch),
+            _serve(method, gate, executor, watch, ident),
             request_deserializer=None,
             response_serializer=_serialize,
         )
     if method.server_streaming:
         return grpc.stream_stream_rpc_method_handler(
-            _serve_server_stream(method, gate, executor, watch),
+            _serve_server_stream(method, gate, executor, watch, ident),
             request_deserializer=None,
             response_serializer=_serialize,
         )
     return grpc.stream_unary_rpc_method_handler(
-        _serve_client_stream(method, gate, executor, watch),
+        _serve_client_stream(method, gate, executor, watch, ident),
         request_deserializer=None,
         response_serializer=_serialize,
     )
 
 
 async def _enter(
-    gate: Gate, context: grpc.aio.ServicerContext[Any, Any], transfer: bool, seen: _Observed
+    gate: Gate,
+    context: grpc.aio.ServicerContext[Any, Any],
+    transfer: bool,
+    seen: _Observed,
+    ident: Identification | None,
 ) -> CallerName:
     """Authenticate and admit a call (and a transfer), or end it."""
     metadata = tuple(context.invocation_metadata() or ())
     try:
-        caller = await gate.authenticate(metadata, context.auth_context)
+        caller = await gate.authenticate(metadata, context.auth_context, ident)
         await gate.admit_rate(caller, seen.path)
         gate.admit(caller)
     except PdvaultError as exc:
@@ -407,7 +440,11 @@ def _leave(gate: Gate, caller: CallerName, transfer: bool) -> None:
 
 
 def _serve_client_stream(
-    method: StreamingMethod, gate: Gate, executor: Executor, watch: _Watch
+    method: StreamingMethod,
+    gate: Gate,
+    executor: Executor,
+    watch: _Watch,
+    ident: Identification | None,
 ) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[Any, Any]], Any]:
     async def handle(
         requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
@@ -416,7 +453,7 @@ def _serve_client_stream(
         seen = watch.begin(metadata)
         cancelled = False
         try:
-            caller = await _enter(gate, context, method.transfer, seen)
+            caller = await _enter(gate, context, method.transfer, seen, ident)
             try:
                 status = None
                 try:
@@ -443,7 +480,11 @@ def _serve_client_stream(
 
 
 def _serve_server_stream(
-    method: StreamingMethod, gate: Gate, executor: Executor, watch: _Watch
+    method: StreamingMethod,
+    gate: Gate,
+    executor: Executor,
+    watch: _Watch,
+    ident: Identification | None,
 ) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[Any, Any]], Any]:
     async def handle(
         requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
@@ -452,7 +493,7 @@ def _serve_server_stream(
         seen = watch.begin(metadata)
         cancelled = False
         try:
-            caller = await _enter(gate, context, method.transfer, seen)
+            caller = await _enter(gate, context, method.transfer, seen, ident)
             try:
                 status = None
                 try:
@@ -481,7 +522,11 @@ def _serve_server_stream(
 
 
 def _serve(
-    method: Method[Any, Any], gate: Gate, executor: Executor, watch: _Watch
+    method: Method[Any, Any],
+    gate: Gate,
+    executor: Executor,
+    watch: _Watch,
+    ident: Identification | None,
 ) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[Any, Any]], Any]:
     async def handle(
         requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
@@ -491,7 +536,7 @@ def _serve(
         cancelled = False
         try:
             try:
-                caller = await gate.authenticate(metadata, context.auth_context)
+                caller = await gate.authenticate(metadata, context.auth_context, ident)
                 await gate.admit_rate(caller, watch.path)
                 gate.admit(caller)
             except PdvaultError as exc:

@@ -39,11 +39,12 @@ from pdvault.v1 import (
     caller_service_pb2,
     document_service_pb2,
     key_service_pb2,
+    policy_service_pb2,
     subject_service_pb2,
     token_service_pb2,
 )
 
-from vault.app import App, request_rates, utc_now
+from vault.app import App, UseCases, request_rates, utc_now
 from vault.config import Settings
 from vault.crypto.svid import CertificateCache
 from vault.domain.identity import Identification
@@ -53,6 +54,7 @@ from vault.transport.approval_servicer import ApprovalServicer
 from vault.transport.caller_servicer import CallerServicer
 from vault.transport.document_servicer import DocumentServicer
 from vault.transport.key_servicer import KeyServicer
+from vault.transport.policy_servicer import PolicyServicer
 from vault.transport.rpc import Gate, Limits, Method, ServiceHandler, StreamingMethod
 from vault.transport.subject_servicer import SubjectServicer
 from vault.transport.tls import TlsFiles, TlsReloader
@@ -70,6 +72,7 @@ __all__ = [
     "LIVENESS",
     "LOOPBACK",
     "MAX_MESSAGE_BYTES",
+    "POLICY_SERVICE",
     "SERVICE_NAMES",
     "SUBJECT_SERVICE",
     "TOKEN_SERVICE",
@@ -95,6 +98,7 @@ SUBJECT_SERVICE = subject_service_pb2.DESCRIPTOR.services_by_name["SubjectServic
 DOCUMENT_SERVICE = document_service_pb2.DESCRIPTOR.services_by_name["DocumentService"]
 CALLER_SERVICE = caller_service_pb2.DESCRIPTOR.services_by_name["CallerService"]
 APPROVAL_SERVICE = approval_service_pb2.DESCRIPTOR.services_by_name["ApprovalService"]
+POLICY_SERVICE = policy_service_pb2.DESCRIPTOR.services_by_name["PolicyService"]
 SERVICE_NAMES = (
     TOKEN_SERVICE.full_name,
     KEY_SERVICE.full_name,
@@ -102,6 +106,7 @@ SERVICE_NAMES = (
     DOCUMENT_SERVICE.full_name,
     CALLER_SERVICE.full_name,
     APPROVAL_SERVICE.full_name,
+    POLICY_SERVICE.full_name,
 )
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 # Calls above pdvault's own cap that gRPC still accepts: room for health checks and reflection.
@@ -174,17 +179,24 @@ class Serving:
     # With PDV_TLS_CLIENT_AUTH=optional: the port that requires client certificates.
     mtls_port: int | None = None
     tls: TlsReloader | None = None
+    unfollow: Callable[[], None] | None = None  # stop following policy reloads
 
 
-def _methods(app: App) -> list[tuple[str, dict[str, Method[Any, Any] | StreamingMethod]]]:
-    documents = DocumentServicer(app.documents, app.sweeper, app.settings.upload_timeout)
+def _methods(
+    app: App, uses: UseCases
+) -> list[tuple[str, dict[str, Method[Any, Any] | StreamingMethod]]]:
+    """Every service's methods, served by the use cases of one policy (`uses`)."""
+    documents = DocumentServicer(uses.documents, uses.sweeper, app.settings.upload_timeout)
+    if app.policies is None:
+        raise AssertionError("the application has no PolicyService (not built by build_app)")
     services: list[tuple[Any, dict[str, Method[Any, Any] | StreamingMethod]]] = [
-        (TOKEN_SERVICE, dict(TokenServicer(app.tokens).methods())),
-        (KEY_SERVICE, dict(KeyServicer(app.key_admin).methods())),
-        (SUBJECT_SERVICE, dict(SubjectServicer(app.subjects).methods())),
+        (TOKEN_SERVICE, dict(TokenServicer(uses.tokens).methods())),
+        (KEY_SERVICE, dict(KeyServicer(uses.key_admin).methods())),
+        (SUBJECT_SERVICE, dict(SubjectServicer(uses.subjects).methods())),
         (DOCUMENT_SERVICE, documents.methods()),
-        (CALLER_SERVICE, dict(CallerServicer(app.callers).methods())),
-        (APPROVAL_SERVICE, dict(ApprovalServicer(app.dual_control).methods())),
+        (CALLER_SERVICE, dict(CallerServicer(uses.callers).methods())),
+        (APPROVAL_SERVICE, dict(ApprovalServicer(uses.dual_control).methods())),
+        (POLICY_SERVICE, dict(PolicyServicer(app.policies).methods())),
     ]
     for descriptor, methods in services:
         missing = set(descriptor.methods_by_name) - set(methods)
@@ -210,14 +222,15 @@ async def start_server(
         settings.max_transfers,
     )
     executor = app.executor  # the runtime's: this server only borrows it
-    identification = Identification(app.authenticator, app.policy, app.stores.audit, utc_now)
+    uses = app.uses  # one snapshot: the policy in force and its use cases
+    identification = Identification(app.authenticator, uses.policy, app.stores.audit, utc_now)
     certificates = CertificateCache() if settings.client_auth else None
     gate = Gate(
         identification,
         certificates,
         executor,
         limits,
-        rates=request_rates(app.policy),  # this process's buckets
+        rates=request_rates(uses.policy),  # this process's buckets
         audit_refusal=audit_rate_refusal(app.stores.audit, utc_now),
     )
     server = grpc.aio.server(
@@ -243,12 +256,23 @@ async def start_server(
             ("grpc.http2.max_ping_strikes", 2),
         ],
     )
-    server.add_generic_rpc_handlers(
-        [
-            ServiceHandler(name, methods, gate, executor, app.observability)
-            for name, methods in _methods(app)
-        ]
-    )
+    handlers = [
+        ServiceHandler(name, methods, gate, executor, app.observability)
+        for name, methods in _methods(app, uses)
+    ]
+    server.add_generic_rpc_handlers(handlers)
+
+    def follow_policy(new: UseCases) -> None:
+        # A reloaded policy: each service's methods and the identities the policy maps, swapped
+        # together per service; a call authenticates and runs with one policy's pair. The
+        # request rates are the new policy's from the next call on (their buckets start full).
+        ident = Identification(app.authenticator, new.policy, app.stores.audit, utc_now)
+        tables = dict(_methods(app, new))
+        for handler in handlers:
+            handler.use(tables[handler.name], ident)
+        gate.identification = ident
+        gate.rates = request_rates(new.policy)
+
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -277,6 +301,8 @@ async def start_server(
         mtls_port=mtls_port,
         tls=tls,
     )
+    app.on_policy.append(follow_policy)
+    serving.unfollow = lambda: app.on_policy.remove(follow_policy)
     await _set_ready(serving, True)
     serving.monitor = asyncio.create_task(_watch(app, serving))
     return serving
@@ -303,6 +329,9 @@ async def stop_taking_calls(serving: Serving) -> None:
 async def stop_server(serving: Serving, grace: float | None) -> None:
     """Stop: readiness off, new calls refused, calls under way given `grace` seconds."""
     await stop_taking_calls(serving)
+    if serving.unfollow is not None:
+        serving.unfollow()
+        serving.unfollow = None
     await serving.server.stop(grace)
     if serving.probes is not None:
         await serving.probes.stop()
@@ -475,6 +504,12 @@ def serve(
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+        # SIGHUP: read the policy file again (this process only; the parent of several passes
+        # it to each). Off the loop: it reads a file and builds the use cases.
+        loop.add_signal_handler(
+            signal.SIGHUP,
+            lambda: loop.run_in_executor(app.executor, app.reload_policy, "system:sighup"),
+        )
         if on_ready is None:
             health_port = f"; health checks on port {serving.probes.port}" if serving.probes else ""
             log.info(
@@ -513,6 +548,8 @@ def serve(
     try:
         asyncio.run(main())
     finally:
+        # The loop's handlers are gone with it: a late SIGHUP must not end the shutdown.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         app.close()
         if metrics is not None:
             metrics.stop()

@@ -1,5 +1,5 @@
-"""The operator services through a `Client`: SubjectService, KeyService, CallerService and
-ApprovalService."""
+"""The operator services through a `Client`: SubjectService, KeyService, CallerService,
+ApprovalService and PolicyService."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pdvault.v1 import (
     approval_service_pb2_grpc,
     caller_service_pb2,
     key_service_pb2,
+    policy_service_pb2,
     subject_service_pb2,
 )
 
@@ -27,7 +28,14 @@ from pdvault_client.types import KeyStatus, RewrapStep, Trimmed
 if TYPE_CHECKING:
     from pdvault_client.client import Client
 
-__all__ = ["ApprovalAdmin", "CallerAdmin", "KeyAdmin", "SubjectAdmin", "shred_request"]
+__all__ = [
+    "ApprovalAdmin",
+    "CallerAdmin",
+    "KeyAdmin",
+    "PolicyAdmin",
+    "SubjectAdmin",
+    "shred_request",
+]
 
 
 def shred_request(subject: str, by_subject: bool) -> subject_service_pb2.ShredSubjectRequest:
@@ -112,6 +120,32 @@ class CallerAdmin:
             self._stub.RevokeCallerKey,
             caller_service_pb2.RevokeCallerKeyRequest(caller=caller, key_id=key_id),
         )
+
+
+class PolicyAdmin:
+    """The PolicyService, through a Client (operators with the `policy` operation): the policy
+    in force, and its reload. Answers are plain dicts (the proto's JSON form)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._stub = client._policy_stub
+
+    def __repr__(self) -> str:
+        return "PolicyAdmin()"
+
+    def get(self) -> dict[str, Any]:
+        """`name`, `version` and `digest` of the policy in force in the process that answers."""
+        answer = self._client._call(self._stub.GetPolicy, policy_service_pb2.GetPolicyRequest())
+        return message_to_dict(answer)
+
+    def reload(self) -> dict[str, Any]:
+        """Put the server's policy file in force again (every process); the policy now in
+        force and the one before (`previousName`, `previousVersion`, `previousDigest`) and
+        whether it `changed`. An invalid file: InvalidArgumentError naming the problem."""
+        answer = self._client._call(
+            self._stub.ReloadPolicy, policy_service_pb2.ReloadPolicyRequest()
+        )
+        return message_to_dict(answer)
 
 
 class SubjectAdmin:

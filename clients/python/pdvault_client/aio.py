@@ -29,6 +29,8 @@ from pdvault.v1 import (
     document_service_pb2_grpc,
     key_service_pb2,
     key_service_pb2_grpc,
+    policy_service_pb2,
+    policy_service_pb2_grpc,
     subject_service_pb2,
     subject_service_pb2_grpc,
     token_service_pb2_grpc,
@@ -87,7 +89,15 @@ from pdvault_client.types import (
     Trimmed,
 )
 
-__all__ = ["ApprovalAdmin", "CallerAdmin", "Client", "DocumentClient", "KeyAdmin", "SubjectAdmin"]
+__all__ = [
+    "ApprovalAdmin",
+    "CallerAdmin",
+    "Client",
+    "DocumentClient",
+    "KeyAdmin",
+    "PolicyAdmin",
+    "SubjectAdmin",
+]
 
 T = TypeVar("T")
 
@@ -131,6 +141,7 @@ class Client:
         self._key_stub = key_service_pb2_grpc.KeyServiceStub(channel)
         self._subject_stub = subject_service_pb2_grpc.SubjectServiceStub(channel)
         self._caller_stub = caller_service_pb2_grpc.CallerServiceStub(channel)
+        self._policy_stub = policy_service_pb2_grpc.PolicyServiceStub(channel)
         self._document_stub = document_service_pb2_grpc.DocumentServiceStub(channel)
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {api_key}"),) if api_key else ()
@@ -178,6 +189,9 @@ class Client:
 
     def approvals(self, *, vault_token: str | None = None) -> ApprovalAdmin:
         return ApprovalAdmin(self, vault_token)
+
+    def policy(self) -> PolicyAdmin:
+        return PolicyAdmin(self)
 
     def keys(self, *, vault_token: str | None = None) -> KeyAdmin:
         return KeyAdmin(self, vault_token)
@@ -377,6 +391,29 @@ class ApprovalAdmin:
         )
         approval: dict[str, Any] = message_to_dict(answer)["approval"]
         return approval
+
+
+class PolicyAdmin:
+    """The PolicyService (as `pdvault_client.PolicyAdmin`)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._stub = client._policy_stub
+
+    def __repr__(self) -> str:
+        return "aio.PolicyAdmin()"
+
+    async def get(self) -> dict[str, Any]:
+        answer = await self._client._call(
+            self._stub.GetPolicy, policy_service_pb2.GetPolicyRequest()
+        )
+        return message_to_dict(answer)
+
+    async def reload(self) -> dict[str, Any]:
+        answer = await self._client._call(
+            self._stub.ReloadPolicy, policy_service_pb2.ReloadPolicyRequest()
+        )
+        return message_to_dict(answer)
 
 
 class DocumentClient:

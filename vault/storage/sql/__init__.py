@@ -11,7 +11,12 @@ from vault.storage.sql.approvals import SqlApprovalStore
 from vault.storage.sql.audit import SqlAuditLog
 from vault.storage.sql.database import Database, make_engine, redact_url
 from vault.storage.sql.documents import SqlBlobStore, SqlDocumentStore
-from vault.storage.sql.notices import PolledNoticeFeed, PostgresNoticeFeed, purge_notices
+from vault.storage.sql.notices import (
+    PolledNoticeFeed,
+    PostgresNoticeFeed,
+    announce,
+    purge_notices,
+)
 from vault.storage.sql.quotas import SqlQuotaStore
 from vault.storage.sql.records import SqlCredentialStore, SqlIdempotencyStore, SqlKeyInventory
 from vault.storage.sql.subjects import SqlSubjectStore
@@ -23,6 +28,7 @@ __all__ = [
     "PolledNoticeFeed",
     "PostgresNoticeFeed",
     "SqlAuditLog",
+    "announce",
     "make_engine",
     "purge_notices",
     "redact_url",

@@ -2088,7 +2088,8 @@ export const DocumentServiceService = {
    * whose malware scan has not said clean is FAILED_PRECONDITION
    * (DOCUMENT_NOT_CLEAN). If stored content fails its integrity check, the
    * stream ends with DATA_LOSS after the chunks that did authenticate, never
-   * with OK: discard what was received.
+   * with OK: discard what was received. A read for a purpose is one item of
+   * the caller's item quota for it (QUOTA_EXCEEDED, as Detokenize).
    */
   getDocument: {
     path: "/pdvault.v1.DocumentService/GetDocument" as const,
@@ -2225,7 +2226,8 @@ export interface DocumentServiceServer extends UntypedServiceImplementation {
    * whose malware scan has not said clean is FAILED_PRECONDITION
    * (DOCUMENT_NOT_CLEAN). If stored content fails its integrity check, the
    * stream ends with DATA_LOSS after the chunks that did authenticate, never
-   * with OK: discard what was received.
+   * with OK: discard what was received. A read for a purpose is one item of
+   * the caller's item quota for it (QUOTA_EXCEEDED, as Detokenize).
    */
   getDocument: handleServerStreamingCall<GetDocumentRequest, GetDocumentResponse>;
   /**
@@ -2301,7 +2303,8 @@ export interface DocumentServiceClient extends Client {
    * whose malware scan has not said clean is FAILED_PRECONDITION
    * (DOCUMENT_NOT_CLEAN). If stored content fails its integrity check, the
    * stream ends with DATA_LOSS after the chunks that did authenticate, never
-   * with OK: discard what was received.
+   * with OK: discard what was received. A read for a purpose is one item of
+   * the caller's item quota for it (QUOTA_EXCEEDED, as Detokenize).
    */
   getDocument(request: GetDocumentRequest, options?: Partial<CallOptions>): ClientReadableStream<GetDocumentResponse>;
   getDocument(
