@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: serve test check lint types imports api unit image proto clean clamd
+.PHONY: serve test check lint types imports api unit node image proto clean clamd
 
 # Two distributions, installed together so that pip resolves the server's `pdvault-client==`
 # dependency from this checkout: the client (./clients/python: the generated API, the client
@@ -49,7 +49,7 @@ test:
 # packages; a developer runs `make image` when they change the image).
 CI_STAGES := $(if $(filter true 1 yes,$(CI)),image)
 
-check: lint types imports api unit $(CI_STAGES)
+check: lint types imports api unit node $(CI_STAGES)
 
 # The malware-scan tests run a real clamd (tests/integration/test_clamd.py) with a signature
 # database of their own, never ClamAV's, and need it under CI (elsewhere they skip without it).
@@ -84,18 +84,33 @@ api: $(DEV_STAMP) node_modules/.bin/buf
 unit: $(DEV_STAMP)
 	@$(STAGE) tests $(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
 
+# The Node.js client (clients/node/README.md): `npm ci` when its lock file changed, then `npm test`:
+# its committed generated code current (buf + ts-proto), tsc --strict, and its tests with node's
+# test runner against a `pdv serve` of this checkout's .venv on a free port (started while tsc
+# runs; or the one at PDV_ADDR, with PDV_DATA_DIR's demo keys, when both are set).
+NODE_CLIENT := clients/node
+NODE_STAMP := $(NODE_CLIENT)/node_modules/.installed
+
+$(NODE_STAMP): $(NODE_CLIENT)/package.json $(NODE_CLIENT)/package-lock.json
+	cd $(NODE_CLIENT) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+node: $(DEV_STAMP) node_modules/.bin/buf
+	@$(STAGE) node sh -c '$(MAKE) --no-print-directory $(NODE_STAMP) && cd $(NODE_CLIENT) && npm test --silent'
+
 # The container image (deploy/Dockerfile) built with podman and run as a pod runs it: read-only,
 # uid 10001, TLS on the API port, the health-only port, tokenize and detokenize through it from
 # the host, then SIGTERM and exit code 0. deploy/ci-image.sh says how and what it needs (root).
 image: $(STAMP)
 	@$(STAGE) image bash deploy/ci-image.sh
 
-proto: $(DEV_STAMP)
+proto: $(DEV_STAMP) node_modules/.bin/buf $(NODE_STAMP)
 	$(BIN)/python scripts/gen_protos.py
 	$(BIN)/python scripts/gen_api_docs.py
+	cd $(NODE_CLIENT) && npm run --silent gen
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .coverage .stages
+	rm -rf $(VENV) node_modules $(NODE_CLIENT)/node_modules $(NODE_CLIENT)/dist .pytest_cache .mypy_cache .ruff_cache .coverage .stages
 
 # The benchmark harness (bench/README.md): pdvault against its baselines, about 5 minutes.
 # BENCH_ARGS=--quick for a 2-minute smoke run.

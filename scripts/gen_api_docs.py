@@ -161,7 +161,9 @@ def _errors() -> Iterator[str]:
         "Every error is a gRPC status with `google.rpc.ErrorInfo` (domain "
         f"`{ERROR_DOMAIN}`, a `reason` below, and the deciding `rule` in its metadata); invalid "
         "input adds `google.rpc.BadRequest` with one violation per broken rule (the field and "
-        "the rule's name), and the statuses a client should retry add `google.rpc.RetryInfo`. "
+        "the rule's name), and the statuses a client should retry add `google.rpc.RetryInfo`; "
+        "a refusal over one of the policy's limits (`RATE_LIMITED`, `QUOTA_EXCEEDED`) adds "
+        "`google.rpc.QuotaFailure` naming the caller, the purpose and the limit, never a token. "
         "Each reason belongs to exactly one status code. No message contains a value.\n"
     )
     yield "| reason | status | what a client should do |"

@@ -9,6 +9,8 @@ import random
 import socket
 import stat
 import threading
+import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,20 +19,29 @@ from pathlib import Path
 from vault.config import Settings
 from vault.crypto.aead import AesGcmCipher
 from vault.crypto.documents import DocumentCrypto
+from vault.domain.approvals import DualControl
 from vault.domain.archive import DocumentArchive
 from vault.domain.callers import Authenticator, issue_api_key
 from vault.domain.context import RequestContext
 from vault.domain.credentials import CallerAdministration
-from vault.domain.keys import CacheFigures, KeyAdministration
+from vault.domain.keys import CacheFigures, KeyAdministration, TrimResult
 from vault.domain.lifecycle import SubjectAdministration
-from vault.domain.policy import Policy
-from vault.domain.policy_file import load_policy
+from vault.domain.policy import ApprovalAction, Policy
+from vault.domain.policy_admin import (
+    PolicyAdministration,
+    PolicyChange,
+    PolicyInForce,
+    PolicyReloader,
+    policy_digest,
+)
+from vault.domain.policy_file import default_policy_text, parse_policy
 from vault.domain.ports import KeyProvider, Notice, NoticeFeed, NoticeKind
+from vault.domain.quotas import MAX_WINDOW_SECONDS, ItemQuotas, RateLimiter
 from vault.domain.secrets import Secret
 from vault.domain.service import TokenService
-from vault.domain.stores import CredentialStore, KeyInventory, Stores
+from vault.domain.stores import CredentialStore, KeyInventory, QuotaStore, Stores
 from vault.domain.sweep import RetentionSweep
-from vault.domain.types import SubjectId
+from vault.domain.types import CallerName, SubjectId
 from vault.errors import ConfigurationError, KeyServiceUnavailable, PdvaultError
 from vault.kms.audit_sink import open_sink
 from vault.kms.cache import CacheLimits, CachingKeyProvider
@@ -40,17 +51,20 @@ from vault.kms.checkpoints import (
     FileCheckpointSigner,
     TransitCheckpointSigner,
 )
+from vault.kms.instrumented import InstrumentedKeyProvider
 from vault.kms.local import LocalKeyFileProvider
 from vault.kms.shred_log import FileShredLog
 from vault.kms.transit import TransitSettings, VaultTransitKeyProvider
 from vault.media.clamd import ClamdScanner
 from vault.media.inspect import ContentInspector
+from vault.observability import Labels, Observability
 from vault.storage import migrate
 from vault.storage.sql import (
     Database,
     Engine,
     PolledNoticeFeed,
     PostgresNoticeFeed,
+    announce,
     make_engine,
     purge_notices,
     sql_stores,
@@ -62,6 +76,7 @@ __all__ = [
     "KEY_USE_INTERVAL",
     "NOTICE_RETENTION",
     "App",
+    "UseCases",
     "adopt_legacy_documents",
     "audit_checkpoints",
     "build_app",
@@ -70,8 +85,13 @@ __all__ = [
     "check_key_encryption_key",
     "check_workloads",
     "ensure_dev_credentials",
+    "held_steps",
+    "item_quotas",
     "key_provider",
     "malware_scanner",
+    "observability",
+    "policy_text",
+    "request_rates",
     "secure_directory",
     "secure_file",
     "transit_settings",
@@ -92,6 +112,21 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True)
+class UseCases:
+    """Everything that reads the policy, built for one policy. A reload builds a new set and
+    swaps it whole, in one assignment: a call that started keeps the set it started with."""
+
+    policy: Policy
+    tokens: TokenService
+    key_admin: KeyAdministration
+    subjects: SubjectAdministration
+    documents: DocumentArchive
+    sweeper: RetentionSweep
+    callers: CallerAdministration
+    dual_control: DualControl
+
+
 @dataclass
 class App:
     """The runtime of one process: it owns every thread and cache the process has, starts them,
@@ -101,27 +136,31 @@ class App:
     (group commit, started on first use), the notice feed's listener or poller. Caches: the
     data-key cache (`cache`), the API key table (`authenticator`), the policy's prepared
     decisions, the shred log's entries, the local key file's versions. A notice from any process
-    (a shred, a change of API keys) reaches them through `forget`.
+    (a shred, a change of API keys, a policy reload) reaches them through `forget`.
+
+    The policy: `uses` holds the use cases built for the policy in force; `reloader` puts a
+    changed policy file in force (SIGHUP, PolicyService, a notice) by building a new set with
+    `assemble` and swapping it in (`_put_in_force`); servers hear of it through `on_policy`.
     """
 
     settings: Settings
-    policy: Policy
     database: Database
     stores: Stores
     keys: KeyProvider
     cache: CachingKeyProvider | None
-    tokens: TokenService
-    key_admin: KeyAdministration
-    subjects: SubjectAdministration
-    documents: DocumentArchive
-    sweeper: RetentionSweep
-    callers: CallerAdministration
+    uses: UseCases
     authenticator: Authenticator
     executor: ThreadPoolExecutor = field(repr=False)
+    assemble: Callable[[Policy], UseCases] = field(repr=False)
+    reloader: PolicyReloader | None = field(default=None, repr=False)
+    policies: PolicyAdministration | None = field(default=None, repr=False)
+    on_policy: list[Callable[[UseCases], None]] = field(default_factory=list, repr=False)
     notices: NoticeFeed | None = None
     sweep_interval: float = 0.0  # seconds between scheduled retention sweeps; 0: none
     checkpoints: AuditCheckpoints | None = None  # signs the audit log's head (primary only)
     checkpoint_interval: float = 0.0
+    # Metrics and traces (PDV_METRICS_ADDR, PDV_OTLP_ENDPOINT); records nothing when both are off.
+    observability: Observability = field(default_factory=Observability, repr=False)
     _stopping: threading.Event = field(default_factory=threading.Event, repr=False)
     _sweeps: threading.Thread | None = field(default=None, repr=False)
     _threads: list[threading.Thread] = field(default_factory=list, repr=False)
@@ -129,6 +168,62 @@ class App:
     @property
     def engine(self) -> Engine:
         return self.database.engine
+
+    # The use cases of the policy in force (each read is one snapshot: a caller that needs two
+    # of them for one piece of work reads `uses` once).
+    @property
+    def policy(self) -> Policy:
+        return self.uses.policy
+
+    @property
+    def tokens(self) -> TokenService:
+        return self.uses.tokens
+
+    @property
+    def key_admin(self) -> KeyAdministration:
+        return self.uses.key_admin
+
+    @property
+    def subjects(self) -> SubjectAdministration:
+        return self.uses.subjects
+
+    @property
+    def documents(self) -> DocumentArchive:
+        return self.uses.documents
+
+    @property
+    def sweeper(self) -> RetentionSweep:
+        return self.uses.sweeper
+
+    @property
+    def callers(self) -> CallerAdministration:
+        return self.uses.callers
+
+    @property
+    def dual_control(self) -> DualControl:
+        return self.uses.dual_control
+
+    def _put_in_force(self, new: PolicyInForce) -> None:
+        """Swap in the use cases of a validated policy: built first, then one assignment."""
+        uses = self.assemble(new.policy)
+        held_steps(self, uses.dual_control)
+        self.authenticator.use_policy(new.policy)
+        self.uses = uses
+        # Audit entries appended from now on record the new version (rows.insert_audit).
+        self.engine.update_execution_options(**{POLICY_VERSION: new.policy.version})
+        for listener in list(self.on_policy):
+            listener(uses)
+
+    def reload_policy(self, by: str) -> PolicyChange | None:
+        """Read the policy file again, in this process only (SIGHUP, a notice): put it in
+        force if valid and changed. An invalid file is logged and audited, and the policy in
+        force stays: None then."""
+        if self.reloader is None:
+            return None
+        try:
+            return self.reloader.reload(CallerName(by))
+        except PdvaultError:
+            return None  # logged and audited by the reloader
 
     def start(self) -> None:
         if self.notices is not None:
@@ -217,12 +312,29 @@ class App:
             self.cache.forget_digests({notice.key})
         elif notice.kind is NoticeKind.API_KEYS:
             self.authenticator.invalidate()
+        elif notice.kind is NoticeKind.POLICY:
+            self._follow_policy(notice.key)
+
+    def _follow_policy(self, digest: str) -> None:
+        """An operator reloaded the policy in another process: read this one's file again."""
+        if self.reloader is None or self.reloader.current.digest == digest:
+            return  # the process that reloaded it (or one that already has it)
+        self.reload_policy("system:policy-notice")
+        if self.reloader.current.digest != digest:
+            log.warning(
+                "a policy reload was announced (%s) but this process's policy file gives %s: "
+                "is the same file deployed here?",
+                digest[:19],
+                self.reloader.current,
+            )
 
     def forget_everything(self) -> None:
-        """Notices may have been missed (a lost connection): every cache starts over."""
+        """Notices may have been missed (a lost connection): every cache starts over, and the
+        policy file is read again (a reload may have been announced meanwhile)."""
         if self.cache is not None:
             self.cache.clear()
         self.authenticator.invalidate()
+        self.reload_policy("system:policy-notice")
 
     def close(self) -> None:
         self._stopping.set()
@@ -235,6 +347,7 @@ class App:
         self.executor.shutdown(wait=True)
         self.stores.audit.close()
         self.database.engine.dispose()
+        self.observability.close()
 
     def dependency_problems(self) -> list[str]:
         """What keeps this process from serving now (readiness): [] when all answer."""
@@ -250,12 +363,39 @@ class App:
         return problems
 
 
-def build_app(settings: Settings, primary: bool = True) -> App:
+def held_steps(app: App, dual: DualControl) -> None:
+    """How dual control carries out each step it held, once another operator approved it:
+    the same use case (of the policy in force then), as the requester, with the stored
+    parameters. Registered on each policy's DualControl (start-up and every reload)."""
+
+    def trim(ctx: RequestContext, p: Mapping[str, str], admin: Secret | None) -> str:
+        done: TrimResult = app.key_admin.trim(ctx, int(p["min_version"]), admin)
+        shown = ", ".join(f"v{v}" for v in done.destroyed) or "no version"
+        return f"destroyed {shown}"
+
+    def revoke(ctx: RequestContext, p: Mapping[str, str], _admin: Secret | None) -> str:
+        app.callers.revoke(ctx, p["caller"], p["key_id"])
+        return f"key {p['key_id']} of {p['caller']} revoked"
+
+    def shred(ctx: RequestContext, p: Mapping[str, str], _admin: Secret | None) -> str:
+        receipt = app.subjects.shred(ctx, p["subject"])
+        return f"shredded: receipt {receipt.receipt_id}"
+
+    dual.register(ApprovalAction.KEYS_TRIM, trim)
+    dual.register(ApprovalAction.CALLER_REVOKE, revoke)
+    dual.register(ApprovalAction.OPERATOR_SHRED, shred)
+
+
+def build_app(
+    settings: Settings, primary: bool = True, observed: Observability | None = None
+) -> App:
     """Wire the application. The primary process (the only one, or the parent of several)
     also migrates the database, re-applies the shred log and writes the demo credentials;
-    the processes it spawns do none of that, so they never race each other over it."""
+    the processes it spawns do none of that, so they never race each other over it.
+    `observed`: the metrics and tracer to use (tests), else as the settings say."""
     secure_directory(settings.data_dir)
-    policy = load_policy(settings.policy_file)
+    text = policy_text(settings)
+    policy = parse_policy(text)
     if primary:
         check_workloads(settings, policy)
     engine = make_engine(settings.effective_database_url, pool_size=settings.max_workers + 2)
@@ -282,109 +422,165 @@ def build_app(settings: Settings, primary: bool = True) -> App:
             secure_file(Path(str(engine.url.database) + suffix))
     # Every audit entry records the policy version that decided it (rows.insert_audit).
     engine.update_execution_options(**{POLICY_VERSION: policy.version})
-    database = Database(engine)
+    observed = observed or observability(settings, policy)
+    database = Database(engine, observed)
     stores = sql_stores(database)
     try:
-        return _wire(settings, policy, database, stores, primary)
+        in_force = PolicyInForce(policy, policy_digest(text))
+        return _wire(settings, in_force, database, stores, primary, observed)
     except BaseException:
         stores.audit.close()
         engine.dispose()
+        observed.close()
         raise
 
 
+def observability(settings: Settings, policy: Policy) -> Observability:
+    """Metrics when PDV_METRICS_ADDR is set, traces when PDV_OTLP_ENDPOINT is; labels from the
+    policy's names (those of the policy at start-up: a name a reload adds is labelled `other`
+    until a restart)."""
+    labels = Labels(
+        frozenset(policy.callers), frozenset(policy.purposes), frozenset(policy.categories)
+    )
+    tracing = None
+    if settings.otlp_endpoint:
+        from vault.observability.tracing import Tracing  # noqa: PLC0415  (only when on)
+
+        tracing = Tracing.otlp(settings.otlp_endpoint)
+    return Observability(labels, metrics=bool(settings.metrics_addr), tracing=tracing)
+
+
+def policy_text(settings: Settings) -> str:
+    """The policy file's text (PDV_POLICY), or the shipped default's."""
+    if settings.policy_file is None:
+        return default_policy_text()
+    # As stored (no newline translation): its digest is the file's `sha256sum`.
+    return settings.policy_file.read_bytes().decode("utf-8")
+
+
 def _wire(
-    settings: Settings, policy: Policy, database: Database, stores: Stores, primary: bool
+    settings: Settings,
+    in_force: PolicyInForce,
+    database: Database,
+    stores: Stores,
+    primary: bool,
+    observed: Observability,
 ) -> App:
     cipher = AesGcmCipher()
     provider = key_provider(settings, stores.keys)
     check_key_encryption_key(stores.keys, provider)
     cache = None
-    keys: KeyProvider = provider
+    # Under the cache: what it counts are the calls that reach the provider.
+    keys: KeyProvider = InstrumentedKeyProvider(provider, observed)
     if settings.cache_max_entries > 0:
-        cache = CachingKeyProvider(provider, cache_limits(settings))
+        cache = CachingKeyProvider(keys, cache_limits(settings), telemetry=observed)
         keys = cache
-    tokens = TokenService(
-        policy=policy,
-        values=stores.values,
-        subjects=stores.subjects,
-        idempotency=stores.idempotency,
-        audit=stores.audit,
-        keys=keys,
-        cipher=cipher,
-        clock=utc_now,
-    )
-    key_admin = KeyAdministration(
-        policy=policy,
-        inventory=stores.keys,
-        audit=stores.audit,
-        keys=keys,
-        clock=utc_now,
-        cache_figures=lambda: cache_figures(cache),
-    )
     shred_log = FileShredLog(settings.effective_shred_log)
     forget_key = cache.forget if cache is not None else lambda _s: None
-    documents = DocumentArchive(
-        policy=policy,
-        documents=stores.documents,
-        blobs=stores.blobs,
-        values=stores.values,
-        subjects=stores.subjects,
-        audit=stores.audit,
-        keys=keys,
-        cipher=cipher,
-        sealer=DocumentCrypto(),
-        inspector=ContentInspector(policy.documents.max_pixels, policy.documents.max_pages),
-        scanner=malware_scanner(settings, policy),
-        shred_log=shred_log,
-        clock=utc_now,
-        forget_key=forget_key,
-    )
-    sweeper = RetentionSweep(
-        policy=policy,
-        documents=stores.documents,
-        blobs=stores.blobs,
-        values=stores.values,
-        audit=stores.audit,
-        shred_log=shred_log,
-        clock=utc_now,
-        forget_key=forget_key,
-    )
-    subjects = SubjectAdministration(
-        policy=policy,
-        values=stores.values,
-        subjects=stores.subjects,
-        audit=stores.audit,
-        keys=keys,
-        cipher=cipher,
-        shred_log=shred_log,
-        clock=utc_now,
-        forget_key=forget_key,
-        documents=documents,
-    )
-    authenticator = Authenticator(stores.credentials, policy)
-    app = App(
-        settings,
-        policy,
-        database,
-        stores,
-        keys,
-        cache,
-        tokens,
-        key_admin,
-        subjects,
-        documents,
-        sweeper,
-        CallerAdministration(
+    authenticator = Authenticator(stores.credentials, in_force.policy)
+
+    def assemble(policy: Policy) -> UseCases:
+        """The use cases for `policy` (at start-up, and at each reload)."""
+        dual = DualControl(policy=policy, store=stores.approvals, audit=stores.audit, clock=utc_now)
+        quotas = item_quotas(policy, stores.quotas)
+        tokens = TokenService(
+            policy=policy,
+            values=stores.values,
+            subjects=stores.subjects,
+            idempotency=stores.idempotency,
+            audit=stores.audit,
+            keys=keys,
+            cipher=cipher,
+            clock=utc_now,
+            quotas=quotas,
+        )
+        key_admin = KeyAdministration(
+            policy=policy,
+            inventory=stores.keys,
+            audit=stores.audit,
+            keys=keys,
+            clock=utc_now,
+            cache_figures=lambda: cache_figures(cache),
+            dual_control=dual,
+        )
+        documents = DocumentArchive(
+            policy=policy,
+            documents=stores.documents,
+            blobs=stores.blobs,
+            values=stores.values,
+            subjects=stores.subjects,
+            audit=stores.audit,
+            keys=keys,
+            cipher=cipher,
+            sealer=DocumentCrypto(),
+            inspector=ContentInspector(policy.documents.max_pixels, policy.documents.max_pages),
+            scanner=malware_scanner(settings, policy),
+            shred_log=shred_log,
+            clock=utc_now,
+            forget_key=forget_key,
+            quotas=quotas,
+        )
+        sweeper = RetentionSweep(
+            policy=policy,
+            documents=stores.documents,
+            blobs=stores.blobs,
+            values=stores.values,
+            audit=stores.audit,
+            shred_log=shred_log,
+            clock=utc_now,
+            forget_key=forget_key,
+        )
+        subjects = SubjectAdministration(
+            policy=policy,
+            values=stores.values,
+            subjects=stores.subjects,
+            audit=stores.audit,
+            keys=keys,
+            cipher=cipher,
+            shred_log=shred_log,
+            clock=utc_now,
+            forget_key=forget_key,
+            documents=documents,
+            dual_control=dual,
+        )
+        callers = CallerAdministration(
             policy=policy,
             credentials=stores.credentials,
             audit=stores.audit,
             clock=utc_now,
             changed=authenticator.invalidate,
-        ),
+            dual_control=dual,
+        )
+        return UseCases(policy, tokens, key_admin, subjects, documents, sweeper, callers, dual)
+
+    app = App(
+        settings,
+        database,
+        stores,
+        keys,
+        cache,
+        assemble(in_force.policy),
         authenticator,
         ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
+        assemble,
         sweep_interval=settings.retention_sweep_interval if primary else 0.0,
+        observability=observed,
     )
+    held_steps(app, app.dual_control)
+    app.reloader = PolicyReloader(
+        current=in_force,
+        read=lambda: policy_text(settings),
+        put_in_force=app._put_in_force,
+        audit=stores.audit,
+        announce=lambda events, digest, now: announce(
+            database, NoticeKind.POLICY, digest, events, now
+        ),
+        clock=utc_now,
+        where=f" (process {os.getpid()} on {socket.gethostname()})",
+        check=lambda p: check_workloads(settings, p),
+    )
+    app.policies = PolicyAdministration(reloader=app.reloader, audit=stores.audit, clock=utc_now)
+    policy = in_force.policy
     if primary:
         app.checkpoints = audit_checkpoints(settings, stores, provider)
         app.checkpoint_interval = settings.audit_checkpoint_interval
@@ -392,11 +588,13 @@ def _wire(
         sealed = stores.audit.seal_legacy()
         if sealed:
             log.warning("audit log: %d entries from before the Merkle log got their places", sealed)
-        stores.idempotency.purge_idempotency(utc_now() - tokens.limits.idempotency_retention)
-        again = subjects.reapply_shred_log(RequestContext.system("shred-log"))
+        stores.idempotency.purge_idempotency(utc_now() - app.tokens.limits.idempotency_retention)
+        # Windows that ended: no window is longer than MAX_WINDOW_SECONDS.
+        stores.quotas.purge_quotas(int(utc_now().timestamp()) - MAX_WINDOW_SECONDS)
+        again = app.subjects.reapply_shred_log(RequestContext.system("shred-log"))
         if again:
             log.warning("shred log: %d subjects of a restored database were shredded again", again)
-        adopt_legacy_documents(documents)
+        adopt_legacy_documents(app.documents)
         purge_notices(database.engine, utc_now() - NOTICE_RETENTION)
     app.notices = (
         PolledNoticeFeed(database.engine)
@@ -414,6 +612,26 @@ def _wire(
             "caller add (see the README)"
         )
     return app
+
+
+def item_quotas(policy: Policy, store: QuotaStore) -> ItemQuotas:
+    """The policy's item quotas, counted in `store` (the database every replica shares)."""
+    return ItemQuotas(
+        {
+            (caller.name, purpose): quota
+            for caller in policy.callers.values()
+            for purpose, quota in caller.quotas.items()
+        },
+        store,
+        utc_now,
+    )
+
+
+def request_rates(policy: Policy) -> RateLimiter:
+    """The policy's request rates, in this process's memory (a token bucket per caller)."""
+    return RateLimiter(
+        {c.name: c.rate for c in policy.callers.values() if c.rate is not None}, time.monotonic
+    )
 
 
 def check_workloads(settings: Settings, policy: Policy) -> None:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, TypeVar
 from pdvault_client.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, UsageError
 from pdvault_client.cli.report import print_json
 from vault.config import Settings, load_settings
+from vault.domain.policy import Policy
 from vault.domain.policy_file import load_policy
 from vault.errors import ConfigurationError, FailedPrecondition, PdvaultError
 from vault.logs import configure_logging
@@ -41,14 +42,20 @@ __all__ = [
     "caller_bootstrap",
     "db_upgrade",
     "policy_check",
+    "policy_explain",
+    "policy_matrix",
     "serve",
 ]
 
 
 def serve(args: argparse.Namespace) -> int:
+    import signal
+
+    # SIGHUP reloads the policy once the server serves; before that it must not end it.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     settings = _settings()
     os.umask(0o077)  # the database, key file and credentials are for this user only
-    configure_logging(args.log_level or settings.log_level)
+    configure_logging(args.log_level or settings.log_level, settings.log_format)
     logging.getLogger("pdv").info("starting: %s", settings.describe())
     if settings.dev_credentials:
         print(
@@ -96,10 +103,13 @@ def db_upgrade(_args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _policy_path(given: Path | None) -> Path | None:
+    return given or (Path(os.environ["PDV_POLICY"]) if os.environ.get("PDV_POLICY") else None)
+
+
 def policy_check(args: argparse.Namespace) -> int:
-    path = args.file or (Path(os.environ["PDV_POLICY"]) if os.environ.get("PDV_POLICY") else None)
     try:
-        policy = load_policy(path)
+        policy = load_policy(_policy_path(args.file))
     except (ConfigurationError, OSError) as exc:
         print(f"pdv policy check: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return EXIT_FAILED
@@ -124,6 +134,104 @@ def policy_check(args: argparse.Namespace) -> int:
     for finding in findings:
         print(f"- {finding}")
     return EXIT_OK
+
+
+def _load_for_review(given: Path | None) -> Policy:
+    try:
+        return load_policy(_policy_path(given))
+    except ConfigurationError as exc:
+        raise UsageError(exc.message) from None
+    except OSError as exc:
+        raise UsageError(_startup_error(exc) or str(exc)) from None
+
+
+def policy_explain(args: argparse.Namespace) -> int:
+    """The decision of the server's evaluator for one read, and every rule it looked at."""
+    from vault.domain.policy_explain import Unknown, explain
+    from vault.domain.types import LegalBasis
+
+    policy = _load_for_review(args.file)
+    try:
+        answer = explain(
+            policy,
+            args.explain_caller,
+            args.purpose,
+            args.category,
+            legal_basis=LegalBasis(args.legal_basis) if args.legal_basis else None,
+            consent=args.consent,
+            stopped=args.stopped,
+        )
+    except Unknown as exc:
+        raise UsageError(str(exc)) from None
+    if args.format == "json":
+        print_json(answer.as_dict())
+        return EXIT_OK
+    view = f" ({answer.view.value} view)" if answer.view else ""
+    print(
+        f"{'GRANTED' if answer.granted else 'REFUSED'}{view}: caller {answer.caller} reading "
+        f"{answer.category} for {answer.purpose}"
+    )
+    facts = [
+        f"legal basis {answer.legal_basis.value}" if answer.legal_basis else "no legal basis",
+        "consent recorded" if answer.consent else "no consent recorded",
+        "account stopped" if answer.stopped else "account active",
+    ]
+    print(f"  facts: {', '.join(facts)}")
+    print(f"  decided by: {answer.rule}")
+    if not answer.granted:
+        print(f"  the caller is told ({answer.reason}): {answer.told}")
+    print("rules looked at, in order:")
+    for step in answer.steps:
+        print(f"  {step.verdict.value:<11}  {step.rule}: {step.text}")
+    print("what the policy file says here:")
+    for where, said in answer.settings:
+        print(f"  {where} = {said}")
+    print("recorded decisions that concern this read:")
+    for note in answer.notes:
+        print(f"  {note.id} ({note.about}): {' '.join(note.text.split())}")
+    if not answer.notes:
+        print("  none")
+    print(f"policy {answer.policy} v{answer.version}")
+    return EXIT_OK
+
+
+def policy_matrix(args: argparse.Namespace) -> int:
+    """Which caller can read which category for which purpose (and with which view)."""
+    import csv
+
+    from vault.domain.policy_explain import matrix
+
+    policy = _load_for_review(args.file)
+    grants = matrix(policy)
+    view = ["view"] if args.view else []
+    if args.format == "csv":
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        conditions = ["consent_required", "allowed_when_stopped", "legal_basis"]
+        out.writerow(["caller", "purpose", "category", *view, *conditions])
+        for g in grants:
+            shown = [g.view.value] if view else []
+            said = [g.consent_required, g.allowed_when_stopped, g.legal_basis]
+            out.writerow([g.caller, g.purpose, g.category, *shown, *map(_bool, said)])
+        return EXIT_OK
+    head = ["caller", "purpose", "category", *view, "conditions"]
+    rows = [
+        [g.caller, g.purpose, g.category, *([g.view.value] if view else []), g.conditions()]
+        for g in grants
+    ]
+    print(f"policy {policy.name} v{policy.version}: what each caller may read, and for what")
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head) - 1)]
+    for r in [head, *rows]:
+        cells = [str(c).ljust(w) for c, w in zip(r, widths, strict=False)]
+        print("  ".join([*cells, str(r[-1])]).rstrip())
+    readers = {g.caller for g in grants}
+    silent = sorted(c for c in policy.callers if c not in readers)
+    if silent:
+        print(f"callers that read no category: {', '.join(silent)}")
+    return EXIT_OK
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
 
 
 # -- callers ------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ __all__ = [
     "CLIENT_AUTH_CHOICES",
     "CONFIG_FILE",
     "KMS_CHOICES",
+    "LOG_FORMATS",
     "LOG_LEVELS",
     "SERVER",
     "TRANSIT",
@@ -46,6 +47,7 @@ KMS_CHOICES = ("local", "vault")
 CLIENT_AUTH_CHOICES = ("require", "optional")
 VAULT_AUTH_CHOICES = ("token", "approle", "kubernetes")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
 
 SERVER = "server (`pdv serve`, `pdv db upgrade`)"
 TRANSIT = "HashiCorp Vault Transit (PDV_KMS=vault)"
@@ -131,6 +133,25 @@ class Settings:
         note="--log-level wins",
         choices=LOG_LEVELS,
         fold_case=True,
+    )
+    log_format: str = setting(
+        "text",
+        "PDV_LOG_FORMAT",
+        "text, or json: one JSON object per line",
+        choices=LOG_FORMATS,
+    )
+    # Observability (README "Observability"): both off by default.
+    metrics_addr: str = setting(
+        "",
+        "PDV_METRICS_ADDR",
+        "HOST:PORT of a plaintext HTTP port serving Prometheus metrics on /metrics",
+        shown="off",
+    )
+    otlp_endpoint: str = setting(
+        "",
+        "PDV_OTLP_ENDPOINT",
+        "an OTLP/gRPC collector to send traces to, e.g. http://otel-collector:4317",
+        shown="off",
     )
     # On first start, create API keys for the policy's callers and write them to
     # <data dir>/dev-credentials.json. Meant for the embedded default; turn off in production.
@@ -508,6 +529,19 @@ def _build(raw: Mapping[str, object]) -> Settings:
                 f"PDV_HEALTH_ADDR={s.health_addr} and PDV_ADDR={s.addr}: the health port must "
                 "be another port than the API's"
             )
+    if s.metrics_addr:
+        _check_address("PDV_METRICS_ADDR", s.metrics_addr, "0.0.0.0:9464")
+        taken = {s.addr.rpartition(":")[2], s.health_addr.rpartition(":")[2]}
+        port = s.metrics_addr.rpartition(":")[2]
+        if port != "0" and port in taken:
+            raise ConfigurationError(
+                f"PDV_METRICS_ADDR={s.metrics_addr}: the metrics port must be another port than "
+                "the API's and the health port's"
+            )
+    if s.otlp_endpoint and not s.otlp_endpoint.startswith(("http://", "https://")):
+        raise ConfigurationError(
+            f"PDV_OTLP_ENDPOINT={s.otlp_endpoint!r}: expected a URL, e.g. http://otel-collector:4317"
+        )
     if bool(s.tls_cert) != bool(s.tls_key):
         raise ConfigurationError("PDV_TLS_CERT and PDV_TLS_KEY go together")
     _check_client_auth(s, explicit="tls_client_auth" in raw)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 __all__ = [
     "ERROR_DOMAIN",
     "Aborted",
+    "ApprovalRequired",
     "Code",
     "ConfigurationError",
     "DeadlineExceeded",
@@ -30,6 +31,7 @@ __all__ = [
     "NotFound",
     "PdvaultError",
     "PermissionDenied",
+    "QuotaExceeded",
     "Reason",
     "ResourceExhausted",
     "StorageUnavailable",
@@ -91,6 +93,17 @@ class Reason(enum.Enum):
         "a cap on calls in flight was reached; retry after RetryInfo's delay",
     )
     RESPONSE_TOO_LARGE = (Code.RESOURCE_EXHAUSTED, "ask for fewer tokens per call")
+    RATE_LIMITED = (
+        Code.RESOURCE_EXHAUSTED,
+        "the caller is over its request rate (per server process, from the policy); retry "
+        "after RetryInfo's delay",
+    )
+    QUOTA_EXCEEDED = (
+        Code.RESOURCE_EXHAUSTED,
+        "the caller's item quota for this purpose is used up for the current window "
+        "(QuotaFailure names caller, purpose and limit); retry after RetryInfo's delay, or ask "
+        "for the policy's quota to change",
+    )
     # The policy.
     PERMISSION_DENIED = (
         Code.PERMISSION_DENIED,
@@ -179,6 +192,26 @@ class Reason(enum.Enum):
     DATA_INTEGRITY = (
         Code.DATA_LOSS,
         "stored data failed its integrity check, or its key version was destroyed; do not retry",
+    )
+    # Dual control.
+    APPROVAL_REQUIRED = (
+        Code.FAILED_PRECONDITION,
+        "the policy holds this step for a second operator: a pending request was created "
+        "(ErrorInfo metadata request_id, expires_at); another operator approves it with "
+        "ApprovalService.ApproveRequest, which carries the step out",
+    )
+    SELF_APPROVAL = (
+        Code.PERMISSION_DENIED,
+        "an operator cannot approve or reject its own request: another operator must",
+    )
+    APPROVAL_UNKNOWN = (Code.NOT_FOUND, "no approval request with this id")
+    APPROVAL_EXPIRED = (
+        Code.FAILED_PRECONDITION,
+        "the approval request expired before anyone approved it: request the step again",
+    )
+    APPROVAL_DECIDED = (
+        Code.FAILED_PRECONDITION,
+        "the approval request was already approved, rejected or expired: see ListApprovals",
     )
     # The service.
     STORAGE_UNAVAILABLE = (
@@ -269,6 +302,15 @@ class FailedPrecondition(PdvaultError):
     default_reason = Reason.CONFIGURATION
 
 
+class ApprovalRequired(FailedPrecondition):
+    """Dual control holds the step: a pending request was created for a second operator.
+    `info` (ErrorInfo metadata) names it: request_id, action, expires_at."""
+
+    def __init__(self, message: str, *, info: dict[str, str]) -> None:
+        super().__init__(message, reason=Reason.APPROVAL_REQUIRED)
+        self.info = info
+
+
 class Aborted(PdvaultError):
     """Concurrent requests kept winning; the call may be retried as a whole."""
 
@@ -288,6 +330,33 @@ class ResourceExhausted(PdvaultError):
     ) -> None:
         super().__init__(message, reason=reason)
         self.retry_after = retry_after
+
+
+class QuotaExceeded(ResourceExhausted):
+    """A limit of the policy was reached: the caller's request rate (`purpose` None) or its item
+    quota for `purpose`. What `google.rpc.QuotaFailure` says: the caller, the purpose and the
+    limit (`limit`, `description`), never a token."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: Reason,
+        retry_after: float,
+        caller: str,
+        purpose: str | None,
+        limit: int,
+        quota_id: str,
+        description: str,
+    ) -> None:
+        super().__init__(message, reason=reason, retry_after=retry_after)
+        self.caller = caller
+        self.purpose = purpose
+        self.limit = limit
+        self.quota_id = quota_id  # "rate" or "items"
+        self.description = description
+        # The policy rule that refused: `caller:<name>:rate` or `caller:<name>:quotas:<purpose>`.
+        self.rule = f"caller:{caller}:quotas:{purpose}" if purpose else f"caller:{caller}:rate"
 
 
 class DeadlineExceeded(PdvaultError):

@@ -12,8 +12,12 @@ one port (SO_REUSEPORT: the kernel spreads connections). The parent:
 3. spawns the children (spawn, not fork: no gRPC or database state crosses a fork), waits until
    every one accepts calls, and only then logs that it is listening;
 4. passes SIGTERM and SIGINT on, and stops them all if one dies: the orchestrator restarts the
-   whole unit;
-5. serves the health-only port (PDV_HEALTH_ADDR), the children do not: `liveness` while it
+   whole unit; passes SIGHUP on (each child reads the policy file again);
+5. serves the metrics (PDV_METRICS_ADDR), the children do not: with metrics on, it makes an
+   empty directory and names it in PROMETHEUS_MULTIPROC_DIR before it spawns them; each child
+   writes its samples there (prometheus_client's multiprocess mode) and each scrape of the
+   parent's endpoint sums them; the directory is removed when the parent stops;
+6. serves the health-only port (PDV_HEALTH_ADDR), the children do not: `liveness` while it
    runs, and readiness as the children report it. Each child checks the database and the key
    provider every PDV_HEALTH_INTERVAL (`App.dependency_problems`, as one process does) and tells
    the parent when its readiness changes: the pod is ready while every child is, and not ready
@@ -22,23 +26,33 @@ one port (SO_REUSEPORT: the kernel spreads connections). The parent:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import multiprocessing
 import os
 import queue
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from vault.app import build_app
 from vault.config import Settings
 from vault.errors import ConfigurationError, PdvaultError
 from vault.logs import configure_logging
-from vault.transport.server import HealthPortThread, check_transport, describe_error, serve
+from vault.transport.server import (
+    HealthPortThread,
+    check_transport,
+    describe_error,
+    serve,
+    start_metrics,
+)
 
 __all__ = ["READY_TIMEOUT", "PortClaim", "serve_processes"]
 
@@ -93,7 +107,10 @@ class PortClaim:
 
 def _child(settings: Settings, name: str, ready: Any) -> None:
     """One serving process: its own application (engine, cache, listener) and gRPC server."""
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
+    # A SIGHUP (a policy reload) before this process serves must not end it; it reads the
+    # policy file as it starts anyway.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # What the user can fix is reported to the parent as one line; anything else is a bug,
     # which crashes this child with its traceback, and the parent names the child that died.
     try:
@@ -122,6 +139,11 @@ def serve_processes(settings: Settings, processes: int) -> int:
         )
     check_transport(settings)  # TLS files and the plaintext rule, before anything else
     build_app(settings).close()  # migrations, key checks, shred log, credentials: once
+    with _metrics(settings):
+        return _serve_processes(settings, processes)
+
+
+def _serve_processes(settings: Settings, processes: int) -> int:
     claim = PortClaim(settings.addr)
     try:
         mtls_claim = PortClaim(settings.mtls_addr) if settings.mtls_addr else None
@@ -151,8 +173,12 @@ def serve_processes(settings: Settings, processes: int) -> int:
     def _stop(signum: int, _frame: object) -> None:
         family.stop()
 
+    def _hangup(_signum: int, _frame: object) -> None:
+        family.hangup()
+
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGHUP, _hangup)
     try:
         for child in children:
             child.start()
@@ -180,6 +206,27 @@ def serve_processes(settings: Settings, processes: int) -> int:
             mtls_claim.release()
 
 
+@contextlib.contextmanager
+def _metrics(settings: Settings) -> Iterator[None]:
+    """With metrics on, for as long as the processes serve: the children's directory, named in
+    the environment they inherit (empty, this run's own: stale files of an earlier run would be
+    summed too), and the endpoint summing it."""
+    if not settings.metrics_addr:
+        yield
+        return
+    directory = Path(tempfile.mkdtemp(prefix="pdvault-metrics-"))
+    try:
+        os.environ.update({"PROMETHEUS_MULTIPROC_DIR": str(directory)})
+        endpoint = start_metrics(settings.metrics_addr, directory)
+        try:
+            yield
+        finally:
+            if endpoint is not None:
+                endpoint.stop()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 class _Family:
     """The parent's view of its children: alive or not, ready or not, and their stop."""
 
@@ -203,6 +250,12 @@ class _Family:
         for child in self.children:
             if child.pid is not None and child.is_alive():
                 os.kill(child.pid, signal.SIGTERM)
+
+    def hangup(self) -> None:
+        """SIGHUP to every child: each reads the policy file again (and validates it)."""
+        for child in self.children:
+            if child.pid is not None and child.is_alive():
+                os.kill(child.pid, signal.SIGHUP)
 
     def _heard(self, kind: str, name: str, detail: Any) -> None:
         if kind == "failed":

@@ -15,6 +15,7 @@ from typing import Any
 
 import hvac
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.conftest import Transit
 from vault.app import cache_limits, transit_settings
@@ -25,8 +26,11 @@ from vault.domain.secrets import Secret
 from vault.domain.types import SubjectId, WrappedKey
 from vault.errors import ConfigurationError, FailedPrecondition, KeyServiceDenied
 from vault.kms.cache import CachingKeyProvider
+from vault.kms.instrumented import InstrumentedKeyProvider
 from vault.kms.local import LocalKeyFileProvider
 from vault.kms.transit import VaultTransitKeyProvider
+from vault.observability import Observability
+from vault.observability.tracing import Tracing
 
 Factory = Callable[[Path], KeyProvider]
 
@@ -59,7 +63,9 @@ def real_vault() -> Iterator[Subject]:
         client.sys.disable_secrets_engine(mount)
 
 
-@pytest.fixture(params=["local", "local-cached", "transit-emulator", "transit-real"])
+@pytest.fixture(
+    params=["local", "local-cached", "local-observed", "transit-emulator", "transit-real"]
+)
 def subject(request: pytest.FixtureRequest, tmp_path: Path) -> Subject:
     if request.param == "local":
         return Subject(LocalKeyFileProvider(tmp_path / "kek.json"), None)
@@ -69,6 +75,14 @@ def subject(request: pytest.FixtureRequest, tmp_path: Path) -> Subject:
                 LocalKeyFileProvider(tmp_path / "kek.json"), cache_limits(Settings())
             ),
             None,
+        )
+    if request.param == "local-observed":  # as vault.app wires it with metrics and traces on
+        observed = Observability(metrics=True, tracing=Tracing(InMemorySpanExporter()))
+        instrumented = InstrumentedKeyProvider(
+            LocalKeyFileProvider(tmp_path / "kek.json"), observed
+        )
+        return Subject(
+            CachingKeyProvider(instrumented, cache_limits(Settings()), telemetry=observed), None
         )
     if request.param == "transit-emulator":
         transit: Transit = request.getfixturevalue("transit")

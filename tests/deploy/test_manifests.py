@@ -36,6 +36,7 @@ VERSIONS = ("1.27.0", None)
 SERVING = ["dev", "production"]  # the overlays with a Deployment (migrate is a Job)
 HEALTH_PORT = 8081
 API_PORT = 50051
+METRICS_PORT = 9464
 UID = 10001
 WRITABLE = ("/tmp", "/var/lib/pdvault")  # noqa: S108 - paths inside the pod, not here
 SECRET_VARIABLES = {"PDV_DATABASE_URL", "VAULT_TOKEN", "VAULT_SECRET_ID", "PDV_API_KEY"}
@@ -179,8 +180,13 @@ def test_probes_use_the_health_port_liveness_and_readiness(overlay: str) -> None
     pod = deployment["spec"]["template"]["spec"]
     [container] = pod["containers"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"grpc": API_PORT, "health": HEALTH_PORT}
+    assert ports == {"grpc": API_PORT, "health": HEALTH_PORT, "metrics": METRICS_PORT}
     assert value(container, "PDV_HEALTH_ADDR") == f"0.0.0.0:{HEALTH_PORT}"
+    assert value(container, "PDV_METRICS_ADDR") == f"0.0.0.0:{METRICS_PORT}"
+    assert value(container, "PDV_LOG_FORMAT") == "json"
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(METRICS_PORT)
     for probe in ("startupProbe", "livenessProbe"):
         assert container[probe]["grpc"] == {"port": HEALTH_PORT, "service": "liveness"}
     assert container["readinessProbe"]["grpc"] == {"port": HEALTH_PORT, "service": ""}
@@ -381,7 +387,7 @@ def test_disruption_budget_and_autoscaler(overlay: str) -> None:
 EGRESS = {"dev": {53}, "production": {53, 5432, 8200}, "migrate": {53, 5432}}
 
 
-def test_network_policy_lets_in_the_api_port_only_and_out_dns_postgresql_vault(
+def test_network_policy_lets_in_the_api_and_metrics_ports_and_out_dns_postgresql_vault(
     overlay: str,
 ) -> None:
     docs = render(overlay)
@@ -397,8 +403,13 @@ def test_network_policy_lets_in_the_api_port_only_and_out_dns_postgresql_vault(
         assert spec["policyTypes"] == ["Ingress", "Egress"]
         ingress = [p for rule in spec["ingress"] for p in rule["ports"]]
         if workload["kind"] == "Deployment":
-            assert ingress == [{"protocol": "TCP", "port": API_PORT}]
+            assert ingress == [
+                {"protocol": "TCP", "port": API_PORT},
+                {"protocol": "TCP", "port": METRICS_PORT},
+            ]
             assert all(set(rule) == {"ports"} or "from" in rule for rule in spec["ingress"])
+            [scrape] = [r for r in spec["ingress"] if r["ports"][0]["port"] == METRICS_PORT]
+            assert scrape["from"], "metrics are scraped from the monitoring namespace only"
         else:
             assert ingress == []
         ports = {p["port"] for rule in spec["egress"] for p in rule["ports"]}

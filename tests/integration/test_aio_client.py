@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 import pdvault_client
 from pdvault_client import DataLossError, Field, PermissionDeniedError, UnavailableError, aio
+from pdvault_client.admin import CallerAdmin, PolicyAdmin
 from tests.conftest import RunningServer
 from tests.samples import noisy_image, photo_with_location
 
@@ -32,14 +33,17 @@ def public(cls: type) -> set[str]:
         (pdvault_client.Client, aio.Client),
         (pdvault_client.SubjectAdmin, aio.SubjectAdmin),
         (pdvault_client.KeyAdmin, aio.KeyAdmin),
+        (CallerAdmin, aio.CallerAdmin),
+        (PolicyAdmin, aio.PolicyAdmin),
         (pdvault_client.DocumentClient, aio.DocumentClient),
+        (pdvault_client.ApprovalAdmin, aio.ApprovalAdmin),
     ],
 )
 def test_the_same_surface_as_the_synchronous_client(sync: type, async_: type) -> None:
     assert public(sync) - {"__enter__", "__exit__"} <= public(async_)
     for name in public(sync) - {"close"}:
         mine = getattr(async_, name)
-        if name in ("subjects", "keys", "callers", "documents"):
+        if name in ("subjects", "keys", "callers", "documents", "approvals", "policy"):
             continue
         assert inspect.iscoroutinefunction(mine), name
         assert list(inspect.signature(mine).parameters) == list(
@@ -67,6 +71,9 @@ def test_tokens_and_a_refusal(server: RunningServer) -> None:
             assert status.latest_version >= 1
             added = await ops.callers().add("shipping")
             assert added["apiKey"].startswith("pdv_")
+            in_force = await ops.policy().get()
+            assert in_force["digest"].startswith("sha256:")
+            assert (await ops.policy().reload())["changed"] is False
             receipt = await ops.subjects().shred("user-1")
             assert (
                 receipt["receipt"]["valuesDestroyed"] == "1"

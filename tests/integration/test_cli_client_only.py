@@ -50,13 +50,29 @@ def test_client_commands_need_only_the_client(server: RunningServer) -> None:
     assert status.returncode == 0, status.stderr
     subject = pdv("subject", "show", "u1", "--caller", "ops", **env)
     assert subject.returncode == 0, subject.stderr
+    reload = pdv("policy", "reload", "--caller", "ops", **env)
+    assert reload.returncode == 0, reload.stderr
+    assert "in force, unchanged" in reload.stdout
 
 
-@pytest.mark.parametrize("command", [["serve"], ["db", "upgrade"], ["policy", "check"]])
+EXPLAIN = ["--caller", "payment", "--purpose", "payment", "--category", "name"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["serve"],
+        ["db", "upgrade"],
+        ["policy", "check"],
+        ["policy", "matrix"],
+        ["policy", "explain", *EXPLAIN],
+    ],
+)
 def test_server_commands_say_the_server_is_not_installed(command: list[str]) -> None:
     out = pdv(*command)
     assert out.returncode == 1
-    assert out.stderr == f"pdv {' '.join(command)}: {NOT_INSTALLED}\n"
+    name = " ".join(c for c in command if c not in EXPLAIN)
+    assert out.stderr == f"pdv {name}: {NOT_INSTALLED}\n"
     assert out.stdout == ""
 
 

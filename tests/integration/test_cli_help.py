@@ -154,6 +154,7 @@ def test_version_without_the_installed_distribution(monkeypatch: pytest.MonkeyPa
             + [["document", "verified"], ["document", "sweep"], ["retention", "sweep"]]
         ),
         ["policy", "check"],
+        ["policy", "reload"],
     ],
 )
 def test_every_client_command_takes_output(

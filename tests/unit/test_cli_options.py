@@ -133,6 +133,52 @@ class FakeClient:
     def callers(self) -> FakeCallers:
         return FakeCallers()
 
+    def policy(self) -> FakePolicy:
+        return FakePolicy()
+
+    def approvals(self, **kwargs: Any) -> FakeApprovals:
+        RECORD.add("approvals", **kwargs)
+        return FakeApprovals()
+
+
+_APPROVAL = {
+    "requestId": "apr_" + "0" * 16,
+    "action": "APPROVAL_ACTION_KEYS_TRIM",
+    "parameters": {"min_version": "2"},
+    "requestedBy": "ops",
+    "state": "APPROVAL_STATE_EXECUTED",
+    "decidedBy": "security",
+    "outcome": "destroyed v1",
+}
+
+
+class FakeApprovals:
+    def list(self) -> list[dict[str, Any]]:
+        RECORD.add("list_approvals")
+        return [_APPROVAL]
+
+    def approve(self, request_id: str) -> dict[str, Any]:
+        RECORD.add("approve", request_id)
+        return _APPROVAL | {"requestId": request_id}
+
+    def reject(self, request_id: str) -> dict[str, Any]:
+        RECORD.add("reject", request_id)
+        return _APPROVAL | {"requestId": request_id, "state": "APPROVAL_STATE_REJECTED"}
+
+
+class FakePolicy:
+    def reload(self) -> dict[str, Any]:
+        RECORD.add("reload_policy")
+        return {
+            "name": "p",
+            "version": 2,
+            "digest": "sha256:" + "b" * 64,
+            "previousName": "p",
+            "previousVersion": 1,
+            "previousDigest": "sha256:" + "a" * 64,
+            "changed": True,
+        }
+
 
 class FakeCallers:
     def add(self, caller: str, rotation: bool = False) -> dict[str, Any]:
@@ -267,7 +313,9 @@ def pdv(
     monkeypatch.setattr(connection, "Client", FakeClient)
     # The server's side: what `serve` and `policy check` hand their settings and files to.
     monkeypatch.setattr(os, "umask", lambda _mask: 0o022)
-    monkeypatch.setattr(vault.cli, "configure_logging", lambda level: RECORD.add("log", level))
+    monkeypatch.setattr(
+        vault.cli, "configure_logging", lambda level, _format="text": RECORD.add("log", level)
+    )
 
     def serve(settings: Settings) -> int:
         RECORD.add("serve", settings)
@@ -374,7 +422,19 @@ BASE: dict[str, list[str]] = {
     "caller rotate-key": ["caller", "rotate-key", "payment"],
     "caller list": ["caller", "list"],
     "caller revoke": ["caller", "revoke", "payment", "--key-id", "k" * 16],
+    "approval list": ["approval", "list"],
+    "approval approve": ["approval", "approve", "apr_" + "1" * 16],
+    "approval reject": ["approval", "reject", "apr_" + "1" * 16],
+    "policy reload": ["policy", "reload"],
 }
+
+EXPLAIN = ["policy", "explain", "--caller", "legal", "--purpose", "third_party_provision"]
+EXPLAIN += ["--category", "phone", "--format", "json"]
+
+
+def _explained(seen: Seen, **request: object) -> bool:
+    answer = seen.json()
+    return all(answer["request"][k] == v for k, v in request.items())
 
 
 def _client(seen: Seen) -> Call:
@@ -628,6 +688,50 @@ PROBES: dict[tuple[str, str], tuple[list[str], Check]] = {
         ["policy", "check", "--output", "json"],
         lambda s: s.json()["valid"],
     ),
+    ("policy explain", "--caller"): (
+        [*EXPLAIN, "--caller", "support"],
+        lambda s: _explained(s, caller="support") and s.json()["decision"] == "refused",
+    ),
+    ("policy explain", "--purpose"): (
+        [*EXPLAIN, "--purpose", "fraud_prevention"],
+        lambda s: _explained(s, purpose="fraud_prevention") and s.json()["decision"] == "granted",
+    ),
+    ("policy explain", "--category"): (
+        [*EXPLAIN, "--category", "email"],
+        lambda s: _explained(s, category="email"),
+    ),
+    ("policy explain", "--legal-basis"): (
+        [*EXPLAIN, "--legal-basis", "public_interest"],
+        lambda s: _explained(s, legalBasis="public_interest") and s.json()["decision"] == "granted",
+    ),
+    ("policy explain", "--consent"): (
+        [*EXPLAIN, "--consent"],
+        lambda s: _explained(s, consent=True) and s.json()["decision"] == "granted",
+    ),
+    ("policy explain", "--stopped"): (
+        [*EXPLAIN, "--stopped"],
+        lambda s: _explained(s, stopped=True) and s.json()["rule"] == "subject:stopped",
+    ),
+    ("policy explain", "--policy"): (
+        [*EXPLAIN, "--policy", "probe.toml"],
+        lambda s: s.one("load_policy").args == (Path("probe.toml"),),
+    ),
+    ("policy explain", "--format"): (
+        [*EXPLAIN, "--format", "text"],
+        lambda s: s.out.startswith("REFUSED: caller legal reading phone"),
+    ),
+    ("policy matrix", "--policy"): (
+        ["policy", "matrix", "--policy", "probe.toml"],
+        lambda s: s.one("load_policy").args == (Path("probe.toml"),),
+    ),
+    ("policy matrix", "--format"): (
+        ["policy", "matrix", "--format", "csv"],
+        lambda s: s.out.startswith("caller,purpose,category,consent_required,"),
+    ),
+    ("policy matrix", "--view"): (
+        ["policy", "matrix", "--format", "csv", "--view"],
+        lambda s: s.out.startswith("caller,purpose,category,view,"),
+    ),
     ("caller add", "name"): (
         ["caller", "add", "shipping", "--caller", "base"],
         lambda s: s.one("add_key").args == ("shipping",) and s.out == "pdv_probe\n",
@@ -643,6 +747,21 @@ PROBES: dict[tuple[str, str], tuple[list[str], Check]] = {
     ("caller revoke", "--key-id"): (
         ["caller", "revoke", "payment", "--key-id", "p" * 16, "--caller", "base"],
         lambda s: s.one("revoke").args == ("payment", "p" * 16),
+    ),
+    ("subject shred", "--by-subject"): (
+        ["subject", "shred", "s-base", "--caller", "base", "--by-subject"],
+        lambda s: s.one("shred").kwargs == {"by_subject": True},
+    ),
+    ("approval approve", "request_id"): (
+        ["approval", "approve", "apr_" + "2" * 16, "--caller", "base"],
+        lambda s: (
+            s.one("approve").args == ("apr_" + "2" * 16,)
+            and "executed by security: destroyed v1" in s.out
+        ),
+    ),
+    ("approval reject", "request_id"): (
+        ["approval", "reject", "apr_" + "2" * 16, "--caller", "base"],
+        lambda s: s.one("reject").args == ("apr_" + "2" * 16,) and "rejected by" in s.out,
     ),
     ("caller bootstrap", "--caller"): (
         ["caller", "bootstrap", "--caller", "ops"],
@@ -745,3 +864,13 @@ def test_a_failure_becomes_an_exit_status(
     seen = pdv([*TOKENIZE])
     assert (seen.code, seen.err) == (code, err)
     assert redirected == ([1] if isinstance(raised, BrokenPipeError) else [])
+
+
+def test_an_approval_sends_the_approvers_vault_token(
+    pdv: Callable[[list[str]], Seen], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VAULT_TOKEN", "hvs.probe")
+    seen = pdv(["approval", "approve", "apr_" + "3" * 16, "--caller", "base"])
+    assert seen.code == 0
+    assert seen.one("approvals").kwargs == {"vault_token": "hvs.probe"}
+    assert "hvs.probe" not in seen.out + seen.err

@@ -25,7 +25,7 @@ from vault.errors import ConfigurationError, Reason
 # A caller that claims every purpose, added to the default policy so that every
 # (purpose, category) pair gets a real decision from the read evaluator.
 EVERY = CallerName("every_purpose")
-DEMO_CALLERS = ("payment", "shipping", "support", "kyc", "legal", "ops")
+DEMO_CALLERS = ("payment", "shipping", "support", "kyc", "legal", "ops", "security")
 CONSENT_BOUND = frozenset(
     Purpose(p)
     for p in (
@@ -544,7 +544,7 @@ def _note_ids_in_file() -> list[str]:
 
 def test_every_decision_is_loaded() -> None:
     ids = _note_ids_in_file()
-    assert len(ids) == len(set(ids)) == 20
+    assert len(ids) == len(set(ids)) == 21
     assert [n.id for n in POLICY.notes] == ids
     assert all(n.about and n.text for n in POLICY.notes)
 
@@ -754,6 +754,7 @@ CLAIMS: dict[str, set[str]] = {
     "kyc": {"identity_verification", "name_verification"},
     "legal": {"third_party_provision", "fraud_prevention"},
     "ops": set(),
+    "security": set(),
 }
 
 
@@ -890,6 +891,7 @@ TOKENIZE: dict[str, set[str]] = {
     "kyc": set(POLICY.categories),
     "legal": set(),
     "ops": set(),
+    "security": set(),
 }  # fmt: skip
 
 

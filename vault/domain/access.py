@@ -32,6 +32,8 @@ __all__ = [
     "Operation",
     "ReadDecision",
     "ReadEvaluator",
+    "Step",
+    "Verdict",
 ]
 
 
@@ -79,6 +81,24 @@ class ItemFacts:
 UNKNOWN = ItemFacts(Existence.UNKNOWN)
 
 
+class Verdict(enum.Enum):
+    """What one rule said about a request (`Step`)."""
+
+    ALLOWS = "allows"  # the rule was met
+    REFUSES = "refuses"  # the rule refused: the decision
+    NOT_APPLIED = "not applied"  # looked at, and did not bear on this request
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One rule the evaluator looked at, in order: its stable id (the policy file's place, as
+    in `Decision.rule`), what it said, and a sentence for people. Never a value."""
+
+    rule: str
+    verdict: Verdict
+    text: str
+
+
 @dataclass(frozen=True, slots=True)
 class ReadDecision:
     allowed: bool
@@ -106,32 +126,42 @@ class ReadEvaluator:
 
     # -- the whole request ----------------------------------------------------------------------
 
-    def admit(self, access: Access) -> ReadDecision:
+    def admit(self, access: Access, trace: list[Step] | None = None) -> ReadDecision:
         """Whether the request may go on at all: the caller may claim the purpose (and state
-        its legal basis), or has the operation. Its refusal concerns every item."""
+        its legal basis), or has the operation. Its refusal concerns every item. Given a
+        `trace`, each rule looked at is appended to it (`pdv policy explain`)."""
         policy = self.policy
         if access.operation is not None:
             d = policy.may_operate(access.caller, "subjects")
+            if trace is not None:
+                _step(trace, d.rule, d.allowed, d.reason)
             if not d.allowed:
                 return ReadDecision.refuse(d.rule, Reason.PERMISSION_DENIED, d.reason)
             return ReadDecision(True, d.rule, None, d.reason, View.FULL)
         if access.purpose is None:
             raise ValueError("an access names a purpose or an operation")
         claim = policy.may_claim(access.caller, access.purpose)
+        if trace is not None:
+            _step(trace, claim.rule, claim.allowed, claim.reason)
         if not claim.allowed:
             return ReadDecision.refuse(claim.rule, Reason.PERMISSION_DENIED, claim.reason)
         if access.legal_basis is not None:
             stated = policy.may_state_legal_basis(access.caller, access.purpose)
+            if trace is not None:
+                _step(trace, stated.rule, stated.allowed, stated.reason)
             if not stated.allowed:
                 return ReadDecision.refuse(stated.rule, Reason.LEGAL_BASIS_REFUSED, stated.reason)
         return ReadDecision(True, claim.rule, None, claim.reason)
 
     # -- one item -------------------------------------------------------------------------------
 
-    def decide(self, access: Access, item: ItemFacts) -> ReadDecision:
+    def decide(
+        self, access: Access, item: ItemFacts, trace: list[Step] | None = None
+    ) -> ReadDecision:
         """The decision for one item, for a request `admit` allowed. The order matters: what
         may not be told (unknown, or a category the purpose does not permit) first, then what
-        the subject's lifecycle and choices say, which may be told in words."""
+        the subject's lifecycle and choices say, which may be told in words. Given a `trace`,
+        each rule looked at is appended to it (the same code decides, traced or not)."""
         if access.operation is not None:
             return self._decide_operation(access.operation, item)
         purpose = access.purpose
@@ -142,8 +172,12 @@ class ReadEvaluator:
         if item.retained_for is not None:
             return self._decide_retained(access, purpose, item)
         base = self.policy.permits(access.caller, purpose, item.category)
+        if trace is not None:
+            _step(trace, base.rule, base.allowed, base.reason)
         if not base.allowed:
             return self._untold(base.rule, base.reason)
+        if trace is not None:
+            trace.append(self._view_step(access.caller, item.category, base.view))
         gone = self._gone(item)
         if gone is not None:
             # Only a caller who could have read it learns that it was destroyed.
@@ -152,38 +186,84 @@ class ReadEvaluator:
         legal = access.legal_basis
         lifted = legal is not None and self.policy.lifecycle.legal_basis_lifts_stop
         if item.state is SubjectState.STOPPED and not (rule.allowed_when_stopped or lifted):
+            if trace is not None:
+                _step(trace, "subject:stopped", False, self._stopped())
             return ReadDecision.refuse("subject:stopped", Reason.SUBJECT_STOPPED, self._stopped())
+        if trace is not None:
+            trace.append(self._stop_step(purpose, item, lifted))
         if legal is not None and rule.legal_basis_replaces_consent:
             # Art. 23's exceptions stand in for consent, and override a withdrawal.
+            why = "provided under a legal exception"
+            if trace is not None:
+                _step(trace, f"purpose:{purpose}:legal_basis:{legal.value}", True, why)
             return ReadDecision(
-                True,
-                f"purpose:{purpose}:legal_basis:{legal.value}",
-                None,
-                "provided under a legal exception",
-                base.view,
+                True, f"purpose:{purpose}:legal_basis:{legal.value}", None, why, base.view
+            )
+        if legal is not None and trace is not None:
+            trace.append(
+                Step(
+                    f"purpose:{purpose}:legal_basis_replaces_consent",
+                    Verdict.NOT_APPLIED,
+                    f"the stated legal basis does not stand in for consent for purpose "
+                    f"'{purpose}' (legal_basis_replaces_consent = false)",
+                )
             )
         if item.consent is False:
+            why = f"the data subject withdrew purpose '{purpose}' (discontinuation of use)"
+            if trace is not None:
+                _step(trace, f"purpose:{purpose}:withdrawn", False, why)
             return ReadDecision.refuse(
-                f"purpose:{purpose}:withdrawn",
-                Reason.CONSENT_WITHDRAWN,
-                f"the data subject withdrew purpose '{purpose}' (discontinuation of use)",
+                f"purpose:{purpose}:withdrawn", Reason.CONSENT_WITHDRAWN, why
             )
         if rule.consent_required:
             if not item.consent:
-                return ReadDecision.refuse(
-                    f"purpose:{purpose}:consent",
-                    Reason.CONSENT_REQUIRED,
-                    f"purpose '{purpose}' needs the subject's advance consent, and none is "
-                    "recorded",
+                why = (
+                    f"purpose '{purpose}' needs the subject's advance consent, and none is recorded"
                 )
-            return ReadDecision(
-                True,
-                f"purpose:{purpose}:consent",
-                None,
-                "the subject consented to this purpose",
-                base.view,
+                if trace is not None:
+                    _step(trace, f"purpose:{purpose}:consent", False, why)
+                return ReadDecision.refuse(
+                    f"purpose:{purpose}:consent", Reason.CONSENT_REQUIRED, why
+                )
+            why = "the subject consented to this purpose"
+            if trace is not None:
+                _step(trace, f"purpose:{purpose}:consent", True, why)
+            return ReadDecision(True, f"purpose:{purpose}:consent", None, why, base.view)
+        if trace is not None:
+            trace.append(
+                Step(
+                    f"purpose:{purpose}:consent",
+                    Verdict.NOT_APPLIED,
+                    f"purpose '{purpose}' needs no consent (consent_required = false)",
+                )
             )
         return ReadDecision(True, base.rule, None, base.reason, base.view)
+
+    def _view_step(self, caller: CallerName, category: Category, view: View | None) -> Step:
+        rule = self.policy.callers[caller]
+        if category in rule.views:
+            where, how = f"caller:{caller}:views:{category}", "for this category"
+        else:
+            where, how = f"caller:{caller}:view", "its view of every category without its own"
+        shown = view.value if view else "nothing"
+        return Step(where, Verdict.ALLOWS, f"caller '{caller}' sees {shown} values ({how})")
+
+    def _stop_step(self, purpose: Purpose, item: ItemFacts, lifted: bool) -> Step:
+        if item.state is not SubjectState.STOPPED:
+            return Step(
+                "subject:stopped", Verdict.NOT_APPLIED, "the data subject's account is not stopped"
+            )
+        if self.policy.purposes[purpose].allowed_when_stopped:
+            return Step(
+                f"purpose:{purpose}:allowed_when_stopped",
+                Verdict.ALLOWS,
+                f"purpose '{purpose}' may read a stopped account's data",
+            )
+        return Step(
+            "lifecycle:legal_basis_lifts_stop",
+            Verdict.ALLOWS,
+            "the stated legal basis lifts Account Stop",
+        )
 
     def _decide_retained(self, access: Access, purpose: Purpose, item: ItemFacts) -> ReadDecision:
         """A document kept after its subject's deletion under a legal duty: only for the
@@ -282,6 +362,11 @@ class ReadEvaluator:
         if reason.code is NotFound.code:
             return NotFound(decision.message, reason=reason)
         return FailedPrecondition(decision.message, reason=reason)
+
+
+def _step(trace: list[Step], rule: str, allowed: bool, text: str) -> None:
+    # Called only with a trace: the server's calls pay one `is not None` test per rule.
+    trace.append(Step(rule, Verdict.ALLOWS if allowed else Verdict.REFUSES, text))
 
 
 _SHREDDED = (

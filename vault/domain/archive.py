@@ -55,6 +55,7 @@ from vault.domain.documents import (
 )
 from vault.domain.policy import Policy
 from vault.domain.ports import Binding, Cipher, Clock, KeyProvider, ShredLog
+from vault.domain.quotas import ItemQuotas
 from vault.domain.redaction import mask_card_numbers
 from vault.domain.requests import is_uuid, read_violations
 from vault.domain.retention import RetentionRule, Trigger, due_date, retention_key_owner
@@ -105,6 +106,7 @@ from vault.errors import (
     NotFound,
     PdvaultError,
     PermissionDenied,
+    QuotaExceeded,
     Reason,
 )
 
@@ -191,8 +193,10 @@ class DocumentArchive:
         clock: Clock,
         limits: DocumentLimits | None = None,
         forget_key: Callable[[SubjectId], None] = lambda _s: None,
+        quotas: ItemQuotas | None = None,
     ) -> None:
         self.policy = policy
+        self._quotas = quotas
         self._access = ReadEvaluator(policy, documents=True)
         self._documents = documents
         self._blobs = blobs
@@ -631,6 +635,15 @@ class DocumentArchive:
             raise InvalidArgument(violations)
         decision = self._access.admit(access)
         record = None
+        if decision.allowed and self._quotas is not None and access.purpose is not None:
+            # A purpose-bound read is one item of the caller's quota for the purpose, counted
+            # before the document is looked up (found or not) and its key unwrapped.
+            try:
+                self._quotas.take(ctx.caller, access.purpose, 1)
+            except QuotaExceeded as exc:
+                over = ReadDecision.refuse(exc.rule, exc.reason, exc.message)
+                self._audit_read(ctx, access, document_id, None, over, justification)
+                raise
         if decision.allowed:
             record = self._documents.document(DocumentId(document_id))
             decision = self._access.decide(

@@ -70,6 +70,10 @@ class Authenticator:
     def __repr__(self) -> str:
         return f"Authenticator(keys={len(self._records)})"
 
+    def use_policy(self, policy: Policy) -> None:
+        """Accept the callers of `policy` from now on (a reload; one assignment)."""
+        self._policy = policy
+
     def invalidate(self) -> None:
         """Read the table again at the next check (a key was added or revoked elsewhere)."""
         self._loaded_at = None

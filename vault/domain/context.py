@@ -34,6 +34,9 @@ class RequestContext:
     call_id: str = field(default_factory=lambda: secrets.token_hex(8))
     # The W3C trace id, when a trace is on.
     trace_id: str = ""
+    # The approved dual-control request this work carries out (vault.domain.approvals); set
+    # only by the approval use case, never from anything a caller sends.
+    approval: str = ""
 
     @classmethod
     def for_call(

@@ -14,9 +14,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from vault.domain.approvals import DualControl
 from vault.domain.callers import issue_api_key
 from vault.domain.context import RequestContext
-from vault.domain.policy import Policy
+from vault.domain.policy import ApprovalAction, Policy
 from vault.domain.ports import Clock
 from vault.domain.stores import AuditLog, CredentialStore, KeyInfo
 from vault.domain.types import Action, AuditEvent, CallerName, Outcome
@@ -53,8 +54,10 @@ class CallerAdministration:
         audit: AuditLog,
         clock: Clock,
         changed: Callable[[], None] = lambda: None,
+        dual_control: DualControl | None = None,
     ) -> None:
         self.policy = policy
+        self._dual = dual_control
         self._credentials = credentials
         self._audit = audit
         self._clock = clock
@@ -83,6 +86,23 @@ class CallerAdministration:
                 "key_id", "key_id.syntax", "must be a key id: 16 base32 characters"
             )
         name = CallerName(caller)
+        if self._dual is not None and self.policy.dual_control.requires(
+            ApprovalAction.CALLER_REVOKE
+        ):
+            # Nothing to approve for a key that is not live: say so now, not after approval.
+            if not any(
+                k.key_id == key_id and k.caller == name and k.revoked_at is None
+                for k in self._credentials.key_infos()
+            ):
+                raise NotFound(
+                    f"caller '{caller}' has no live key {key_id}", reason=Reason.SUBJECT_UNKNOWN
+                )
+            self._dual.hold(
+                ctx,
+                ApprovalAction.CALLER_REVOKE,
+                {"caller": name, "key_id": key_id},
+                f"revoke key {key_id} of caller {name}",
+            )
         event = self._event(ctx, Action.CALLER_KEY_REVOKE, f"caller {name}: key {key_id} revoked")
         if not self._credentials.revoke(name, key_id, self._clock(), [event]):
             raise NotFound(

@@ -16,6 +16,7 @@ from vault.domain.audit_log import SubjectRefs
 from vault.domain.context import RequestContext
 from vault.domain.policy import Policy
 from vault.domain.ports import Binding, Cipher, Clock, KeyProvider
+from vault.domain.quotas import ItemQuotas
 from vault.domain.redaction import audited_token, mask_card_numbers
 from vault.domain.requests import Detokenized, Limits, check_detokenize
 from vault.domain.secrets import Secret
@@ -38,6 +39,7 @@ from vault.domain.types import (
 )
 from vault.errors import (
     IntegrityError,
+    QuotaExceeded,
     Reason,
     ResourceExhausted,
 )
@@ -58,8 +60,10 @@ class Detokenization:
         cipher: Cipher,
         clock: Clock,
         limits: Limits | None = None,
+        quotas: ItemQuotas | None = None,
     ) -> None:
         self.policy = policy
+        self._quotas = quotas
         self._access = ReadEvaluator(policy)
         self._refs = SubjectRefs(cipher)
         self._values = values
@@ -110,6 +114,17 @@ class Detokenization:
         if not admitted.allowed:
             self._audit.append([event(t, admitted, None) for t in requested])
             raise self._access.refusal(access, admitted)
+
+        # The item quota, before anything is looked up or unwrapped: every item asked for
+        # counts (repeats, unknown and refused tokens too: its use says nothing of which
+        # tokens exist), or, over the limit, none and the request is refused whole.
+        if self._quotas is not None:
+            try:
+                self._quotas.take(ctx.caller, Purpose(purpose), len(requested))
+            except QuotaExceeded as exc:
+                over = ReadDecision.refuse(exc.rule, exc.reason, exc.message)
+                self._audit.append([event(t, over, None) for t in requested])
+                raise
 
         distinct = list(dict.fromkeys(requested))
         found = self._values.lookup([Token(t) for t in distinct], access.purpose)

@@ -12,8 +12,9 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from vault.domain.approvals import DualControl
 from vault.domain.context import RequestContext
-from vault.domain.policy import Policy
+from vault.domain.policy import ApprovalAction, Policy
 from vault.domain.ports import Clock, KekStatus, KeyProvider
 from vault.domain.secrets import Secret
 from vault.domain.stores import AuditLog, KeyInventory
@@ -114,8 +115,10 @@ class KeyAdministration:
         keys: KeyProvider,
         clock: Clock,
         cache_figures: Callable[[], CacheFigures | None] = lambda: None,
+        dual_control: DualControl | None = None,
     ) -> None:
         self._policy = policy
+        self._dual = dual_control
         self._inventory = inventory
         self._audit_log = audit
         self._keys = keys
@@ -196,6 +199,15 @@ class KeyAdministration:
         if not destroyed and floor <= status.min_decryption_version:
             self._audit(caller, Action.KEY_TRIM, f"nothing to trim below v{floor}")
             return TrimResult(self._report(status), (), keeping)
+        if self._dual is not None:
+            # Held for a second operator when the policy says so (PCI DSS 3.7.6); the
+            # approval carries out exactly this floor.
+            self._dual.hold(
+                ctx,
+                ApprovalAction.KEYS_TRIM,
+                {"min_version": str(floor)},
+                f"retire versions below v{floor}",
+            )
         # Recorded before it happens: destroying key versions must never go unrecorded.
         self._audit(caller, Action.KEY_TRIM, f"requested: retire versions below v{floor}")
         if floor > status.min_decryption_version:

@@ -19,11 +19,12 @@ from vault.domain.access import (
     ReadDecision,
     ReadEvaluator,
 )
+from vault.domain.approvals import DualControl
 from vault.domain.archive import DocumentArchive
 from vault.domain.audit_log import SubjectRefs
 from vault.domain.context import RequestContext
 from vault.domain.erasure import Erasure
-from vault.domain.policy import Policy
+from vault.domain.policy import ApprovalAction, Policy
 from vault.domain.ports import Binding, Cipher, Clock, KeyProvider, ShredLog
 from vault.domain.redaction import audited_token
 from vault.domain.secrets import Secret
@@ -106,9 +107,11 @@ class SubjectAdministration:
         clock: Clock,
         forget_key: Callable[[SubjectId], None] = lambda _s: None,
         documents: DocumentArchive | None = None,
+        dual_control: DualControl | None = None,
     ) -> None:
         self._policy = policy
         self.documents = documents
+        self._dual = dual_control
         self._access = ReadEvaluator(policy)
         self._refs = SubjectRefs(cipher)
         self._values = values
@@ -157,9 +160,32 @@ class SubjectAdministration:
 
     # -- shred ----------------------------------------------------------------------------------
 
-    def shred(self, ctx: RequestContext, subject: str) -> ErasureReceipt:
-        """Account Deletion (see vault.domain.erasure)."""
+    def shred(self, ctx: RequestContext, subject: str, by_subject: bool = False) -> ErasureReceipt:
+        """Account Deletion (see vault.domain.erasure). `by_subject`: the data subject asked
+        for it through its own flow (recorded in the audit); otherwise an operator did, and
+        dual control may hold it for a second operator (`operator_shred`). A repeat of a
+        done shred (its receipt) is never held."""
         subject_id = self._authorize(ctx.caller, subject, Action.SUBJECT_SHRED)
+        if by_subject:
+            self._audit.append(
+                [
+                    AuditEvent(
+                        occurred_at=self._clock(),
+                        caller=ctx.caller,
+                        action=Action.SUBJECT_SHRED,
+                        outcome=Outcome.GRANTED,
+                        rule=f"caller:{ctx.caller}:operations",
+                        detail="requested by the data subject's own flow (no second operator)",
+                    )
+                ]
+            )
+        elif self._dual is not None and self._subjects.subject_record(subject_id) is not None:
+            self._dual.hold(
+                ctx,
+                ApprovalAction.OPERATOR_SHRED,
+                {"subject": subject_id},
+                "crypto-shred one subject",
+            )
         return self.erasure.shred(ctx, subject_id)
 
     def reapply_shred_log(self, ctx: RequestContext) -> int:

@@ -14,8 +14,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from vault.domain.documents import DocumentType
+from vault.domain.quotas import ItemQuota, Rate
 from vault.domain.retention import RetentionRule
 from vault.domain.types import (
     CallerName,
@@ -28,10 +30,12 @@ from vault.domain.types import (
 __all__ = [
     "ALL",
     "OPERATIONS",
+    "ApprovalAction",
     "CallerRule",
     "CategoryRule",
     "Decision",
     "DocumentRules",
+    "DualControlRules",
     "LifecycleRules",
     "Mask",
     "Policy",
@@ -43,8 +47,31 @@ __all__ = [
 
 ALL = "*"
 # What operators do through the operator services: keys, the subject lifecycle (and documents'
-# deletion and retention sweeps), the audit log, legal holds on documents, callers' API keys.
-OPERATIONS = frozenset({"keys", "subjects", "audit", "holds", "callers"})
+# deletion and retention sweeps), the audit log, legal holds on documents, callers' API keys,
+# approving or rejecting another operator's request under dual control, and the policy in
+# force (its reload).
+OPERATIONS = frozenset({"keys", "subjects", "audit", "holds", "callers", "approvals", "policy"})
+
+
+class ApprovalAction(enum.Enum):
+    """The irreversible steps dual control can hold for a second operator (PCI DSS 4.0 3.6.1.2
+    and 3.7.6: split knowledge and dual control of key-management operations)."""
+
+    KEYS_TRIM = "keys_trim"  # destroys key versions: what they wrapped is unreadable for ever
+    CALLER_REVOKE = "caller_revoke"  # revokes a caller's API key
+    OPERATOR_SHRED = "operator_shred"  # a crypto-shred an operator asked for, not the subject
+
+
+@dataclass(frozen=True, slots=True)
+class DualControlRules:
+    """`[dual_control]` of the policy file: which steps need a second operator, and how long
+    a request waits for one. Off (nothing required) by default."""
+
+    required: frozenset[ApprovalAction] = frozenset()
+    expires: timedelta = timedelta(hours=24)
+
+    def requires(self, action: ApprovalAction) -> bool:
+        return action in self.required
 
 
 class ValueRule(enum.Enum):
@@ -112,6 +139,11 @@ class CallerRule:
     spiffe_ids: frozenset[str] = frozenset()
     # Only with one of those certificates: this caller's API keys alone are refused.
     require_mtls: bool = False
+    # Calls per second this caller may make, per process (a token bucket); None: no limit.
+    rate: Rate | None = None
+    # Items it may ask for per purpose and window, across all processes; a purpose without
+    # one is not limited.
+    quotas: Mapping[Purpose, ItemQuota] = field(default_factory=dict)
 
     def view_of(self, category: Category) -> View:
         return self.views.get(category, self.view)
@@ -181,6 +213,7 @@ class Policy:
     documents: DocumentRules = field(default_factory=DocumentRules)
     # `documents.<type>` and `categories.<category>` -> the rule (vault.domain.retention)
     retention: Mapping[str, RetentionRule] = field(default_factory=dict)
+    dual_control: DualControlRules = field(default_factory=DualControlRules)
     _reads: dict[tuple[CallerName, Purpose, Category], Decision] = field(
         default_factory=dict, repr=False, compare=False
     )
@@ -297,6 +330,13 @@ class Policy:
                 f"warning: caller '{caller.name}' may claim '{p}', which permits no category"
                 for p in sorted(caller.purposes)
                 if p not in readable
+            )
+        for caller in self.callers.values():
+            findings.extend(
+                f"warning: caller '{caller.name}' may read values for '{p}' without an item "
+                f"quota (callers.{caller.name}.quotas): its reads for it are not limited"
+                for p in sorted(caller.purposes)
+                if p in readable and p not in caller.quotas
             )
         for category in self.categories.values():
             if (

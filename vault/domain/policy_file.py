@@ -7,6 +7,7 @@ from __future__ import annotations
 import enum
 import tomllib
 from collections.abc import Iterable, Mapping
+from datetime import timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,9 +17,11 @@ from vault.domain.identity import spiffe_id_problem
 from vault.domain.policy import (
     ALL,
     OPERATIONS,
+    ApprovalAction,
     CallerRule,
     CategoryRule,
     DocumentRules,
+    DualControlRules,
     LifecycleRules,
     Mask,
     Policy,
@@ -26,6 +29,7 @@ from vault.domain.policy import (
     PurposeRule,
     ValueRule,
 )
+from vault.domain.quotas import ItemQuota, Rate, parse_window
 from vault.domain.retention import Period, RetentionRule, Then, Trigger
 from vault.domain.types import NAME_RE, CallerName, Category, Purpose, TokenFormat, View
 from vault.errors import ConfigurationError
@@ -55,6 +59,8 @@ def parse_policy(text: str) -> Policy:
     return _Parser(doc).policy()
 
 
+_MAX_RATE = 1_000_000  # calls per second, and a bucket's size
+_MAX_ITEMS = 1_000_000_000  # items per window
 _FORBIDDEN_CATEGORIES = frozenset({"card_security_code", "cvv", "cvc", "cid", "cvv2", "cvc2"})
 
 
@@ -97,6 +103,7 @@ class _Parser:
         )
         documents = self._documents(categories)
         retention = self._retention(purposes, categories, documents)
+        dual_control = self._dual_control(callers)
         version = head.get("version", 1)
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             self.errors.append("policy.version: must be a whole number from 1")
@@ -114,7 +121,53 @@ class _Parser:
             lifecycle=lifecycle,
             documents=documents,
             retention=retention,
+            dual_control=dual_control,
         )
+
+    def _dual_control(self, callers: Mapping[CallerName, CallerRule]) -> DualControlRules:
+        """`[dual_control]`: `required` (steps that wait for a second operator) and `expires`
+        (an ISO 8601 duration of minutes to days: how long a request waits)."""
+        body = self._table(self.doc, "dual_control")
+        where = "dual_control"
+        unknown = sorted(set(body) - {"required", "expires"})
+        if unknown:
+            self.errors.append(f"{where}: unknown settings {', '.join(unknown)}")
+        required = frozenset(
+            a
+            for a in (
+                self._enum_value(ApprovalAction, name, f"{where}.required")
+                for name in self._names(body, "required", where)
+            )
+            if a is not None
+        )
+        expires = DualControlRules().expires
+        raw = body.get("expires")
+        if raw is not None:
+            try:
+                period = Period.parse(str(raw)) if isinstance(raw, str) else None
+            except ValueError:
+                period = None
+            low, high = timedelta(minutes=1), timedelta(days=30)
+            if period is None or period.years or period.months or not low <= period.exact <= high:
+                self.errors.append(
+                    f"{where}.expires: must be an ISO 8601 duration from PT1M to P30D, "
+                    "such as PT24H"
+                )
+            else:
+                expires = period.exact
+        approvers = {c.name for c in callers.values() if "approvals" in c.operations}
+        stranded = sorted(
+            c.name
+            for c in callers.values()
+            if c.operations & {"keys", "callers", "subjects"} and not approvers - {c.name}
+        )
+        if required and stranded:
+            # A request is never approved by the caller that made it.
+            self.errors.append(
+                f"{where}.required: no other caller has the approvals operation to approve "
+                f"what {', '.join(stranded)} request: give a second operator approvals"
+            )
+        return DualControlRules(required, expires)
 
     def _documents(self, categories: Mapping[Category, CategoryRule]) -> DocumentRules:
         body = self._table(self.doc, "documents")
@@ -360,7 +413,76 @@ class _Parser:
             legal_basis=legal_basis & claimed,
             spiffe_ids=spiffe_ids,
             require_mtls=require_mtls,
+            rate=self._rate(body, where),
+            quotas=self._quotas(body, where, claimed),
         )
+
+    def _rate(self, body: Mapping[str, Any], where: str) -> Rate | None:
+        """`rate = { per_second = 50, burst = 100 }`: a token bucket per caller and process."""
+        if "rate" not in body:
+            return None
+        raw = body["rate"]
+        where = f"{where}.rate"
+        if not isinstance(raw, Mapping):
+            self.errors.append(f"{where}: must be a table: {{ per_second = 50, burst = 100 }}")
+            return None
+        unknown = sorted(set(raw) - {"per_second", "burst"})
+        if unknown:
+            self.errors.append(f"{where}: unknown settings {', '.join(unknown)}")
+        per_second = raw.get("per_second")
+        if (
+            not isinstance(per_second, int | float)
+            or isinstance(per_second, bool)
+            or not 0 < per_second <= _MAX_RATE
+        ):
+            self.errors.append(
+                f"{where}.per_second: must be a number of calls per second above 0 and at most "
+                f"{_MAX_RATE}"
+            )
+            per_second = None
+        default_burst = max(1, int(per_second)) if per_second is not None else 1
+        burst = self._int(raw, "burst", where, default_burst, 1, _MAX_RATE)
+        return None if per_second is None else Rate(float(per_second), burst)
+
+    def _quotas(
+        self, body: Mapping[str, Any], where: str, claimed: frozenset[Purpose]
+    ) -> dict[Purpose, ItemQuota]:
+        """`[callers.<name>.quotas]` `<purpose> = { items = 10000, window = "1h" }`."""
+        raw = body.get("quotas", {})
+        where = f"{where}.quotas"
+        if not isinstance(raw, Mapping):
+            self.errors.append(f"{where}: must be a table of purpose = {{ items, window }}")
+            return {}
+        quotas: dict[Purpose, ItemQuota] = {}
+        for purpose, spec in raw.items():
+            at = f"{where}.{purpose}"
+            if purpose not in claimed:
+                self.errors.append(
+                    f"{at}: '{purpose}' is not one of the purposes this caller may claim"
+                )
+                continue
+            if not isinstance(spec, Mapping):
+                self.errors.append(f'{at}: must be a table: {{ items = 10000, window = "1h" }}')
+                continue
+            unknown = sorted(set(spec) - {"items", "window"})
+            if unknown:
+                self.errors.append(f"{at}: unknown settings {', '.join(unknown)}")
+            if "items" not in spec or "window" not in spec:
+                self.errors.append(f"{at}: needs items and window")
+                continue
+            items = self._int(spec, "items", at, 0, 1, _MAX_ITEMS)
+            window_text = spec["window"]
+            if not isinstance(window_text, str):
+                self.errors.append(f'{at}.window: must be a string such as "1h"')
+                continue
+            try:
+                window = parse_window(window_text)
+            except ValueError as exc:
+                self.errors.append(f"{at}.window: {exc}")
+                continue
+            if items:
+                quotas[Purpose(purpose)] = ItemQuota(items, window, window_text)
+        return quotas
 
     def _spiffe_ids(self, body: Mapping[str, Any], where: str) -> frozenset[str]:
         """`spiffe_id`: one workload identity, or a list of them."""

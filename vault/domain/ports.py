@@ -4,8 +4,10 @@ port runs against each. The storage ports are in `vault.domain.stores`."""
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -21,6 +23,7 @@ from vault.domain.types import (
 )
 
 __all__ = [
+    "NO_TELEMETRY",
     "Binding",
     "Cipher",
     "KekStatus",
@@ -30,6 +33,7 @@ __all__ = [
     "NoticeKind",
     "ShredLog",
     "ShredLogEntry",
+    "Telemetry",
 ]
 
 
@@ -168,6 +172,7 @@ class ShredLog(Protocol):
 class NoticeKind(enum.Enum):
     SUBJECT_KEY = "subject_key"  # forget the cached data key of the subject with this digest
     API_KEYS = "api_keys"  # read the API key table again (a key was added or revoked)
+    POLICY = "policy"  # read the policy file again (an operator reloaded it; key: its digest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,3 +195,53 @@ class NoticeFeed(Protocol):
     def start(self, on_notice: Callable[[Notice], None], on_lost: Callable[[], None]) -> None: ...
 
     def stop(self) -> None: ...
+
+
+class Telemetry(Protocol):
+    """What the adapters tell about their own work, for metrics and traces (adapters in
+    `vault.observability`; `NO_TELEMETRY` when both are off).
+
+    Every argument MUST come from a closed set fixed by the code (a provider's name, an
+    operation's name, an exception's class name, a span's name) or be a number: never a value,
+    a token, a subject, a key or anything a request carries, so that nothing a caller sends can
+    reach a metric label or a span attribute. Each method MUST be cheap and MUST NOT raise.
+    """
+
+    def span(self, name: str) -> AbstractContextManager[None]:
+        """A child span of the current call's span named `name` (none outside a call). An
+        exception leaving it is recorded by its class name only, never its message."""
+        ...
+
+    def key_provider_call(self, provider: str, operation: str, seconds: float, error: str) -> None:
+        """One call to the key provider (`error`: the exception's class name, "" for none)."""
+        ...
+
+    def key_cache(self, hits: int, misses: int, entries: int) -> None:
+        """Unwraps the data-key cache answered (`hits`) or not (`misses`) since the last report,
+        and the entries it holds now."""
+        ...
+
+    def audit_commit(self, seconds: float, entries: int) -> None:
+        """One commit of audit entries (a group commit's batch) and how long it took."""
+        ...
+
+
+class _NoTelemetry:
+    def __repr__(self) -> str:
+        return "NO_TELEMETRY"
+
+    def span(self, name: str) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def key_provider_call(self, provider: str, operation: str, seconds: float, error: str) -> None:
+        pass
+
+    def key_cache(self, hits: int, misses: int, entries: int) -> None:
+        pass
+
+    def audit_commit(self, seconds: float, entries: int) -> None:
+        pass
+
+
+NO_TELEMETRY: Telemetry = _NoTelemetry()
+"""Telemetry that records nothing: metrics and traces off."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from vault.domain.detokenization import Detokenization
 from vault.domain.policy import Policy
 from vault.domain.ports import Cipher, Clock, KeyProvider
+from vault.domain.quotas import ItemQuotas
 from vault.domain.requests import (
     GCM_RANDOM_NONCE_LIMIT,
     Detokenized,
@@ -41,6 +42,7 @@ class TokenService:
         cipher: Cipher,
         clock: Clock,
         limits: Limits | None = None,
+        quotas: ItemQuotas | None = None,
     ) -> None:
         self.policy = policy
         self.limits = limits or Limits()
@@ -63,6 +65,7 @@ class TokenService:
             cipher=cipher,
             clock=clock,
             limits=self.limits,
+            quotas=quotas,
         )
         self.tokenize = self.tokenization.tokenize
         self.detokenize = self.detokenization.detokenize

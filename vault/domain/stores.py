@@ -5,10 +5,12 @@
 - `IdempotencyStore`: the remembered answers of Tokenize calls with a request id (AIP-155);
 - `AuditLog`: the audit events, durable before any answer that depends on them;
 - `CredentialStore`: callers' API keys (hashes only);
+- `ApprovalStore`: dual control's requests, each waiting for a second operator;
 - `KeyInventory`: which key-encryption-key versions wrap which data keys, and the check values
   that recognise the key;
 - `DocumentStore`: documents' records (type, state, retention, holds, wrapped document keys);
-- `BlobStore`: documents' sealed segments (in the database by default; an object store later).
+- `BlobStore`: documents' sealed segments (in the database by default; an object store later);
+- `QuotaStore`: items counted against callers' item quotas, per fixed window.
 
 Adapters: `vault.storage.sql` (SQLite and PostgreSQL) and `vault.storage.memory` (in memory, for
 the domain's unit tests). One contract suite per port runs against every adapter
@@ -22,7 +24,7 @@ them in the same transaction.
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -34,6 +36,7 @@ from vault.domain.documents import (
     ScanResult,
     Variant,
 )
+from vault.domain.policy import ApprovalAction
 from vault.domain.types import (
     AuditEvent,
     CallerName,
@@ -52,6 +55,10 @@ from vault.domain.types import (
 
 __all__ = [
     "ApiKeyRecord",
+    "ApprovalChange",
+    "ApprovalRecord",
+    "ApprovalState",
+    "ApprovalStore",
     "AuditHead",
     "AuditLog",
     "BlobStore",
@@ -65,6 +72,7 @@ __all__ = [
     "KeyInventory",
     "Lookup",
     "NewDocument",
+    "QuotaStore",
     "RetentionKey",
     "ShredResult",
     "ShreddedRecord",
@@ -155,6 +163,50 @@ class KeyInfo:
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+
+
+class ApprovalState(enum.Enum):
+    """A dual-control request's life: pending until another operator approves (then it runs
+    once: executed or failed) or rejects it, or until it expires."""
+
+    PENDING = "pending"
+    APPROVED = "approved"  # an approver claimed it; its step is being carried out
+    EXECUTED = "executed"
+    FAILED = "failed"  # approved, but the step refused or failed when carried out
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRecord:
+    """One request. `parameters` are what it takes to carry the step out again (a key
+    version, a caller and key id, a subject id), never a value or a secret."""
+
+    request_id: str
+    action: ApprovalAction
+    parameters: Mapping[str, str]
+    requested_by: CallerName
+    created_at: datetime
+    expires_at: datetime
+    state: ApprovalState = ApprovalState.PENDING
+    decided_by: CallerName | None = None
+    decided_at: datetime | None = None
+    outcome: str | None = None  # what carrying it out did, or why it failed
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalChange:
+    """A conditional change of state: it applies only to a request in state `before` (and,
+    with `unexpired` True, only before its expiry; False, only after it)."""
+
+    request_id: str
+    before: ApprovalState
+    after: ApprovalState
+    at: datetime
+    by: CallerName | None = None  # the deciding operator: never the one who requested it
+    outcome: str | None = None
+    parameters: Mapping[str, str] | None = None  # replaces the stored ones when set
+    unexpired: bool | None = None
 
 
 class ValueStore(Protocol):
@@ -393,6 +445,28 @@ class CredentialStore(Protocol):
 
     def touch(self, used: dict[str, datetime]) -> None:
         """Record when keys were last used (a later time only)."""
+        ...
+
+
+class ApprovalStore(Protocol):
+    """Dual control's requests. Invariant: a change of state is one conditional write, so of
+    any number of concurrent approvals (in any number of processes) exactly one moves a
+    request out of PENDING: only that one carries its step out."""
+
+    def add_approval(self, record: ApprovalRecord, audit: Sequence[AuditEvent]) -> None:
+        """Store a new request and record `audit`, in one transaction."""
+        ...
+
+    def approval(self, request_id: str) -> ApprovalRecord | None: ...
+
+    def approvals(self, limit: int) -> list[ApprovalRecord]:
+        """The `limit` newest requests, newest first."""
+        ...
+
+    def change_approval(self, change: ApprovalChange, audit: Sequence[AuditEvent]) -> bool:
+        """Apply `change` if the request is in `change.before` (and `by`, when set, is not
+        its requester; and the expiry condition holds), recording `audit`, in one
+        transaction. False, with nothing written, otherwise."""
         ...
 
 
@@ -641,6 +715,27 @@ class BlobStore(Protocol):
     def delete(self, blobs: Collection[str]) -> None: ...
 
 
+class QuotaStore(Protocol):
+    """Items counted against callers' item quotas, per (caller, purpose, fixed window). Shared
+    by every process and replica: the count is exact, whatever runs concurrently."""
+
+    def take_items(
+        self, caller: CallerName, purpose: Purpose, window_start: int, items: int, limit: int
+    ) -> int | None:
+        """Add `items` to the window's count if the sum stays within `limit`, and return the
+        new count; None (nothing added) if it would not. MUST be one atomic step: two
+        concurrent calls MUST never both pass the limit. `window_start` is Unix time."""
+        ...
+
+    def used_items(self, caller: CallerName, purpose: Purpose, window_start: int) -> int:
+        """The window's count (0 if nothing was counted in it)."""
+        ...
+
+    def purge_quotas(self, before: int) -> int:
+        """Forget windows that started before `before` (Unix time); returns how many."""
+        ...
+
+
 @dataclass(frozen=True)
 class Stores:
     """The storage ports of one database, as the composition root wires them."""
@@ -653,3 +748,5 @@ class Stores:
     keys: KeyInventory
     documents: DocumentStore
     blobs: BlobStore
+    approvals: ApprovalStore
+    quotas: QuotaStore

@@ -178,7 +178,17 @@ class Action(enum.Enum):
     CALLER_KEY_ROTATE = "caller_key_rotate"
     CALLER_KEY_REVOKE = "caller_key_revoke"
     CALLER_LIST = "caller_list"
+    # Dual control (vault.domain.approvals): a held step, its decision, its execution.
+    APPROVAL_REQUEST = "approval_request"
+    APPROVAL_APPROVE = "approval_approve"
+    APPROVAL_REJECT = "approval_reject"
+    APPROVAL_EXECUTE = "approval_execute"
+    APPROVAL_EXPIRE = "approval_expire"
+    APPROVAL_LIST = "approval_list"
     AUTHENTICATE = "authenticate"  # a refused client certificate or credential
+    CALL = "call"  # a call refused before its method ran (the caller's request rate)
+    POLICY_RELOAD = "policy_reload"  # a policy file put in force (or refused) without a restart
+    POLICY_SHOW = "policy_show"
 
 
 class Outcome(enum.Enum):

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from vault.domain.context import RequestContext
-from vault.domain.ports import KekStatus, KeyProvider
+from vault.domain.ports import NO_TELEMETRY, KekStatus, KeyProvider, Telemetry
 from vault.domain.secrets import Secret
 from vault.domain.types import SubjectId, WrappedKey, subject_digest
 
@@ -65,8 +65,10 @@ class CachingKeyProvider:
         inner: KeyProvider,
         limits: CacheLimits,
         clock: Callable[[], float] = time.monotonic,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self.inner = inner
+        self._telemetry = telemetry
         self.name = inner.name
         self.limits = limits
         self._clock = clock
@@ -95,6 +97,7 @@ class CachingKeyProvider:
         wrapped = self.inner.wrap(ctx, keys)
         for (subject, dek), w in zip(keys, wrapped, strict=True):
             self._put(subject, w, dek, generation)  # a new subject's next call needs no unwrap
+        self._report(0, 0)
         return wrapped
 
     def unwrap(
@@ -124,6 +127,7 @@ class CachingKeyProvider:
                     subject, wrapped = keys[i]
                     self._put(subject, wrapped, key, generation)
                 out[i] = key
+        self._report(len(keys) - len(missing), len(missing))
         return out
 
     def rewrap(
@@ -137,6 +141,7 @@ class CachingKeyProvider:
             self._generation += 1
             for k in [k for k in self._entries if k[0] == subject]:
                 self._drop(k)
+        self._report(0, 0)
 
     def forget_digests(self, digests: set[str]) -> None:
         """Drop the keys of subjects named by digest (shredded in another process)."""
@@ -151,6 +156,7 @@ class CachingKeyProvider:
             self._generation += 1
             for k in list(self._entries):
                 self._drop(k)
+        self._report(0, 0)
 
     # -- administration -----------------------------------------------------------------------
 
@@ -175,6 +181,9 @@ class CachingKeyProvider:
         return status
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _report(self, hits: int, misses: int) -> None:
+        self._telemetry.key_cache(hits, misses, len(self._entries))
 
     def _fresh(self, entry: _Entry, now: float) -> bool:
         return now - entry.created < self.limits.max_age and entry.uses < self.limits.max_uses

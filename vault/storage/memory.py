@@ -18,6 +18,8 @@ from vault.domain.merkle import MerkleTree, leaf_hash
 from vault.domain.retention import RETENTION_SUBJECT_PREFIX
 from vault.domain.stores import (
     ApiKeyRecord,
+    ApprovalChange,
+    ApprovalRecord,
     AuditHead,
     DocumentRecord,
     DocumentTombstone,
@@ -90,6 +92,8 @@ class MemoryState:
         default_factory=dict
     )
     kek_checks: dict[tuple[str, int], WrappedKey] = field(default_factory=dict)
+    approvals: dict[str, ApprovalRecord] = field(default_factory=dict)
+    quota_usage: dict[tuple[CallerName, Purpose, int], int] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return f"MemoryState(subjects={len(self.subjects)}, values={len(self.values)})"
@@ -126,7 +130,62 @@ def memory_stores(state: MemoryState | None = None) -> Stores:
         keys=MemoryKeyInventory(s),
         documents=MemoryDocumentStore(s),
         blobs=MemoryBlobStore(s),
+        approvals=MemoryApprovalStore(s),
+        quotas=MemoryQuotaStore(s),
     )
+
+
+class MemoryApprovalStore:
+    def __init__(self, state: MemoryState) -> None:
+        self._s = state
+
+    def __repr__(self) -> str:
+        return "MemoryApprovalStore()"
+
+    def add_approval(self, record: ApprovalRecord, audit: Sequence[AuditEvent]) -> None:
+        with self._s.lock:
+            if record.request_id in self._s.approvals:
+                raise ValueError("a request with this id exists")  # the primary key, in SQL
+            self._s.approvals[record.request_id] = replace(
+                record, parameters=dict(record.parameters)
+            )
+            self._s.record_audit(audit)
+
+    def approval(self, request_id: str) -> ApprovalRecord | None:
+        with self._s.lock:
+            return self._s.approvals.get(request_id)
+
+    def approvals(self, limit: int) -> list[ApprovalRecord]:
+        with self._s.lock:
+            found = sorted(
+                self._s.approvals.values(),
+                key=lambda r: (r.created_at, r.request_id),
+                reverse=True,
+            )
+        return found[:limit]
+
+    def change_approval(self, change: ApprovalChange, audit: Sequence[AuditEvent]) -> bool:
+        with self._s.lock:
+            record = self._s.approvals.get(change.request_id)
+            if record is None or record.state is not change.before:
+                return False
+            if change.by is not None and change.by == record.requested_by:
+                return False
+            if change.unexpired is not None and change.unexpired != (change.at < record.expires_at):
+                return False
+            decided = change.by is not None or change.unexpired is False
+            self._s.approvals[change.request_id] = replace(
+                record,
+                state=change.after,
+                parameters=dict(change.parameters)
+                if change.parameters is not None
+                else record.parameters,
+                decided_by=change.by if change.by is not None else record.decided_by,
+                decided_at=change.at if decided else record.decided_at,
+                outcome=change.outcome if change.outcome is not None else record.outcome,
+            )
+            self._s.record_audit(audit)
+            return True
 
 
 class MemoryValueStore:
@@ -834,3 +893,33 @@ class MemoryBlobStore:
         with self._s.lock:
             for b in blobs:
                 self._s.segments.pop(b, None)
+
+
+class MemoryQuotaStore:
+    def __init__(self, state: MemoryState) -> None:
+        self._s = state
+
+    def __repr__(self) -> str:
+        return "MemoryQuotaStore()"
+
+    def take_items(
+        self, caller: CallerName, purpose: Purpose, window_start: int, items: int, limit: int
+    ) -> int | None:
+        with self._s.lock:
+            key = (caller, purpose, window_start)
+            used = self._s.quota_usage.get(key, 0) + items
+            if items > limit or used > limit:
+                return None
+            self._s.quota_usage[key] = used
+            return used
+
+    def used_items(self, caller: CallerName, purpose: Purpose, window_start: int) -> int:
+        with self._s.lock:
+            return self._s.quota_usage.get((caller, purpose, window_start), 0)
+
+    def purge_quotas(self, before: int) -> int:
+        with self._s.lock:
+            old = [k for k in self._s.quota_usage if k[2] < before]
+            for k in old:
+                del self._s.quota_usage[k]
+            return len(old)

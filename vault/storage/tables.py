@@ -254,6 +254,26 @@ api_keys = Table(
     Column("last_used_at", UtcDateTime()),
 )
 
+# Dual control's requests (vault.domain.approvals): each waits for a second operator.
+# `parameters` (JSON) is what it takes to carry the step out, never a value or a secret; a
+# settled shred's subject id is replaced by its digest. Every change of `state` is one
+# conditional UPDATE (WHERE state = ...): of concurrent approvals, exactly one wins.
+approval_requests = Table(
+    "approval_requests",
+    metadata,
+    Column("request_id", String(32), primary_key=True),
+    Column("action", String(32), nullable=False),
+    Column("parameters", Text, nullable=False),
+    Column("requested_by", String(64), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("decided_by", String(64)),
+    Column("decided_at", UtcDateTime()),
+    Column("outcome", String(256)),
+    Index(None, "created_at"),
+)
+
 # Documents (vault.domain.documents). A retained document (kept after its subject's shred
 # under a legal duty or hold) has no subject_id, and its variants' keys are wrapped under a
 # retention key (`key_owner`, a data key of a reserved owner `#retention:<rule>:<year>`).
@@ -345,4 +365,16 @@ document_segments = Table(
     Column("blob_id", String(40), primary_key=True),
     Column("seq", Integer, primary_key=True),
     Column("ciphertext", LargeBinary, nullable=False),
+)
+
+# Items counted against callers' item quotas (vault.domain.quotas), one row per caller, purpose
+# and fixed window (its first second, Unix time). Counted by one conditional upsert, so that
+# two replicas can never both pass a limit. Names only: no token, no subject.
+quota_usage = Table(
+    "quota_usage",
+    metadata,
+    Column("caller", String(64), primary_key=True),
+    Column("purpose", String(64), primary_key=True),
+    Column("window_start", BigInteger, primary_key=True),
+    Column("used", BigInteger, nullable=False),
 )

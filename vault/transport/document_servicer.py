@@ -155,6 +155,7 @@ class DocumentServicer:
         content = bytearray(ticket.size)  # never more than declared (and the policy allows)
         try:
             received = await self._receive(stream, content)
+            call.facts.bytes_in = received
             if received != ticket.size:
                 raise InvalidArgument.one(
                     "header.size",
@@ -235,6 +236,7 @@ class DocumentServicer:
             raise InvalidArgument.one(
                 "legal_basis", "legal_basis.unknown", "is not a known legal basis"
             )
+        call.facts.purpose = request.purpose  # the access log keeps it only if the policy's
         download: Download = await stream.run(
             self._archive.open,
             call.ctx,
@@ -251,6 +253,7 @@ class DocumentServicer:
                 chunk = await stream.run(_next_chunk, download.chunks)
                 if chunk is None:
                     return
+                call.facts.bytes_out += len(chunk)
                 yield pb.GetDocumentResponse(chunk=chunk)
         finally:
             close = getattr(download.chunks, "close", None)

@@ -19,14 +19,14 @@ from vault.domain.types import (
 from vault.errors import InvalidArgument
 from vault.transport.rpc import Call, Method
 
-__all__ = ["VAULT_TOKEN_METADATA", "KeyServicer"]
+__all__ = ["VAULT_TOKEN_METADATA", "KeyServicer", "operator_token"]
 
 
 VAULT_TOKEN_METADATA = "x-vault-token"  # noqa: S105  (a metadata key, not a secret)
 
 
 @contextmanager
-def _operator_token(call: Call) -> Iterator[Secret | None]:
+def operator_token(call: Call) -> Iterator[Secret | None]:
     """The operator's own Vault token from the metadata, for one call; wiped after it."""
     presented = call.header(VAULT_TOKEN_METADATA)
     token = Secret(presented.encode()) if presented else None
@@ -106,7 +106,7 @@ class KeyServicer:
     def rotate_key(
         self, request: key_service_pb2.RotateKeyRequest, call: Call
     ) -> key_service_pb2.RotateKeyResponse:
-        with _operator_token(call) as admin:
+        with operator_token(call) as admin:
             report = self._admin.rotate(call.ctx, admin)
         return key_service_pb2.RotateKeyResponse(status=_status_out(report))
 
@@ -127,7 +127,7 @@ class KeyServicer:
     def trim_key_versions(
         self, request: key_service_pb2.TrimKeyVersionsRequest, call: Call
     ) -> key_service_pb2.TrimKeyVersionsResponse:
-        with _operator_token(call) as admin:
+        with operator_token(call) as admin:
             done = self._admin.trim(call.ctx, request.min_version or None, admin)
         return key_service_pb2.TrimKeyVersionsResponse(
             status=_status_out(done.report),

@@ -7,8 +7,10 @@ The order is what keeps a stranger from stalling the service:
    key in the metadata, checked in memory (an unknown key id costs at most one table read a
    second, off the event loop). See `vault.domain.identity` for how the two combine. A
    stranger's call ends here, whatever it sends next.
-2. Admit the call against the caps: calls in flight per process and per caller. Over a cap:
-   RESOURCE_EXHAUSTED with RetryInfo. Health checks and reflection are not counted.
+2. Admit the call against the caps: calls in flight per process and per caller, and the
+   caller's request rate (the policy's `rate`, a token bucket in this process). Over a cap:
+   RESOURCE_EXHAUSTED with RetryInfo (over the rate also QuotaFailure, and the refusal is
+   audited before the caller hears it). Health checks and reflection are not counted.
 3. Read the request message within `read_timeout`: every method is registered as
    client-streaming on the server side (identical on the wire to a unary call), so the server
    reads the message itself and can stop waiting. A caller that opens a call and never sends
@@ -17,11 +19,16 @@ The order is what keeps a stranger from stalling the service:
 5. Run the servicer (synchronous: the use cases, the database, the key provider) on the
    process's thread pool, with the call's deadline, and map any error through the one status
    table.
+
+Around all of it, each call is observed (`vault.observability`): counted and timed under the
+`grpc_server_*` names, given a span whose context the thread pool's jobs run in, and ended with
+one access log line (`pdvault.access`: method, caller, purpose, status, duration, items).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -36,14 +43,26 @@ from grpc_status import rpc_status
 from vault.crypto.svid import CertificateCache
 from vault.domain.context import RequestContext
 from vault.domain.identity import Identification, PeerCertificate
+from vault.domain.quotas import RateLimiter
 from vault.domain.types import CallerName
-from vault.errors import DeadlineExceeded, InvalidArgument, PdvaultError, Reason, ResourceExhausted
+from vault.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    PdvaultError,
+    QuotaExceeded,
+    Reason,
+    ResourceExhausted,
+)
+from vault.logs import ACCESS_LOGGER, bind_call
+from vault.observability import CallFacts, CallObservation, Observability
 from vault.transport.status import internal_status, to_status_proto
 
 __all__ = ["Call", "Gate", "Limits", "Method", "ServiceHandler", "Stream", "StreamingMethod"]
 
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger(ACCESS_LOGGER)
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
@@ -57,6 +76,8 @@ class Call:
 
     ctx: RequestContext
     metadata: tuple[tuple[str, str | bytes], ...] = field(repr=False)
+    # What the servicer notes for the access log and the metrics (names and counts only).
+    facts: CallFacts = field(default_factory=CallFacts, repr=False)
 
     def header(self, key: str) -> str | None:
         for k, v in self.metadata:
@@ -79,11 +100,16 @@ class Stream:
     within the read timeout), and synchronous work on the process's thread pool."""
 
     def __init__(
-        self, requests: AsyncIterator[bytes], read_timeout: float, executor: Executor
+        self,
+        requests: AsyncIterator[bytes],
+        read_timeout: float,
+        executor: Executor,
+        context: contextvars.Context | None = None,
     ) -> None:
         self._requests = requests
         self._timeout = read_timeout
         self._executor = executor
+        self._context = context or contextvars.copy_context()
 
     async def next(self, request_type: type[Req]) -> Req | None:
         """The next message, parsed; None when the client has sent its last."""
@@ -96,7 +122,10 @@ class Stream:
         return _parse(request_type, raw)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        # In a copy of the call's context: its span and log ids, even for jobs that overlap.
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._context.copy().run, fn, *args
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +161,15 @@ class Gate:
         certificates: CertificateCache | None,
         executor: Executor,
         limits: Limits,
+        rates: RateLimiter | None = None,
+        audit_refusal: Callable[[QuotaExceeded, str], None] | None = None,
     ) -> None:
-        self._identification = identification
+        # Swapped whole when the policy is reloaded (it maps SPIFFE IDs to callers), as are
+        # the request rates (the buckets start full again).
+        self.identification = identification
+        self.rates = rates
+        # Records a call refused over its caller's rate (blocking: run off the event loop).
+        self._audit_refusal = audit_refusal
         # None when no port asks for client certificates: the auth context is not read.
         self._certificates = certificates
         self._executor = executor
@@ -149,19 +185,35 @@ class Gate:
     def in_flight(self) -> int:
         return self._in_flight
 
+    async def admit_rate(self, caller: CallerName, method: str) -> None:
+        """Take one call from the caller's bucket. Over its rate: the refusal is audited (off
+        the event loop), then raised."""
+        rates = self.rates
+        if rates is None:
+            return
+        try:
+            rates.admit(caller)
+        except QuotaExceeded as exc:
+            if self._audit_refusal is not None:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self._executor, self._audit_refusal, exc, method)
+            raise
+
     async def authenticate(
         self,
         metadata: tuple[tuple[str, str | bytes], ...],
         auth_context: Callable[[], AuthContext],
+        identification: Identification | None = None,
     ) -> CallerName:
+        """The caller, as `identification` (the one of the policy the call's methods were
+        built for; the gate's own by default) says."""
+        ident = identification or self.identification
         peer = None if self._certificates is None else self.peer(auth_context())
         presented = _bearer(metadata)
-        caller = self._identification.check(peer, presented)
+        caller = ident.check(peer, presented)
         if caller is None:  # a key table read or an audited refusal: off the event loop
             loop = asyncio.get_running_loop()
-            caller = await loop.run_in_executor(
-                self._executor, self._identification.authenticate, peer, presented
-            )
+            caller = await loop.run_in_executor(self._executor, ident.authenticate, peer, presented)
         return caller
 
     def peer(self, auth_context: AuthContext) -> PeerCertificate | None:
@@ -235,9 +287,31 @@ class ServiceHandler(grpc.GenericRpcHandler):
         methods: Mapping[str, Method[Any, Any] | StreamingMethod],
         gate: Gate,
         executor: Executor,
+        observed: Observability | None = None,
     ) -> None:
-        self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
-            f"/{service}/{name}": _handler(method, gate, executor)
+        self.name = service
+        self._gate = gate
+        self._executor = executor
+        self._observed = observed or Observability()
+        self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+        self.use(methods)
+
+    def use(
+        self,
+        methods: Mapping[str, Method[Any, Any] | StreamingMethod],
+        identification: Identification | None = None,
+    ) -> None:
+        """Serve these methods, authenticating with `identification` (both of one policy),
+        from the next call on (a policy reload): the table is built, then swapped in one
+        assignment; a call already under way keeps what it got, both halves."""
+        self._handlers = {
+            f"/{self.name}/{name}": _handler(
+                method,
+                self._gate,
+                self._executor,
+                _Watch(self._observed, self.name, method),
+                identification,
+            )
             for name, method in methods.items()
         }
 
@@ -251,45 +325,111 @@ def _serialize(message: Message) -> bytes:
     return message.SerializeToString()
 
 
+class _Watch:
+    """How the calls of one method are observed (its labels are fixed: the method's names)."""
+
+    def __init__(
+        self, observed: Observability, service: str, method: Method[Any, Any] | StreamingMethod
+    ) -> None:
+        self._observed = observed
+        self._service = service
+        self._method = method.name
+        self.path = f"/{service}/{method.name}"
+        if isinstance(method, Method):
+            self._type = "unary"
+        else:
+            self._type = "server_stream" if method.server_streaming else "client_stream"
+
+    def begin(self, metadata: tuple[tuple[str, str | bytes], ...]) -> _Observed:
+        # The W3C traceparent alone (ids and flags): never tracestate, whose free text would
+        # be exported with every span, nor any other header (the API key is one).
+        carrier = {k: v for k, v in metadata if k == "traceparent" and isinstance(v, str)}
+        call = self._observed.begin_call(self._type, self._service, self._method, carrier)
+        call.context.run(bind_call, call.request_id, call.trace_id)
+        return _Observed(call, self.path)
+
+
+class _Observed:
+    """One call under observation: its status once known, and its end."""
+
+    def __init__(self, call: CallObservation, path: str) -> None:
+        self.call = call
+        self.path = path  # /package.Service/Method
+        self.caller = ""
+        self.code = "UNKNOWN"
+        self.error: BaseException | None = None
+
+    def failed(self, status: Any, error: BaseException | None = None) -> Any:
+        self.code = _CODE_NAMES.get(status.code, "UNKNOWN")
+        if error is not None and not isinstance(error, PdvaultError):
+            self.error = error  # an internal error: its class goes on the span
+        return status
+
+    def internal(self, exc: BaseException) -> Any:
+        """INTERNAL, logged (class and frames, with an id) among the call's own lines."""
+        return self.failed(self.call.context.run(internal_status, exc), exc)
+
+    def context(self, caller: CallerName, seconds: float | None) -> RequestContext:
+        return RequestContext.for_call(
+            caller, seconds, call_id=self.call.request_id, trace_id=self.call.trace_id
+        )
+
+    def end(self, cancelled: bool) -> None:
+        if cancelled:
+            self.code = "CANCELLED"
+        fields = self.call.finish(self.caller, self.code, self.error)
+        access_log.info("call", extra=fields)
+
+
 def _handler(
-    method: Method[Any, Any] | StreamingMethod, gate: Gate, executor: Executor
+    method: Method[Any, Any] | StreamingMethod,
+    gate: Gate,
+    executor: Executor,
+    watch: _Watch,
+    ident: Identification | None = None,
 ) -> grpc.RpcMethodHandler[Any, Any]:
     # Requests arrive as raw bytes (no deserializer): parsed by pdvault, within its timeouts.
     if isinstance(method, Method):
         return grpc.stream_unary_rpc_method_handler(
-            _serve(method, gate, executor),
+            _serve(method, gate, executor, watch, ident),
             request_deserializer=None,
             response_serializer=_serialize,
         )
     if method.server_streaming:
         return grpc.stream_stream_rpc_method_handler(
-            _serve_server_stream(method, gate, executor),
+            _serve_server_stream(method, gate, executor, watch, ident),
             request_deserializer=None,
             response_serializer=_serialize,
         )
     return grpc.stream_unary_rpc_method_handler(
-        _serve_client_stream(method, gate, executor),
+        _serve_client_stream(method, gate, executor, watch, ident),
         request_deserializer=None,
         response_serializer=_serialize,
     )
 
 
 async def _enter(
-    gate: Gate, context: grpc.aio.ServicerContext[Any, Any], transfer: bool
+    gate: Gate,
+    context: grpc.aio.ServicerContext[Any, Any],
+    transfer: bool,
+    seen: _Observed,
+    ident: Identification | None,
 ) -> CallerName:
     """Authenticate and admit a call (and a transfer), or end it."""
     metadata = tuple(context.invocation_metadata() or ())
     try:
-        caller = await gate.authenticate(metadata, context.auth_context)
+        caller = await gate.authenticate(metadata, context.auth_context, ident)
+        await gate.admit_rate(caller, seen.path)
         gate.admit(caller)
     except PdvaultError as exc:
-        await _abort(context, to_status_proto(exc))
+        await _abort(context, seen.failed(to_status_proto(exc)))
+    seen.caller = caller
     if transfer:
         try:
             gate.admit_transfer()
         except PdvaultError as exc:
             gate.release(caller)
-            await _abort(context, to_status_proto(exc))
+            await _abort(context, seen.failed(to_status_proto(exc)))
     return caller
 
 
@@ -300,71 +440,99 @@ def _leave(gate: Gate, caller: CallerName, transfer: bool) -> None:
 
 
 def _serve_client_stream(
-    method: StreamingMethod, gate: Gate, executor: Executor
+    method: StreamingMethod,
+    gate: Gate,
+    executor: Executor,
+    watch: _Watch,
+    ident: Identification | None,
 ) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[Any, Any]], Any]:
     async def handle(
         requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
     ) -> Message:
-        caller = await _enter(gate, context, method.transfer)
         metadata = tuple(context.invocation_metadata() or ())
+        seen = watch.begin(metadata)
+        cancelled = False
         try:
-            status = None
+            caller = await _enter(gate, context, method.transfer, seen, ident)
             try:
-                ctx = RequestContext.for_call(caller, context.time_remaining())
-                stream = Stream(requests, gate.limits.read_timeout, executor)
-                response: Message = await method.run(stream, Call(ctx, metadata))
-                return response
-            except PdvaultError as exc:
-                status = to_status_proto(exc)
-            except Exception as exc:  # noqa: BLE001  (the safety net: never UNKNOWN)
-                status = internal_status(exc)
-            await _abort(context, status)
+                status = None
+                try:
+                    ctx = seen.context(caller, context.time_remaining())
+                    stream = Stream(requests, gate.limits.read_timeout, executor, seen.call.context)
+                    call = Call(ctx, metadata, seen.call.facts)
+                    response: Message = await method.run(stream, call)
+                    seen.code = "OK"
+                    return response
+                except PdvaultError as exc:
+                    status = seen.failed(to_status_proto(exc))
+                except Exception as exc:  # noqa: BLE001  (the safety net: never UNKNOWN)
+                    status = seen.internal(exc)
+                await _abort(context, status)
+            finally:
+                _leave(gate, caller, method.transfer)
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
         finally:
-            _leave(gate, caller, method.transfer)
+            seen.end(cancelled)
 
     return handle
 
 
 def _serve_server_stream(
-    method: StreamingMethod, gate: Gate, executor: Executor
+    method: StreamingMethod,
+    gate: Gate,
+    executor: Executor,
+    watch: _Watch,
+    ident: Identification | None,
 ) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[Any, Any]], Any]:
     async def handle(
         requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
     ) -> None:
-        caller = await _enter(gate, context, method.transfer)
         metadata = tuple(context.invocation_metadata() or ())
-        transfer = method.transfer
+        seen = watch.begin(metadata)
+        cancelled = False
         try:
-            status = None
-            responses = None
+            caller = await _enter(gate, context, method.transfer, seen, ident)
+            transfer = method.transfer
             try:
-                ctx = RequestContext.for_call(caller, context.time_remaining())
-                stream = Stream(requests, gate.limits.read_timeout, executor)
-                responses = method.run(stream, Call(ctx, metadata))
-                async for response in responses:
-                    if not await _sent(context, response, gate.limits.read_timeout):
-                        # The client takes nothing. Ending the call waits for the message
-                        # under way (flow control holds it: until the client reads, cancels,
-                        # goes, or its connection's age or the call's deadline ends it), so
-                        # give back its transfer slot first. It still counts as a call of
-                        # its caller and of the process: the caps on calls bound how many.
-                        if transfer:
-                            gate.release_transfer()
-                            transfer = False
-                        raise _stalled(gate.limits.read_timeout)
-                return
-            except PdvaultError as exc:
-                # Mid-stream too: the call ends with this status, never OK (DATA_LOSS after
-                # a segment that failed authentication).
-                status = to_status_proto(exc)
-            except Exception as exc:  # noqa: BLE001  (the safety net: never UNKNOWN)
-                status = internal_status(exc)
+                status = None
+                responses = None
+                try:
+                    ctx = seen.context(caller, context.time_remaining())
+                    stream = Stream(requests, gate.limits.read_timeout, executor, seen.call.context)
+                    responses = method.run(stream, Call(ctx, metadata, seen.call.facts))
+                    async for response in responses:
+                        if not await _sent(context, response, gate.limits.read_timeout):
+                            # The client takes nothing. Ending the call waits for the message
+                            # under way (flow control holds it: until the client reads,
+                            # cancels, goes, or its connection's age or the call's deadline
+                            # ends it), so give back its transfer slot first. It still counts
+                            # as a call of its caller and of the process: the caps on calls
+                            # bound how many.
+                            if transfer:
+                                gate.release_transfer()
+                                transfer = False
+                            raise _stalled(gate.limits.read_timeout)
+                    seen.code = "OK"
+                    return
+                except PdvaultError as exc:
+                    # Mid-stream too: the call ends with this status, never OK (DATA_LOSS after
+                    # a segment that failed authentication).
+                    status = seen.failed(to_status_proto(exc))
+                except Exception as exc:  # noqa: BLE001  (the safety net: never UNKNOWN)
+                    status = seen.internal(exc)
+                finally:
+                    if responses is not None:
+                        await responses.aclose()  # its own `finally` (a download wipes its key)
+                await _abort(context, status)
             finally:
-                if responses is not None:
-                    await responses.aclose()  # its own `finally` (a download wipes its key)
-            await _abort(context, status)
+                _leave(gate, caller, transfer)
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
         finally:
-            _leave(gate, caller, transfer)
+            seen.end(cancelled)
 
     return handle
 
@@ -391,34 +559,56 @@ def _stalled(timeout: float) -> DeadlineExceeded:
 
 
 def _serve(
-    method: Method[Any, Any], gate: Gate, executor: Executor
+    method: Method[Any, Any],
+    gate: Gate,
+    executor: Executor,
+    watch: _Watch,
+    ident: Identification | None,
 ) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[Any, Any]], Any]:
     async def handle(
         requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
     ) -> Message:
         metadata = tuple(context.invocation_metadata() or ())
+        seen = watch.begin(metadata)
+        cancelled = False
         try:
-            caller = await gate.authenticate(metadata, context.auth_context)
-            gate.admit(caller)
-        except PdvaultError as exc:
-            await _abort(context, to_status_proto(exc))
-        try:
-            status = None
             try:
-                raw = await _read_one(requests, gate.limits.read_timeout)
-                request = _parse(method.request_type, raw)
-                ctx = RequestContext.for_call(caller, context.time_remaining())
-                loop = asyncio.get_running_loop()
-                return await loop.run_in_executor(
-                    executor, method.run, request, Call(ctx, metadata)
-                )
+                caller = await gate.authenticate(metadata, context.auth_context, ident)
+                await gate.admit_rate(caller, watch.path)
+                gate.admit(caller)
             except PdvaultError as exc:
-                status = to_status_proto(exc)
-            except Exception as exc:  # noqa: BLE001  (the safety net: never UNKNOWN, never a trace)
-                status = internal_status(exc)
-            await _abort(context, status)
+                await _abort(context, seen.failed(to_status_proto(exc)))
+            seen.caller = caller
+            try:
+                status = None
+                try:
+                    raw = await _read_one(requests, gate.limits.read_timeout)
+                    request = _parse(method.request_type, raw)
+                    ctx = seen.context(caller, context.time_remaining())
+                    loop = asyncio.get_running_loop()
+                    # In the call's context: its span is the parent of the work's spans, and
+                    # the work's log lines carry the call's ids.
+                    response: Message = await loop.run_in_executor(
+                        executor,
+                        seen.call.context.run,
+                        method.run,
+                        request,
+                        Call(ctx, metadata, seen.call.facts),
+                    )
+                    seen.code = "OK"
+                    return response
+                except PdvaultError as exc:
+                    status = seen.failed(to_status_proto(exc))
+                except Exception as exc:  # noqa: BLE001  (the safety net: never UNKNOWN, never a trace)
+                    status = seen.internal(exc)
+                await _abort(context, status)
+            finally:
+                gate.release(caller)
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
         finally:
-            gate.release(caller)
+            seen.end(cancelled)
 
     return handle
 

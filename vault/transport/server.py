@@ -28,33 +28,43 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from pdvault.v1 import (
+    approval_service_pb2,
     caller_service_pb2,
     document_service_pb2,
     key_service_pb2,
+    policy_service_pb2,
     subject_service_pb2,
     token_service_pb2,
 )
 
-from vault.app import App, utc_now
+from vault.app import App, UseCases, request_rates, utc_now
 from vault.config import Settings
 from vault.crypto.svid import CertificateCache
 from vault.domain.identity import Identification
+from vault.domain.quotas import audit_rate_refusal
 from vault.errors import ConfigurationError, PdvaultError
+from vault.transport.approval_servicer import ApprovalServicer
 from vault.transport.caller_servicer import CallerServicer
 from vault.transport.document_servicer import DocumentServicer
 from vault.transport.key_servicer import KeyServicer
+from vault.transport.policy_servicer import PolicyServicer
 from vault.transport.rpc import Gate, Limits, Method, ServiceHandler, StreamingMethod
 from vault.transport.subject_servicer import SubjectServicer
 from vault.transport.tls import TlsFiles, TlsReloader
 from vault.transport.token_servicer import TokenServicer
 
+if TYPE_CHECKING:
+    from vault.observability.metrics import MetricsEndpoint
+
 __all__ = [
+    "APPROVAL_SERVICE",
     "CALLER_SERVICE",
     "DOCUMENT_SERVICE",
     "HEALTH_HEADROOM",
@@ -62,6 +72,7 @@ __all__ = [
     "LIVENESS",
     "LOOPBACK",
     "MAX_MESSAGE_BYTES",
+    "POLICY_SERVICE",
     "SERVICE_NAMES",
     "SUBJECT_SERVICE",
     "TOKEN_SERVICE",
@@ -73,6 +84,7 @@ __all__ = [
     "describe_error",
     "serve",
     "start_health_port",
+    "start_metrics",
     "start_server",
     "stop_server",
 ]
@@ -85,12 +97,16 @@ KEY_SERVICE = key_service_pb2.DESCRIPTOR.services_by_name["KeyService"]
 SUBJECT_SERVICE = subject_service_pb2.DESCRIPTOR.services_by_name["SubjectService"]
 DOCUMENT_SERVICE = document_service_pb2.DESCRIPTOR.services_by_name["DocumentService"]
 CALLER_SERVICE = caller_service_pb2.DESCRIPTOR.services_by_name["CallerService"]
+APPROVAL_SERVICE = approval_service_pb2.DESCRIPTOR.services_by_name["ApprovalService"]
+POLICY_SERVICE = policy_service_pb2.DESCRIPTOR.services_by_name["PolicyService"]
 SERVICE_NAMES = (
     TOKEN_SERVICE.full_name,
     KEY_SERVICE.full_name,
     SUBJECT_SERVICE.full_name,
     DOCUMENT_SERVICE.full_name,
     CALLER_SERVICE.full_name,
+    APPROVAL_SERVICE.full_name,
+    POLICY_SERVICE.full_name,
 )
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 # Calls above pdvault's own cap that gRPC still accepts: room for health checks and reflection.
@@ -163,16 +179,24 @@ class Serving:
     # With PDV_TLS_CLIENT_AUTH=optional: the port that requires client certificates.
     mtls_port: int | None = None
     tls: TlsReloader | None = None
+    unfollow: Callable[[], None] | None = None  # stop following policy reloads
 
 
-def _methods(app: App) -> list[tuple[str, dict[str, Method[Any, Any] | StreamingMethod]]]:
-    documents = DocumentServicer(app.documents, app.sweeper, app.settings.upload_timeout)
+def _methods(
+    app: App, uses: UseCases
+) -> list[tuple[str, dict[str, Method[Any, Any] | StreamingMethod]]]:
+    """Every service's methods, served by the use cases of one policy (`uses`)."""
+    documents = DocumentServicer(uses.documents, uses.sweeper, app.settings.upload_timeout)
+    if app.policies is None:
+        raise AssertionError("the application has no PolicyService (not built by build_app)")
     services: list[tuple[Any, dict[str, Method[Any, Any] | StreamingMethod]]] = [
-        (TOKEN_SERVICE, dict(TokenServicer(app.tokens).methods())),
-        (KEY_SERVICE, dict(KeyServicer(app.key_admin).methods())),
-        (SUBJECT_SERVICE, dict(SubjectServicer(app.subjects).methods())),
+        (TOKEN_SERVICE, dict(TokenServicer(uses.tokens).methods())),
+        (KEY_SERVICE, dict(KeyServicer(uses.key_admin).methods())),
+        (SUBJECT_SERVICE, dict(SubjectServicer(uses.subjects).methods())),
         (DOCUMENT_SERVICE, documents.methods()),
-        (CALLER_SERVICE, dict(CallerServicer(app.callers).methods())),
+        (CALLER_SERVICE, dict(CallerServicer(uses.callers).methods())),
+        (APPROVAL_SERVICE, dict(ApprovalServicer(uses.dual_control).methods())),
+        (POLICY_SERVICE, dict(PolicyServicer(app.policies).methods())),
     ]
     for descriptor, methods in services:
         missing = set(descriptor.methods_by_name) - set(methods)
@@ -198,9 +222,17 @@ async def start_server(
         settings.max_transfers,
     )
     executor = app.executor  # the runtime's: this server only borrows it
-    identification = Identification(app.authenticator, app.policy, app.stores.audit, utc_now)
+    uses = app.uses  # one snapshot: the policy in force and its use cases
+    identification = Identification(app.authenticator, uses.policy, app.stores.audit, utc_now)
     certificates = CertificateCache() if settings.client_auth else None
-    gate = Gate(identification, certificates, executor, limits)
+    gate = Gate(
+        identification,
+        certificates,
+        executor,
+        limits,
+        rates=request_rates(uses.policy),  # this process's buckets
+        audit_refusal=audit_rate_refusal(app.stores.audit, utc_now),
+    )
     server = grpc.aio.server(
         maximum_concurrent_rpcs=limits.max_calls + HEALTH_HEADROOM,
         options=[
@@ -224,9 +256,23 @@ async def start_server(
             ("grpc.http2.max_ping_strikes", 2),
         ],
     )
-    server.add_generic_rpc_handlers(
-        [ServiceHandler(name, methods, gate, executor) for name, methods in _methods(app)]
-    )
+    handlers = [
+        ServiceHandler(name, methods, gate, executor, app.observability)
+        for name, methods in _methods(app, uses)
+    ]
+    server.add_generic_rpc_handlers(handlers)
+
+    def follow_policy(new: UseCases) -> None:
+        # A reloaded policy: each service's methods and the identities the policy maps, swapped
+        # together per service; a call authenticates and runs with one policy's pair. The
+        # request rates are the new policy's from the next call on (their buckets start full).
+        ident = Identification(app.authenticator, new.policy, app.stores.audit, utc_now)
+        tables = dict(_methods(app, new))
+        for handler in handlers:
+            handler.use(tables[handler.name], ident)
+        gate.identification = ident
+        gate.rates = request_rates(new.policy)
+
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -255,6 +301,8 @@ async def start_server(
         mtls_port=mtls_port,
         tls=tls,
     )
+    app.on_policy.append(follow_policy)
+    serving.unfollow = lambda: app.on_policy.remove(follow_policy)
     await _set_ready(serving, True)
     serving.monitor = asyncio.create_task(_watch(app, serving))
     return serving
@@ -281,6 +329,9 @@ async def stop_taking_calls(serving: Serving) -> None:
 async def stop_server(serving: Serving, grace: float | None) -> None:
     """Stop: readiness off, new calls refused, calls under way given `grace` seconds."""
     await stop_taking_calls(serving)
+    if serving.unfollow is not None:
+        serving.unfollow()
+        serving.unfollow = None
     await serving.server.stop(grace)
     if serving.probes is not None:
         await serving.probes.stop()
@@ -438,6 +489,12 @@ def serve(
     serves as one of several: its parent serves the health port and logs for all."""
     settings = app.settings
     health_addr = settings.health_addr if on_ready is None else ""
+    # One process serves its own metrics; the parent of several serves theirs (vault.runtime).
+    try:
+        metrics = start_metrics(settings.metrics_addr) if on_ready is None else None
+    except BaseException:
+        app.close()
+        raise
 
     async def main() -> None:
         serving = await start_server(
@@ -447,6 +504,12 @@ def serve(
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+        # SIGHUP: read the policy file again (this process only; the parent of several passes
+        # it to each). Off the loop: it reads a file and builds the use cases.
+        loop.add_signal_handler(
+            signal.SIGHUP,
+            lambda: loop.run_in_executor(app.executor, app.reload_policy, "system:sighup"),
+        )
         if on_ready is None:
             health_port = f"; health checks on port {serving.probes.port}" if serving.probes else ""
             log.info(
@@ -485,8 +548,30 @@ def serve(
     try:
         asyncio.run(main())
     finally:
+        # The loop's handlers are gone with it: a late SIGHUP must not end the shutdown.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         app.close()
+        if metrics is not None:
+            metrics.stop()
     log.info("%s stopped", name)
+
+
+def start_metrics(addr: str, directory: Path | None = None) -> MetricsEndpoint | None:
+    """The Prometheus endpoint on `addr` ("" for none): this process's metrics, or, given the
+    multiprocess `directory`, the sum of those its processes write there."""
+    if not addr:
+        return None
+    # Imported only now: in multiprocess mode the variable naming the directory must be set
+    # before prometheus_client is first imported (vault.observability.metrics).
+    from vault.observability.metrics import (  # noqa: PLC0415
+        MetricsEndpoint,
+        multiprocess_registry,
+    )
+
+    registry = multiprocess_registry(directory) if directory is not None else None
+    endpoint = MetricsEndpoint(addr, registry)
+    log.info("metrics on http://%s/metrics (port %d)", addr, endpoint.port)
+    return endpoint
 
 
 def describe_error(exc: PdvaultError | OSError) -> str:

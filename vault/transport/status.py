@@ -43,6 +43,8 @@ def to_status_proto(exc: errors.PdvaultError) -> status_pb2.Status:
     rule = getattr(exc, "rule", None)
     if isinstance(rule, str):
         metadata["rule"] = rule
+    if isinstance(exc, errors.ApprovalRequired):
+        metadata.update(exc.info)
     details = [
         _pack(
             error_details_pb2.ErrorInfo(
@@ -63,6 +65,8 @@ def to_status_proto(exc: errors.PdvaultError) -> status_pb2.Status:
                 )
             )
         )
+    if isinstance(exc, errors.QuotaExceeded):
+        details.append(_pack(_quota_failure(exc)))
     delay = None
     if isinstance(exc, errors.KeyServiceUnavailable | errors.StorageUnavailable):
         delay = 0.2
@@ -73,6 +77,28 @@ def to_status_proto(exc: errors.PdvaultError) -> status_pb2.Status:
         retry.retry_delay.FromMilliseconds(round(delay * 1000))
         details.append(_pack(retry))
     return status_pb2.Status(code=code.value[0], message=exc.message, details=details)
+
+
+def _quota_failure(exc: errors.QuotaExceeded) -> error_details_pb2.QuotaFailure:
+    """Which limit refused (AIP-193): the caller, the purpose and the limit, never a token."""
+    dimensions = {"caller": exc.caller}
+    subject = f"caller:{exc.caller}"
+    if exc.purpose is not None:
+        dimensions["purpose"] = exc.purpose
+        subject += f"/purpose:{exc.purpose}"
+    return error_details_pb2.QuotaFailure(
+        violations=[
+            error_details_pb2.QuotaFailure.Violation(
+                subject=subject,
+                description=exc.description,
+                api_service=errors.ERROR_DOMAIN,
+                quota_metric=f"{errors.ERROR_DOMAIN}/{exc.quota_id}",
+                quota_id=exc.quota_id,
+                quota_dimensions=dimensions,
+                quota_value=exc.limit,
+            )
+        ]
+    )
 
 
 def internal_status(exc: BaseException) -> status_pb2.Status:

@@ -94,7 +94,8 @@ class SubjectServicer:
     def shred_subject(
         self, request: subject_service_pb2.ShredSubjectRequest, call: Call
     ) -> subject_service_pb2.ShredSubjectResponse:
-        r = self._admin.shred(call.ctx, request.subject)
+        by_subject = request.requested_by == subject_service_pb2.SHRED_REQUESTER_SUBJECT
+        r = self._admin.shred(call.ctx, request.subject, by_subject=by_subject)
         return subject_service_pb2.ShredSubjectResponse(
             receipt=subject_service_pb2.ErasureReceipt(
                 previous_receipt_id=r.previous_receipt_id or "",

@@ -59,6 +59,13 @@ def _result_out(r: Detokenized) -> token_service_pb2.DetokenizeResult:
     return out
 
 
+def _outcome(r: Detokenized) -> str:
+    """What became of one token, from a closed set: ok, masked, or the error's reason."""
+    if r.error is not None:
+        return r.error.reason.name
+    return "masked" if r.masked is not None else "ok"
+
+
 class TokenServicer:
     def __init__(self, service: TokenService) -> None:
         self._service = service
@@ -82,7 +89,9 @@ class TokenServicer:
             )
             for f in request.fields
         ]
+        call.facts.items = len(fields)
         results = self._service.tokenize(call.ctx, request.subject, fields, request.request_id)
+        call.facts.tokenized.update(r.category for r in results)
         return token_service_pb2.TokenizeResponse(
             results=[
                 token_service_pb2.TokenizeResult(token=r.token, category=r.category)
@@ -100,6 +109,8 @@ class TokenServicer:
                 raise InvalidArgument.one(
                     "legal_basis", "legal_basis.unknown", "is not a known legal basis"
                 )
+        call.facts.purpose = request.purpose  # the access log keeps it only if the policy's
+        call.facts.items = len(request.tokens)
         results = self._service.detokenize(
             call.ctx,
             list(request.tokens),
@@ -107,6 +118,7 @@ class TokenServicer:
             request.justification,
             legal_basis,
         )
+        call.facts.detokenized.update(_outcome(r) for r in results)
         response = token_service_pb2.DetokenizeResponse(results=[_result_out(r) for r in results])
         for r in results:  # the proto holds its own copies now
             if r.value is not None:

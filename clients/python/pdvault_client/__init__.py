@@ -1,7 +1,7 @@
 """The Python client of pdvault's gRPC API (installable without the server)."""
 
 from pdvault_client.address import check_address
-from pdvault_client.admin import KeyAdmin, SubjectAdmin
+from pdvault_client.admin import ApprovalAdmin, CallerAdmin, KeyAdmin, SubjectAdmin
 from pdvault_client.client import Client
 from pdvault_client.convert import DOCUMENT_TYPES, VARIANTS
 from pdvault_client.documents import DocumentClient, guess_media_type
@@ -14,6 +14,7 @@ from pdvault_client.errors import (
     NotFoundError,
     PdvaultError,
     PermissionDeniedError,
+    QuotaExceededError,
     QuotaViolation,
     ResourceExhaustedError,
     UnauthenticatedError,
@@ -41,7 +42,9 @@ __all__ = [
     "DOCUMENT_TYPES",
     "MAX_MESSAGE_BYTES",
     "VARIANTS",
+    "ApprovalAdmin",
     "CacheStats",
+    "CallerAdmin",
     "Client",
     "DataLossError",
     "DeadlineExceededError",
@@ -59,6 +62,7 @@ __all__ = [
     "NotFoundError",
     "PdvaultError",
     "PermissionDeniedError",
+    "QuotaExceededError",
     "QuotaViolation",
     "ResourceExhaustedError",
     "Retention",

@@ -1,11 +1,19 @@
-"""The operator services through a `Client`: SubjectService and KeyService."""
+"""The operator services through a `Client`: SubjectService, KeyService, CallerService,
+ApprovalService and PolicyService."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pdvault.v1 import caller_service_pb2, key_service_pb2, subject_service_pb2
+from pdvault.v1 import (
+    approval_service_pb2,
+    approval_service_pb2_grpc,
+    caller_service_pb2,
+    key_service_pb2,
+    policy_service_pb2,
+    subject_service_pb2,
+)
 
 from pdvault_client.convert import (
     VAULT_TOKEN_METADATA,
@@ -20,7 +28,64 @@ from pdvault_client.types import KeyStatus, RewrapStep, Trimmed
 if TYPE_CHECKING:
     from pdvault_client.client import Client
 
-__all__ = ["CallerAdmin", "KeyAdmin", "SubjectAdmin"]
+__all__ = [
+    "ApprovalAdmin",
+    "CallerAdmin",
+    "KeyAdmin",
+    "PolicyAdmin",
+    "SubjectAdmin",
+    "shred_request",
+]
+
+
+def shred_request(subject: str, by_subject: bool) -> subject_service_pb2.ShredSubjectRequest:
+    requester = (
+        subject_service_pb2.SHRED_REQUESTER_SUBJECT
+        if by_subject
+        else subject_service_pb2.SHRED_REQUESTER_OPERATOR
+    )
+    return subject_service_pb2.ShredSubjectRequest(subject=subject, requested_by=requester)
+
+
+class ApprovalAdmin:
+    """The ApprovalService, through a Client: dual control's second operator (callers with
+    the `approvals` operation). Answers are plain dicts (the proto's JSON form). Approve and
+    reject are not retried: a retry after the first took effect would be refused anyway."""
+
+    def __init__(self, client: Client, vault_token: str | None = None) -> None:
+        self._client = client
+        self._stub = approval_service_pb2_grpc.ApprovalServiceStub(client._channel)
+        self._admin = ((VAULT_TOKEN_METADATA, vault_token),) if vault_token else ()
+
+    def __repr__(self) -> str:
+        return "ApprovalAdmin()"
+
+    def list(self) -> list[dict[str, Any]]:
+        answer = self._client._call(
+            self._stub.ListApprovals, approval_service_pb2.ListApprovalsRequest()
+        )
+        found: list[dict[str, Any]] = message_to_dict(answer).get("approvals", [])
+        return found
+
+    def approve(self, request_id: str) -> dict[str, Any]:
+        """Approve another operator's request: its step is carried out now, once."""
+        answer = self._client._call(
+            self._stub.ApproveRequest,
+            approval_service_pb2.ApproveRequestRequest(request_id=request_id),
+            extra_metadata=self._admin,
+            retry=False,
+        )
+        approval: dict[str, Any] = message_to_dict(answer)["approval"]
+        return approval
+
+    def reject(self, request_id: str) -> dict[str, Any]:
+        answer = self._client._call(
+            self._stub.RejectRequest,
+            approval_service_pb2.RejectRequestRequest(request_id=request_id),
+            retry=False,
+        )
+        approval: dict[str, Any] = message_to_dict(answer)["approval"]
+        return approval
 
 
 class CallerAdmin:
@@ -57,6 +122,32 @@ class CallerAdmin:
         )
 
 
+class PolicyAdmin:
+    """The PolicyService, through a Client (operators with the `policy` operation): the policy
+    in force, and its reload. Answers are plain dicts (the proto's JSON form)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._stub = client._policy_stub
+
+    def __repr__(self) -> str:
+        return "PolicyAdmin()"
+
+    def get(self) -> dict[str, Any]:
+        """`name`, `version` and `digest` of the policy in force in the process that answers."""
+        answer = self._client._call(self._stub.GetPolicy, policy_service_pb2.GetPolicyRequest())
+        return message_to_dict(answer)
+
+    def reload(self) -> dict[str, Any]:
+        """Put the server's policy file in force again (every process); the policy now in
+        force and the one before (`previousName`, `previousVersion`, `previousDigest`) and
+        whether it `changed`. An invalid file: InvalidArgumentError naming the problem."""
+        answer = self._client._call(
+            self._stub.ReloadPolicy, policy_service_pb2.ReloadPolicyRequest()
+        )
+        return message_to_dict(answer)
+
+
 class SubjectAdmin:
     """The SubjectService, through a Client. Answers are plain dicts (the proto's JSON form,
     defaults included, see `message_to_dict`), ready to print or store; the export contains
@@ -90,11 +181,12 @@ class SubjectAdmin:
             self._stub.ResumeSubject, subject_service_pb2.ResumeSubjectRequest(subject=subject)
         )
 
-    def shred(self, subject: str) -> dict[str, Any]:
-        """Crypto-shred; idempotent, so a retry returns the same receipt."""
-        return self._do(
-            self._stub.ShredSubject, subject_service_pb2.ShredSubjectRequest(subject=subject)
-        )
+    def shred(self, subject: str, *, by_subject: bool = False) -> dict[str, Any]:
+        """Crypto-shred; idempotent, so a retry returns the same receipt. `by_subject`: the
+        data subject asked for it through its own flow (audited); otherwise an operator did,
+        and dual control may hold it for a second operator (FailedPreconditionError, reason
+        APPROVAL_REQUIRED)."""
+        return self._do(self._stub.ShredSubject, shred_request(subject, by_subject))
 
     def export(self, subject: str) -> dict[str, Any]:
         return self._do(

@@ -22,11 +22,15 @@ from typing import Any, BinaryIO, TypeVar
 
 import grpc
 from pdvault.v1 import (
+    approval_service_pb2,
+    approval_service_pb2_grpc,
     caller_service_pb2,
     caller_service_pb2_grpc,
     document_service_pb2_grpc,
     key_service_pb2,
     key_service_pb2_grpc,
+    policy_service_pb2,
+    policy_service_pb2_grpc,
     subject_service_pb2,
     subject_service_pb2_grpc,
     token_service_pb2_grpc,
@@ -35,6 +39,7 @@ from pdvault.v1 import (
     document_service_pb2 as pb,
 )
 
+from pdvault_client.admin import shred_request
 from pdvault_client.convert import (
     VAULT_TOKEN_METADATA,
     deleted_document,
@@ -84,7 +89,15 @@ from pdvault_client.types import (
     Trimmed,
 )
 
-__all__ = ["CallerAdmin", "Client", "DocumentClient", "KeyAdmin", "SubjectAdmin"]
+__all__ = [
+    "ApprovalAdmin",
+    "CallerAdmin",
+    "Client",
+    "DocumentClient",
+    "KeyAdmin",
+    "PolicyAdmin",
+    "SubjectAdmin",
+]
 
 T = TypeVar("T")
 
@@ -128,6 +141,7 @@ class Client:
         self._key_stub = key_service_pb2_grpc.KeyServiceStub(channel)
         self._subject_stub = subject_service_pb2_grpc.SubjectServiceStub(channel)
         self._caller_stub = caller_service_pb2_grpc.CallerServiceStub(channel)
+        self._policy_stub = policy_service_pb2_grpc.PolicyServiceStub(channel)
         self._document_stub = document_service_pb2_grpc.DocumentServiceStub(channel)
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {api_key}"),) if api_key else ()
@@ -173,6 +187,12 @@ class Client:
     def callers(self) -> CallerAdmin:
         return CallerAdmin(self)
 
+    def approvals(self, *, vault_token: str | None = None) -> ApprovalAdmin:
+        return ApprovalAdmin(self, vault_token)
+
+    def policy(self) -> PolicyAdmin:
+        return PolicyAdmin(self)
+
     def keys(self, *, vault_token: str | None = None) -> KeyAdmin:
         return KeyAdmin(self, vault_token)
 
@@ -189,7 +209,8 @@ class Client:
         timeout: float | None = None,
     ) -> Any:
         """`await method(request, timeout=..., metadata=...)`, retried as the synchronous
-        client retries (UNAVAILABLE, RetryInfo honoured, within one deadline)."""
+        client retries (UNAVAILABLE and the request rate's refusals, RetryInfo honoured,
+        within one deadline)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self._timeout if timeout is None else timeout)
         backoff = self._retry.initial_backoff
@@ -237,10 +258,8 @@ class SubjectAdmin:
             self._stub.ResumeSubject, subject_service_pb2.ResumeSubjectRequest(subject=subject)
         )
 
-    async def shred(self, subject: str) -> dict[str, Any]:
-        return await self._do(
-            self._stub.ShredSubject, subject_service_pb2.ShredSubjectRequest(subject=subject)
-        )
+    async def shred(self, subject: str, *, by_subject: bool = False) -> dict[str, Any]:
+        return await self._do(self._stub.ShredSubject, shred_request(subject, by_subject))
 
     async def export(self, subject: str) -> dict[str, Any]:
         return await self._do(
@@ -333,6 +352,68 @@ class CallerAdmin:
             self._stub.RevokeCallerKey,
             caller_service_pb2.RevokeCallerKeyRequest(caller=caller, key_id=key_id),
         )
+
+
+class ApprovalAdmin:
+    """The ApprovalService (as `pdvault_client.ApprovalAdmin`): approve and reject are never
+    retried."""
+
+    def __init__(self, client: Client, vault_token: str | None = None) -> None:
+        self._client = client
+        self._stub = approval_service_pb2_grpc.ApprovalServiceStub(client._channel)
+        self._admin = ((VAULT_TOKEN_METADATA, vault_token),) if vault_token else ()
+
+    def __repr__(self) -> str:
+        return "aio.ApprovalAdmin()"
+
+    async def list(self) -> list[dict[str, Any]]:
+        answer = await self._client._call(
+            self._stub.ListApprovals, approval_service_pb2.ListApprovalsRequest()
+        )
+        found: list[dict[str, Any]] = message_to_dict(answer).get("approvals", [])
+        return found
+
+    async def approve(self, request_id: str) -> dict[str, Any]:
+        answer = await self._client._call(
+            self._stub.ApproveRequest,
+            approval_service_pb2.ApproveRequestRequest(request_id=request_id),
+            extra_metadata=self._admin,
+            retry=False,
+        )
+        approval: dict[str, Any] = message_to_dict(answer)["approval"]
+        return approval
+
+    async def reject(self, request_id: str) -> dict[str, Any]:
+        answer = await self._client._call(
+            self._stub.RejectRequest,
+            approval_service_pb2.RejectRequestRequest(request_id=request_id),
+            retry=False,
+        )
+        approval: dict[str, Any] = message_to_dict(answer)["approval"]
+        return approval
+
+
+class PolicyAdmin:
+    """The PolicyService (as `pdvault_client.PolicyAdmin`)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._stub = client._policy_stub
+
+    def __repr__(self) -> str:
+        return "aio.PolicyAdmin()"
+
+    async def get(self) -> dict[str, Any]:
+        answer = await self._client._call(
+            self._stub.GetPolicy, policy_service_pb2.GetPolicyRequest()
+        )
+        return message_to_dict(answer)
+
+    async def reload(self) -> dict[str, Any]:
+        answer = await self._client._call(
+            self._stub.ReloadPolicy, policy_service_pb2.ReloadPolicyRequest()
+        )
+        return message_to_dict(answer)
 
 
 class DocumentClient:

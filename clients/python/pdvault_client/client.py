@@ -11,11 +11,12 @@ from pdvault.v1 import (
     caller_service_pb2_grpc,
     document_service_pb2_grpc,
     key_service_pb2_grpc,
+    policy_service_pb2_grpc,
     subject_service_pb2_grpc,
     token_service_pb2_grpc,
 )
 
-from pdvault_client.admin import CallerAdmin, KeyAdmin, SubjectAdmin
+from pdvault_client.admin import ApprovalAdmin, CallerAdmin, KeyAdmin, PolicyAdmin, SubjectAdmin
 from pdvault_client.convert import (
     detokenize_request,
     detokenized,
@@ -81,6 +82,7 @@ class Client:
         self._key_stub = key_service_pb2_grpc.KeyServiceStub(self._channel)
         self._subject_stub = subject_service_pb2_grpc.SubjectServiceStub(self._channel)
         self._caller_stub = caller_service_pb2_grpc.CallerServiceStub(self._channel)
+        self._policy_stub = policy_service_pb2_grpc.PolicyServiceStub(self._channel)
         self._document_stub = document_service_pb2_grpc.DocumentServiceStub(self._channel)
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {api_key}"),) if api_key else ()
@@ -136,6 +138,18 @@ class Client:
         """Callers' API keys (the CallerService) for an operator caller."""
         return CallerAdmin(self)
 
+    def approvals(self, *, vault_token: str | None = None) -> ApprovalAdmin:
+        """Dual control's requests (the ApprovalService) for an approving operator.
+
+        `vault_token`: the approver's own HashiCorp Vault token, which approving a held
+        `keys_trim` needs when pdvault runs on Vault Transit (sent with approvals only).
+        """
+        return ApprovalAdmin(self, vault_token)
+
+    def policy(self) -> PolicyAdmin:
+        """The policy in force and its reload (the PolicyService) for an operator caller."""
+        return PolicyAdmin(self)
+
     def keys(self, *, vault_token: str | None = None) -> KeyAdmin:
         """Key administration (the KeyService) for an operator caller.
 
@@ -158,9 +172,11 @@ class Client:
         retry: bool = True,
         timeout: float | None = None,
     ) -> T:
-        """`method(request, timeout=..., metadata=...)`, retried on UNAVAILABLE (unless `retry`
-        is False) within one deadline: `timeout` seconds, the client's by default. A method
-        that raises grpc.RpcError may be retried; a PdvaultError it raises is final."""
+        """`method(request, timeout=..., metadata=...)`, retried on UNAVAILABLE and on a refusal
+        over the caller's request rate whose RetryInfo delay fits (unless `retry` is False)
+        within one deadline: `timeout` seconds, the client's by default. The same request (its
+        request id) is sent again. A method that raises grpc.RpcError may be retried; a
+        PdvaultError it raises is final (an item quota's refusal: `QuotaExceededError`)."""
         deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
         backoff = self._retry.initial_backoff
         metadata = self._metadata + extra_metadata

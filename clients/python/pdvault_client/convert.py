@@ -13,7 +13,7 @@ from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
 from pdvault.v1 import common_pb2, document_service_pb2, key_service_pb2, token_service_pb2
 
-from pdvault_client.errors import PdvaultError, from_status
+from pdvault_client.errors import RATE_LIMITED, PdvaultError, from_status
 from pdvault_client.types import (
     CacheStats,
     DeletedDocument,
@@ -31,16 +31,24 @@ from pdvault_client.types import (
 )
 
 RETRYABLE = frozenset({"UNAVAILABLE"})
+
 VAULT_TOKEN_METADATA = "x-vault-token"  # noqa: S105  (a metadata key, not a secret)
 
 
 def retry_pause(
     error: PdvaultError, attempt: int, attempts: int, backoff: float, left: float
 ) -> float | None:
-    """How long to wait before attempt `attempt + 1` of `attempts`, or None not to retry: only
-    UNAVAILABLE, within the attempts and the deadline (`left` seconds), with full jitter and at
-    least the server's RetryInfo delay (AIP-194)."""
-    if error.code.name not in RETRYABLE or attempt >= attempts:
+    """How long to wait before attempt `attempt + 1` of `attempts`, or None not to retry:
+    UNAVAILABLE, and a refusal over the caller's request rate (RESOURCE_EXHAUSTED, reason
+    RATE_LIMITED) whose RetryInfo delay fits; within the attempts and the deadline (`left`
+    seconds), with full jitter and at least the server's RetryInfo delay (AIP-194). An item
+    quota's refusal is not retried: its window lasts minutes or hours."""
+    rate_limited = (
+        error.code.name == "RESOURCE_EXHAUSTED"
+        and error.reason == RATE_LIMITED
+        and error.retry_delay is not None
+    )
+    if (error.code.name not in RETRYABLE and not rate_limited) or attempt >= attempts:
         return None
     pause = random.uniform(0, backoff)  # noqa: S311  (jitter, not a secret)
     if error.retry_delay is not None:

@@ -3,7 +3,7 @@ details (ErrorInfo reason, field violations, quota violations, retry delay) alre
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -19,10 +19,16 @@ class FieldViolation:
 
 @dataclass(frozen=True)
 class QuotaViolation:
-    """One limit that was reached (`google.rpc.QuotaFailure`): what it applies to, and why."""
+    """One limit that was reached (`google.rpc.QuotaFailure`): what it applies to, and why.
+    pdvault's own: `quota_id` `rate` (calls per second, per server process) or `items` (items
+    per window for a purpose), `dimensions` `{"caller": ..., "purpose": ...}` (no purpose for
+    the rate), `limit` the burst or the number of items."""
 
     subject: str
     description: str
+    quota_id: str = ""
+    dimensions: dict[str, str] = field(default_factory=dict)
+    limit: int = 0
 
 
 class PdvaultError(Exception):
@@ -87,6 +93,40 @@ class ResourceExhaustedError(PdvaultError):
     """
 
 
+RATE_LIMITED = "RATE_LIMITED"
+QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
+
+
+class QuotaExceededError(ResourceExhaustedError):
+    """A limit of the policy: the caller's request rate (`reason` RATE_LIMITED; the client
+    waited and retried already when the delay fitted in the call's deadline) or its item quota
+    for a purpose (QUOTA_EXCEEDED). `retry_after`: seconds until the bucket or the window frees
+    (None if the server gave none); `caller`, `purpose` (None for the rate) and `limit` from
+    the QuotaFailure."""
+
+    @property
+    def retry_after(self) -> float | None:
+        return self.retry_delay
+
+    def _dimension(self, key: str) -> str | None:
+        for v in self.quota_violations:
+            if key in v.dimensions:
+                return v.dimensions[key]
+        return None
+
+    @property
+    def caller(self) -> str | None:
+        return self._dimension("caller")
+
+    @property
+    def purpose(self) -> str | None:
+        return self._dimension("purpose")
+
+    @property
+    def limit(self) -> int | None:
+        return self.quota_violations[0].limit if self.quota_violations else None
+
+
 _CLASSES: dict[grpc.StatusCode, type[PdvaultError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
     grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
@@ -120,8 +160,19 @@ def from_status(status: status_pb2.Status) -> PdvaultError:
         elif detail.Unpack(retry):
             delay = retry.retry_delay.ToMilliseconds() / 1000
         elif detail.Unpack(quota):
-            quotas = [QuotaViolation(v.subject, v.description) for v in quota.violations]
+            quotas = [
+                QuotaViolation(
+                    v.subject,
+                    v.description,
+                    v.quota_id,
+                    dict(v.quota_dimensions),
+                    int(v.quota_value),
+                )
+                for v in quota.violations
+            ]
     cls = _CLASSES.get(code, PdvaultError)
+    if reason in (RATE_LIMITED, QUOTA_EXCEEDED) and code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        cls = QuotaExceededError
     return cls(code, status.message, reason, metadata, tuple(violations), delay, tuple(quotas))
 
 

@@ -7,10 +7,17 @@ from __future__ import annotations
 from sqlalchemy import Engine
 
 from vault.domain.stores import Stores
+from vault.storage.sql.approvals import SqlApprovalStore
 from vault.storage.sql.audit import SqlAuditLog
 from vault.storage.sql.database import Database, make_engine, redact_url
 from vault.storage.sql.documents import SqlBlobStore, SqlDocumentStore
-from vault.storage.sql.notices import PolledNoticeFeed, PostgresNoticeFeed, purge_notices
+from vault.storage.sql.notices import (
+    PolledNoticeFeed,
+    PostgresNoticeFeed,
+    announce,
+    purge_notices,
+)
+from vault.storage.sql.quotas import SqlQuotaStore
 from vault.storage.sql.records import SqlCredentialStore, SqlIdempotencyStore, SqlKeyInventory
 from vault.storage.sql.subjects import SqlSubjectStore
 from vault.storage.sql.values import SqlValueStore
@@ -21,6 +28,7 @@ __all__ = [
     "PolledNoticeFeed",
     "PostgresNoticeFeed",
     "SqlAuditLog",
+    "announce",
     "make_engine",
     "purge_notices",
     "redact_url",
@@ -38,4 +46,6 @@ def sql_stores(db: Database, group_commit: bool = True) -> Stores:
         keys=SqlKeyInventory(db),
         documents=SqlDocumentStore(db),
         blobs=SqlBlobStore(db),
+        approvals=SqlApprovalStore(db),
+        quotas=SqlQuotaStore(db),
     )

@@ -30,6 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from vault.domain.ports import NO_TELEMETRY, Telemetry
 from vault.domain.stores import WriteOutcome
 from vault.domain.types import SubjectId
 from vault.errors import StorageUnavailable
@@ -119,8 +120,10 @@ class Answer(Exception):
 class Database:
     """One engine, shared by the adapters of every port. Safe to share between threads."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, telemetry: Telemetry = NO_TELEMETRY) -> None:
         self.engine = engine
+        # A span per transaction and per read, inside a call (the adapters share it).
+        self.telemetry = telemetry
         self.dialect = engine.dialect.name
         # Single-statement reads need no transaction: on PostgreSQL, autocommit saves the
         # BEGIN and ROLLBACK round trips; SQLite's driver opens none for a SELECT anyway.
@@ -132,6 +135,10 @@ class Database:
     def write(self, body: Callable[[Connection], T]) -> T:
         """Run `body` in one transaction; retried whole after a deadlock or serialization
         failure. `body` may raise `Answer` to roll back and return an outcome."""
+        with self.telemetry.span("db.write"):
+            return self._write(body)
+
+    def _write(self, body: Callable[[Connection], T]) -> T:
         pause = 0.002
         for attempt in range(1, TX_ATTEMPTS + 1):
             try:
@@ -161,8 +168,10 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
+        """A connection in autocommit: each statement is its own transaction. For reads, and
+        for a write that is one atomic statement (an item quota's conditional upsert)."""
         try:
-            with self._reader.connect() as conn:
+            with self.telemetry.span("db.read"), self._reader.connect() as conn:
                 yield conn
         except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
             raise unavailable(exc) from None
@@ -174,12 +183,20 @@ class Database:
             return sqlite.insert(table).on_conflict_do_nothing()
         raise NotImplementedError(self.dialect)
 
-    def lock_subject(self, conn: Connection, subject: SubjectId, exclusive: bool) -> Any:
-        """The subject's row, locked (on SQLite the transaction holds the write lock)."""
+    def lock_subject(self, conn: Connection, subject: SubjectId) -> Any:
+        """The subject's row, locked exclusively (on SQLite the transaction holds the write lock).
+
+        Always exclusive, never FOR SHARE: every write transaction ends by locking the audit
+        log's head, so it holds its subject lock for as long as the queue of writers ahead of it
+        takes; overlapping FOR SHARE holders then keep a row share-locked without a break, and
+        PostgreSQL lets a new share locker in past a waiting FOR UPDATE, so a shred starved for
+        longer than its deadline under steady tokenize traffic (tests/integration/
+        test_attack_replicas.py). Exclusive lockers queue fairly; writers of one subject already
+        serialized on its data key's counter, so nothing runs less in parallel."""
         stmt = select(subjects.c.subject_id, subjects.c.state).where(
             subjects.c.subject_id == subject
         )
-        return conn.execute(stmt.with_for_update(read=not exclusive)).first()
+        return conn.execute(stmt.with_for_update()).first()
 
     def ping(self) -> None:
         """One trivial round trip; raises StorageUnavailable if the database does not answer."""

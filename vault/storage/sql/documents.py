@@ -179,7 +179,7 @@ class SqlDocumentStore:
     def _move_value(self, conn: Connection, subject: SubjectId, new: NewDocument, n: int) -> None:
         """The retired field's value becomes this document: its row goes, its token stays as
         a tombstone that names the document. Allowed on a stopped subject (nothing new)."""
-        if self._db.lock_subject(conn, subject, exclusive=False) is None:
+        if self._db.lock_subject(conn, subject) is None:
             raise Answer(WriteOutcome.SUBJECT_RACE)
         counted = conn.execute(
             rows.COUNT_ENCRYPTIONS, {"s": subject, "n": n, "limit": new.encryption_limit}

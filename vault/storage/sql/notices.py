@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import psycopg
@@ -28,9 +28,19 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from vault.domain.ports import Notice, NoticeKind
+from vault.domain.types import AuditEvent
+from vault.storage.sql.database import Database
+from vault.storage.sql.rows import insert_audit
 from vault.storage.tables import notices
 
-__all__ = ["NOTICE_CHANNEL", "PolledNoticeFeed", "PostgresNoticeFeed", "publish", "purge_notices"]
+__all__ = [
+    "NOTICE_CHANNEL",
+    "PolledNoticeFeed",
+    "PostgresNoticeFeed",
+    "announce",
+    "publish",
+    "purge_notices",
+]
 
 
 log = logging.getLogger(__name__)
@@ -43,6 +53,20 @@ def publish(conn: Connection, kind: NoticeKind, key: str, now: datetime) -> None
     conn.execute(insert(notices).values(kind=kind.value, key=key, created_at=now))
     if conn.dialect.name == "postgresql":
         conn.execute(select(func.pg_notify(NOTICE_CHANNEL, f"{kind.value}:{key}")))
+
+
+def announce(
+    db: Database, kind: NoticeKind, key: str, audit: Sequence[AuditEvent], now: datetime
+) -> None:
+    """Record `audit` and announce a notice to every process, in one transaction: a change
+    that is not a write of the database (a policy file put in force) is told only if its
+    audit entries commit."""
+
+    def body(conn: Connection) -> None:
+        insert_audit(conn, audit)
+        publish(conn, kind, key, now)
+
+    db.write(body)
 
 
 def _parse(payload: str) -> Notice | None:

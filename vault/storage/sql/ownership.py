@@ -60,7 +60,7 @@ def create_subject(
 def count_under_lock(
     db: Database, conn: Connection, subject: SubjectId, encryptions: int, limit: int
 ) -> None:
-    row = db.lock_subject(conn, subject, exclusive=False)
+    row = db.lock_subject(conn, subject)
     if row is None:
         raise Answer(WriteOutcome.SUBJECT_RACE)  # shredded meanwhile: start over
     if row.state != SubjectState.ACTIVE.value:

@@ -83,7 +83,7 @@ class SqlSubjectStore:
         self, subject: SubjectId, state: SubjectState, now: datetime, audit: Sequence[AuditEvent]
     ) -> bool:
         def body(conn: Connection) -> None:
-            if self._db.lock_subject(conn, subject, exclusive=True) is None:
+            if self._db.lock_subject(conn, subject) is None:
                 raise Answer(WriteOutcome.GONE)
             conn.execute(
                 update(subjects)
@@ -103,7 +103,7 @@ class SqlSubjectStore:
         audit: Sequence[AuditEvent],
     ) -> bool:
         def body(conn: Connection) -> None:
-            if self._db.lock_subject(conn, subject, exclusive=False) is None:
+            if self._db.lock_subject(conn, subject) is None:
                 raise Answer(WriteOutcome.GONE)
             conn.execute(
                 consents.delete().where(
@@ -129,7 +129,7 @@ class SqlSubjectStore:
         digest = receipt.subject_digest
 
         def body(conn: Connection) -> ShredResult:
-            exists = self._db.lock_subject(conn, subject, exclusive=True)
+            exists = self._db.lock_subject(conn, subject)
             earlier_row = conn.execute(
                 select(shredded_subjects).where(shredded_subjects.c.subject_digest == digest)
             ).first()

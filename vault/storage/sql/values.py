@@ -166,7 +166,7 @@ class SqlValueStore:
         allow_stopped: bool = False,
     ) -> WriteOutcome:
         def body(conn: Connection) -> None:
-            row = self._db.lock_subject(conn, value.subject, exclusive=False)
+            row = self._db.lock_subject(conn, value.subject)
             if row is None:
                 raise Answer(WriteOutcome.GONE)
             if row.state != SubjectState.ACTIVE.value and not allow_stopped:
@@ -235,7 +235,7 @@ class SqlValueStore:
                 .order_by(token_values.c.subject_id)
             ).all()
             for subject in sorted({r.subject_id for r in found}):  # the subjects' locks first
-                self._db.lock_subject(conn, SubjectId(subject), exclusive=False)
+                self._db.lock_subject(conn, SubjectId(subject))
             if not found:
                 return 0
             conn.execute(

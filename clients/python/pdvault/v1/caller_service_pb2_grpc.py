@@ -90,6 +90,9 @@ class CallerServiceServicer:
     def RevokeCallerKey(self, request, context):
         """RevokeCallerKey revokes one key. Every pdvault process stops accepting it
         within a second (a notice in the revocation's transaction).
+        With `caller_revoke` in the policy's `[dual_control] required`, held for
+        a second operator: FAILED_PRECONDITION, reason APPROVAL_REQUIRED (see
+        ApprovalService).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

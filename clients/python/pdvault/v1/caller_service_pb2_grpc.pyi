@@ -53,6 +53,9 @@ class CallerServiceStub:
     RevokeCallerKey: _grpc.UnaryUnaryMultiCallable[_caller_service_pb2.RevokeCallerKeyRequest, _caller_service_pb2.RevokeCallerKeyResponse]
     """RevokeCallerKey revokes one key. Every pdvault process stops accepting it
     within a second (a notice in the revocation's transaction).
+    With `caller_revoke` in the policy's `[dual_control] required`, held for
+    a second operator: FAILED_PRECONDITION, reason APPROVAL_REQUIRED (see
+    ApprovalService).
     """
 
 @_typing.type_check_only
@@ -80,6 +83,9 @@ class CallerServiceAsyncStub(CallerServiceStub):
     RevokeCallerKey: _aio.UnaryUnaryMultiCallable[_caller_service_pb2.RevokeCallerKeyRequest, _caller_service_pb2.RevokeCallerKeyResponse]  # type: ignore[assignment]
     """RevokeCallerKey revokes one key. Every pdvault process stops accepting it
     within a second (a notice in the revocation's transaction).
+    With `caller_revoke` in the policy's `[dual_control] required`, held for
+    a second operator: FAILED_PRECONDITION, reason APPROVAL_REQUIRED (see
+    ApprovalService).
     """
 
 class CallerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -122,6 +128,9 @@ class CallerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_caller_service_pb2.RevokeCallerKeyResponse, _abc.Awaitable[_caller_service_pb2.RevokeCallerKeyResponse]]:
         """RevokeCallerKey revokes one key. Every pdvault process stops accepting it
         within a second (a notice in the revocation's transaction).
+        With `caller_revoke` in the policy's `[dual_control] required`, held for
+        a second operator: FAILED_PRECONDITION, reason APPROVAL_REQUIRED (see
+        ApprovalService).
         """
 
 def add_CallerServiceServicer_to_server(servicer: CallerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -170,7 +170,8 @@ class DocumentServiceServicer:
         whose malware scan has not said clean is FAILED_PRECONDITION
         (DOCUMENT_NOT_CLEAN). If stored content fails its integrity check, the
         stream ends with DATA_LOSS after the chunks that did authenticate, never
-        with OK: discard what was received.
+        with OK: discard what was received. A read for a purpose is one item of
+        the caller's item quota for it (QUOTA_EXCEEDED, as Detokenize).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -84,7 +84,8 @@ class DocumentServiceStub:
     whose malware scan has not said clean is FAILED_PRECONDITION
     (DOCUMENT_NOT_CLEAN). If stored content fails its integrity check, the
     stream ends with DATA_LOSS after the chunks that did authenticate, never
-    with OK: discard what was received.
+    with OK: discard what was received. A read for a purpose is one item of
+    the caller's item quota for it (QUOTA_EXCEEDED, as Detokenize).
     """
     GetDocumentMetadata: _grpc.UnaryUnaryMultiCallable[_document_service_pb2.GetDocumentMetadataRequest, _document_service_pb2.GetDocumentMetadataResponse]
     """GetDocumentMetadata returns a document's type, media type, sizes, scan
@@ -172,7 +173,8 @@ class DocumentServiceAsyncStub(DocumentServiceStub):
     whose malware scan has not said clean is FAILED_PRECONDITION
     (DOCUMENT_NOT_CLEAN). If stored content fails its integrity check, the
     stream ends with DATA_LOSS after the chunks that did authenticate, never
-    with OK: discard what was received.
+    with OK: discard what was received. A read for a purpose is one item of
+    the caller's item quota for it (QUOTA_EXCEEDED, as Detokenize).
     """
     GetDocumentMetadata: _aio.UnaryUnaryMultiCallable[_document_service_pb2.GetDocumentMetadataRequest, _document_service_pb2.GetDocumentMetadataResponse]  # type: ignore[assignment]
     """GetDocumentMetadata returns a document's type, media type, sizes, scan
@@ -269,7 +271,8 @@ class DocumentServiceServicer(metaclass=_abc_1.ABCMeta):
         whose malware scan has not said clean is FAILED_PRECONDITION
         (DOCUMENT_NOT_CLEAN). If stored content fails its integrity check, the
         stream ends with DATA_LOSS after the chunks that did authenticate, never
-        with OK: discard what was received.
+        with OK: discard what was received. A read for a purpose is one item of
+        the caller's item quota for it (QUOTA_EXCEEDED, as Detokenize).
         """
 
     @_abc_1.abstractmethod

@@ -112,6 +112,9 @@ class KeyServiceServicer:
         more) and then destroys those versions (permanent). Refused with
         FAILED_PRECONDITION (reason KEY_VERSION_IN_USE) while a data key is still
         wrapped under one of them.
+        With `keys_trim` in the policy's `[dual_control] required`, a trim that
+        would retire versions is held for a second operator: FAILED_PRECONDITION,
+        reason APPROVAL_REQUIRED (see ApprovalService).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -64,6 +64,9 @@ class KeyServiceStub:
     more) and then destroys those versions (permanent). Refused with
     FAILED_PRECONDITION (reason KEY_VERSION_IN_USE) while a data key is still
     wrapped under one of them.
+    With `keys_trim` in the policy's `[dual_control] required`, a trim that
+    would retire versions is held for a second operator: FAILED_PRECONDITION,
+    reason APPROVAL_REQUIRED (see ApprovalService).
     """
 
 @_typing.type_check_only
@@ -102,6 +105,9 @@ class KeyServiceAsyncStub(KeyServiceStub):
     more) and then destroys those versions (permanent). Refused with
     FAILED_PRECONDITION (reason KEY_VERSION_IN_USE) while a data key is still
     wrapped under one of them.
+    With `keys_trim` in the policy's `[dual_control] required`, a trim that
+    would retire versions is held for a second operator: FAILED_PRECONDITION,
+    reason APPROVAL_REQUIRED (see ApprovalService).
     """
 
 class KeyServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -161,6 +167,9 @@ class KeyServiceServicer(metaclass=_abc_1.ABCMeta):
         more) and then destroys those versions (permanent). Refused with
         FAILED_PRECONDITION (reason KEY_VERSION_IN_USE) while a data key is still
         wrapped under one of them.
+        With `keys_trim` in the policy's `[dual_control] required`, a trim that
+        would retire versions is held for a second operator: FAILED_PRECONDITION,
+        reason APPROVAL_REQUIRED (see ApprovalService).
         """
 
 def add_KeyServiceServicer_to_server(servicer: KeyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

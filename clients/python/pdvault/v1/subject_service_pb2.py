@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from pdvault.v1 import common_pb2 as pdvault_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n pdvault/v1/subject_service.proto\x12\npdvault.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17pdvault/v1/common.proto\"\xa0\x01\n\x07Subject\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.pdvault.v1.SubjectState\x12\x34\n\x10state_changed_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x08\x63onsents\x18\x04 \x03(\x0b\x32\x13.pdvault.v1.Consent\"+\n\x07\x43onsent\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\x0f\n\x07granted\x18\x02 \x01(\x08\"*\n\x11GetSubjectRequest\x12\x15\n\x07subject\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"@\n\x12GetSubjectResponse\x12*\n\x07subject\x18\x01 \x01(\x0b\x32\x13.pdvault.v1.SubjectB\x04\xe2\x41\x01\x03\"+\n\x12StopSubjectRequest\x12\x15\n\x07subject\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"A\n\x13StopSubjectResponse\x12*\n\x07subject\x18\x01 \x01(\x0b\x32\x13.pdvault.v1.SubjectB\x04\xe2\x41\x01\x03\"-\n\x14ResumeSubjectRequest\x12\x15\n\x07subject\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"C\n\x15ResumeSubjectResponse\x12*\n\x07subject\x18\x01 \x01(\x0b\x32\x13.pdvault.v1.SubjectB\x04\xe2\x41\x01\x03\",\n\x13ShredSubjectRequest\x12\x15\n\x07subject\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"I\n\x14ShredSubjectResponse\x12\x31\n\x07receipt\x18\x01 \x01(\x0b\x32\x1a.pdvault.v1.ErasureReceiptB\x04\xe2\x41\x01\x03\"\xe1\x02\n\x0e\x45rasureReceipt\x12\x12\n\nreceipt_id\x18\x01 \x01(\t\x12\x16\n\x0esubject_digest\x18\x02 \x01(\t\x12/\n\x0bshredded_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bshredded_by\x18\x04 \x01(\t\x12\x1b\n\x13\x64\x61ta_keys_destroyed\x18\x05 \x01(\x03\x12\x18\n\x10values_destroyed\x18\x06 \x01(\x03\x12\x16\n\x0etokens_retired\x18\x07 \x01(\x03\x12\x14\n\x0ckey_provider\x18\x08 \x01(\t\x12\x0e\n\x06method\x18\t \x01(\t\x12\x1b\n\x13previous_receipt_id\x18\n \x01(\t\x12\x1b\n\x13\x64ocuments_destroyed\x18\x0b \x01(\x03\x12.\n\x08retained\x18\x0c \x03(\x0b\x32\x1c.pdvault.v1.RetainedDocument\"w\n\x10RetainedDocument\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x15\n\rdocument_type\x18\x02 \x01(\t\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12)\n\x05until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"-\n\x14\x45xportSubjectRequest\x12\x15\n\x07subject\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xe3\x01\n\x15\x45xportSubjectResponse\x12*\n\x07subject\x18\x01 \x01(\x0b\x32\x13.pdvault.v1.SubjectB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x65xported_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12/\n\x06values\x18\x03 \x03(\x0b\x32\x19.pdvault.v1.ExportedValueB\x04\xe2\x41\x01\x03\x12\x36\n\x0e\x61\x63\x63\x65ss_history\x18\x04 \x03(\x0b\x32\x18.pdvault.v1.AccessRecordB\x04\xe2\x41\x01\x03\"\x91\x01\n\rExportedValue\x12\r\n\x05token\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12 \n\x05value\x18\x03 \x01(\x0b\x32\x11.pdvault.v1.Value\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"\xec\x01\n\x0c\x41\x63\x63\x65ssRecord\x12/\n\x0boccurred_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x63\x61ller\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12\x0c\n\x04rule\x18\x05 \x01(\t\x12\r\n\x05token\x18\x06 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x07 \x01(\t\x12\x0f\n\x07purpose\x18\x08 \x01(\t\x12\x15\n\rjustification\x18\t \x01(\t\x12\x13\n\x0blegal_basis\x18\n \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x0b \x01(\t\"X\n\x11SetConsentRequest\x12\x15\n\x07subject\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07purpose\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07granted\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x02\"@\n\x12SetConsentResponse\x12*\n\x07subject\x18\x01 \x01(\x0b\x32\x13.pdvault.v1.SubjectB\x04\xe2\x41\x01\x03\"R\n\x13\x43orrectValueRequest\x12\x13\n\x05token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x11.pdvault.v1.ValueB\x04\xe2\x41\x01\x02\"C\n\x14\x43orrectValueResponse\x12\x13\n\x05token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x63\x61tegory\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03*b\n\x0cSubjectState\x12\x1d\n\x19SUBJECT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14SUBJECT_STATE_ACTIVE\x10\x01\x12\x19\n\x15SUBJECT_STATE_STOPPED\x10\x02\x32\xcc\x04\n\x0eSubjectService\x12K\n\nGetSubject\x12\x1d.pdvault.v1.GetSubjectRequest\x1a\x1e.pdvault.v1.GetSubjectResponse\x12N\n\x0bStopSubject\x12\x1e.pdvault.v1.StopSubjectRequest\x1a\x1f.pdvault.v1.StopSubjectResponse\x12T\n\rResumeSubject\x12 .pdvault.v1.ResumeSubjectRequest\x1a!.pdvault.v1.ResumeSubjectResponse\x12Q\n\x0cShredSubject\x12\x1f.pdvault.v1.ShredSubjectRequest\x1a .pdvault.v1.ShredSubjectResponse\x12T\n\rExportSubject\x12 .pdvault.v1.ExportSubjectRequest\x1a!.pdvault.v1.ExportSubjectResponse\x12K\n\nSetConsent\x12\x1d.pdvault.v1.SetConsentRequest\x1a\x1e.pdvault.v1.SetConsentResponse\x12Q\n\x0c\x43orrectValue\x12\x1f.pdvault.v1.CorrectValueRequest\x1a .pdvault.v1.CorrectValueResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n pdvault/v1/subject_service.proto\x12\npdvault.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17pdvault/v1/common.proto\"\xa0\x01\n\x07Subject\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.pdvault.v1.SubjectState\x12\x34\n\x10state_changed_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x08\x63onsents\x18\x04 \x03(\x0b\x32\x13.pdvault.v1.Consent\"+\n\x07\x43onsent\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\x0f\n\x07granted\x18\x02 \x01(\x08\"*\n\x11GetSubjectRequest\x12\x15\n\x07subject\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"@\n\x12GetSubjectResponse\x12*\n\x07subject\x18\x01 \x01(\x0b\x32\x13.pdvault.v1.SubjectB\x04\xe2\x41\x01\x03\"+\n\x12StopSubjectRequest\x12\x15\n\x07subject\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"A\n\x13StopSubjectResponse\x12*\n\x07subject\x18\x01 \x01(\x0b\x32\x13.pdvault.v1.SubjectB\x04\xe2\x41\x01\x03\"-\n\x14ResumeSubjectRequest\x12\x15\n\x07subject\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"C\n\x15ResumeSubjectResponse\x12*\n\x07subject\x18\x01 \x01(\x0b\x32\x13.pdvault.v1.SubjectB\x04\xe2\x41\x01\x03\"d\n\x13ShredSubjectRequest\x12\x15\n\x07subject\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x36\n\x0crequested_by\x18\x02 \x01(\x0e\x32\x1a.pdvault.v1.ShredRequesterB\x04\xe2\x41\x01\x01\"I\n\x14ShredSubjectResponse\x12\x31\n\x07receipt\x18\x01 \x01(\x0b\x32\x1a.pdvault.v1.ErasureReceiptB\x04\xe2\x41\x01\x03\"\xe1\x02\n\x0e\x45rasureReceipt\x12\x12\n\nreceipt_id\x18\x01 \x01(\t\x12\x16\n\x0esubject_digest\x18\x02 \x01(\t\x12/\n\x0bshredded_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bshredded_by\x18\x04 \x01(\t\x12\x1b\n\x13\x64\x61ta_keys_destroyed\x18\x05 \x01(\x03\x12\x18\n\x10values_destroyed\x18\x06 \x01(\x03\x12\x16\n\x0etokens_retired\x18\x07 \x01(\x03\x12\x14\n\x0ckey_provider\x18\x08 \x01(\t\x12\x0e\n\x06method\x18\t \x01(\t\x12\x1b\n\x13previous_receipt_id\x18\n \x01(\t\x12\x1b\n\x13\x64ocuments_destroyed\x18\x0b \x01(\x03\x12.\n\x08retained\x18\x0c \x03(\x0b\x32\x1c.pdvault.v1.RetainedDocument\"w\n\x10RetainedDocument\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x15\n\rdocument_type\x18\x02 \x01(\t\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12)\n\x05until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"-\n\x14\x45xportSubjectRequest\x12\x15\n\x07subject\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xe3\x01\n\x15\x45xportSubjectResponse\x12*\n\x07subject\x18\x01 \x01(\x0b\x32\x13.pdvault.v1.SubjectB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x65xported_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12/\n\x06values\x18\x03 \x03(\x0b\x32\x19.pdvault.v1.ExportedValueB\x04\xe2\x41\x01\x03\x12\x36\n\x0e\x61\x63\x63\x65ss_history\x18\x04 \x03(\x0b\x32\x18.pdvault.v1.AccessRecordB\x04\xe2\x41\x01\x03\"\x91\x01\n\rExportedValue\x12\r\n\x05token\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12 \n\x05value\x18\x03 \x01(\x0b\x32\x11.pdvault.v1.Value\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"\xec\x01\n\x0c\x41\x63\x63\x65ssRecord\x12/\n\x0boccurred_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x63\x61ller\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12\x0c\n\x04rule\x18\x05 \x01(\t\x12\r\n\x05token\x18\x06 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x07 \x01(\t\x12\x0f\n\x07purpose\x18\x08 \x01(\t\x12\x15\n\rjustification\x18\t \x01(\t\x12\x13\n\x0blegal_basis\x18\n \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x0b \x01(\t\"X\n\x11SetConsentRequest\x12\x15\n\x07subject\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07purpose\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07granted\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x02\"@\n\x12SetConsentResponse\x12*\n\x07subject\x18\x01 \x01(\x0b\x32\x13.pdvault.v1.SubjectB\x04\xe2\x41\x01\x03\"R\n\x13\x43orrectValueRequest\x12\x13\n\x05token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x11.pdvault.v1.ValueB\x04\xe2\x41\x01\x02\"C\n\x14\x43orrectValueResponse\x12\x13\n\x05token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x63\x61tegory\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03*b\n\x0cSubjectState\x12\x1d\n\x19SUBJECT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14SUBJECT_STATE_ACTIVE\x10\x01\x12\x19\n\x15SUBJECT_STATE_STOPPED\x10\x02*l\n\x0eShredRequester\x12\x1f\n\x1bSHRED_REQUESTER_UNSPECIFIED\x10\x00\x12\x1b\n\x17SHRED_REQUESTER_SUBJECT\x10\x01\x12\x1c\n\x18SHRED_REQUESTER_OPERATOR\x10\x02\x32\xcc\x04\n\x0eSubjectService\x12K\n\nGetSubject\x12\x1d.pdvault.v1.GetSubjectRequest\x1a\x1e.pdvault.v1.GetSubjectResponse\x12N\n\x0bStopSubject\x12\x1e.pdvault.v1.StopSubjectRequest\x1a\x1f.pdvault.v1.StopSubjectResponse\x12T\n\rResumeSubject\x12 .pdvault.v1.ResumeSubjectRequest\x1a!.pdvault.v1.ResumeSubjectResponse\x12Q\n\x0cShredSubject\x12\x1f.pdvault.v1.ShredSubjectRequest\x1a .pdvault.v1.ShredSubjectResponse\x12T\n\rExportSubject\x12 .pdvault.v1.ExportSubjectRequest\x1a!.pdvault.v1.ExportSubjectResponse\x12K\n\nSetConsent\x12\x1d.pdvault.v1.SetConsentRequest\x1a\x1e.pdvault.v1.SetConsentResponse\x12Q\n\x0c\x43orrectValue\x12\x1f.pdvault.v1.CorrectValueRequest\x1a .pdvault.v1.CorrectValueResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,6 +48,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESUMESUBJECTRESPONSE'].fields_by_name['subject']._serialized_options = b'\342A\001\003'
   _globals['_SHREDSUBJECTREQUEST'].fields_by_name['subject']._loaded_options = None
   _globals['_SHREDSUBJECTREQUEST'].fields_by_name['subject']._serialized_options = b'\342A\001\002'
+  _globals['_SHREDSUBJECTREQUEST'].fields_by_name['requested_by']._loaded_options = None
+  _globals['_SHREDSUBJECTREQUEST'].fields_by_name['requested_by']._serialized_options = b'\342A\001\001'
   _globals['_SHREDSUBJECTRESPONSE'].fields_by_name['receipt']._loaded_options = None
   _globals['_SHREDSUBJECTRESPONSE'].fields_by_name['receipt']._serialized_options = b'\342A\001\003'
   _globals['_EXPORTSUBJECTREQUEST'].fields_by_name['subject']._loaded_options = None
@@ -76,8 +78,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CORRECTVALUERESPONSE'].fields_by_name['token']._serialized_options = b'\342A\001\003'
   _globals['_CORRECTVALUERESPONSE'].fields_by_name['category']._loaded_options = None
   _globals['_CORRECTVALUERESPONSE'].fields_by_name['category']._serialized_options = b'\342A\001\003'
-  _globals['_SUBJECTSTATE']._serialized_start=2256
-  _globals['_SUBJECTSTATE']._serialized_end=2354
+  _globals['_SUBJECTSTATE']._serialized_start=2312
+  _globals['_SUBJECTSTATE']._serialized_end=2410
+  _globals['_SHREDREQUESTER']._serialized_start=2412
+  _globals['_SHREDREQUESTER']._serialized_end=2520
   _globals['_SUBJECT']._serialized_start=140
   _globals['_SUBJECT']._serialized_end=300
   _globals['_CONSENT']._serialized_start=302
@@ -95,29 +99,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESUMESUBJECTRESPONSE']._serialized_start=616
   _globals['_RESUMESUBJECTRESPONSE']._serialized_end=683
   _globals['_SHREDSUBJECTREQUEST']._serialized_start=685
-  _globals['_SHREDSUBJECTREQUEST']._serialized_end=729
-  _globals['_SHREDSUBJECTRESPONSE']._serialized_start=731
-  _globals['_SHREDSUBJECTRESPONSE']._serialized_end=804
-  _globals['_ERASURERECEIPT']._serialized_start=807
-  _globals['_ERASURERECEIPT']._serialized_end=1160
-  _globals['_RETAINEDDOCUMENT']._serialized_start=1162
-  _globals['_RETAINEDDOCUMENT']._serialized_end=1281
-  _globals['_EXPORTSUBJECTREQUEST']._serialized_start=1283
-  _globals['_EXPORTSUBJECTREQUEST']._serialized_end=1328
-  _globals['_EXPORTSUBJECTRESPONSE']._serialized_start=1331
-  _globals['_EXPORTSUBJECTRESPONSE']._serialized_end=1558
-  _globals['_EXPORTEDVALUE']._serialized_start=1561
-  _globals['_EXPORTEDVALUE']._serialized_end=1706
-  _globals['_ACCESSRECORD']._serialized_start=1709
-  _globals['_ACCESSRECORD']._serialized_end=1945
-  _globals['_SETCONSENTREQUEST']._serialized_start=1947
-  _globals['_SETCONSENTREQUEST']._serialized_end=2035
-  _globals['_SETCONSENTRESPONSE']._serialized_start=2037
-  _globals['_SETCONSENTRESPONSE']._serialized_end=2101
-  _globals['_CORRECTVALUEREQUEST']._serialized_start=2103
-  _globals['_CORRECTVALUEREQUEST']._serialized_end=2185
-  _globals['_CORRECTVALUERESPONSE']._serialized_start=2187
-  _globals['_CORRECTVALUERESPONSE']._serialized_end=2254
-  _globals['_SUBJECTSERVICE']._serialized_start=2357
-  _globals['_SUBJECTSERVICE']._serialized_end=2945
+  _globals['_SHREDSUBJECTREQUEST']._serialized_end=785
+  _globals['_SHREDSUBJECTRESPONSE']._serialized_start=787
+  _globals['_SHREDSUBJECTRESPONSE']._serialized_end=860
+  _globals['_ERASURERECEIPT']._serialized_start=863
+  _globals['_ERASURERECEIPT']._serialized_end=1216
+  _globals['_RETAINEDDOCUMENT']._serialized_start=1218
+  _globals['_RETAINEDDOCUMENT']._serialized_end=1337
+  _globals['_EXPORTSUBJECTREQUEST']._serialized_start=1339
+  _globals['_EXPORTSUBJECTREQUEST']._serialized_end=1384
+  _globals['_EXPORTSUBJECTRESPONSE']._serialized_start=1387
+  _globals['_EXPORTSUBJECTRESPONSE']._serialized_end=1614
+  _globals['_EXPORTEDVALUE']._serialized_start=1617
+  _globals['_EXPORTEDVALUE']._serialized_end=1762
+  _globals['_ACCESSRECORD']._serialized_start=1765
+  _globals['_ACCESSRECORD']._serialized_end=2001
+  _globals['_SETCONSENTREQUEST']._serialized_start=2003
+  _globals['_SETCONSENTREQUEST']._serialized_end=2091
+  _globals['_SETCONSENTRESPONSE']._serialized_start=2093
+  _globals['_SETCONSENTRESPONSE']._serialized_end=2157
+  _globals['_CORRECTVALUEREQUEST']._serialized_start=2159
+  _globals['_CORRECTVALUEREQUEST']._serialized_end=2241
+  _globals['_CORRECTVALUERESPONSE']._serialized_start=2243
+  _globals['_CORRECTVALUERESPONSE']._serialized_end=2310
+  _globals['_SUBJECTSERVICE']._serialized_start=2523
+  _globals['_SUBJECTSERVICE']._serialized_end=3111
 # @@protoc_insertion_point(module_scope)

@@ -45,6 +45,38 @@ SUBJECT_STATE_STOPPED: SubjectState.ValueType  # 2
 """Account stopped: data kept, not used."""
 Global___SubjectState: _TypeAlias = SubjectState  # noqa: Y015
 
+class _ShredRequester:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ShredRequesterEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ShredRequester.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SHRED_REQUESTER_UNSPECIFIED: _ShredRequester.ValueType  # 0
+    """Not said: taken as an operator (dual control may hold it)."""
+    SHRED_REQUESTER_SUBJECT: _ShredRequester.ValueType  # 1
+    """The data subject, through its own account-deletion flow. Never held by
+    dual control; the claim is recorded in the audit log.
+    """
+    SHRED_REQUESTER_OPERATOR: _ShredRequester.ValueType  # 2
+    """An operator, on its own initiative: with `operator_shred` in the policy's
+    `[dual_control] required`, held for a second operator (ApprovalService).
+    """
+
+class ShredRequester(_ShredRequester, metaclass=_ShredRequesterEnumTypeWrapper):
+    """Who asked for a shred."""
+
+SHRED_REQUESTER_UNSPECIFIED: ShredRequester.ValueType  # 0
+"""Not said: taken as an operator (dual control may hold it)."""
+SHRED_REQUESTER_SUBJECT: ShredRequester.ValueType  # 1
+"""The data subject, through its own account-deletion flow. Never held by
+dual control; the claim is recorded in the audit log.
+"""
+SHRED_REQUESTER_OPERATOR: ShredRequester.ValueType  # 2
+"""An operator, on its own initiative: with `operator_shred` in the policy's
+`[dual_control] required`, held for a second operator (ApprovalService).
+"""
+Global___ShredRequester: _TypeAlias = ShredRequester  # noqa: Y015
+
 @_typing.final
 class Subject(_message.Message):
     """A subject's state and consents."""
@@ -254,16 +286,20 @@ class ShredSubjectRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SUBJECT_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
     subject: _builtins.str
     """The subject's id."""
+    requested_by: Global___ShredRequester.ValueType
+    """Who asked for the shred; unspecified is taken as an operator."""
     def __init__(
         self,
         *,
         subject: _builtins.str = ...,
+        requested_by: Global___ShredRequester.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["subject", b"subject"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requested_by", b"requested_by", "subject", b"subject"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

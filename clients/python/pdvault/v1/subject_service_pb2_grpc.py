@@ -121,7 +121,10 @@ class SubjectServiceServicer:
         transaction; its tokens resolve to "deleted" from then on, in every
         replica. Idempotent: shredding again returns the first receipt. The
         shred is recorded outside the database too, so a restored backup forgets
-        the subject again at start-up.
+        the subject again at start-up. With dual control on for `operator_shred`,
+        a shred not requested by the subject (`requested_by`) is held for a
+        second operator: FAILED_PRECONDITION, reason APPROVAL_REQUIRED (see
+        ApprovalService).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

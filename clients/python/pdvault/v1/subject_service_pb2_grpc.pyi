@@ -57,7 +57,10 @@ class SubjectServiceStub:
     transaction; its tokens resolve to "deleted" from then on, in every
     replica. Idempotent: shredding again returns the first receipt. The
     shred is recorded outside the database too, so a restored backup forgets
-    the subject again at start-up.
+    the subject again at start-up. With dual control on for `operator_shred`,
+    a shred not requested by the subject (`requested_by`) is held for a
+    second operator: FAILED_PRECONDITION, reason APPROVAL_REQUIRED (see
+    ApprovalService).
     """
     ExportSubject: _grpc.UnaryUnaryMultiCallable[_subject_service_pb2.ExportSubjectRequest, _subject_service_pb2.ExportSubjectResponse]
     """ExportSubject returns everything held about a subject (disclosure
@@ -100,7 +103,10 @@ class SubjectServiceAsyncStub(SubjectServiceStub):
     transaction; its tokens resolve to "deleted" from then on, in every
     replica. Idempotent: shredding again returns the first receipt. The
     shred is recorded outside the database too, so a restored backup forgets
-    the subject again at start-up.
+    the subject again at start-up. With dual control on for `operator_shred`,
+    a shred not requested by the subject (`requested_by`) is held for a
+    second operator: FAILED_PRECONDITION, reason APPROVAL_REQUIRED (see
+    ApprovalService).
     """
     ExportSubject: _aio.UnaryUnaryMultiCallable[_subject_service_pb2.ExportSubjectRequest, _subject_service_pb2.ExportSubjectResponse]  # type: ignore[assignment]
     """ExportSubject returns everything held about a subject (disclosure
@@ -164,7 +170,10 @@ class SubjectServiceServicer(metaclass=_abc_1.ABCMeta):
         transaction; its tokens resolve to "deleted" from then on, in every
         replica. Idempotent: shredding again returns the first receipt. The
         shred is recorded outside the database too, so a restored backup forgets
-        the subject again at start-up.
+        the subject again at start-up. With dual control on for `operator_shred`,
+        a shred not requested by the subject (`requested_by`) is held for a
+        second operator: FAILED_PRECONDITION, reason APPROVAL_REQUIRED (see
+        ApprovalService).
         """
 
     @_abc_1.abstractmethod

@@ -61,7 +61,11 @@ class TokenServiceStub:
     purpose give the same PERMISSION_DENIED result, so the answer never tells
     whether a token exists. The call as a whole fails only for what concerns
     every token: authentication, an unknown purpose, a purpose the caller may
-    not claim (PERMISSION_DENIED), or a batch that is too large.
+    not claim (PERMISSION_DENIED), a batch that is too large, or the policy's
+    limits: the caller's request rate (RATE_LIMITED) or its item quota for the
+    purpose (QUOTA_EXCEEDED), both RESOURCE_EXHAUSTED with RetryInfo and
+    QuotaFailure. Every token asked for counts against the item quota, found
+    or not; a call that would pass it is refused whole and counts nothing.
 
     Every result, granted or refused, is written to the audit log before the
     response is sent.
@@ -100,7 +104,11 @@ class TokenServiceAsyncStub(TokenServiceStub):
     purpose give the same PERMISSION_DENIED result, so the answer never tells
     whether a token exists. The call as a whole fails only for what concerns
     every token: authentication, an unknown purpose, a purpose the caller may
-    not claim (PERMISSION_DENIED), or a batch that is too large.
+    not claim (PERMISSION_DENIED), a batch that is too large, or the policy's
+    limits: the caller's request rate (RATE_LIMITED) or its item quota for the
+    purpose (QUOTA_EXCEEDED), both RESOURCE_EXHAUSTED with RetryInfo and
+    QuotaFailure. Every token asked for counts against the item quota, found
+    or not; a call that would pass it is refused whole and counts nothing.
 
     Every result, granted or refused, is written to the audit log before the
     response is sent.
@@ -148,7 +156,11 @@ class TokenServiceServicer(metaclass=_abc_1.ABCMeta):
         purpose give the same PERMISSION_DENIED result, so the answer never tells
         whether a token exists. The call as a whole fails only for what concerns
         every token: authentication, an unknown purpose, a purpose the caller may
-        not claim (PERMISSION_DENIED), or a batch that is too large.
+        not claim (PERMISSION_DENIED), a batch that is too large, or the policy's
+        limits: the caller's request rate (RATE_LIMITED) or its item quota for the
+        purpose (QUOTA_EXCEEDED), both RESOURCE_EXHAUSTED with RetryInfo and
+        QuotaFailure. Every token asked for counts against the item quota, found
+        or not; a call that would pass it is refused whole and counts nothing.
 
         Every result, granted or refused, is written to the audit log before the
         response is sent.

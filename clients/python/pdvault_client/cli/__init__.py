@@ -20,6 +20,7 @@ README).
     connection.py   the API key, the address and TLS; the client a client command gets
     tokens.py       tokenize, detokenize
     keys.py         keys status|rotate|rewrap|trim
+    approvals.py    approval list|approve|reject (dual control)
     subjects.py     subject show|stop|resume|shred|export|consent|correct
     documents.py    document upload|show|get|list|delete|hold|verified|sweep; retention sweep
     report.py       errors and hints on standard error; JSON and one-line text output

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
 from pdvault_client import DOCUMENT_TYPES, VARIANTS
 from pdvault_client.address import DEFAULT_ADDR
-from pdvault_client.cli import callers, documents, keys, subjects, tokens
+from pdvault_client.cli import approvals, callers, documents, keys, subjects, tokens
+from pdvault_client.cli import policy as policy_commands
 from pdvault_client.cli.connection import DEFAULT_DATA_DIR, Handler, Run, with_client
 from pdvault_client.cli.environment import epilog, version
 from pdvault_client.cli.server import server_command
@@ -142,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--file", type=Path, help="policy file (default: $PDV_POLICY or shipped)")
     _output_option(check)
+    _policy_review_commands(policy)
 
     db = commands.add_parser("db", help="database maintenance").add_subparsers(
         dest="db_command", required=True, metavar="ACTION"
@@ -149,7 +151,107 @@ def build_parser() -> argparse.ArgumentParser:
     _command(db, "upgrade", server_command("db_upgrade"), help="apply the database migrations")
     _audit_commands(commands)
     _caller_commands(commands)
+    _approval_commands(commands)
     return p
+
+
+def _approval_commands(commands: Commands) -> None:
+    actions = commands.add_parser(
+        "approval",
+        help="dual control: approve or reject another operator's held step (--caller security)",
+        description="With [dual_control] in the policy file, keys trim, caller revoke and an "
+        "operator's subject shred wait for a second operator: the first call prints the "
+        "request's id. Another caller with the approvals operation (never the requester) "
+        "approves it, which carries the step out once, or rejects it. A request expires "
+        "undecided. Approving a keys_trim on HashiCorp Vault needs your own Vault token in "
+        "VAULT_TOKEN.",
+    ).add_subparsers(dest="approval_command", required=True, metavar="ACTION")
+    _client_command(
+        actions,
+        "list",
+        approvals.list_requests,
+        help="the newest requests: id, action, state, requester, expiry, parameters",
+    )
+    for name, handler, about in [
+        ("approve", approvals.approve, "approve a pending request: its step is carried out now"),
+        ("reject", approvals.reject, "reject a pending request: its step is never carried out"),
+    ]:
+        c = _client_command(actions, name, handler, help=about, description=about)
+        c.add_argument("request_id", metavar="ID", help="the request's id (apr_...)")
+
+
+def _policy_review_commands(policy: Commands) -> None:
+    explain = _command(
+        policy,
+        "explain",
+        server_command("policy_explain"),
+        help="the decision for one read and every rule that took part (no server needed)",
+        description="Ask the server's own evaluator whether CALLER may read a stored value of "
+        "CATEGORY for PURPOSE, given the facts (a legal basis stated, consent recorded, the "
+        "account stopped), and print its decision (granted or refused, the view), the rules it "
+        "looked at in order, what the policy file says there, and the recorded decisions "
+        "([[decisions]]) that concern the read. Names the policy does not have: exit status 2.",
+    )
+    explain.add_argument(
+        "--caller",
+        dest="explain_caller",
+        metavar="CALLER",
+        required=True,
+        help="a caller of the policy (not who calls: no server is called)",
+    )
+    explain.add_argument("--purpose", required=True, help="the purpose the caller states")
+    explain.add_argument("--category", required=True, help="the category of the value read")
+    explain.add_argument(
+        "--legal-basis", choices=LEGAL_BASES, help="the legal basis the caller states, if any"
+    )
+    explain.add_argument(
+        "--consent",
+        action="store_true",
+        help="the subject consented to the purpose (default: no consent recorded)",
+    )
+    explain.add_argument(
+        "--stopped", action="store_true", help="the subject's account is stopped (Account Stop)"
+    )
+    _policy_file_option(explain)
+    explain.add_argument(
+        "--format", choices=OUTPUTS, default="text", help="text for people (default), or json"
+    )
+    grid = _command(
+        policy,
+        "matrix",
+        server_command("policy_matrix"),
+        help="which caller may read which category for which purpose (no server needed)",
+        description="Every read the policy can grant, one line each: caller, purpose, category "
+        "and the conditions (the subject's consent, stopped accounts, a legal basis the "
+        "caller may state). For reviewers of the privacy policy, as a table or as CSV.",
+    )
+    _policy_file_option(grid)
+    grid.add_argument(
+        "--format", choices=("table", "csv"), default="table", help="table (default) or csv"
+    )
+    grid.add_argument("--view", action="store_true", help="add each read's view: full or masked")
+    reload = _client_command(
+        policy,
+        "reload",
+        policy_commands.reload,
+        help="make the server reload its policy file now (as an operator: --caller ops)",
+        description="The server validates its policy file (PDV_POLICY) and, if it is valid, "
+        "puts it in force in every process of every replica; an invalid file is refused "
+        "(INVALID_ARGUMENT naming the problem) and the policy in force stays. Prints the "
+        "policy in force. SIGHUP to a server does the same for its processes.",
+    )
+    del reload
+
+
+def _policy_file_option(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--policy",
+        "--file",
+        dest="file",
+        type=Path,
+        metavar="FILE",
+        help="policy file (default: $PDV_POLICY or the shipped one)",
+    )
 
 
 def _caller_commands(commands: Commands) -> None:
@@ -356,6 +458,13 @@ def _subject_commands(commands: Commands) -> None:
     ]:
         c = _client_command(actions, name, handler, help=about, description=about)
         c.add_argument("subject", help="the data subject's id")
+        if name == "shred":
+            c.add_argument(
+                "--by-subject",
+                action="store_true",
+                help="the data subject asked for it through its own flow (audited); without "
+                "it an operator asks, and dual control may hold it for a second operator",
+            )
         if name == "consent":
             c.add_argument("--purpose", required=True, help="a purpose of the policy")
             choice = c.add_mutually_exclusive_group(required=True)

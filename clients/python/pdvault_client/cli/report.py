@@ -33,6 +33,12 @@ def error_lines(error: PdvaultError, args: argparse.Namespace) -> list[str]:
         hint = _did_you_mean(v.rule, v.description, args)
         if hint:
             lines.append(f"  {hint}")
+    if error.reason == "APPROVAL_REQUIRED" and error.metadata.get("request_id"):
+        request = error.metadata["request_id"]
+        lines.append(
+            f"  next: another operator runs `pdv approval approve {request}` (or reject) "
+            f"before {error.metadata.get('expires_at', 'it expires')}"
+        )
     if code == "UNAVAILABLE" and not error.reason:
         # No ErrorInfo: the channel failed before any server answered.
         lines.append(f"  {connection_hint(error.message)}")

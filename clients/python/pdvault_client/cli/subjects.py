@@ -31,7 +31,7 @@ def resume(client: Client, args: argparse.Namespace) -> int:
 
 
 def shred(client: Client, args: argparse.Namespace) -> int:
-    return _answer(client.subjects().shred(args.subject), args)
+    return _answer(client.subjects().shred(args.subject, by_subject=args.by_subject), args)
 
 
 def consent(client: Client, args: argparse.Namespace) -> int:
