@@ -261,7 +261,7 @@ def test_matrix_as_a_table(pdv: Pdv) -> None:
         and ln.endswith("stopped accounts too; may state a legal basis")
         for ln in lines
     )
-    assert lines[-1] == "callers that read no category: ops"
+    assert lines[-1] == "callers that read no category: ops, security"
     assert len(lines) == len(matrix(POLICY)) + 3
     _code, plain, _err = pdv("policy", "matrix")
     assert plain.splitlines()[1].split() == ["caller", "purpose", "category", "conditions"]
