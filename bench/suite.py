@@ -294,7 +294,8 @@ class Runner:
             }
         budget = None
         if o.budget and target.name == "pdvault" and w.batch == 1 and not w.new_subjects:
-            budget = self.budget(target, w, data, o.duration).budget
+            # at least 5 s: at 200 Hz, enough samples for a phase of 5% to show
+            budget = self.budget(target, w, data, max(o.duration, 5.0)).budget
             self.say(stacks.render_budget(budget, label))
         return {
             "budget": budget.as_dict() if budget else None,

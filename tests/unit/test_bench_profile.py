@@ -79,6 +79,11 @@ def test_collapsed_stacks_round_trip_through_the_file(tmp_path: os.PathLike[str]
         # the audit's own SQL is the audit's, not a database read
         ((WORKER, SERVICER, DETOK, AUDIT_APPEND, EXECUTE), AUDIT),
         ((WORKER, SERVICER, RESULT_OUT), PROTOBUF),
+        # a tokenize's audit entries, written in its values' transaction
+        (
+            (LOOKUP, f"insert_audit ({ROOT}/vault/storage/sql/rows.py:227)", EXECUTE),
+            AUDIT,
+        ),
         ((WORKER, "mystery (<string>:1)"), OTHER),
         (
             (WORKER, f"ItemQuotas.take ({ROOT}/vault/domain/quotas.py:195)", EXECUTE),
