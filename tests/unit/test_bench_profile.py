@@ -184,3 +184,20 @@ def test_profile_refuses_an_unknown_workload_with_one_line(
     assert err.count("\n") == 1
     assert "--workload must be one of" in err
     assert profile.main(["--seconds", "0"]) == 2
+
+
+def test_a_recorded_profile_is_read_again_without_a_server(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stacks.write_collapsed(stacks.parse_collapsed(_sample_lines()), tmp_path / "profile.collapsed")
+    old = stacks.budget(Counter(), 200, 100, 0.6, {"python": 0.6})
+    about = {"title": "t", "workload": "detokenize_1", "seconds": 1, "requests_per_s": 100}
+    (tmp_path / "budget.json").write_text(json.dumps({**about, "budget": old.as_dict()}))
+    assert profile.main(["--from", str(tmp_path)]) == 0
+    again = json.loads((tmp_path / "budget.json").read_text())
+    assert again["budget"]["us_per_call"][DATABASE] == pytest.approx(40 * 50)
+    assert again["budget"]["process_cpu_us_per_call"] == pytest.approx(6000)
+    assert (tmp_path / "flame.svg").read_text().startswith("<svg")
+    assert DATABASE in (tmp_path / "top.txt").read_text()
+    assert "written:" in capsys.readouterr().out
+    assert profile.main(["--from", str(tmp_path / "nothing")]) == 2
