@@ -1,35 +1,26 @@
 """Where a serving process of pdvault spends its time: py-spy's samples, read and summed
-(`python -m bench.profile` and `python -m bench --budget` use it).
+(`python -m bench.profile` and `python -m bench --budget` use it; bench/README.md, "Where the
+time goes", says how to read them).
 
-pdvault starts as the bench starts it (`bench.procs.PdvaultServer`), with one serving process
-unless `--workers` says otherwise, is seeded and warmed as the suite does, and one workload is
-driven in a closed loop while py-spy (a sampling profiler, a dev dependency) records every
-serving process from outside: the server runs unchanged, with nothing switched on inside it.
+py-spy (a sampling profiler, a dev dependency) records every serving process from outside
+while a workload runs: the server runs unchanged, with nothing switched on inside it. It
+samples with `--gil` (the stack of the thread holding the GIL: the samples add up to Python's
+CPU time, C code called without releasing the GIL included, and waiting is never counted) and
+`--nonblocking` (the process is read without being stopped).
 
-Written to the output directory:
-
-- `profile.collapsed`: the samples as collapsed stacks (`frame;frame;... count`, outermost
-  first), the input of flamegraph.pl, speedscope or inferno;
-- `flame.svg`: a flame graph of them (self-contained, drawn here);
-- `top.txt`: the functions by own and by cumulative time, and the CPU budget per call.
-
-The **CPU budget per call** (also printed by `python -m bench --budget`) maps each sample to
-one phase of a call by the functions on its stack (`PHASES`: the first phase, in that order,
-one of whose rules matches a frame of the stack), and turns sample counts into microseconds of
-CPU per call: samples / rate / calls. py-spy counts a thread only while it runs (not while it
-waits for a lock, the network or the disk), so this is CPU time of Python threads, C code they
-call included (cryptography, sqlite3, protobuf's upb). What it cannot see is CPU of threads
-that never run Python (gRPC core's pollers and timers): the budget prints it as `outside
-Python`, the process's CPU from /proc over the same window minus what the samples account for.
+The **CPU budget per call** maps each sample to one phase of a call by the functions on its
+stack (`PHASES`: the first phase, in that order, one of whose rules matches the stack) and
+turns sample counts into microseconds of CPU per call: samples / rate / calls. The serving
+processes' CPU over the same seconds, read per thread from /proc, gives the rest its size:
+`OUTSIDE`, C code that released the GIL (SQLite's engine, libpq, OpenSSL, system calls) and
+threads that never run Python (gRPC core's).
 
 Why from stacks, not from timers inside the server: it needs no code in `vault` (zero cost
 when off, as nothing exists to switch off), it sees every phase including ones nobody thought
 to time (`other` names its own top functions), and it can never expose a value or a token:
-py-spy reads function names, file names and line numbers, never local variables (`--locals`
-is not passed). Its costs: a sample is a statistical estimate (at 200 Hz over 10 s, 2,000
-samples per busy thread: a phase of 5% is known to about +-0.5 percentage points), and py-spy
-pauses the process briefly to read each sample, which lowers the throughput a little while it
-records (the budget is per call, so that cancels out).
+py-spy reads function names, file names and line numbers, never a variable (`--locals` is never
+passed). Its cost: a sample is a statistical estimate (200 Hz over 5-10 s: a phase of 5% is
+known to about +-1 percentage point).
 """
 
 from __future__ import annotations
