@@ -23,7 +23,7 @@ from typing import Any
 
 from bench import baselines, stacks
 from bench.loadgen import Job, JobResult, Mode, run_job
-from bench.procs import NoopServer, PdvaultServer, PostgresDatabase, Transit
+from bench.procs import BenchError, NoopServer, PdvaultServer, PostgresDatabase, Transit
 from bench.procstat import rss_bytes
 from bench.seed import SeedPlan, seed, warm
 from bench.stats import percentile, summarize_ms
@@ -344,6 +344,8 @@ class Runner:
                 self.workdir,
                 warmup=max(self.opts.warmup, 0.5),
             )
+        except (OSError, RuntimeError) as exc:  # py-spy missing, refused or silent
+            raise BenchError(f"profiling {w.name}: {exc}") from None
         finally:
             background.shutdown()
 
