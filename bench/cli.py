@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench import report
+from bench import draw, report, stacks
 from bench.procs import BenchError
 from bench.seed import SeedPlan
 from bench.suite import Options, Runner, options_dict
@@ -86,6 +87,18 @@ def _parser() -> argparse.ArgumentParser:
         help="run only these workloads (repeat or comma-separate), e.g. tokenize_1",
     )
     p.add_argument("--keep", action="store_true", help="keep the data and server logs")
+    p.add_argument(
+        "--budget",
+        action="store_true",
+        help="after each single-call workload of pdvault, a closed loop recorded with py-spy: "
+        "the CPU budget per call by phase (see bench.profile)",
+    )
+    p.add_argument(
+        "--html",
+        type=Path,
+        metavar="PATH",
+        help="the run's pictures as one HTML page (default: the JSON's path with .html)",
+    )
     return p
 
 
@@ -112,12 +125,19 @@ def options_from(args: argparse.Namespace) -> Options:
         soak=args.soak,
         only=only,
         keep=args.keep,
+        budget=bool(args.budget),
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     opts = options_from(args)
+    if opts.budget:
+        try:
+            stacks.py_spy()
+        except FileNotFoundError as exc:
+            print(f"bench: --budget: {exc}", file=sys.stderr)
+            return 2
     started = report.now()
     runner = Runner(opts)
     try:
@@ -136,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out["targets"] = report.evaluate(out) if out["measurements"] else []
     path = args.json or report.default_json_path(started)
     report.write_json(out, path)
+    page = args.html or path.with_suffix(".html")
+    draw.write_run_page(json.loads(path.read_text()), page, title=path.name)
     print(report.render(out))
-    print(f"\n{out['meta']['seconds']:.0f} s; JSON: {path}")
+    print(f"\n{out['meta']['seconds']:.0f} s; JSON: {path}; pictures: {page}")
     return 0

@@ -1,7 +1,9 @@
-"""`python -m bench.compare BEFORE.json AFTER.json`: what changed between two runs.
+"""`python -m bench.compare BEFORE.json AFTER.json [--html OUT]`: what changed between two runs.
 
 Per workload (target, database, name): the closed-loop maximum, the open-loop p99 and the
 server's CPU per request, before and after, with the change; then the verdicts that changed.
+With `--html OUT`, both runs drawn side by side in the same charts (bench.draw); result files
+of bench.timing and bench.documents are drawn too (the table is for `python -m bench` runs).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import math
 import sys
 from pathlib import Path
 from typing import Any
+
+from bench import draw
 
 Key = tuple[str, str, str]
 
@@ -90,9 +94,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__)
     parser.add_argument("before", type=Path)
     parser.add_argument("after", type=Path)
+    parser.add_argument(
+        "--html", type=Path, metavar="OUT", help="also draw both runs side by side in OUT"
+    )
     args = parser.parse_args(argv)
-    runs = [json.loads(p.read_text()) for p in (args.before, args.after)]
-    print(compare(*runs))
+    try:
+        runs = [json.loads(p.read_text()) for p in (args.before, args.after)]
+    except (OSError, ValueError) as exc:
+        print(f"bench.compare: cannot read a result file: {exc}", file=sys.stderr)
+        return 2
+    if args.html is not None:
+        args.html.parent.mkdir(parents=True, exist_ok=True)
+        names = (args.before.name, args.after.name)
+        args.html.write_text(draw.compare_page(runs[0], runs[1], names), encoding="utf-8")
+    if all(draw.kind(r) == "bench" for r in runs):
+        print(compare(*runs))
+    if args.html is not None:
+        print(f"pictures: {args.html}")
     return 0
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 import sqlalchemy
 
+from bench import stacks
 from bench.procs import ROOT
 
 # fields/s a batch of 100 must reach, per database
@@ -261,6 +262,7 @@ def render(out: dict[str, Any]) -> str:
         lines.extend(_row([f(m) for _n2, _w, f in COLUMNS]) for m in rows)
         lines.extend(textwrap.wrap(LEGEND, width=130, initial_indent="  ", subsequent_indent="  "))
     lines.extend(_server_models(b))
+    lines.extend(_budgets(out))
     if out.get("targets"):
         lines.append("")
         lines.append("Targets")
@@ -291,6 +293,23 @@ def render(out: dict[str, Any]) -> str:
             f"{s['token_errors']} refused tokens, {s['dropped']} never sent"
         )
     return "\n".join(lines)
+
+
+def _budgets(out: dict[str, Any]) -> list[str]:
+    """`--budget`: µs of server CPU per call by phase, beside the no-op's CPU per call."""
+    noop = {m["workload"]: m for m in out["baselines"].get("noop", [])}
+    lines: list[str] = []
+    for m in out["measurements"]:
+        b = m.get("budget")
+        if not b:
+            continue
+        base = noop.get(m["baseline_workload"])
+        noop_us = base["closed"]["cpu_ms_per_request"]["server"] * 1e3 if base else math.nan
+        lines.append("")
+        lines.append(
+            stacks.render_budget(stacks.budget_from_dict(b), f"{m['db']} {m['workload']}", noop_us)
+        )
+    return lines
 
 
 def _server_models(b: dict[str, Any]) -> list[str]:

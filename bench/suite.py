@@ -16,14 +16,14 @@ import tempfile
 import time
 from array import array
 from collections import Counter
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bench import baselines
+from bench import baselines, stacks
 from bench.loadgen import Job, JobResult, Mode, run_job
-from bench.procs import NoopServer, PdvaultServer, PostgresDatabase, Transit
+from bench.procs import BenchError, NoopServer, PdvaultServer, PostgresDatabase, Transit
 from bench.procstat import rss_bytes
 from bench.seed import SeedPlan, seed, warm
 from bench.stats import percentile, summarize_ms
@@ -54,6 +54,8 @@ class Options:
     soak: float = 0.0
     only: tuple[str, ...] = ()
     keep: bool = False
+    budget: bool = False  # profile each pdvault single-call workload: CPU budget per call
+    budget_rate: int = 200  # py-spy samples per second
 
 
 @dataclass
@@ -290,7 +292,13 @@ class Runner:
                 "requests": closed.sent,
                 "data_calls_per_request": data_calls / sent,
             }
+        budget = None
+        if o.budget and target.name == "pdvault" and w.batch == 1 and not w.new_subjects:
+            # at least 5 s: at 200 Hz, enough samples for a phase of 5% to show
+            budget = self.budget(target, w, data, max(o.duration, 5.0)).budget
+            self.say(stacks.render_budget(budget, label))
         return {
+            "budget": budget.as_dict() if budget else None,
             "target": target.name,
             "db": target.db,
             "kms": target.kms,
@@ -306,6 +314,56 @@ class Runner:
             "open": opened,
             "transit": transit,
         }
+
+    # -- where the time goes (py-spy; bench.profile) ----------------------------------------
+
+    def budget(self, target: Target, w: Workload, data: Dataset, seconds: float) -> stacks.Profiled:
+        """A closed loop of `w` while py-spy records every serving process: the stacks and
+        the CPU budget per call (see bench.profile)."""
+        concurrency = self.opts.concurrency or w.concurrency
+        background = ThreadPoolExecutor(1)
+
+        def run_closed(warmup: float, duration: float) -> Future[JobResult]:
+            return background.submit(
+                self._jobs,
+                target,
+                w,
+                data,
+                "closed",
+                concurrency=concurrency,
+                warmup=warmup,
+                duration=duration,
+            )
+
+        try:
+            return stacks.profile_workload(
+                run_closed,
+                target.serving,
+                seconds,
+                self.opts.budget_rate,
+                self.workdir,
+                warmup=max(self.opts.warmup, 0.5),
+            )
+        except (OSError, RuntimeError) as exc:  # py-spy missing, refused or silent
+            raise BenchError(f"profiling {w.name}: {exc}") from None
+        finally:
+            background.shutdown()
+
+    def profile_only(self, db: str, w: Workload, seconds: float, rate: int) -> stacks.Profiled:
+        """`python -m bench.profile`: pdvault on `db`, seeded and warmed, one profiled loop."""
+        self.opts = replace(self.opts, budget_rate=rate)
+        if self.opts.kms == "vault":
+            self.transit = Transit(latency=self.opts.transit_latency_ms / 1000)
+            self.transit.start()
+        server, pg = self._server(db)
+        try:
+            data = self._prepared(server, db)
+            self.say(f"{db}: profiling {w.name} for {seconds:g} s at {rate} Hz")
+            return self.budget(self._target(server, db), w, data, seconds)
+        finally:
+            server.stop()
+            if pg is not None:
+                pg.drop()
 
     # -- soak ---------------------------------------------------------------------------------
 

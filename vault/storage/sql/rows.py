@@ -129,6 +129,22 @@ COUNT_ENCRYPTIONS = (
 )
 INSERT_VALUES = insert(token_values)
 _INSERT_AUDIT = insert(audit_events)
+# The audit head's row, locked for the append (appends are serialized on it), and its move: built
+# once like the rest of the hot path (issue 14's profile: rebuilding these two on every call was
+# a quarter of insert_audit's time).
+_LOCK_AUDIT_HEAD = (
+    select(audit_head.c.size, audit_head.c.frontier).where(audit_head.c.id == 1).with_for_update()
+)
+_MOVE_AUDIT_HEAD = (
+    update(audit_head)
+    .where(audit_head.c.id == 1)
+    .values(
+        size=bindparam("new_size", type_=audit_head.c.size.type),
+        frontier=bindparam("new_frontier", type_=audit_head.c.frontier.type),
+        root=bindparam("new_root", type_=audit_head.c.root.type),
+        updated_at=bindparam("new_updated_at", type_=audit_head.c.updated_at.type),
+    )
+)
 
 
 def data_key(r: Any) -> StoredDataKey:
@@ -224,11 +240,7 @@ def insert_audit(conn: Connection, events: Sequence[AuditEvent]) -> None:
     leaf hash, and move the head. Rolled back with the transaction, gaps and all."""
     if not events:
         return
-    head = conn.execute(
-        select(audit_head.c.size, audit_head.c.frontier)
-        .where(audit_head.c.id == 1)
-        .with_for_update()
-    ).one()
+    head = conn.execute(_LOCK_AUDIT_HEAD).one()
     tree = MerkleTree.from_bytes(bytes(head.frontier)) if head.frontier else MerkleTree()
     if tree.size != head.size:
         raise IntegrityError("the audit log's head is inconsistent; run pdv audit verify")
@@ -265,12 +277,11 @@ def insert_audit(conn: Connection, events: Sequence[AuditEvent]) -> None:
         )
     conn.execute(_INSERT_AUDIT, new_rows)
     conn.execute(
-        update(audit_head)
-        .where(audit_head.c.id == 1)
-        .values(
-            size=tree.size,
-            frontier=tree.to_bytes(),
-            root=tree.root(),
-            updated_at=max(e.occurred_at for e in events),
-        )
+        _MOVE_AUDIT_HEAD,
+        {
+            "new_size": tree.size,
+            "new_frontier": tree.to_bytes(),
+            "new_root": tree.root(),
+            "new_updated_at": max(e.occurred_at for e in events),
+        },
     )
