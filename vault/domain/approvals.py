@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from vault.domain.context import RequestContext
+from vault.domain.operations import authorize_operation
 from vault.domain.policy import ApprovalAction, Policy
 from vault.domain.ports import Clock
 from vault.domain.secrets import Secret
@@ -323,10 +324,9 @@ class DualControl:
         return record
 
     def _authorize(self, ctx: RequestContext, action: Action) -> None:
-        d = self.policy.may_operate(ctx.caller, APPROVALS_OPERATION)
-        if not d.allowed:
-            self._audit.append([self._event(ctx.caller, action, None, d.rule, False)])
-            raise PermissionDenied(d.reason, rule=d.rule)
+        authorize_operation(
+            self.policy, self._audit, self._clock, ctx.caller, APPROVALS_OPERATION, action
+        )
 
     def _event(
         self,

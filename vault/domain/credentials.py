@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from vault.domain.approvals import DualControl
 from vault.domain.callers import issue_api_key
 from vault.domain.context import RequestContext
+from vault.domain.operations import authorize_operation
 from vault.domain.policy import ApprovalAction, Policy
 from vault.domain.ports import Clock
 from vault.domain.stores import AuditLog, CredentialStore, KeyInfo
@@ -26,7 +27,6 @@ from vault.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    PermissionDenied,
     Reason,
 )
 
@@ -126,20 +126,9 @@ class CallerAdministration:
         return CallerName(caller)
 
     def _authorize(self, ctx: RequestContext, action: Action) -> None:
-        d = self.policy.may_operate(ctx.caller, CALLERS_OPERATION)
-        if not d.allowed:
-            self._audit.append(
-                [
-                    AuditEvent(
-                        occurred_at=self._clock(),
-                        caller=ctx.caller,
-                        action=action,
-                        outcome=Outcome.REFUSED,
-                        rule=d.rule,
-                    )
-                ]
-            )
-            raise PermissionDenied(d.reason, rule=d.rule)
+        authorize_operation(
+            self.policy, self._audit, self._clock, ctx.caller, CALLERS_OPERATION, action
+        )
 
     def _event(self, ctx: RequestContext, action: Action, detail: str) -> AuditEvent:
         return AuditEvent(

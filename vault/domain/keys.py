@@ -14,12 +14,13 @@ from dataclasses import dataclass
 
 from vault.domain.approvals import DualControl
 from vault.domain.context import RequestContext
+from vault.domain.operations import authorize_operation
 from vault.domain.policy import ApprovalAction, Policy
 from vault.domain.ports import Clock, KekStatus, KeyProvider
 from vault.domain.secrets import Secret
 from vault.domain.stores import AuditLog, KeyInventory
 from vault.domain.types import Action, AuditEvent, CallerName, Outcome, SubjectId
-from vault.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Reason
+from vault.errors import FailedPrecondition, InvalidArgument, Reason
 
 __all__ = [
     "MAX_REWRAP_BATCH",
@@ -233,12 +234,7 @@ class KeyAdministration:
         return KeyReport(kek, dict(sorted(mine.items())), others, self._cache_figures())
 
     def _authorize(self, caller: CallerName, action: Action) -> None:
-        decision = self._policy.may_operate(caller, "keys")
-        if not decision.allowed:
-            self._audit_log.append(
-                [self._event(caller, action, None, granted=False, rule=decision.rule)]
-            )
-            raise PermissionDenied(decision.reason, rule=decision.rule)
+        authorize_operation(self._policy, self._audit_log, self._clock, caller, "keys", action)
 
     def _audit(self, caller: CallerName, action: Action, detail: str, granted: bool = True) -> None:
         self._audit_log.append([self._event(caller, action, detail, granted)])

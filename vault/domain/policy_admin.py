@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from vault.domain.context import RequestContext
+from vault.domain.operations import authorize_operation
 from vault.domain.policy import Policy
 from vault.domain.policy_file import parse_policy
 from vault.domain.ports import Clock
 from vault.domain.stores import AuditLog
 from vault.domain.types import Action, AuditEvent, CallerName, Outcome
-from vault.errors import ConfigurationError, InvalidArgument, PermissionDenied
+from vault.errors import ConfigurationError, InvalidArgument
 
 __all__ = [
     "POLICY_OPERATION",
@@ -185,18 +186,7 @@ class PolicyAdministration:
         return self._reloader.reload(ctx.caller, announce=True, rule=rule)
 
     def _authorize(self, ctx: RequestContext, action: Action) -> str:
-        d = self._reloader.current.policy.may_operate(ctx.caller, POLICY_OPERATION)
-        if not d.allowed:
-            self._audit.append(
-                [
-                    AuditEvent(
-                        occurred_at=self._clock(),
-                        caller=ctx.caller,
-                        action=action,
-                        outcome=Outcome.REFUSED,
-                        rule=d.rule,
-                    )
-                ]
-            )
-            raise PermissionDenied(d.reason, rule=d.rule)
-        return d.rule
+        policy = self._reloader.current.policy
+        return authorize_operation(
+            policy, self._audit, self._clock, ctx.caller, POLICY_OPERATION, action
+        )
