@@ -93,7 +93,7 @@ def test_credentials_file_and_data_directory(cli: Cli) -> None:
     creds = cli.cwd / ".pdvault" / "dev-credentials.json"
     assert stat.S_IMODE(creds.stat().st_mode) == 0o600
     keys = json.loads(creds.read_text())
-    assert set(keys) == {"payment", "shipping", "support", "kyc", "legal", "ops"}
+    assert set(keys) == {"payment", "shipping", "support", "kyc", "legal", "ops", "security"}
     assert stat.S_IMODE((cli.cwd / ".pdvault" / "kek.json").stat().st_mode) == 0o600
     assert (cli.cwd / ".pdvault" / "pdvault.db").exists()
 
