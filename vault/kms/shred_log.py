@@ -1,6 +1,7 @@
 """The shred log: which subjects were crypto-shredded, kept outside the database.
 
-One JSON object per line, `{"digest": ..., "receipt_id": ..., "shredded_at": ...}`, appended
+One JSON object per line, `{"digest": ..., "receipt_id": ..., "scheme": "hmac-sha256",
+"shredded_at": ...}`, appended
 and fsynced before the database transaction of the shred, in a file beside the key provider's
 (by default next to the local key file; set PDV_SHRED_LOG to storage every replica shares and
 that database restores do not roll back). At start-up pdvault shreds again every subject of the
@@ -9,6 +10,11 @@ database that the log names, so a restored old copy forgets them again.
 A subject has one entry: the first shred writes it, under an exclusive lock on the file, and
 every later shred of the same id (a retry, a second replica, a re-shred of a restored copy)
 reads it back and uses the same receipt id and time.
+
+The digest is keyed by the service-wide naming secret (vault.domain.naming): a dictionary of
+subject ids does not find a subject in this file. Lines written before keyed digests carry no
+`scheme` and an unkeyed digest: they are read as the keyed digest of the same subject (never
+rewritten: the file is append-only).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import threading
 from datetime import datetime
 from pathlib import Path
 
+from vault.domain.naming import NAMING_SCHEME, SubjectNames
 from vault.domain.ports import ShredLogEntry
 
 __all__ = ["FileShredLog"]
@@ -32,8 +39,9 @@ log = logging.getLogger(__name__)
 class FileShredLog:
     """`ShredLog` over an append-only file (mode 0600). Thread- and process-safe."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, names: SubjectNames) -> None:
         self._path = path
+        self._names = names
         self._lock = threading.Lock()
         self._entries: dict[str, ShredLogEntry] = {}
         self._read_up_to = 0  # bytes of the file already parsed into _entries
@@ -54,7 +62,12 @@ class FileShredLog:
                     return earlier
                 entry = ShredLogEntry(digest, receipt_id, at)
                 line = json.dumps(
-                    {"digest": digest, "receipt_id": receipt_id, "shredded_at": at.isoformat()},
+                    {
+                        "digest": digest,
+                        "receipt_id": receipt_id,
+                        "scheme": NAMING_SCHEME,
+                        "shredded_at": at.isoformat(),
+                    },
                     sort_keys=True,
                 )
                 os.write(fd, (line + "\n").encode("ascii"))
@@ -86,8 +99,14 @@ class FileShredLog:
         for line in complete.decode("ascii", "replace").splitlines():
             try:
                 raw = json.loads(line)
+                digest = str(raw["digest"])
+                scheme = raw.get("scheme")
+                if scheme is None:  # written before keyed digests: the unkeyed SHA-256
+                    digest = self._names.from_unkeyed(digest)
+                elif scheme != NAMING_SCHEME:
+                    raise ValueError("unknown scheme")
                 entry = ShredLogEntry(
-                    str(raw["digest"]),
+                    digest,
                     str(raw["receipt_id"]),
                     datetime.fromisoformat(str(raw["shredded_at"])),
                 )
