@@ -7,6 +7,10 @@ embedded install: whoever holds it and a copy of the database can read the data,
 the database's backups (it lives in the data directory only because the embedded default has
 nowhere else to put it).
 
+The file also holds the naming secret (`naming_secret`, 32 random bytes, never rotated), which
+keys the digests that name shredded subjects (vault.domain.naming); a file from before gets
+one added, atomically, by the first process that opens it.
+
 Several processes may read the file; changes (rotate, trim) are made by one process and the
 others pick them up when they next meet a version they do not know, or on `status()`.
 """
