@@ -815,9 +815,10 @@ def subject_names(provider: KeyProvider, database: Database) -> SubjectNames:
     no shredded subject could be recognised: start-up stops, in one line."""
     try:
         secret = provider.naming_secret(RequestContext.system("start-up"))
-    except KeyServiceUnavailable as exc:
+    except PdvaultError as exc:  # unavailable, denied, or the naming key missing
         raise ConfigurationError(
-            f"the key provider did not give the naming secret: {exc.message}"
+            "the key provider did not give the naming secret (with HashiCorp Vault: the "
+            f"PDV_VAULT_NAMING_KEY key, made by deploy/vault/bootstrap.sh): {exc.message}"
         ) from None
     names = SubjectNames(secret)
     database.use_names(names)

@@ -10,13 +10,16 @@ import dataclasses
 import json
 import os
 from pathlib import Path
+from typing import Any
 
+import hvac
 import pytest
 from sqlalchemy import Engine, delete, select, update
 
 from pdvault_client import Field
-from tests.conftest import RunningServer, running
+from tests.conftest import RunningServer, hcl_policy, running
 from tests.integration.test_lifecycle import PAN, restore, snapshot, tokenize
+from transit_emulator import TransitEmulator
 from vault.app import build_app
 from vault.config import Settings
 from vault.domain.naming import unkeyed_subject_digest
@@ -148,3 +151,19 @@ def test_a_start_with_another_naming_secret_is_refused(server: RunningServer) ->
     os.chmod(key_file, 0o600)
     with pytest.raises(ConfigurationError, match="another naming secret"):
         build_app(dataclasses.replace(settings))
+
+
+def test_a_vault_without_the_naming_key_stops_start_up_in_one_line(
+    settings: Settings,
+) -> None:
+    with TransitEmulator(root_token="root") as emulator:
+        root: Any = hvac.Client(url=emulator.url, token="root")  # transit methods are untyped
+        root.secrets.transit.create_key("pdvault", exportable=False)  # but no pdvault-naming
+        token = emulator.create_token(hcl_policy("pdvault-service.hcl"), ttl=3600)
+        vault = dataclasses.replace(
+            settings, kms="vault", vault_addr=emulator.url, vault_token=token, vault_timeout=2.0
+        )
+        with pytest.raises(ConfigurationError, match="naming secret") as err:
+            build_app(vault)
+        assert "\n" not in err.value.message
+        assert token not in err.value.message
