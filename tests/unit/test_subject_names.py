@@ -63,22 +63,29 @@ def test_the_shred_log_reads_old_lines_as_keyed_digests(tmp_path: Path) -> None:
     old = {"digest": unkeyed_subject_digest("user-7"), "receipt_id": "r1", "shredded_at": "x"}
     old["shredded_at"] = AT.isoformat()
     unknown = dict(old, digest=A.digest("user-9"), scheme="other", receipt_id="r9")
-    path.write_text(json.dumps(old) + "\n" + json.dumps(unknown) + "\n")
+    document = dict(old, digest="document:doc_1", receipt_id="r0")  # a deleted document's
+    path.write_text(
+        json.dumps(old) + "\n" + json.dumps(unknown) + "\n" + json.dumps(document) + "\n"
+    )
     log = FileShredLog(path, A)
     entry = log.record(A.digest("user-8"), "r2", AT)
     entries = log.entries()
-    assert set(entries) == {A.digest("user-7"), A.digest("user-8")}  # "other": skipped
+    assert set(entries) == {A.digest("user-7"), A.digest("user-8"), "document:doc_1"}
+    # ("other": skipped)
     assert entries[A.digest("user-7")].receipt_id == "r1"
     assert entry.receipt_id == "r2"
     # The old line is never rewritten; the new one says its scheme.
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert lines[0] == old
-    assert lines[2] == {
+    assert lines[3] == {
         "digest": A.digest("user-8"),
         "receipt_id": "r2",
         "scheme": NAMING_SCHEME,
         "shredded_at": AT.isoformat(),
     }
     assert unkeyed_subject_digest("user-8") not in path.read_text()
+    log.record("document:doc_2", "r4", AT)  # names no subject: no scheme, read as written
+    assert "scheme" not in json.loads(path.read_text().splitlines()[-1])
+    assert FileShredLog(path, A).entries()["document:doc_2"].receipt_id == "r4"
     # A repeat of an old shred finds the old line, by its keyed digest.
     assert log.record(A.digest("user-7"), "r3", AT).receipt_id == "r1"

@@ -1,7 +1,7 @@
 """The shred log: which subjects were crypto-shredded, kept outside the database.
 
 One JSON object per line, `{"digest": ..., "receipt_id": ..., "scheme": "hmac-sha256",
-"shredded_at": ...}`, appended
+"shredded_at": ...}` (`scheme` on subjects' lines only), appended
 and fsynced before the database transaction of the shred, in a file beside the key provider's
 (by default next to the local key file; set PDV_SHRED_LOG to storage every replica shares and
 that database restores do not roll back). At start-up pdvault shreds again every subject of the
@@ -14,7 +14,8 @@ reads it back and uses the same receipt id and time.
 The digest is keyed by the service-wide naming secret (vault.domain.naming): a dictionary of
 subject ids does not find a subject in this file. Lines written before keyed digests carry no
 `scheme` and an unkeyed digest: they are read as the keyed digest of the same subject (never
-rewritten: the file is append-only).
+rewritten: the file is append-only). Entries that name no subject (a deleted document's
+`document:<id>`) are read as written.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +36,8 @@ __all__ = ["FileShredLog"]
 
 
 log = logging.getLogger(__name__)
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 class FileShredLog:
@@ -61,15 +65,10 @@ class FileShredLog:
                 if earlier is not None:
                     return earlier
                 entry = ShredLogEntry(digest, receipt_id, at)
-                line = json.dumps(
-                    {
-                        "digest": digest,
-                        "receipt_id": receipt_id,
-                        "scheme": NAMING_SCHEME,
-                        "shredded_at": at.isoformat(),
-                    },
-                    sort_keys=True,
-                )
+                fields = {"digest": digest, "receipt_id": receipt_id, "shredded_at": at.isoformat()}
+                if _HEX64.fullmatch(digest):  # a subject's keyed digest (not `document:<id>`)
+                    fields["scheme"] = NAMING_SCHEME
+                line = json.dumps(fields, sort_keys=True)
                 os.write(fd, (line + "\n").encode("ascii"))
                 os.fsync(fd)
             finally:
@@ -101,9 +100,11 @@ class FileShredLog:
                 raw = json.loads(line)
                 digest = str(raw["digest"])
                 scheme = raw.get("scheme")
-                if scheme is None:  # written before keyed digests: the unkeyed SHA-256
+                if scheme is None and _HEX64.fullmatch(digest):
+                    # A subject's line written before keyed digests: its unkeyed SHA-256.
+                    # (Other keys, such as deleted documents' `document:<id>`, stay as they are.)
                     digest = self._names.from_unkeyed(digest)
-                elif scheme != NAMING_SCHEME:
+                elif scheme not in (None, NAMING_SCHEME):
                     raise ValueError("unknown scheme")
                 entry = ShredLogEntry(
                     digest,
