@@ -82,7 +82,7 @@ api: $(DEV_STAMP) node_modules/.bin/buf
 	@$(STAGE) api sh -c 'node_modules/.bin/buf lint && node_modules/.bin/buf breaking protos --against $(API_RELEASE) && $(BIN)/python scripts/gen_protos.py --check && $(BIN)/python scripts/gen_api_docs.py --check'
 
 unit: $(DEV_STAMP)
-	@$(STAGE) tests $(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
+	@$(STAGE) tests $(BIN)/python -m pytest --cov --cov-report=term --durations=20 $(PYTEST_ARGS)
 
 # The Node.js client (clients/node/README.md): `npm ci` when its lock file changed, then `npm test`:
 # its committed generated code current (buf + ts-proto), tsc --strict, and its tests with node's

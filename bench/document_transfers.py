@@ -70,7 +70,7 @@ def validated_archive(app: App) -> DocumentArchive:
         sealer=DocumentCrypto(),
         inspector=MediaTypeOnly(),
         scanner=malware_scanner(app.settings, app.policy),
-        shred_log=FileShredLog(app.settings.effective_shred_log),
+        shred_log=FileShredLog(app.settings.effective_shred_log, app.database.names),
         clock=utc_now,
         forget_key=forget_key,
     )

@@ -292,6 +292,7 @@ class Transit:
         root: Any = hvac.Client(url=self.url, token=self.root_token)  # untyped transit API
         root.secrets.transit.create_key("pdvault", exportable=False)
         root.secrets.transit.update_key_configuration("pdvault", deletion_allowed=False)
+        root.secrets.transit.create_key("pdvault-naming", exportable=False)  # the naming secret
         self.service_token = self.emulator.create_token(
             hcl_policy("pdvault-service.hcl"), ttl=24 * 3600
         )

@@ -282,6 +282,7 @@ def transit() -> Iterator[Transit]:
         root: Any = hvac.Client(url=emulator.url, token="root")  # transit methods are untyped
         root.secrets.transit.create_key("pdvault", exportable=False)
         root.secrets.transit.update_key_configuration("pdvault", deletion_allowed=False)
+        root.secrets.transit.create_key("pdvault-naming", exportable=False)  # the naming secret
         yield Transit(
             emulator,
             emulator.url,

@@ -26,6 +26,7 @@ from vault.domain.context import RequestContext
 from vault.domain.credentials import CallerAdministration
 from vault.domain.keys import CacheFigures, KeyAdministration, TrimResult
 from vault.domain.lifecycle import SubjectAdministration
+from vault.domain.naming import SubjectNames
 from vault.domain.policy import ApprovalAction, Policy
 from vault.domain.policy_admin import (
     PolicyAdministration,
@@ -69,6 +70,7 @@ from vault.storage.sql import (
     purge_notices,
     sql_stores,
 )
+from vault.storage.sql.naming import convert_subject_digests
 from vault.storage.sql.rows import POLICY_VERSION
 
 __all__ = [
@@ -309,7 +311,7 @@ class App:
     def forget(self, notice: Notice) -> None:
         """A notice from any process: drop what it names from this process's caches."""
         if notice.kind is NoticeKind.SUBJECT_KEY and self.cache is not None:
-            self.cache.forget_digests({notice.key})
+            self.cache.forget_digests({notice.key}, self.database.names.digest)
         elif notice.kind is NoticeKind.API_KEYS:
             self.authenticator.invalidate()
         elif notice.kind is NoticeKind.POLICY:
@@ -469,19 +471,22 @@ def _wire(
     cipher = AesGcmCipher()
     provider = key_provider(settings, stores.keys)
     check_key_encryption_key(stores.keys, provider)
+    names = subject_names(provider, database)
     cache = None
     # Under the cache: what it counts are the calls that reach the provider.
     keys: KeyProvider = InstrumentedKeyProvider(provider, observed)
     if settings.cache_max_entries > 0:
         cache = CachingKeyProvider(keys, cache_limits(settings), telemetry=observed)
         keys = cache
-    shred_log = FileShredLog(settings.effective_shred_log)
+    shred_log = FileShredLog(settings.effective_shred_log, names)
     forget_key = cache.forget if cache is not None else lambda _s: None
     authenticator = Authenticator(stores.credentials, in_force.policy)
 
     def assemble(policy: Policy) -> UseCases:
         """The use cases for `policy` (at start-up, and at each reload)."""
-        dual = DualControl(policy=policy, store=stores.approvals, audit=stores.audit, clock=utc_now)
+        dual = DualControl(
+            policy=policy, store=stores.approvals, audit=stores.audit, clock=utc_now, names=names
+        )
         quotas = item_quotas(policy, stores.quotas)
         tokens = TokenService(
             policy=policy,
@@ -538,6 +543,7 @@ def _wire(
             keys=keys,
             cipher=cipher,
             shred_log=shred_log,
+            names=names,
             clock=utc_now,
             forget_key=forget_key,
             documents=documents,
@@ -793,6 +799,7 @@ def transit_settings(settings: Settings) -> TransitSettings:
         auth=settings.vault_auth,
         k8s_jwt_file=Path(settings.vault_k8s_jwt_file),
         request_timeout=settings.vault_timeout,
+        naming_key=settings.vault_naming_key,
         namespace=settings.vault_namespace or None,
         ca_cert=settings.vault_cacert or None,
         token=Secret(settings.vault_token.encode()) if settings.vault_token else None,
@@ -800,6 +807,25 @@ def transit_settings(settings: Settings) -> TransitSettings:
         secret_id=Secret(settings.vault_secret_id.encode()) if settings.vault_secret_id else None,
         k8s_role=settings.vault_k8s_role or None,
     )
+
+
+def subject_names(provider: KeyProvider, database: Database) -> SubjectNames:
+    """The keyed digest of subject ids, under the key provider's naming secret (asked once),
+    given to the database, whose digests from before are converted once. Without the secret
+    no shredded subject could be recognised: start-up stops, in one line."""
+    try:
+        secret = provider.naming_secret(RequestContext.system("start-up"))
+    except PdvaultError as exc:  # unavailable, denied, or the naming key missing
+        raise ConfigurationError(
+            "the key provider did not give the naming secret (with HashiCorp Vault: the "
+            f"PDV_VAULT_NAMING_KEY key, made by deploy/vault/bootstrap.sh): {exc.message}"
+        ) from None
+    names = SubjectNames(secret)
+    database.use_names(names)
+    converted = convert_subject_digests(database, utc_now())
+    if converted:
+        log.warning("subject digests: %d records converted to keyed digests", converted)
+    return names
 
 
 def key_provider(settings: Settings, store: KeyInventory) -> KeyProvider:

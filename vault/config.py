@@ -370,6 +370,12 @@ class Settings:
         "the Transit ed25519 key signing audit checkpoints (PDV_AUDIT_SIGNER=transit)",
         section=TRANSIT,
     )
+    vault_naming_key: str = setting(
+        "pdvault-naming",
+        "PDV_VAULT_NAMING_KEY",
+        "the Transit key whose hmac (version 1) keys the digests of shredded subject ids",
+        section=TRANSIT,
+    )
     vault_timeout: float = setting(
         5.0,
         "PDV_VAULT_TIMEOUT",

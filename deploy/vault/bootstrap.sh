@@ -29,10 +29,16 @@ vault write "$mount/keys/$key/config" deletion_allowed=false
 audit_key="${PDV_VAULT_AUDIT_KEY:-pdvault-audit}"
 vault write -f "$mount/keys/$audit_key" type=ed25519 exportable=false allow_plaintext_backup=false
 vault write "$mount/keys/$audit_key/config" deletion_allowed=false
+# The naming secret's key: its version 1 HMAC key MACs a fixed label (every Transit key
+# version carries an HMAC key). Never trim it, never delete it.
+naming_key="${PDV_VAULT_NAMING_KEY:-pdvault-naming}"
+vault write -f "$mount/keys/$naming_key" type=aes256-gcm96 exportable=false allow_plaintext_backup=false
+vault write "$mount/keys/$naming_key/config" deletion_allowed=false
 
 # The policies name mount and key literally; rewrite them if you chose others.
 render() {
   sed -e "s#transit/#${mount}/#g" -e "s#/pdvault-audit\"#/${audit_key}\"#g" \
+    -e "s#/pdvault-naming/#/${naming_key}/#g" \
     -e "s#/pdvault\"#/${key}\"#g" -e "s#/pdvault/#/${key}/#g" "$1"
 }
 render "$here/pdvault-service.hcl" | vault policy write pdvault-service -

@@ -31,3 +31,11 @@ path "transit/sign/pdvault-audit" {
 path "transit/keys/pdvault-audit" {
   capabilities = ["read"]
 }
+
+# The naming secret (vault.domain.naming): `hmac` of a fixed label under the `pdvault-naming`
+# key, version 1, keys the digests by which the shred log, `shredded_subjects` and erasure
+# receipts recognise a shredded subject id. Never trim this key (a rotation is harmless: pdvault
+# pins version 1); losing version 1 makes every earlier shred unrecognisable.
+path "transit/hmac/pdvault-naming/sha2-256" {
+  capabilities = ["update"]
+}

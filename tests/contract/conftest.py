@@ -26,10 +26,9 @@ from vault.domain.types import (
     Token,
     TokenFormat,
     WrappedKey,
-    subject_digest,
 )
 from vault.storage import migrate
-from vault.storage.memory import MemoryState, memory_stores
+from vault.storage.memory import MEMORY_NAMES, MemoryState, memory_stores
 from vault.storage.memory import _Subject as MemorySubject
 from vault.storage.sql import Database, make_engine, sql_stores
 from vault.storage.tables import subjects
@@ -56,7 +55,7 @@ class Harness:
             conn.execute(
                 insert(subjects).values(
                     subject_id=subject,
-                    subject_digest=subject_digest(subject),
+                    subject_digest=MEMORY_NAMES.digest(subject),
                     state="active",
                     created_at=NOW,
                 )
@@ -72,7 +71,7 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
     url: str = request.getfixturevalue("database_url_" + request.param)
     engine = make_engine(url)
     migrate.upgrade(engine)
-    db = Database(engine)
+    db = Database(engine, names=MEMORY_NAMES)
     stores = sql_stores(db)
     try:
         yield Harness(request.param, stores, database=db)

@@ -4,6 +4,7 @@ Transit through the emulator, and a real HashiCorp Vault when VAULT_ADDR and VAU
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import os
@@ -24,7 +25,7 @@ from vault.domain.context import RequestContext
 from vault.domain.ports import KeyProvider
 from vault.domain.secrets import Secret
 from vault.domain.types import SubjectId, WrappedKey
-from vault.errors import ConfigurationError, FailedPrecondition, KeyServiceDenied
+from vault.errors import ConfigurationError, FailedPrecondition, KeyServiceDenied, PdvaultError
 from vault.kms.cache import CachingKeyProvider
 from vault.kms.instrumented import InstrumentedKeyProvider
 from vault.kms.local import LocalKeyFileProvider
@@ -55,6 +56,7 @@ def real_vault() -> Iterator[Subject]:
     client.sys.enable_secrets_engine("transit", path=mount)
     try:
         client.secrets.transit.create_key("pdvault", exportable=False, mount_point=mount)
+        client.secrets.transit.create_key("pdvault-naming", exportable=False, mount_point=mount)
         settings = dataclasses.replace(
             transit_settings(Settings()), addr=addr, mount=mount, token=Secret(token.encode())
         )
@@ -164,6 +166,19 @@ class TestKeyProviderContract:
         assert trimmed.min_available_version == rotated.latest_version
         assert p.unwrap(CTX, [(s, moved)]) == [dek(5)]
 
+    def test_the_naming_secret_is_32_bytes_and_survives_the_key_ladder(
+        self, subject: Subject
+    ) -> None:
+        p, admin = subject.provider, subject.admin
+        first = p.naming_secret(CTX)
+        assert len(first) == 32
+        assert first.reveal() not in (bytes(32), dek(0).reveal())
+        assert first.reveal().hex() not in repr(first)
+        p.rotate(CTX, admin)
+        p.set_min_decryption_version(CTX, p.status(CTX).latest_version, admin)
+        p.trim(CTX, p.status(CTX).latest_version, admin)
+        assert p.naming_secret(CTX) == first  # never rotated with the key-encryption key
+
     def test_trim_cannot_pass_the_decryption_floor(self, subject: Subject) -> None:
         p, admin = subject.provider, subject.admin
         p.rotate(CTX, admin)
@@ -246,3 +261,73 @@ def test_local_changes_reach_other_processes_at_once(tmp_path: Path) -> None:
     assert new.kek_version == 2  # and wraps under the latest version
     assert a.unwrap(CTX, [(SubjectId("t"), new)]) == [dek(2)]
     assert not list(tmp_path.glob("*.tmp"))
+
+
+# -- the naming secret (keyed digests of shredded subject ids) ----------------------------------
+
+
+def test_the_naming_secret_is_in_the_key_file_and_the_same_for_every_process(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "kek.json"
+    a = LocalKeyFileProvider(path)
+    b = LocalKeyFileProvider(path)
+    assert a.naming_secret(CTX) == b.naming_secret(CTX)
+    stored = json.loads(path.read_text())["naming_secret"]
+    assert base64.b64decode(stored) == a.naming_secret(CTX).reveal()
+    assert stored not in repr(a)
+    other = LocalKeyFileProvider(tmp_path / "other.json")
+    assert other.naming_secret(CTX) != a.naming_secret(CTX)
+
+
+def test_a_key_file_without_a_naming_secret_gets_one_once(tmp_path: Path) -> None:
+    """Key files from before naming secrets: one is added, atomically, mode 0600, and kept."""
+    path = tmp_path / "kek.json"
+    LocalKeyFileProvider(path)
+    old = json.loads(path.read_text())
+    del old["naming_secret"]
+    path.write_text(json.dumps(old))
+    os.chmod(path, 0o600)
+    provider = LocalKeyFileProvider(path)
+    added = json.loads(path.read_text())
+    assert added["versions"] == old["versions"]  # the key-encryption key is untouched
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert LocalKeyFileProvider(path).naming_secret(CTX) == provider.naming_secret(CTX)
+
+
+def test_a_naming_secret_that_cannot_be_added_stops_start_up_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "kek.json"
+    LocalKeyFileProvider(path)
+    old = json.loads(path.read_text())
+    del old["naming_secret"]
+    path.write_text(json.dumps(old))
+    os.chmod(path, 0o600)
+
+    def refused(*_a: object, **_k: object) -> tuple[int, str]:
+        raise PermissionError(13, "Permission denied")
+
+    # (a read-only directory, as root would not see one)
+    monkeypatch.setattr("vault.kms.local.tempfile.mkstemp", refused)
+    with pytest.raises(ConfigurationError, match="no naming secret") as err:
+        LocalKeyFileProvider(path)
+    assert "Permission denied" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert json.loads(path.read_text()) == old  # unchanged
+
+
+def test_transit_pins_the_naming_keys_first_version(transit: Transit) -> None:
+    """A rotation of the naming key changes nothing; the service policy allows the hmac."""
+    provider = transit.provider()
+    first = provider.naming_secret(CTX)
+    root: Any = hvac.Client(url=transit.url, token="root")
+    root.secrets.transit.rotate_key("pdvault-naming")
+    assert provider.naming_secret(CTX) == first
+    assert transit.provider().naming_secret(CTX) == first  # another process
+
+
+def test_transit_without_the_naming_key_is_refused(transit: Transit) -> None:
+    provider = transit.provider(naming_key="missing-naming-key")
+    with pytest.raises(PdvaultError):
+        provider.naming_secret(CTX)

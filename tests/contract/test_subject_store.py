@@ -5,11 +5,12 @@ from __future__ import annotations
 from tests.contract.conftest import NOW, Harness, S, event
 from tests.contract.test_value_store import save
 from vault.domain.stores import ShreddedRecord, Stores
-from vault.domain.types import CallerName, Purpose, SubjectId, SubjectState, subject_digest
+from vault.domain.types import CallerName, Purpose, SubjectId, SubjectState
+from vault.storage.memory import MEMORY_NAMES
 
 
 def _receipt(receipt_id: str, previous: str | None = None) -> ShreddedRecord:
-    return ShreddedRecord(subject_digest(S), receipt_id, NOW, CallerName("ops"), 0, previous)
+    return ShreddedRecord(MEMORY_NAMES.digest(S), receipt_id, NOW, CallerName("ops"), 0, previous)
 
 
 def test_state_and_consents(stores: Stores) -> None:
@@ -28,7 +29,7 @@ def test_state_and_consents(stores: Stores) -> None:
     assert record.state_changed_at == NOW
     assert record.consents == {"advertising": False, "usage_analysis": True}
     assert not stores.subjects.set_consent(SubjectId("nobody"), Purpose("a"), True, NOW, [])
-    assert stores.subjects.subjects_with_digests([subject_digest(S), "nope"]) == [S]
+    assert stores.subjects.subjects_with_digests([MEMORY_NAMES.digest(S), "nope"]) == [S]
 
 
 def test_a_shred_destroys_everything_and_keeps_the_receipt(stores: Stores) -> None:
@@ -40,7 +41,7 @@ def test_a_shred_destroys_everything_and_keeps_the_receipt(stores: Stores) -> No
     assert result.receipt.values_destroyed == 2
     assert stores.subjects.subject_record(S) is None
     assert stores.values.subject_values(S) == []
-    assert stores.subjects.shred_receipt(subject_digest(S)) == result.receipt
+    assert stores.subjects.shred_receipt(MEMORY_NAMES.digest(S)) == result.receipt
     assert stores.subjects.scrub() is True
 
 
@@ -59,7 +60,7 @@ def test_a_repeated_shred_returns_the_receipt_and_a_reshred_names_it(harness: Ha
     assert again.receipt is not None
     assert again.receipt.receipt_id == "r-3"
     assert again.receipt.previous_receipt_id == "r-1"
-    assert stores.subjects.shred_receipt(subject_digest(S)) == again.receipt
+    assert stores.subjects.shred_receipt(MEMORY_NAMES.digest(S)) == again.receipt
 
 
 def test_a_reshred_without_a_receipt_in_the_database_names_the_logs(harness: Harness) -> None:
@@ -72,4 +73,4 @@ def test_a_reshred_without_a_receipt_in_the_database_names_the_logs(harness: Har
 def test_shredding_an_unknown_subject_changes_nothing(stores: Stores) -> None:
     nothing = stores.subjects.shred(SubjectId("nobody"), _receipt("r-1"), [])
     assert (nothing.receipt, nothing.destroyed) == (None, None)
-    assert stores.subjects.shred_receipt(subject_digest(SubjectId("nobody"))) is None
+    assert stores.subjects.shred_receipt(MEMORY_NAMES.digest(SubjectId("nobody"))) is None

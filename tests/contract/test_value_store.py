@@ -14,8 +14,8 @@ from vault.domain.types import (
     SubjectState,
     Token,
     WrappedKey,
-    subject_digest,
 )
+from vault.storage.memory import MEMORY_NAMES
 
 
 def save(
@@ -37,7 +37,7 @@ def save(
 
 
 def shred(stores: Stores, subject: SubjectId = S, receipt_id: str = "r-1") -> None:
-    record = ShreddedRecord(subject_digest(subject), receipt_id, NOW, CallerName("ops"), 0)
+    record = ShreddedRecord(MEMORY_NAMES.digest(subject), receipt_id, NOW, CallerName("ops"), 0)
     stores.subjects.shred(subject, record, [])
 
 

@@ -133,6 +133,7 @@ def test_checkpoints_signed_in_transit(tmp_path: Path) -> None:
         root: Any = hvac.Client(url=emulator.url, token="root")
         root.secrets.transit.create_key("pdvault", exportable=False)
         root.secrets.transit.create_key("book-audit", key_type="ed25519")
+        root.secrets.transit.create_key("pdvault-naming")
         policy = hcl_policy("pdvault-service.hcl")
         policy["transit/sign/book-audit"] = ["update"]
         policy["transit/keys/book-audit"] = ["read"]

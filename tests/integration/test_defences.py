@@ -168,6 +168,7 @@ def test_readiness_follows_the_key_provider(tmp_path: Path) -> None:
     with TransitEmulator(root_token="root") as emulator:
         root: Any = hvac.Client(url=emulator.url, token="root")
         root.secrets.transit.create_key("pdvault", exportable=False)
+        root.secrets.transit.create_key("pdvault-naming", exportable=False)
         token = emulator.create_token(hcl_policy("pdvault-service.hcl"), ttl=3600)
         assert (DEPLOY_VAULT / "pdvault-service.hcl").exists()
         env = {

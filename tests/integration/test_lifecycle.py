@@ -21,7 +21,7 @@ from pdvault_client import (
 )
 from tests.conftest import RunningServer, running
 from vault.app import build_app
-from vault.domain.types import subject_digest
+from vault.domain.naming import unkeyed_subject_digest
 from vault.domain.validation import luhn_valid
 from vault.storage.tables import (
     audit_events,
@@ -114,7 +114,9 @@ def test_shred_destroys_everything_and_tokens_answer_deleted(server: RunningServ
         receipt = ops.subjects().shred("user-42")["receipt"]
         again = ops.subjects().shred("user-42")["receipt"]
     assert again["receiptId"] == receipt["receiptId"]  # idempotent
-    assert receipt["subjectDigest"] == subject_digest("user-42")
+    keyed = server.app.database.names.digest("user-42")
+    assert receipt["subjectDigest"] == keyed  # keyed by the naming secret
+    assert keyed != unkeyed_subject_digest("user-42")
     assert receipt["valuesDestroyed"] == 2  # numbers, not ProtoJSON's int64 strings
     assert receipt["dataKeysDestroyed"] == 1
     assert receipt["shreddedBy"] == "ops"
@@ -140,11 +142,13 @@ def test_shred_destroys_everything_and_tokens_answer_deleted(server: RunningServ
             assert conn.execute(select(table)).all() == [], table.name
         audit_subjects = set(conn.execute(select(audit_events.c.subject_id)).scalars())
     assert "user-42" not in audit_subjects
-    assert f"sha256:{subject_digest('user-42')}" in audit_subjects
+    assert f"hmac:{keyed}" in audit_subjects
+    assert f"sha256:{unkeyed_subject_digest('user-42')}" not in audit_subjects
     assert server.app.cache is not None
     assert server.app.cache.stats().entries == 0
     log = server.app.settings.effective_shred_log.read_text()
-    assert subject_digest("user-42") in log
+    assert keyed in log
+    assert unkeyed_subject_digest("user-42") not in log
     assert "user-42" not in log
 
 

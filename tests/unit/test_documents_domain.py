@@ -108,7 +108,7 @@ def docs(tmp_path: Path) -> Docs:
     now = [T0]
     keys = LocalKeyFileProvider(tmp_path / "kek.json")
     cipher = AesGcmCipher()
-    log = FileShredLog(tmp_path / "shred-log.jsonl")
+    log = FileShredLog(tmp_path / "shred-log.jsonl", state.names)
     scanner = Scanner()
 
     def clock() -> datetime:
@@ -146,6 +146,7 @@ def docs(tmp_path: Path) -> Docs:
         keys=keys,
         cipher=cipher,
         shred_log=log,
+        names=state.names,
         clock=clock,
         documents=archive,
     )

@@ -31,7 +31,7 @@ from vault.errors import (
 )
 from vault.kms.local import LocalKeyFileProvider
 from vault.kms.shred_log import FileShredLog
-from vault.storage.memory import memory_stores
+from vault.storage.memory import MEMORY_NAMES, memory_stores
 
 POLICY = parse_policy(default_policy_text() + ATTACHMENT_CATEGORY)  # with a binary category
 PAN = "4111111111111111"
@@ -75,7 +75,8 @@ def domain(tmp_path: Path) -> Domain:
             audit=stores.audit,
             keys=keys,
             cipher=cipher,
-            shred_log=FileShredLog(tmp_path / "shred-log.jsonl"),
+            shred_log=FileShredLog(tmp_path / "shred-log.jsonl", MEMORY_NAMES),
+            names=MEMORY_NAMES,
             clock=lambda: now[0],
         ),
         KeyAdministration(

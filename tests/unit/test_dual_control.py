@@ -18,7 +18,7 @@ from vault.domain.policy import ApprovalAction, Policy
 from vault.domain.policy_file import default_policy_text, parse_policy
 from vault.domain.secrets import Secret
 from vault.domain.stores import ApprovalChange, ApprovalState, Stores
-from vault.domain.types import Action, CallerName, Outcome, subject_digest
+from vault.domain.types import Action, CallerName, Outcome
 from vault.errors import (
     ApprovalRequired,
     ConfigurationError,
@@ -28,7 +28,7 @@ from vault.errors import (
     PermissionDenied,
     Reason,
 )
-from vault.storage.memory import memory_stores
+from vault.storage.memory import MEMORY_NAMES, memory_stores
 
 DUAL = """
 [dual_control]
@@ -90,7 +90,11 @@ def make(policy: Policy = POLICY) -> Setup:
     stores = memory_stores()
     now = [START]
     dual = DualControl(
-        policy=policy, store=stores.approvals, audit=stores.audit, clock=lambda: now[0]
+        policy=policy,
+        store=stores.approvals,
+        audit=stores.audit,
+        clock=lambda: now[0],
+        names=MEMORY_NAMES,
     )
     runner = Runner()
     for action in ApprovalAction:
@@ -242,8 +246,8 @@ def test_a_settled_shred_request_keeps_only_the_subjects_digest() -> None:
     assert s.runner.runs[0][1] == {"subject": "user-42"}  # carried out with the id
     s.dual.reject(ctx("security"), rejected)
     kept = {r.request_id: r.parameters for r in s.dual.list(ctx("security"))}
-    assert kept[approved] == {"subject_digest": subject_digest("user-42")}
-    assert kept[rejected] == {"subject_digest": subject_digest("user-43")}
+    assert kept[approved] == {"subject_digest": MEMORY_NAMES.digest("user-42")}
+    assert kept[rejected] == {"subject_digest": MEMORY_NAMES.digest("user-43")}
     details = " ".join(e.event.detail or "" for e in s.stores.audit.entries(0, 1000))
     assert "user-42" not in details
     assert "user-43" not in details

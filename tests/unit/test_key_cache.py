@@ -11,6 +11,7 @@ import pytest
 from vault.app import cache_limits
 from vault.config import Settings
 from vault.domain.context import RequestContext
+from vault.domain.naming import SubjectNames, unkeyed_subject_digest
 from vault.domain.secrets import Secret
 from vault.domain.types import SubjectId, WrappedKey
 from vault.kms.cache import CachingKeyProvider
@@ -160,3 +161,15 @@ def test_a_key_forgotten_while_it_was_being_unwrapped_is_not_cached(inner: Count
     inner.unwrap = slow_unwrap  # type: ignore[method-assign]
     assert cache.unwrap(CTX, [(S, w)]) == [dek(1)]
     assert cache.stats().entries == 0
+
+
+def test_a_notice_names_the_subject_by_its_keyed_digest(inner: Counting) -> None:
+    """Another process's shred: the notice carries the keyed digest, never the id."""
+    names = SubjectNames(Secret(b"k" * 32))
+    cache = CachingKeyProvider(inner, LIMITS)
+    other = SubjectId("other")
+    cache.wrap(CTX, [(S, dek(1)), (other, dek(2))])
+    cache.forget_digests({unkeyed_subject_digest(S)}, names.digest)  # the old form: no match
+    assert cache.stats().entries == 2
+    cache.forget_digests({names.digest(S)}, names.digest)
+    assert cache.stats().entries == 1

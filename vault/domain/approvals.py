@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from vault.domain.context import RequestContext
+from vault.domain.naming import SubjectNames
 from vault.domain.operations import authorize_operation
 from vault.domain.policy import ApprovalAction, Policy
 from vault.domain.ports import Clock
@@ -43,7 +44,7 @@ from vault.domain.stores import (
     ApprovalStore,
     AuditLog,
 )
-from vault.domain.types import Action, AuditEvent, CallerName, Outcome, subject_digest
+from vault.domain.types import Action, AuditEvent, CallerName, Outcome
 from vault.errors import (
     ApprovalRequired,
     FailedPrecondition,
@@ -76,12 +77,12 @@ def new_request_id() -> str:
     return f"apr_{secrets.token_hex(8)}"
 
 
-def _settled_parameters(record: ApprovalRecord) -> Mapping[str, str] | None:
-    """What a settled request keeps: a shred's subject id is replaced by its digest (the
-    subject may be gone; its id must not outlive it here)."""
+def _settled_parameters(record: ApprovalRecord, names: SubjectNames) -> Mapping[str, str] | None:
+    """What a settled request keeps: a shred's subject id is replaced by its keyed digest (the
+    subject may be gone; its id must not outlive it here, nor be found by a dictionary)."""
     subject = record.parameters.get("subject")
     if record.action is ApprovalAction.OPERATOR_SHRED and subject is not None:
-        return {"subject_digest": subject_digest(subject)}
+        return {"subject_digest": names.digest(subject)}
     return None
 
 
@@ -96,9 +97,11 @@ class DualControl:
         store: ApprovalStore,
         audit: AuditLog,
         clock: Clock,
+        names: SubjectNames,
         new_id: Callable[[], str] = new_request_id,
     ) -> None:
         self.policy = policy
+        self._names = names
         self._store = store
         self._audit = audit
         self._clock = clock
@@ -177,7 +180,7 @@ class DualControl:
             ApprovalState.REJECTED,
             now,
             by=ctx.caller,
-            parameters=_settled_parameters(record),
+            parameters=_settled_parameters(record, self._names),
             unexpired=True,
         )
         event = self._event(
@@ -286,7 +289,7 @@ class DualControl:
             ApprovalState.PENDING,
             ApprovalState.EXPIRED,
             now,
-            parameters=_settled_parameters(record),
+            parameters=_settled_parameters(record, self._names),
             unexpired=False,
         )
         event = self._event(
@@ -306,7 +309,7 @@ class DualControl:
             state,
             self._clock(),
             outcome=outcome[:256],
-            parameters=_settled_parameters(record),
+            parameters=_settled_parameters(record, self._names),
         )
         event = self._event(
             record.requested_by,

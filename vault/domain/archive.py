@@ -53,6 +53,7 @@ from vault.domain.documents import (
     new_document_id,
     sniff,
 )
+from vault.domain.naming import unkeyed_subject_digest
 from vault.domain.policy import Policy
 from vault.domain.ports import Binding, Cipher, Clock, KeyProvider, ShredLog
 from vault.domain.quotas import ItemQuotas
@@ -95,7 +96,6 @@ from vault.domain.types import (
     SubjectState,
     Token,
     View,
-    subject_digest,
 )
 from vault.errors import (
     Aborted,
@@ -394,7 +394,7 @@ class DocumentArchive:
         if inspection.sanitized is not None:
             contents.append((Variant.SANITIZED, inspection.media_type, inspection.sanitized))
         document_id = new_document_id()
-        digest = subject_digest(ticket.subject)
+        digest = unkeyed_subject_digest(ticket.subject)  # the documents' binding
         doc_keys: list[tuple[DocumentBinding, Secret]] = []
         blobs = [_new_blob_id() for _ in contents]
         self._documents.begin_upload(blobs, self._clock())
@@ -478,7 +478,7 @@ class DocumentArchive:
             record = DocumentRecord(
                 document_id=document_id,
                 subject=ticket.subject,
-                subject_digest=subject_digest(ticket.subject),
+                subject_digest=unkeyed_subject_digest(ticket.subject),  # sealed binding
                 document_type=ticket.document_type,
                 uploaded_by=ticket.caller,
                 created_at=now,

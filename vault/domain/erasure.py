@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Protocol
 
 from vault.domain.context import RequestContext
+from vault.domain.naming import SubjectNames, keyed_audit_name
 from vault.domain.ports import Clock, ShredLog
 from vault.domain.stores import ShreddedRecord, ShredResult, SubjectStore
 from vault.domain.types import (
@@ -30,8 +31,6 @@ from vault.domain.types import (
     Outcome,
     RetainedDocument,
     SubjectId,
-    anonymized_subject,
-    subject_digest,
 )
 from vault.errors import (
     FailedPrecondition,
@@ -71,6 +70,7 @@ class Erasure:
         *,
         subjects: SubjectStore,
         shred_log: ShredLog,
+        names: SubjectNames,
         clock: Clock,
         provider: str,
         forget_key: Callable[[SubjectId], None] = lambda _s: None,
@@ -78,6 +78,7 @@ class Erasure:
     ) -> None:
         self._subjects = subjects
         self._log = shred_log
+        self._names = names
         self._clock = clock
         self._provider = provider
         self._forget = forget_key
@@ -94,7 +95,7 @@ class Erasure:
         is destroyed at once, and the receipt says which documents were kept, under which
         rule, until when."""
         caller = ctx.caller
-        digest = subject_digest(subject_id)
+        digest = self._names.digest(subject_id)  # keyed: a dictionary of ids cannot reverse it
         if self._subjects.subject_record(subject_id) is None:
             done = self._subjects.shred_receipt(digest)
             if done is None:
@@ -170,7 +171,7 @@ class Erasure:
             action=Action.SUBJECT_SHRED,
             outcome=Outcome.GRANTED,
             rule=rule,
-            subject=anonymized_subject(record.subject_digest),
+            subject=keyed_audit_name(record.subject_digest),
             detail=detail,
         )
         result = self._subjects.shred(subject, record, [event], examined)
@@ -218,7 +219,7 @@ class Erasure:
         done = 0
         ctx = RequestContext.system(SYSTEM_CALLER)
         for subject in again:
-            entry = logged[subject_digest(subject)]
+            entry = logged[self._names.digest(subject)]
             try:
                 # What a law keeps is kept again (its period runs from the first shred).
                 retained = self._keep(ctx, subject, entry.shredded_at).retained

@@ -24,6 +24,7 @@ from vault.domain.archive import DocumentArchive
 from vault.domain.audit_log import SubjectRefs
 from vault.domain.context import RequestContext
 from vault.domain.erasure import Erasure
+from vault.domain.naming import SubjectNames, unkeyed_subject_digest
 from vault.domain.policy import ApprovalAction, Policy
 from vault.domain.ports import Binding, Cipher, Clock, KeyProvider, ShredLog
 from vault.domain.redaction import audited_token
@@ -53,7 +54,6 @@ from vault.domain.types import (
     Token,
     WrappedKey,
     anonymized_subject,
-    subject_digest,
 )
 from vault.domain.validation import RuleBroken, validate
 from vault.errors import (
@@ -104,6 +104,7 @@ class SubjectAdministration:
         keys: KeyProvider,
         cipher: Cipher,
         shred_log: ShredLog,
+        names: SubjectNames,
         clock: Clock,
         forget_key: Callable[[SubjectId], None] = lambda _s: None,
         documents: DocumentArchive | None = None,
@@ -123,6 +124,7 @@ class SubjectAdministration:
         self.erasure = Erasure(
             subjects=subjects,
             shred_log=shred_log,
+            names=names,
             clock=clock,
             provider=keys.name,
             forget_key=forget_key,
@@ -332,7 +334,7 @@ class SubjectAdministration:
         ref = self._ref(ctx, subject_id)
         # Its entries: by its keyed digest, by its tokens and documents, and the entries
         # written before the Merkle log by its unkeyed digest.
-        names = [anonymized_subject(subject_digest(subject_id)), *([ref] if ref else [])]
+        names = [anonymized_subject(unkeyed_subject_digest(subject_id)), *([ref] if ref else [])]
         items = [str(v.token) for v, _at in rows]
         if self.documents is not None:
             items += [str(d.document_id) for d in self.documents.held_by(subject_id)]
@@ -387,7 +389,7 @@ class SubjectAdministration:
         return record
 
     def _absent(self, subject: SubjectId) -> Exception:
-        if self._subjects.shred_receipt(subject_digest(subject)) is not None:
+        if self._subjects.shred_receipt_of(subject) is not None:
             return NotFound(
                 "this data subject was deleted (crypto-shredded); nothing is held any more",
                 reason=Reason.SUBJECT_DELETED,

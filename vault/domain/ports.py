@@ -126,6 +126,12 @@ class KeyProvider(Protocol):
 
     def status(self, ctx: RequestContext) -> KekStatus: ...
 
+    def naming_secret(self, ctx: RequestContext) -> Secret:
+        """The service-wide naming secret (32 bytes) that keys the digests naming shredded
+        subjects (vault.domain.naming). MUST be the same in every process and forever: a key
+        rotation, retirement or trim never changes it. Asked once per process, at start-up."""
+        ...
+
     def rotate(self, ctx: RequestContext, admin: Secret | None) -> KekStatus:
         """Add a new latest version; new data keys are wrapped with it from now on."""
         ...

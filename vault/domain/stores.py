@@ -292,7 +292,13 @@ class SubjectStore(Protocol):
         """The held subjects among these digests (the shred log names subjects by digest)."""
         ...
 
-    def shred_receipt(self, digest: str) -> ShreddedRecord | None: ...
+    def shred_receipt(self, digest: str) -> ShreddedRecord | None:
+        """The receipt of the shred of the subject with this keyed digest."""
+        ...
+
+    def shred_receipt_of(self, subject: SubjectId) -> ShreddedRecord | None:
+        """The receipt of the shred of `subject` (found by its keyed digest), if shredded."""
+        ...
 
     def set_state(
         self, subject: SubjectId, state: SubjectState, now: datetime, audit: Sequence[AuditEvent]

@@ -10,7 +10,7 @@ from vault.domain.context import RequestContext
 from vault.domain.ports import Cipher, KeyProvider
 from vault.domain.secrets import Secret
 from vault.domain.stores import SubjectStore, ValueStore
-from vault.domain.types import SubjectId, SubjectState, WrappedKey, subject_digest
+from vault.domain.types import SubjectId, SubjectState, WrappedKey
 from vault.errors import FailedPrecondition, IntegrityError, NotFound, Reason
 
 __all__ = [
@@ -37,7 +37,7 @@ class SubjectKeys:
             raise stopped_for_new_data()
         if existing is not None:
             return self.unwrap(ctx, subject, existing.wrapped), None
-        if self.subjects.shred_receipt(subject_digest(subject)) is not None:
+        if self.subjects.shred_receipt_of(subject) is not None:
             raise deleted_subject()
         dek = self.cipher.new_data_key()
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,7 +30,6 @@ __all__ = [
     "View",
     "WrappedKey",
     "anonymized_subject",
-    "subject_digest",
 ]
 
 
@@ -54,15 +52,10 @@ SUBJECT_RE = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
-def subject_digest(subject: str) -> str:
-    """How a subject is named where its id must not be: the shred log, erasure receipts, and
-    the audit rows of a shredded subject. (Subject ids are the caller's pseudonymous ids, never
-    personal data themselves: see the API.)"""
-    return hashlib.sha256(b"pdvault.v1.subject\x00" + subject.encode()).hexdigest()
-
-
 def anonymized_subject(digest: str) -> SubjectId:
-    """What audit rows name a shredded subject by: its digest, never its id again."""
+    """How entries from before keyed digests name a subject by its unkeyed digest (entries
+    written before the Merkle log, documents' entries): read, never written for a shred
+    (vault.domain.naming.keyed_audit_name)."""
     return SubjectId(f"sha256:{digest}")
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from vault.domain.context import RequestContext
 from vault.domain.ports import NO_TELEMETRY, KekStatus, KeyProvider, Telemetry
 from vault.domain.secrets import Secret
-from vault.domain.types import SubjectId, WrappedKey, subject_digest
+from vault.domain.types import SubjectId, WrappedKey
 
 __all__ = ["CacheLimits", "CacheStats", "CachingKeyProvider"]
 
@@ -143,12 +143,13 @@ class CachingKeyProvider:
                 self._drop(k)
         self._report(0, 0)
 
-    def forget_digests(self, digests: set[str]) -> None:
-        """Drop the keys of subjects named by digest (shredded in another process)."""
+    def forget_digests(self, digests: set[str], digest_of: Callable[[SubjectId], str]) -> None:
+        """Drop the keys of subjects named by digest (shredded in another process);
+        `digest_of` is the keyed digest the notices use (`SubjectNames.digest`)."""
         with self._lock:
             subjects = {k[0] for k in self._entries}
         for subject in subjects:
-            if subject_digest(subject) in digests:
+            if digest_of(subject) in digests:
                 self.forget(subject)
 
     def clear(self) -> None:
@@ -162,6 +163,9 @@ class CachingKeyProvider:
 
     def status(self, ctx: RequestContext) -> KekStatus:
         return self.inner.status(ctx)
+
+    def naming_secret(self, ctx: RequestContext) -> Secret:
+        return self.inner.naming_secret(ctx)
 
     def rotate(self, ctx: RequestContext, admin: Secret | None) -> KekStatus:
         return self.inner.rotate(ctx, admin)

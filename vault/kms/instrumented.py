@@ -61,6 +61,9 @@ class InstrumentedKeyProvider:
     def status(self, ctx: RequestContext) -> KekStatus:
         return self._call("status", lambda: self.inner.status(ctx))
 
+    def naming_secret(self, ctx: RequestContext) -> Secret:
+        return self._call("naming_secret", lambda: self.inner.naming_secret(ctx))
+
     def rotate(self, ctx: RequestContext, admin: Secret | None) -> KekStatus:
         return self._call("rotate", lambda: self.inner.rotate(ctx, admin))
 

@@ -7,6 +7,10 @@ embedded install: whoever holds it and a copy of the database can read the data,
 the database's backups (it lives in the data directory only because the embedded default has
 nowhere else to put it).
 
+The file also holds the naming secret (`naming_secret`, 32 random bytes, never rotated), which
+keys the digests that name shredded subjects (vault.domain.naming); a file from before gets
+one added, atomically, by the first process that opens it.
+
 Several processes may read the file; changes (rotate, trim) are made by one process and the
 others pick them up when they next meet a version they do not know, or on `status()`.
 """
@@ -47,6 +51,7 @@ class _KeyRing:
     min_decryption: int
     min_available: int
     mtime_ns: int = 0
+    naming: Secret | None = None  # the naming secret (vault.domain.naming); never rotated
 
 
 class LocalKeyFileProvider:
@@ -60,6 +65,8 @@ class LocalKeyFileProvider:
         if not path.exists():
             self._create()
         self._ring = self._load()
+        if self._ring.naming is None:
+            self._add_naming_secret()
 
     def __repr__(self) -> str:
         return f"LocalKeyFileProvider(path={str(self._path)!r}, latest_version={self._ring.latest})"
@@ -104,6 +111,12 @@ class LocalKeyFileProvider:
         return unwrap_key(entry[0], subject, wrapped.blob)
 
     # -- administration (the `admin` credential is for providers that need one) ---------------
+
+    def naming_secret(self, ctx: RequestContext) -> Secret:
+        naming = self._reload().naming
+        if naming is None:  # (added by __init__; a file replaced since without one)
+            raise ConfigurationError(f"key file {self._path} holds no naming secret")
+        return naming
 
     def status(self, ctx: RequestContext) -> KekStatus:
         ring = self._reload()
@@ -154,7 +167,7 @@ class LocalKeyFileProvider:
 
     def _create(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        ring = _KeyRing({1: (random_key(), _now())}, 1, 1, 0)
+        ring = _KeyRing({1: (random_key(), _now())}, 1, 1, 0, naming=random_key())
         try:
             # O_EXCL: two processes starting at once cannot both create (and one overwrite) it.
             fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -164,6 +177,24 @@ class LocalKeyFileProvider:
             json.dump(_document(ring), f, indent=2)
             f.flush()
             os.fsync(f.fileno())
+
+    def _add_naming_secret(self) -> None:
+        """A key file from before naming secrets gets one, atomically and once (another
+        process may be adding it too: the file lock, then a fresh read)."""
+        try:
+            with self._lock, self._file_lock():
+                ring = self._load()
+                if ring.naming is None:
+                    ring.naming = random_key()
+                    self._save(ring)
+                else:
+                    self._ring = ring
+        except OSError as exc:
+            raise ConfigurationError(
+                f"key file {self._path} has no naming secret and one could not be added "
+                f"({exc.strerror or type(exc).__name__}): make the file and its directory "
+                "writable by pdvault once"
+            ) from None
 
     @contextmanager
     def _file_lock(self) -> Iterator[None]:
@@ -220,11 +251,18 @@ class LocalKeyFileProvider:
                 int(doc["min_decryption_version"]),
                 int(doc.get("min_available_version", 0)),
                 st.st_mtime_ns,
+                Secret(base64.b64decode(doc["naming_secret"], validate=True))
+                if "naming_secret" in doc
+                else None,
             )
         except (ValueError, KeyError, TypeError, AttributeError):
             # Never echo the file's content: it holds key material.
             raise ConfigurationError(f"key file {self._path} is not a pdvault key file") from None
-        if ring.latest not in versions or any(len(k) != 32 for k, _ in versions.values()):
+        if (
+            ring.latest not in versions
+            or any(len(k) != 32 for k, _ in versions.values())
+            or (ring.naming is not None and len(ring.naming) != 32)
+        ):
             raise ConfigurationError(f"key file {self._path} is damaged")
         return ring
 
@@ -234,7 +272,9 @@ def _now() -> str:
 
 
 def _document(ring: _KeyRing) -> dict[str, object]:
+    naming = {} if ring.naming is None else {"naming_secret": _b64(ring.naming)}
     return {
+        **naming,
         "format": FILE_FORMAT,
         "latest_version": ring.latest,
         "min_decryption_version": ring.min_decryption,
@@ -244,3 +284,7 @@ def _document(ring: _KeyRing) -> dict[str, object]:
             for v, (k, created) in sorted(ring.versions.items())
         },
     }
+
+
+def _b64(secret: Secret) -> str:
+    return base64.b64encode(secret.reveal()).decode("ascii")

@@ -66,6 +66,7 @@ class TransitSettings:
     auth: str  # token | approle | kubernetes
     k8s_jwt_file: Path
     request_timeout: float  # one HTTP call at most
+    naming_key: str  # the Transit key whose `hmac` (version 1) is the naming secret
     namespace: str | None = None
     ca_cert: str | None = None
     token: Secret | None = field(default=None, repr=False)
@@ -75,6 +76,10 @@ class TransitSettings:
     k8s_role: str | None = None
     k8s_mount: str = "kubernetes"
     retry_budget: float = 4.0  # all attempts, when the request carries no deadline
+
+
+NAMING_LABEL = b"pdvault.v1.naming-secret"
+"""What the naming key MACs to give the naming secret (fixed forever)."""
 
 
 def _b64(b: bytes) -> str:
@@ -189,6 +194,24 @@ class VaultTransitKeyProvider:
         return out
 
     # -- administration -----------------------------------------------------------------------
+
+    def naming_secret(self, ctx: RequestContext) -> Secret:
+        """Transit `hmac` (sha2-256) of a fixed label under the naming key, pinned to its
+        version 1: a rotation of that key never changes it (and trimming it, which would, is
+        documented as never to be done). The secret is the MAC's 32 bytes."""
+        path = f"{self._s.mount}/hmac/{self._s.naming_key}/sha2-256"
+        body = {"input": _b64(NAMING_LABEL), "key_version": 1}
+        answer = self._http.call(ctx, "POST", path, body, self._login)
+        value = _data(answer).get("hmac")
+        if not isinstance(value, str) or _version_of(value) != 1:
+            raise _unexpected(self._http, ctx, path)
+        try:
+            raw = base64.b64decode(value.split(":", 2)[2], validate=True)
+        except (ValueError, IndexError):
+            raise _unexpected(self._http, ctx, path) from None
+        if len(raw) != 32:
+            raise _unexpected(self._http, ctx, path)
+        return Secret(raw)
 
     def status(self, ctx: RequestContext) -> KekStatus:
         data = self._read_key(ctx)

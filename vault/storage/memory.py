@@ -15,7 +15,9 @@ from datetime import UTC, datetime
 from vault.domain.audit_log import entry_bytes
 from vault.domain.documents import DocumentId, ScanResult, Variant
 from vault.domain.merkle import MerkleTree, leaf_hash
+from vault.domain.naming import KEYED_PREFIX, SubjectNames
 from vault.domain.retention import RETENTION_SUBJECT_PREFIX
+from vault.domain.secrets import Secret
 from vault.domain.stores import (
     ApiKeyRecord,
     ApprovalChange,
@@ -48,11 +50,13 @@ from vault.domain.types import (
     SubjectState,
     Token,
     WrappedKey,
-    subject_digest,
 )
 from vault.errors import IntegrityError
 
-__all__ = ["MemoryState", "memory_stores"]
+__all__ = ["MEMORY_NAMES", "MemoryState", "memory_stores"]
+
+MEMORY_NAMES = SubjectNames(Secret(b"pdvault memory store naming key!"))
+"""The in-memory stores' naming secret (they are for tests: nothing they hold outlives them)."""
 
 
 @dataclass
@@ -67,6 +71,8 @@ class MemoryState:
     """Every table, in dicts, behind one lock."""
 
     lock: threading.RLock = field(default_factory=threading.RLock)
+    # The keyed digest of subject ids (as the SQL stores' `Database.names`).
+    names: SubjectNames = field(default_factory=lambda: MEMORY_NAMES)
     subjects: dict[SubjectId, _Subject] = field(default_factory=dict)
     consents: dict[tuple[SubjectId, Purpose], bool] = field(default_factory=dict)
     keys: dict[SubjectId, StoredDataKey] = field(default_factory=dict)
@@ -103,7 +109,11 @@ class MemoryState:
         entry gets its place and leaf hash."""
         for e in events:
             stored = e.subject_ref
-            if stored is None and e.subject is not None and e.subject.startswith("sha256:"):
+            if (
+                stored is None
+                and e.subject is not None
+                and e.subject.startswith(("sha256:", KEYED_PREFIX))
+            ):
                 stored = e.subject
             seq = len(self.audit)
             entry = replace(
@@ -249,7 +259,7 @@ class MemoryValueStore:
             if new_key is not None:
                 if subject in s.subjects:
                     return WriteOutcome.SUBJECT_RACE
-                if subject_digest(subject) in s.shredded_subjects:
+                if s.names.digest(subject) in s.shredded_subjects:
                     return WriteOutcome.SUBJECT_SHREDDED
                 if n > encryption_limit:
                     return WriteOutcome.KEY_EXHAUSTED
@@ -360,11 +370,14 @@ class MemorySubjectStore:
     def subjects_with_digests(self, digests: Collection[str]) -> list[SubjectId]:
         wanted = set(digests)
         with self._s.lock:
-            return [s for s in self._s.subjects if subject_digest(s) in wanted]
+            return [s for s in self._s.subjects if self._s.names.digest(s) in wanted]
 
     def shred_receipt(self, digest: str) -> ShreddedRecord | None:
         with self._s.lock:
             return self._s.shredded_subjects.get(digest)
+
+    def shred_receipt_of(self, subject: SubjectId) -> ShreddedRecord | None:
+        return self.shred_receipt(self._s.names.digest(subject))
 
     def set_state(
         self, subject: SubjectId, state: SubjectState, now: datetime, audit: Sequence[AuditEvent]
@@ -656,7 +669,7 @@ class MemoryDocumentStore:
             if new.new_key is not None:
                 if subject in s.subjects:
                     return WriteOutcome.SUBJECT_RACE
-                if subject_digest(subject) in s.shredded_subjects:
+                if s.names.digest(subject) in s.shredded_subjects:
                     return WriteOutcome.SUBJECT_SHREDDED
                 if n > new.encryption_limit:
                     return WriteOutcome.KEY_EXHAUSTED

@@ -378,3 +378,15 @@ quota_usage = Table(
     Column("window_start", BigInteger, primary_key=True),
     Column("used", BigInteger, nullable=False),
 )
+
+# Facts about the whole database, one row each. `subject_names`: the naming scheme of the
+# subject digests (`subjects`, `shredded_subjects`, settled shred approvals) and the
+# fingerprint of the naming secret that keyed them; written, row locked, by the one-time
+# conversion at start-up (vault.storage.sql.naming).
+service_state = Table(
+    "service_state",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(256), nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+)

@@ -30,10 +30,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from vault.domain.naming import SubjectNames
 from vault.domain.ports import NO_TELEMETRY, Telemetry
 from vault.domain.stores import WriteOutcome
 from vault.domain.types import SubjectId
-from vault.errors import StorageUnavailable
+from vault.errors import ConfigurationError, StorageUnavailable
 from vault.storage.tables import subjects
 
 __all__ = [
@@ -128,8 +129,14 @@ class Answer(Exception):
 class Database:
     """One engine, shared by the adapters of every port. Safe to share between threads."""
 
-    def __init__(self, engine: Engine, telemetry: Telemetry = NO_TELEMETRY) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        telemetry: Telemetry = NO_TELEMETRY,
+        names: SubjectNames | None = None,
+    ) -> None:
         self.engine = engine
+        self._names = names
         # A span per transaction and per read, inside a call (the adapters share it).
         self.telemetry = telemetry
         self.dialect = engine.dialect.name
@@ -139,6 +146,17 @@ class Database:
 
     def __repr__(self) -> str:
         return f"Database({self.dialect})"
+
+    @property
+    def names(self) -> SubjectNames:
+        """The keyed digest of subject ids (`subjects.subject_digest`, `shredded_subjects`)."""
+        if self._names is None:
+            raise ConfigurationError("subject names are not configured (no naming secret)")
+        return self._names
+
+    def use_names(self, names: SubjectNames) -> None:
+        """Set at wiring, once the key provider gave the naming secret, before any write."""
+        self._names = names
 
     def write(self, body: Callable[[Connection], T]) -> T:
         """Run `body` in one transaction; retried whole after a deadlock or serialization

@@ -31,7 +31,7 @@ from vault.domain.stores import (
     VariantRecord,
     WriteOutcome,
 )
-from vault.domain.types import AuditEvent, CallerName, SubjectId, WrappedKey, subject_digest
+from vault.domain.types import AuditEvent, CallerName, SubjectId, WrappedKey
 from vault.storage.sql import rows
 from vault.storage.sql.database import Answer, Database
 from vault.storage.sql.ownership import count_under_lock, create_subject
@@ -405,7 +405,7 @@ class SqlDocumentStore:
                 self._db.insert_ignore(subjects)
                 .values(
                     subject_id=key.owner,
-                    subject_digest=subject_digest(key.owner),
+                    subject_digest=self._db.names.digest(key.owner),
                     state="retention",
                     created_at=now,
                 )

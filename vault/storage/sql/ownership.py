@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import Connection, insert, select
 
 from vault.domain.stores import WriteOutcome
-from vault.domain.types import SubjectId, SubjectState, WrappedKey, subject_digest
+from vault.domain.types import SubjectId, SubjectState, WrappedKey
 from vault.storage.sql import rows
 from vault.storage.sql.database import Answer, Database
 from vault.storage.tables import data_keys, shredded_subjects, subjects
@@ -26,7 +26,7 @@ def create_subject(
     limit: int,
     now: datetime,
 ) -> None:
-    digest = subject_digest(subject)
+    digest = db.names.digest(subject)  # keyed: `shredded_subjects` holds keyed digests
     created = conn.execute(
         db.insert_ignore(subjects)
         .values(subject_id=subject, subject_digest=digest, state="active", created_at=now)

@@ -27,6 +27,7 @@ from sqlalchemy import (
 
 from vault.domain.audit_log import entry_bytes
 from vault.domain.merkle import MerkleTree, leaf_hash
+from vault.domain.naming import KEYED_PREFIX
 from vault.domain.stores import ApiKeyRecord, ShreddedRecord
 from vault.domain.types import (
     Action,
@@ -221,12 +222,13 @@ def audit_event(r: Any) -> AuditEvent:
 
 def audited_subject(event: AuditEvent) -> str | None:
     """How an audit row names a subject: by the digest keyed by its data key (`subject_ref`),
-    or a shred's receipt digest (`sha256:`); never by id. An event that names a subject but
+    or a shred's receipt digest (`hmac:` keyed by the naming secret; `sha256:` in entries from
+    before keyed digests and in documents' entries); never by id. An event that names a subject but
     carries no ref is stored without one (an unkeyed digest could be reversed by a dictionary
     of ids)."""
     if event.subject_ref is not None:
         return event.subject_ref
-    if event.subject is not None and event.subject.startswith("sha256:"):
+    if event.subject is not None and event.subject.startswith(("sha256:", KEYED_PREFIX)):
         return event.subject
     return None
 

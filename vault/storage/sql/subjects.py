@@ -71,6 +71,9 @@ class SqlSubjectStore:
         with self._db.read() as conn:
             return [SubjectId(s) for s in conn.execute(stmt, {"digests": list(digests)}).scalars()]
 
+    def shred_receipt_of(self, subject: SubjectId) -> ShreddedRecord | None:
+        return self.shred_receipt(self._db.names.digest(subject))
+
     def shred_receipt(self, digest: str) -> ShreddedRecord | None:
         stmt = select(shredded_subjects).where(shredded_subjects.c.subject_digest == digest)
         with self._db.read() as conn:

@@ -150,7 +150,8 @@ class Approval(_message.Message):
     def parameters(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """What the step is carried out with, never a value or a secret:
         `min_version` (keys_trim); `caller`, `key_id` (caller_revoke); `subject`
-        (operator_shred; once the request is settled, only `subject_digest`).
+        (operator_shred; once the request is settled, only `subject_digest`, the
+        subject's keyed digest as in ErasureReceipt).
         """
 
     @_builtins.property

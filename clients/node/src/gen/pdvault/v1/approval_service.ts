@@ -72,7 +72,8 @@ export interface Approval {
   /**
    * What the step is carried out with, never a value or a secret:
    * `min_version` (keys_trim); `caller`, `key_id` (caller_revoke); `subject`
-   * (operator_shred; once the request is settled, only `subject_digest`).
+   * (operator_shred; once the request is settled, only `subject_digest`, the
+   * subject's keyed digest as in ErasureReceipt).
    */
   parameters: { [key: string]: string };
   /** The operator (caller) that asked for the step. */

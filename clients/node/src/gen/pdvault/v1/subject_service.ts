@@ -129,7 +129,15 @@ export interface ShredSubjectResponse {
 export interface ErasureReceipt {
   /** The receipt's id (a UUID), also in the audit log and the shred log. */
   receiptId: string;
-  /** SHA-256 of "pdvault.v1.subject\0" followed by the subject's id, in hex. */
+  /**
+   * The subject's keyed digest, in hex (64 characters): HMAC-SHA-256 under the
+   * service-wide naming secret that the key provider holds (the local key file, or
+   * HashiCorp Vault Transit `hmac`) of "pdvault.v1.subject-name\0" followed by the
+   * SHA-256 of "pdvault.v1.subject\0" and the subject's id. Without that secret, a
+   * dictionary of subject ids does not reproduce it. Receipts of shreds made
+   * before keyed digests carried the unkeyed SHA-256; a repeat of such a shred
+   * answers with the keyed form.
+   */
   subjectDigest: string;
   /** When the subject was shredded. */
   shreddedAt?:
