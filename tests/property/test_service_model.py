@@ -19,6 +19,7 @@ from vault.domain.types import CallerName, Category, PlainValue, Purpose, TokenF
 from vault.errors import IntegrityError, PermissionDenied, Reason
 from vault.kms.local import LocalKeyFileProvider
 from vault.storage import migrate
+from vault.storage.memory import MEMORY_NAMES
 from vault.storage.sql import Database, make_engine, sql_stores
 from vault.storage.tables import token_values
 
@@ -46,7 +47,7 @@ class VaultModel(RuleBasedStateMachine):
         root = Path(self.tmp.name)
         self.engine = make_engine(f"sqlite:///{root / 'db.sqlite'}")
         migrate.upgrade(self.engine)
-        stores = sql_stores(Database(self.engine), group_commit=False)
+        stores = sql_stores(Database(self.engine, names=MEMORY_NAMES), group_commit=False)
         self.service = TokenService(
             policy=POLICY,
             values=stores.values,
