@@ -288,7 +288,7 @@ def run_sections(run: dict[str, Any], tag: str = "") -> list[tuple[str, str]]:
     return sections
 
 
-# -- other result files: bench.timing, bench.documents -----------------------------------------
+# -- other result files: bench.timing, bench.documents, bench.trust --------------------------------
 
 
 def timing_sections(run: dict[str, Any]) -> list[tuple[str, str]]:
@@ -316,11 +316,38 @@ def documents_sections(run: dict[str, Any]) -> list[tuple[str, str]]:
     return [("Documents over gRPC", bar_chart("Transfer rate (higher is better)", groups, "MB/s"))]
 
 
+def trust_groups(run: dict[str, Any], tag: str = "") -> list[Group]:
+    """bench.trust: each piece's microseconds per request, per database."""
+    return [
+        (f"{db}{tag}", [(name, _num(us)) for name, us in r.get("components_us", {}).items()])
+        for db, r in run["databases"].items()
+    ]
+
+
+def trust_sections(run: dict[str, Any]) -> list[tuple[str, str]]:
+    shares = [
+        (db, [(w, 100 * _num(x)) for w, x in r.get("share", {}).items()])
+        for db, r in run["databases"].items()
+    ]
+    return [
+        (
+            "Issue #12's pieces per request",
+            bar_chart("Microseconds per request", trust_groups(run), "us"),
+        ),
+        (
+            "Their sum as a share of a single call's server CPU (budget 15%)",
+            bar_chart("Share of the server's CPU per call", shares, "%"),
+        ),
+    ]
+
+
 def kind(run: dict[str, Any]) -> str:
     if "classes" in run:
         return "timing"
     if "grpc" in run and "validation" in run:
         return "documents"
+    if "databases" in run and "budget" in run:
+        return "trust"
     return "bench"
 
 
@@ -330,6 +357,8 @@ def sections_of(run: dict[str, Any], tag: str = "") -> list[tuple[str, str]]:
         return timing_sections(run)
     if k == "documents":
         return documents_sections(run)
+    if k == "trust":
+        return trust_sections(run)
     return run_sections(run, tag)
 
 
@@ -410,6 +439,8 @@ def _bench_groups(run: dict[str, Any], tag: str) -> list[tuple[str, list[Group],
 
 
 def _groups_of(run: dict[str, Any], tag: str) -> list[tuple[str, list[Group]]]:
+    if kind(run) == "trust":
+        return [("Issue #12's pieces per request (us)", trust_groups(run, tag))]
     if kind(run) == "timing":
         return [
             (
