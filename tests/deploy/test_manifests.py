@@ -166,6 +166,7 @@ def test_the_image_runs_as_the_user_the_manifests_name() -> None:
     assert 'ENTRYPOINT ["pdv"]' in dockerfile
     assert 'CMD ["serve"]' in dockerfile
     assert f"PDV_HEALTH_ADDR=0.0.0.0:{HEALTH_PORT}" in dockerfile
+    assert "PDV_LOG_FORMAT=json" in dockerfile  # a collector reads it, not a terminal
     final = "\n".join(
         line for line in dockerfile.rsplit("\nFROM ", 1)[1].splitlines() if not line.startswith("#")
     )
