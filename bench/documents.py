@@ -42,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,7 @@ from bench.document_transfers import (
     settings,
     validated_archive,
 )
-from bench.procs import ROOT, BenchError, PdvaultServer, PostgresDatabase, python_env
+from bench.procs import ROOT, BenchError, PdvaultServer, database_url, python_env
 from vault.app import App, build_app
 from vault.domain.documents import DocumentId
 from vault.media.inspect import DEFAULT_MAX_PAGES, DEFAULT_MAX_PIXELS
@@ -102,19 +102,9 @@ def _rate(size: int, seconds: Sequence[float]) -> float:
 # -- the database under test --------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def database(db: str, opts: Options) -> Iterator[str]:
-    """The database URL pdvault is given ("" for SQLite in its data directory), created for
-    the run and dropped after it."""
-    if db == "sqlite":
-        yield ""
-        return
-    pg = PostgresDatabase(server=opts.postgres_url, name=f"pdvault_bench_docs_{os.getpid()}")
-    pg.create()
-    try:
-        yield pg.url
-    finally:
-        pg.drop()
+def database(db: str, opts: Options) -> contextlib.AbstractContextManager[str]:
+    """The database URL pdvault is given, created for the run and dropped after it."""
+    return database_url(db, opts.postgres_url, f"pdvault_bench_docs_{os.getpid()}")
 
 
 # -- 1 and 2: in-process, with the baselines ----------------------------------------------------

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -351,3 +352,18 @@ class PostgresDatabase:
     def drop(self) -> None:
         with contextlib.suppress(Exception), self._admin() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def database_url(db: str, postgres_server: str, name: str) -> Iterator[str]:
+    """The database URL pdvault is given for `db`: "" for SQLite (in its data directory), or
+    a PostgreSQL database `name` on `postgres_server`, created for the run and dropped after."""
+    if db == "sqlite":
+        yield ""
+        return
+    pg = PostgresDatabase(server=postgres_server, name=name)
+    pg.create()
+    try:
+        yield pg.url
+    finally:
+        pg.drop()

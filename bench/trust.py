@@ -25,14 +25,13 @@ CPU it adds.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ from typing import Any
 from sqlalchemy import insert
 
 from bench.document_transfers import settings
-from bench.procs import PostgresDatabase
+from bench.procs import database_url
 from bench.suite import Options as SuiteOptions
 from bench.suite import Runner
 from vault.app import App, build_app
@@ -182,19 +181,6 @@ def components(app: App, rounds: int, seconds: float, log_size: int = 100_000) -
     return out
 
 
-@contextlib.contextmanager
-def database(db: str, postgres_url: str) -> Iterator[str]:
-    if db == "sqlite":
-        yield ""
-        return
-    pg = PostgresDatabase(server=postgres_url, name=f"pdvault_bench_trust_{os.getpid()}")
-    pg.create()
-    try:
-        yield pg.url
-    finally:
-        pg.drop()
-
-
 def run(opts: argparse.Namespace, say: Say) -> dict[str, Any]:
     dbs = ("sqlite", "postgresql") if opts.db == "both" else (opts.db,)
     quick = opts.quick
@@ -223,7 +209,10 @@ def run(opts: argparse.Namespace, say: Say) -> dict[str, Any]:
                 for m in measurements
             }
             say(f"{db}: components in-process")
-            with database(db, opts.postgres_url) as url, tempfile.TemporaryDirectory() as tmp:
+            with (
+                database_url(db, opts.postgres_url, f"pdvault_bench_trust_{os.getpid()}") as url,
+                tempfile.TemporaryDirectory() as tmp,
+            ):
                 app = build_app(settings(Path(tmp), url))
                 try:
                     parts = components(app, opts.rounds, 0.3 if quick else 1.0)
