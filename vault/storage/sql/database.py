@@ -35,6 +35,7 @@ from vault.domain.ports import NO_TELEMETRY, Telemetry
 from vault.domain.stores import WriteOutcome
 from vault.domain.types import SubjectId
 from vault.errors import ConfigurationError, StorageUnavailable
+from vault.storage.sql.prepared import prepared
 from vault.storage.tables import subjects
 
 __all__ = [
@@ -219,7 +220,8 @@ class Database:
         longer than its deadline under steady tokenize traffic (tests/integration/
         test_attack_replicas.py). Exclusive lockers queue fairly; writers of one subject already
         serialized on its data key's counter, so nothing runs less in parallel."""
-        return conn.execute(_LOCK_SUBJECT, {"subject": subject}).first()
+        found = prepared(conn.dialect, _LOCK_SUBJECT).all(conn, {"subject": subject})
+        return found[0] if found else None
 
     def ping(self) -> None:
         """One trivial round trip; raises StorageUnavailable if the database does not answer."""

@@ -12,6 +12,7 @@ from vault.domain.stores import WriteOutcome
 from vault.domain.types import SubjectId, SubjectState, WrappedKey
 from vault.storage.sql import rows
 from vault.storage.sql.database import Answer, Database
+from vault.storage.sql.prepared import prepared
 from vault.storage.tables import data_keys, shredded_subjects, subjects
 
 __all__ = ["count_under_lock", "create_subject"]
@@ -65,6 +66,8 @@ def count_under_lock(
         raise Answer(WriteOutcome.SUBJECT_RACE)  # shredded meanwhile: start over
     if row.state != SubjectState.ACTIVE.value:
         raise Answer(WriteOutcome.SUBJECT_STOPPED)
-    counted = conn.execute(rows.COUNT_ENCRYPTIONS, {"s": subject, "n": encryptions, "limit": limit})
-    if counted.rowcount != 1:
+    counted = prepared(conn.dialect, rows.COUNT_ENCRYPTIONS).run(
+        conn, {"s": subject, "n": encryptions, "limit": limit}
+    )
+    if counted != 1:
         raise Answer(WriteOutcome.KEY_EXHAUSTED)

@@ -26,6 +26,7 @@ from vault.domain.types import (
 from vault.storage.sql import rows
 from vault.storage.sql.database import Answer, Database
 from vault.storage.sql.ownership import count_under_lock, create_subject
+from vault.storage.sql.prepared import Prepared, PreparedIn, prepared
 from vault.storage.tables import (
     idempotency_keys,
     shredded_tokens,
@@ -33,8 +34,11 @@ from vault.storage.tables import (
     token_values,
 )
 
-__all__ = ["SqlValueStore"]
+__all__ = ["LOOKUP_PREPARED", "SqlValueStore"]
 
+LOOKUP_PREPARED = 16  # how many lengths of token lists the lookup keeps a prepared statement for
+
+_REQUEST_COLUMNS = ("caller", "request_id", "subject_id", "fingerprint", "response", "created_at")
 _EXPIRED = "retention"  # a tombstone's cause: the value's retention period ended
 _MOVED = "moved"  # a tombstone's cause: the value became a document (its receipt: the id)
 
@@ -42,6 +46,16 @@ _MOVED = "moved"  # a tombstone's cause: the value became a document (its receip
 class SqlValueStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        # The detokenize's read, on the driver's cursor, per number of tokens (issue 14: for one
+        # token SQLAlchemy's execution cost ten times the statement). Lists of other lengths
+        # than the first few seen go through SQLAlchemy.
+        self._lookup = PreparedIn(rows.LOOKUP, db.engine.dialect, "tokens", LOOKUP_PREPARED)
+        # A tokenize's request id, kept unless it is there already (then: a retry).
+        self._remember_request = Prepared(
+            db.insert_ignore(idempotency_keys).returning(idempotency_keys.c.request_id),
+            db.engine.dialect,
+            column_keys=_REQUEST_COLUMNS,
+        )
 
     def __repr__(self) -> str:
         return f"SqlValueStore({self._db.dialect})"
@@ -54,10 +68,15 @@ class SqlValueStore:
         return {SubjectId(r.subject_id): rows.data_key(r) for r in found}
 
     def lookup(self, tokens: Collection[Token], purpose: Purpose | None = None) -> Lookup:
+        wanted = list(tokens)
+        params = {"tokens": wanted, "purpose": purpose or ""}
+        prepared = self._lookup.get(len(wanted))
         with self._db.read() as conn:
-            found = conn.execute(
-                rows.LOOKUP, {"tokens": list(tokens), "purpose": purpose or ""}
-            ).all()
+            found = (
+                prepared.all(conn, params)
+                if prepared is not None
+                else conn.execute(rows.LOOKUP, params).all()
+            )
         out = Lookup({}, {}, {}, {})
         for r in found:
             if r.shredded:
@@ -135,7 +154,9 @@ class SqlValueStore:
             else:
                 count_under_lock(self._db, conn, subject, len(values), encryption_limit)
             try:
-                conn.execute(rows.INSERT_VALUES, new_rows)
+                prepared(conn.dialect, rows.INSERT_VALUES, rows.VALUE_COLUMNS).run_many(
+                    conn, new_rows
+                )
             except sa_exc.IntegrityError:
                 raise Answer(WriteOutcome.TOKEN_COLLISION) from None  # a token drawn twice
             rows.insert_audit(conn, audit)
@@ -143,19 +164,18 @@ class SqlValueStore:
         return self._db.outcome(body)
 
     def _remember(self, conn: Connection, record: IdempotencyRecord) -> None:
-        done = conn.execute(
-            self._db.insert_ignore(idempotency_keys)
-            .values(
-                caller=record.caller,
-                request_id=record.request_id,
-                subject_id=record.subject,
-                fingerprint=record.fingerprint,
-                response=json.dumps([[t, c] for t, c in record.tokens]),
-                created_at=record.created_at,
-            )
-            .returning(idempotency_keys.c.request_id)
-        ).first()
-        if done is None:
+        done = self._remember_request.all(
+            conn,
+            {
+                "caller": record.caller,
+                "request_id": record.request_id,
+                "subject_id": record.subject,
+                "fingerprint": record.fingerprint,
+                "response": json.dumps([[t, c] for t, c in record.tokens]),
+                "created_at": record.created_at,
+            },
+        )
+        if not done:
             raise Answer(WriteOutcome.DUPLICATE_REQUEST)
 
     def replace_value(
