@@ -154,6 +154,7 @@ def read_again(directory: Path, top: int) -> int:
         old.process_cpu_us * old.calls / 1e6,
         {k: v * old.calls / 1e6 for k, v in old.threads.items()},
     )
+    b.system_us, b.switches = old.system_us, old.switches  # from /proc then, kept as read
     _write_outputs(directory, recorded, b, about, top)
     return 0
 

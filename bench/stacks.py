@@ -281,6 +281,11 @@ class Budget:
     process_cpu_us: float  # per call, from /proc; NaN if unknown
     other_top: list[tuple[str, float]] = field(default_factory=list)  # µs per call
     threads: dict[str, float] = field(default_factory=dict)  # µs per call by thread name
+    # Of process_cpu_us, the part in the kernel (system time), and the context switches per call
+    # (every thread's voluntary and involuntary ones): the cost of hand-offs between threads
+    # (the GIL, futexes, the event loop's wake-ups) that no Python sample shows. NaN: unknown.
+    system_us: float = math.nan
+    switches: float = math.nan
 
     @property
     def sampled_us(self) -> float:
@@ -295,6 +300,8 @@ class Budget:
             "process_cpu_us_per_call": self.process_cpu_us,
             "other_top_us_per_call": self.other_top,
             "threads_us_per_call": self.threads,
+            "system_us_per_call": self.system_us,
+            "context_switches_per_call": self.switches,
         }
 
 
@@ -309,7 +316,13 @@ def budget_from_dict(d: dict[str, Any]) -> Budget:
         process_cpu_us=math.nan if process is None else float(process),
         other_top=[(str(n), float(v)) for n, v in d.get("other_top_us_per_call", [])],
         threads={k: float(v) for k, v in d.get("threads_us_per_call", {}).items()},
+        system_us=_number(d.get("system_us_per_call")),
+        switches=_number(d.get("context_switches_per_call")),
     )
+
+
+def _number(v: Any) -> float:
+    return math.nan if v is None else float(v)
 
 
 def budget(
@@ -318,6 +331,7 @@ def budget(
     calls: int,
     process_cpu_s: float = math.nan,
     threads_s: dict[str, float] | None = None,
+    kernel: KernelShare | None = None,
 ) -> Budget:
     per_sample_us = 1e6 / rate / calls if calls and rate else math.nan
     counts = phase_samples(stacks)
@@ -331,7 +345,19 @@ def budget(
             own[stack[-1]] += n
     other_top = [(name, n * per_sample_us) for name, n in own.most_common(8)]
     threads = {k: v * 1e6 / calls for k, v in (threads_s or {}).items()} if calls else {}
-    return Budget(phases, sum(stacks.values()), calls, rate, process_us, other_top, threads)
+    system_us = kernel.system_s * 1e6 / calls if kernel and calls else math.nan
+    switches = kernel.switches / calls if kernel and calls else math.nan
+    return Budget(
+        phases,
+        sum(stacks.values()),
+        calls,
+        rate,
+        process_us,
+        other_top,
+        threads,
+        system_us,
+        switches,
+    )
 
 
 def render_budget(b: Budget, title: str = "", noop_cpu_us: float = math.nan) -> str:
@@ -345,6 +371,13 @@ def render_budget(b: Budget, title: str = "", noop_cpu_us: float = math.nan) -> 
         share = us / total if total else math.nan
         lines.append(f"  {name:<52} {us:>8.1f} {share:>6.1%}")
     lines.append(f"  {'total (serving processes, from /proc)':<52} {total:>8.1f}")
+    if not math.isnan(b.system_us):
+        share = b.system_us / total if total else math.nan
+        lines.append(
+            f"  {'  of which in the kernel (system time)':<52} {b.system_us:>8.1f} {share:>6.1%}"
+        )
+    if not math.isnan(b.switches):
+        lines.append(f"  {'context switches per call (all threads)':<52} {b.switches:>8.1f}")
     if not math.isnan(noop_cpu_us):
         lines.append(
             f"  {'the no-op server, same method (measured)':<52} {noop_cpu_us:>8.1f}   "
@@ -503,6 +536,48 @@ def thread_cpu(pids: Iterable[int]) -> dict[tuple[int, int], tuple[str, float]]:
     return out
 
 
+@dataclass(frozen=True)
+class KernelShare:
+    system_s: float  # system CPU seconds
+    switches: int  # voluntary + involuntary context switches
+
+
+def kernel_counters(pids: Iterable[int]) -> dict[tuple[int, int], tuple[float, int]]:
+    """(pid, thread id) -> (system CPU seconds, context switches so far), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[tuple[int, int], tuple[float, int]] = {}
+    for pid in pids:
+        try:
+            tids = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()]
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+                status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+            except OSError:
+                continue
+            system = int(stat[stat.rfind(")") + 2 :].split()[12]) / tick
+            switches = sum(
+                int(line.split()[1])
+                for line in status.splitlines()
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"))
+            )
+            out[(pid, tid)] = (system, switches)
+    return out
+
+
+def kernel_share(
+    before: dict[tuple[int, int], tuple[float, int]],
+    after: dict[tuple[int, int], tuple[float, int]],
+) -> KernelShare:
+    """What the threads spent between two `kernel_counters` readings (a thread born in between
+    counts whole)."""
+    system = sum(s - before.get(k, (0.0, 0))[0] for k, (s, _) in after.items())
+    switches = sum(n - before.get(k, (0.0, 0))[1] for k, (_, n) in after.items())
+    return KernelShare(max(0.0, system), max(0, switches))
+
+
 def thread_cpu_by_name(
     before: dict[tuple[int, int], tuple[str, float]],
     after: dict[tuple[int, int], tuple[str, float]],
@@ -541,6 +616,7 @@ def profile_workload(
     time.sleep(warmup + 0.3)  # the generator's start_at, then its warm-up
     procs = []
     threads_before = thread_cpu(serving)
+    kernel_before = kernel_counters(serving)
     for pid in serving:
         out = workdir / f"py-spy-{pid}.txt"
         procs.append((start_recording(pid, seconds, rate, out), out))
@@ -548,6 +624,7 @@ def profile_workload(
     for proc, out in procs:
         stacks.update(finish_recording(proc, out, timeout=seconds + 30))
     threads = thread_cpu_by_name(threads_before, thread_cpu(serving))
+    kernel = kernel_share(kernel_before, kernel_counters(serving))
     result = future.result()
     calls_per_s = result.ok / result.window if result.window else 0.0
     calls = round(calls_per_s * seconds)
@@ -556,5 +633,5 @@ def profile_workload(
     # rather than the generator's window.
     server_cpu_s = sum(threads.values()) if threads else math.nan
     return Profiled(
-        stacks, budget(stacks, rate, calls, server_cpu_s, threads), calls_per_s, seconds
+        stacks, budget(stacks, rate, calls, server_cpu_s, threads, kernel), calls_per_s, seconds
     )

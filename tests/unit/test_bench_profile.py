@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
+import time
 import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
@@ -201,3 +203,44 @@ def test_a_recorded_profile_is_read_again_without_a_server(
     assert DATABASE in (tmp_path / "top.txt").read_text()
     assert "written:" in capsys.readouterr().out
     assert profile.main(["--from", str(tmp_path / "nothing")]) == 2
+
+
+def test_the_kernel_share_is_read_per_thread_from_proc() -> None:
+    """System time and context switches of every thread of a process, from /proc: a thread
+    that blocks and wakes up 50 times adds at least 50 switches."""
+    before = stacks.kernel_counters([os.getpid()])
+    assert before  # this process's threads
+
+    def sleeper() -> None:
+        for _ in range(50):
+            time.sleep(0.0005)
+
+    t = threading.Thread(target=sleeper)
+    t.start()
+    t.join()
+    # The thread is gone by now: its switches count through the main thread's waits instead,
+    # so switch from the main thread too.
+    for _ in range(50):
+        time.sleep(0.0005)
+    share = stacks.kernel_share(before, stacks.kernel_counters([os.getpid()]))
+    assert share.switches >= 50
+    assert share.system_s >= 0.0
+    assert stacks.kernel_counters([2**22 + 12345]) == {}  # no such process: nothing, no error
+
+
+def test_the_kernel_share_reaches_the_budget_and_its_print() -> None:
+    b = stacks.budget(
+        stacks.parse_collapsed(_sample_lines()),
+        200,
+        100,
+        0.6,
+        {"python": 0.6},
+        stacks.KernelShare(system_s=0.3, switches=5000),
+    )
+    assert b.system_us == pytest.approx(3000)
+    assert b.switches == pytest.approx(50)
+    text = stacks.render_budget(b)
+    assert "of which in the kernel (system time)" in text
+    assert "context switches per call (all threads)" in text
+    again = stacks.budget_from_dict(b.as_dict())
+    assert (again.system_us, again.switches) == (b.system_us, b.switches)
