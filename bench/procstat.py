@@ -27,6 +27,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of proc(5)
 
 
+def run_seconds(pid: int) -> float:
+    """CPU seconds `pid`'s main thread has run so far, to the nanosecond where the kernel keeps
+    schedstat (/proc/PID/schedstat's first field), else to the tick from /proc/PID/stat (a
+    PostgreSQL backend has one thread); 0 if it is gone."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return cpu_seconds(pid)
+
+
 def rss_bytes(pid: int) -> int:
     fields = _stat_fields(pid)
     return int(fields[21]) * PAGE_BYTES if fields is not None else 0  # field 24
