@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -82,25 +84,117 @@ def test_a_bad_audit_event_fails_only_its_own_request(
     engine: Engine, audit: SqlAuditLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue #8 item 7: a commit that fails for one request's events is retried request by
-    request; the others' events land."""
+    request; the others' events land. The first request leads a commit that is held until two
+    more requests (one bad) have queued behind it: they share the next commit, which fails and
+    is retried one by one."""
     group = audit.group
     assert group is not None
     real = group._commit
+    held = threading.Event()
+    seen: list[list[str | None]] = []
 
     def picky(events: object) -> None:
         assert isinstance(events, list)
+        seen.append([e.token for e in events])
+        if len(seen) == 1:
+            held.wait(timeout=10)
         if any(e.token == "tok_bad" for e in events):
             raise ValueError("a column refused a value")
         real(events)
 
     monkeypatch.setattr(group, "_commit", picky)
-    good = group.submit([event("tok_good")])
-    bad = group.submit([event("tok_bad")])
-    other = group.submit([event("tok_other")])
-    assert good.result(timeout=10) is None
-    assert other.result(timeout=10) is None
-    with pytest.raises(ValueError, match="refused"):
-        bad.result(timeout=10)
+    outcomes: dict[str, BaseException | None] = {}
+
+    def request(token: str) -> None:
+        try:
+            audit.append([event(token)])
+            outcomes[token] = None
+        except BaseException as exc:
+            outcomes[token] = exc
+
+    first = threading.Thread(target=request, args=("tok_good",))
+    first.start()
+    while not seen:  # the first commit is under way, and held
+        time.sleep(0.001)
+    later = [threading.Thread(target=request, args=(t,)) for t in ("tok_bad", "tok_other")]
+    for t in later:
+        t.start()
+    while len(group._queue) < 2:  # both queued behind the held commit
+        time.sleep(0.001)
+    held.set()
+    for t in (first, *later):
+        t.join(timeout=10)
+    assert outcomes["tok_good"] is None
+    assert outcomes["tok_other"] is None
+    assert isinstance(outcomes["tok_bad"], ValueError)
+    assert set(seen[1]) == {"tok_bad", "tok_other"}  # they shared one commit first
     with engine.connect() as conn:
         tokens = set(conn.execute(select(audit_events.c.token)).scalars())
     assert tokens == {"tok_good", "tok_other"}
+
+
+def test_a_lone_request_commits_on_its_own_thread(audit: SqlAuditLog) -> None:
+    """No writer thread: a request that finds no commit under way commits its own events."""
+    before = threading.active_count()
+    audit.append([event("tok_a")])
+    assert threading.active_count() == before
+
+
+def test_many_concurrent_requests_all_land_in_fewer_commits(
+    engine: Engine, audit: SqlAuditLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    group = audit.group
+    assert group is not None
+    real = group._commit
+    commits: list[int] = []
+
+    def counting(events: object) -> None:
+        assert isinstance(events, list)
+        commits.append(len(events))
+        real(events)
+
+    monkeypatch.setattr(group, "_commit", counting)
+    threads = [
+        threading.Thread(target=lambda i=i: audit.append([event(f"tok_{i}")])) for i in range(40)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    with engine.connect() as conn:
+        tokens = set(conn.execute(select(audit_events.c.token)).scalars())
+    assert tokens == {f"tok_{i}" for i in range(40)}
+    assert sum(commits) == 40
+    assert audit.head().size == 40  # the Merkle log: every entry placed, no gap
+
+
+def test_after_stop_appends_are_refused(audit: SqlAuditLog) -> None:
+    group = audit.group
+    assert group is not None
+    group.stop()
+    with pytest.raises(StorageUnavailable, match="shutting down"):
+        audit.append([event("tok_a")])
+
+
+def test_an_interrupted_commit_fails_its_requests_and_frees_the_next(
+    audit: SqlAuditLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A leader whose commit is cut short by something no handler expects (a BaseException)
+    leaves no request waiting for ever: its batch fails as unavailable, and the next request
+    commits as usual."""
+    group = audit.group
+    assert group is not None
+    real = group._commit
+    calls: list[int] = []
+
+    def cut(events: object) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        real(events)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(group, "_commit", cut)
+    with pytest.raises(KeyboardInterrupt):
+        audit.append([event("tok_a")])
+    audit.append([event("tok_b")])
+    assert audit.head().size == 1

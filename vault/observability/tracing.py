@@ -4,8 +4,9 @@ provider and the audit commit, exported over OTLP (`PDV_OTLP_ENDPOINT`).
 What a span may carry: its name (fixed by the code), the method, the status code, the class of
 an exception. Never a request field, a token, a value, a subject, or an exception's message
 (a driver's message can quote a row): `record_exception` is never called, and errors are
-recorded as `exception.type` alone. Spans are made only inside a call: work outside one (the
-audit writer thread, readiness checks, sweeps) makes none, so there are no orphan traces.
+recorded as `exception.type` alone. Spans are made only inside a call: work outside one (a
+group commit's batch, run in an empty context by whichever request leads it; readiness checks,
+sweeps) makes none, so there are no orphan traces.
 """
 
 from __future__ import annotations

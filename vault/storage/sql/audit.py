@@ -1,6 +1,6 @@
 """`AuditLog` over SQL: the Merkle log's appends (`rows.insert_audit`, also called inside other
 stores' transactions), reads for exports, verification and proofs, and checkpoints. It owns the
-group commit: one writer thread commits the events of all waiting requests together
+group commit: the events of all waiting requests are committed together, by the first of them
 (`vault.storage.group_commit`)."""
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class SqlAuditLog:
     def _commit(self, events: Sequence[AuditEvent]) -> None:
         started = time.perf_counter()
         self._db.write(lambda conn: rows.insert_audit(conn, events))
-        # On the writer thread: one batch of the group commit, however many requests it serves.
+        # One batch of the group commit, however many requests it serves.
         self._db.telemetry.audit_commit(time.perf_counter() - started, len(events))
 
     def of_subject(self, names: Collection[str], items: Collection[str]) -> list[AuditEvent]:
