@@ -167,3 +167,16 @@ def test_a_repeated_request_id_is_recognised(sql: Harness) -> None:
     assert (first.name, again.name) == ("DONE", "DUPLICATE_REQUEST")
     with _db(sql).read() as conn:
         assert len(conn.execute(select(idempotency_keys)).all()) == 1
+
+
+def test_a_long_append_is_written_whole_in_order(sql: Harness) -> None:
+    """1,201 entries in one append: every one is there, in its place, with its own values."""
+    db = _db(sql)
+    events = [event(f"t-{i}", S) for i in range(1201)]
+    db.write(lambda conn: rows.insert_audit(conn, events))
+    with db.read() as conn:
+        back = conn.execute(
+            select(audit_events.c.seq, audit_events.c.token).order_by(audit_events.c.seq)
+        ).all()
+    assert [(r.seq, r.token) for r in back] == [(i, f"t-{i}") for i in range(1201)]
+    assert sql.stores.audit.head().size == 1201

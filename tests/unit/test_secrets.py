@@ -256,3 +256,17 @@ def test_wrapped_key_and_idempotency_reprs_hide_key_material() -> None:
         assert "blob" not in text
         assert "fingerprint" not in text
     assert "kek_version=3" in repr(wrapped)
+
+
+@pytest.mark.parametrize("size", [1, 16, 4096, 4097, 1 << 20])
+def test_wipe_buffer_zeroes_the_same_memory(size: int) -> None:
+    """Small buffers take the slice path, large ones memset: both write into the buffer
+    itself (a view taken before sees the zeros), never into a copy."""
+    from vault.domain.secrets import wipe_buffer
+
+    buf = bytearray(b"\xa5" * size)
+    view = memoryview(buf)
+    wipe_buffer(buf)
+    assert view.tobytes() == bytes(size)
+    view.release()
+    assert len(buf) == size

@@ -66,9 +66,10 @@ def _timestamp(event: AuditEvent) -> str:
 
 
 def entry_fields(
-    event: AuditEvent, seq: int, stored_subject: str | None
+    event: AuditEvent, seq: int, stored_subject: str | None, policy_version: int | None = None
 ) -> dict[str, str | int | None]:
-    """The fields an entry's hash covers, as stored (`stored_subject`: the column's value)."""
+    """The fields an entry's hash covers, as stored (`stored_subject`: the column's value;
+    `policy_version`: the one stored when the event names none)."""
     return {
         "seq": seq,
         "occurred_at": _timestamp(event),
@@ -85,12 +86,16 @@ def entry_fields(
         "request_id": event.request_id,
         "detail": event.detail,
         "legal_basis": event.legal_basis.value if event.legal_basis else None,
-        "policy_version": event.policy_version,
+        "policy_version": (
+            event.policy_version if event.policy_version is not None else policy_version
+        ),
     }
 
 
-def entry_bytes(event: AuditEvent, seq: int, stored_subject: str | None) -> bytes:
-    return canonical_entry(entry_fields(event, seq, stored_subject))
+def entry_bytes(
+    event: AuditEvent, seq: int, stored_subject: str | None, policy_version: int | None = None
+) -> bytes:
+    return canonical_entry(entry_fields(event, seq, stored_subject, policy_version))
 
 
 @dataclass(frozen=True, slots=True)

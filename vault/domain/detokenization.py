@@ -156,11 +156,14 @@ class Detokenization:
         )
         keys = dict(zip(subjects, unwrapped, strict=True))
         openers: dict[SubjectId, Callable[[Binding, bytes], PlainValue]] = {}
+        refs: dict[SubjectId, str] = {}
         try:
             answers: dict[str, tuple[Detokenized, AuditEvent]] = {}
             for t in distinct:
                 value = found.values.get(Token(t))
-                answers[t] = self._answer(access, t, decisions[t], value, keys, openers, event)
+                answers[t] = self._answer(
+                    access, t, decisions[t], value, keys, openers, event, refs
+                )
             results = [answers[t][0] for t in requested]
             # The audit record is committed before any value leaves: if it fails, nothing does.
             self._audit.append([answers[t][1] for t in requested])
@@ -179,6 +182,7 @@ class Detokenization:
         keys: dict[SubjectId, Secret | None],
         openers: dict[SubjectId, Callable[[Binding, bytes], PlainValue]],
         event: Callable[..., AuditEvent],
+        refs: dict[SubjectId, str],
     ) -> tuple[Detokenized, AuditEvent]:
         """One distinct token's result and its audit event (a repeated token shares them)."""
         if value is None or not decision.allowed:
@@ -189,8 +193,11 @@ class Detokenization:
         except IntegrityError as exc:
             failed = ReadDecision.refuse("integrity:failed", Reason.DATA_INTEGRITY, exc.message)
             return Detokenized(token, error=exc), event(token, failed, value)
-        key = keys.get(value.subject)
-        ref = self._refs.ref(key, value.subject) if key is not None else None
+        ref = refs.get(value.subject)
+        if ref is None:
+            key = keys.get(value.subject)
+            if key is not None:  # once per subject and request (an HKDF and an HMAC)
+                ref = refs[value.subject] = self._refs.ref(key, value.subject)
         granted = event(token, decision, value, ref)
         if decision.view is View.FULL:
             return Detokenized(token, value.category, View.FULL, value=plain), granted

@@ -17,10 +17,19 @@ from typing import NoReturn
 __all__ = ["Secret", "wipe_buffer"]
 
 
+_SMALL = 4096
+
+
 def wipe_buffer(buf: bytearray) -> None:
-    """Overwrite a bytearray with zeros in place, at memory speed (a document is megabytes)."""
-    if buf:
-        ctypes.memset((ctypes.c_char * len(buf)).from_buffer(buf), 0, len(buf))
+    """Overwrite a bytearray with zeros in place, at memory speed (a document is megabytes).
+    A small one (a value, a key) by a slice assignment of the same length, which writes into
+    the same buffer: ctypes' array set-up cost more than the wipe (issue 14's profile of a
+    100-token detokenize: 1.8 µs per value)."""
+    n = len(buf)
+    if n <= _SMALL:
+        buf[:] = bytes(n)
+    else:
+        ctypes.memset((ctypes.c_char * n).from_buffer(buf), 0, n)
 
 
 class Secret:

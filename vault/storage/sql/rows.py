@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -272,15 +271,15 @@ def insert_audit(conn: Connection, events: Sequence[AuditEvent]) -> None:
     tree = MerkleTree.from_bytes(bytes(head.frontier)) if head.frontier else MerkleTree()
     if tree.size != head.size:
         raise IntegrityError("the audit log's head is inconsistent; run pdv audit verify")
-    version = conn.get_execution_options().get(POLICY_VERSION)
+    in_force = conn.get_execution_options().get(POLICY_VERSION)
+    version = None if in_force is None else int(in_force)
     new_rows = []
-    for event in events:
-        e = event
-        if e.policy_version is None and version is not None:
-            e = replace(e, policy_version=int(version))
+    for e in events:
+        # The policy version that decided it: the event's own, or the one in force.
+        decided_by = e.policy_version if e.policy_version is not None else version
         seq = tree.size
         subject = audited_subject(e)
-        leaf = leaf_hash(entry_bytes(e, seq, subject))
+        leaf = leaf_hash(entry_bytes(e, seq, subject, decided_by))
         tree.append(leaf)
         new_rows.append(
             {
@@ -300,7 +299,7 @@ def insert_audit(conn: Connection, events: Sequence[AuditEvent]) -> None:
                 "legal_basis": e.legal_basis.value if e.legal_basis else None,
                 "seq": seq,
                 "leaf_hash": leaf,
-                "policy_version": e.policy_version,
+                "policy_version": decided_by,
             }
         )
     prepared(conn.dialect, _INSERT_AUDIT, _AUDIT_COLUMNS).run_many(conn, new_rows)
