@@ -177,3 +177,49 @@ def test_documents_stored_before_keyed_digests_are_converted_once_and_still_open
             # Audit entries written before keep their names (the Merkle log is never
             # rewritten); every other table is clean.
             assert [m for m in unkeyed_mentions(engine, SUBJECTS) if "audit" not in m] == []
+
+
+def test_a_converted_document_is_kept_across_a_later_shred_and_deleted_by_its_keyed_digest(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the conversion, a legacy document of a subject shredded then is re-wrapped under
+    a retention key through its sealed binding and still opens; one deleted leaves a keyed
+    tombstone."""
+    held = make_old(server, monkeypatch)
+    _kept, deleted, live = SUBJECTS
+    with running(build_app(server.app.settings), close=True) as srv:
+        names = srv.app.database.names
+        engine = srv.app.engine
+        with engine.connect() as conn:
+            of = {
+                s: [
+                    d
+                    for (d,) in conn.execute(
+                        select(documents.c.document_id).where(documents.c.subject_id == s)
+                    )
+                ]
+                for s in (deleted, live)
+            }
+        with srv.client("ops") as ops:
+            ops.documents().delete(of[deleted][0])
+            receipt = ops.subjects().shred(live)["receipt"]
+        del held[of[deleted][0]]
+        retained = {r["documentId"] for r in receipt["retained"]}
+        assert len(retained) == 1  # the passport, re-wrapped under a retention key
+        for doc in of[live]:
+            if doc in retained:
+                held[doc] = (held[doc][0], True)
+            else:
+                del held[doc]
+        assert reads_back(srv, held) == []
+        with engine.connect() as conn:
+            tombs = dict(
+                conn.execute(
+                    select(document_tombstones.c.document_id, document_tombstones.c.naming)
+                ).all()
+            )
+            digests = set(conn.execute(select(document_tombstones.c.subject_digest)).scalars())
+        assert set(tombs.values()) == {"hmac"}
+        assert len(tombs) == 4  # two from before, the deletion and the shred's insurance card
+        assert digests <= {names.digest(s) for s in SUBJECTS}
+        assert [m for m in unkeyed_mentions(engine, SUBJECTS) if "audit" not in m] == []
