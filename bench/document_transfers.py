@@ -73,6 +73,7 @@ def validated_archive(app: App) -> DocumentArchive:
         shred_log=FileShredLog(app.settings.effective_shred_log, app.database.names),
         clock=utc_now,
         forget_key=forget_key,
+        names=app.database.names,
     )
 
 

@@ -70,7 +70,7 @@ from vault.storage.sql import (
     purge_notices,
     sql_stores,
 )
-from vault.storage.sql.naming import convert_subject_digests
+from vault.storage.sql.naming import convert_document_digests, convert_subject_digests
 from vault.storage.sql.rows import POLICY_VERSION
 
 __all__ = [
@@ -524,6 +524,7 @@ def _wire(
             clock=utc_now,
             forget_key=forget_key,
             quotas=quotas,
+            names=names,
         )
         sweeper = RetentionSweep(
             policy=policy,
@@ -825,6 +826,9 @@ def subject_names(provider: KeyProvider, database: Database) -> SubjectNames:
     converted = convert_subject_digests(database, utc_now())
     if converted:
         log.warning("subject digests: %d records converted to keyed digests", converted)
+    converted = convert_document_digests(database, utc_now())
+    if converted:
+        log.warning("documents: %d records converted to keyed digests", converted)
     return names
 
 

@@ -37,7 +37,7 @@ from vault.errors import (
 from vault.kms.local import LocalKeyFileProvider
 from vault.kms.shred_log import FileShredLog
 from vault.media.inspect import ContentInspector
-from vault.storage.memory import MemoryState, memory_stores
+from vault.storage.memory import MEMORY_NAMES, MemoryState, memory_stores
 
 POLICY = load_policy()
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -128,6 +128,7 @@ def docs(tmp_path: Path) -> Docs:
         scanner=scanner,
         shred_log=log,
         clock=clock,
+        names=MEMORY_NAMES,
     )
     sweeper = RetentionSweep(
         policy=POLICY,

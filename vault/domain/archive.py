@@ -53,7 +53,7 @@ from vault.domain.documents import (
     new_document_id,
     sniff,
 )
-from vault.domain.naming import unkeyed_subject_digest
+from vault.domain.naming import SubjectNames, keyed_audit_name
 from vault.domain.policy import Policy
 from vault.domain.ports import Binding, Cipher, Clock, KeyProvider, ShredLog
 from vault.domain.quotas import ItemQuotas
@@ -194,8 +194,10 @@ class DocumentArchive:
         limits: DocumentLimits | None = None,
         forget_key: Callable[[SubjectId], None] = lambda _s: None,
         quotas: ItemQuotas | None = None,
+        names: SubjectNames,
     ) -> None:
         self.policy = policy
+        self._names = names
         self._quotas = quotas
         self._access = ReadEvaluator(policy, documents=True)
         self._documents = documents
@@ -394,7 +396,7 @@ class DocumentArchive:
         if inspection.sanitized is not None:
             contents.append((Variant.SANITIZED, inspection.media_type, inspection.sanitized))
         document_id = new_document_id()
-        digest = unkeyed_subject_digest(ticket.subject)  # the documents' binding
+        digest = self._names.digest(ticket.subject)  # the binding, and what is stored
         doc_keys: list[tuple[DocumentBinding, Secret]] = []
         blobs = [_new_blob_id() for _ in contents]
         self._documents.begin_upload(blobs, self._clock())
@@ -478,7 +480,7 @@ class DocumentArchive:
             record = DocumentRecord(
                 document_id=document_id,
                 subject=ticket.subject,
-                subject_digest=unkeyed_subject_digest(ticket.subject),  # sealed binding
+                subject_digest=self._names.digest(ticket.subject),  # as in the binding
                 document_type=ticket.document_type,
                 uploaded_by=ticket.caller,
                 created_at=now,
@@ -1181,18 +1183,16 @@ class DocumentArchive:
 
 def _binding(record: DocumentRecord, variant: VariantRecord) -> DocumentBinding:
     return DocumentBinding(
-        record.subject_digest, record.document_id, variant.variant, variant.media_type
+        record.binding_digest, record.document_id, variant.variant, variant.media_type
     )
 
 
 def _audited_subject(record: DocumentRecord | None) -> SubjectId | None:
     if record is None:
         return None
-    return (
-        record.subject
-        if record.subject is not None
-        else SubjectId(f"sha256:{record.subject_digest}")
-    )
+    # A retained document's subject is gone: its keyed digest (never the unkeyed one, which
+    # a dictionary of ids reverses).
+    return record.subject if record.subject is not None else keyed_audit_name(record.subject_digest)
 
 
 def _well_formed(document_id: str) -> bool:

@@ -10,6 +10,12 @@ The keyed digest is a function of the unkeyed one (`unkeyed_subject_digest`), so
 stored before keyed digests existed are converted without knowing the ids
 (`SubjectNames.from_unkeyed`, used once by the start-up conversion and when reading old
 shred-log lines).
+
+Documents and their tombstones name their subject by the keyed digest too. A document stored
+before keyed digests has its content bound to the unkeyed digest (sealed into its key
+derivation and associated data when it was stored); the start-up conversion keeps that value
+only sealed under a key derived from the naming secret (`SubjectNames.derive`,
+vault.crypto.bindings), never in clear.
 """
 
 from __future__ import annotations
@@ -28,13 +34,13 @@ KEYED_PREFIX = "hmac:"
 """How audit entries of a shred name the subject (entries from before keep `sha256:`)."""
 _LABEL = b"pdvault.v1.subject-name\x00"
 _FINGERPRINT = b"pdvault.v1.naming-fingerprint\x00"
+_DERIVE = b"pdvault.v1.naming-derive\x00"
 
 
 def unkeyed_subject_digest(subject: str) -> str:
     """The unkeyed SHA-256 of a subject id: the INPUT of the keyed digest and of the
-    conversion of old records, and the subject binding sealed into documents (their
-    associated data, fixed when they were stored). Never stored where a shredded id must be
-    recognised: a dictionary of ids reverses it."""
+    conversion of old records (and the subject binding of documents stored before keyed
+    digests, kept only sealed). Never stored in clear: a dictionary of ids reverses it."""
     return hashlib.sha256(b"pdvault.v1.subject\x00" + subject.encode()).hexdigest()
 
 
@@ -62,6 +68,15 @@ class SubjectNames:
     def audit_name(self, subject: SubjectId | str) -> SubjectId:
         """What an audit entry of a shred names the subject by."""
         return keyed_audit_name(self.digest(subject))
+
+    def derive(self, label: bytes) -> Secret:
+        """A 32-byte key for another use of the naming secret, independent of the digests:
+        HKDF-Expand (RFC 5869 section 2.3) with the naming secret as the pseudorandom key and
+        `label` as the info, one block. Whoever holds it needs the naming secret as much as
+        for the keyed digest."""
+        if not label:
+            raise ValueError("a derived key needs a label")
+        return Secret(hmac.new(self._key, _DERIVE + label + b"\x01", hashlib.sha256).digest())
 
     def fingerprint(self) -> str:
         """Identifies the secret (not reversible to it): kept with the converted database, so a

@@ -554,6 +554,15 @@ class DocumentRecord:
     holds: tuple[Hold, ...] = ()
     variants: tuple[VariantRecord, ...] = ()
     pages: int | None = None
+    # What the content is bound to when not `subject_digest`: a document stored before keyed
+    # digests is bound to its subject's unkeyed digest, which the store keeps only sealed
+    # (under a key derived from the naming secret) and opens when it reads the record.
+    bound_digest: str | None = field(default=None, repr=False)
+
+    @property
+    def binding_digest(self) -> str:
+        """The subject digest in the document's binding (vault.domain.documents)."""
+        return self.subject_digest if self.bound_digest is None else self.bound_digest
 
     @property
     def retained(self) -> bool:

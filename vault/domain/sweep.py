@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from vault.domain.archive import DOCUMENT_LOG_PREFIX
 from vault.domain.context import RequestContext
 from vault.domain.documents import DocumentId, Variant
+from vault.domain.naming import keyed_audit_name
 from vault.domain.policy import Policy
 from vault.domain.ports import Clock, ShredLog
 from vault.domain.retention import Then, Trigger
@@ -275,7 +276,7 @@ class RetentionSweep:
 
     @staticmethod
     def _subject(record: DocumentRecord) -> SubjectId:
-        return record.subject or SubjectId(f"sha256:{record.subject_digest}")
+        return record.subject or keyed_audit_name(record.subject_digest)
 
     def _event(
         self,

@@ -296,6 +296,13 @@ documents = Table(
     Column("verified_at", UtcDateTime()),
     Column("masked_statement", Boolean, nullable=False, server_default=false()),
     Column("pages", Integer),
+    # What the content is bound to (DV1's binding; vault.crypto.bindings): `hmac`, the keyed
+    # `subject_digest`; `sha256`, the unkeyed digest of a document stored before keyed digests,
+    # kept only in `sealed_binding` (under a key derived from the naming secret; the document
+    # id as associated data). NULL: stored by a version before 0012, bound to `subject_digest`
+    # still unkeyed; converted at start-up (vault.storage.sql.naming).
+    Column("binding", String(8)),
+    Column("sealed_binding", LargeBinary),
     Index(None, "subject_id"),
     Index(None, "due_at"),
     Index(None, "key_owner"),
@@ -346,6 +353,9 @@ document_tombstones = Table(
     Column("subject_digest", String(64), nullable=False),
     Column("destroyed_at", UtcDateTime(), nullable=False),
     Column("cause", String(16), nullable=False),
+    # `hmac`: `subject_digest` is the keyed digest. NULL: written by a version before 0012
+    # (unkeyed, or keyed by a shred); converted at start-up (vault.storage.sql.naming).
+    Column("naming", String(8)),
 )
 
 # Blobs being written (an upload not yet committed) or doomed (their document destroyed, the

@@ -30,6 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from vault.crypto.bindings import BindingSeal
 from vault.domain.naming import SubjectNames
 from vault.domain.ports import NO_TELEMETRY, Telemetry
 from vault.domain.stores import WriteOutcome
@@ -138,6 +139,7 @@ class Database:
     ) -> None:
         self.engine = engine
         self._names = names
+        self._bindings = BindingSeal(names) if names is not None else None
         # A span per transaction and per read, inside a call (the adapters share it).
         self.telemetry = telemetry
         self.dialect = engine.dialect.name
@@ -155,9 +157,18 @@ class Database:
             raise ConfigurationError("subject names are not configured (no naming secret)")
         return self._names
 
+    @property
+    def bindings(self) -> BindingSeal:
+        """The sealed subject binding of documents stored before keyed digests (under a key
+        derived from the naming secret)."""
+        if self._bindings is None:
+            raise ConfigurationError("subject names are not configured (no naming secret)")
+        return self._bindings
+
     def use_names(self, names: SubjectNames) -> None:
         """Set at wiring, once the key provider gave the naming secret, before any write."""
         self._names = names
+        self._bindings = BindingSeal(names)
 
     def write(self, body: Callable[[Connection], T]) -> T:
         """Run `body` in one transaction; retried whole after a deadlock or serialization

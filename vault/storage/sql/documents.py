@@ -32,6 +32,7 @@ from vault.domain.stores import (
     WriteOutcome,
 )
 from vault.domain.types import AuditEvent, CallerName, SubjectId, WrappedKey
+from vault.errors import IntegrityError
 from vault.storage.sql import rows
 from vault.storage.sql.database import Answer, Database
 from vault.storage.sql.ownership import count_under_lock, create_subject
@@ -48,10 +49,14 @@ from vault.storage.tables import (
     token_values,
 )
 
-__all__ = ["SqlBlobStore", "SqlDocumentStore"]
+__all__ = ["KEYED", "LEGACY_BINDING", "SqlBlobStore", "SqlDocumentStore"]
 
 WRITING = "writing"
 DOOMED = "doomed"
+KEYED = "hmac"  # documents.binding, document_tombstones.naming: the keyed digest
+LEGACY_BINDING = "sha256"  # documents.binding: bound to the unkeyed digest, kept sealed
+# Never a digest: a binding that no content authenticates under.
+UNOPENABLE = "unopenable"
 
 
 class SqlDocumentStore:
@@ -124,10 +129,27 @@ class SqlDocumentStore:
                 Hold(h.hold_id, h.reason, CallerName(h.placed_by), h.placed_at)
             )
         by_id = {
-            h.document_id: _record(h, variants.get(h.document_id, []), holds.get(h.document_id, []))
+            h.document_id: _record(
+                h,
+                variants.get(h.document_id, []),
+                holds.get(h.document_id, []),
+                self._bound_digest(h),
+            )
             for h in heads
         }
         return [by_id[i] for i in ids if i in by_id]
+
+    def _bound_digest(self, head: Any) -> str | None:
+        """The unkeyed digest a document stored before keyed digests is bound to, opened from
+        its sealed copy; None when the content is bound to `subject_digest`."""
+        if head.binding != LEGACY_BINDING:
+            return None
+        try:
+            return self._db.bindings.open(head.document_id, bytes(head.sealed_binding or b""))
+        except IntegrityError:
+            # Tampered, or sealed under another naming secret: the record still lists, and
+            # opening the content fails authentication (DATA_LOSS), as a tampered segment does.
+            return UNOPENABLE
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -321,15 +343,18 @@ class SqlDocumentStore:
             whole = len(doomed) == len(held)
             blobs = [b for _v, b in doomed]
             if whole:
-                # The keys go with the rows (cascade); the tombstone answers for the id.
+                # The keys go with the rows (cascade); the tombstone answers for the id. Its
+                # digest is the locked row's: a row of an older version (during a rollout) is
+                # still unkeyed, and its tombstone is converted with the rest at start-up.
                 conn.execute(delete(documents).where(documents.c.document_id == document_id))
                 conn.execute(
                     self._db.insert_ignore(document_tombstones).values(
                         document_id=tombstone.document_id,
                         document_type=tombstone.document_type.value,
-                        subject_digest=tombstone.subject_digest,
+                        subject_digest=head.subject_digest,
                         destroyed_at=tombstone.destroyed_at,
                         cause=tombstone.cause,
+                        naming=KEYED if head.binding is not None else None,
                     )
                 )
             else:
@@ -472,6 +497,8 @@ class SqlDocumentStore:
                 documents.c.subject_id,
                 documents.c.key_owner,
                 documents.c.verified_at,
+                documents.c.subject_digest,
+                documents.c.binding,
             )
             .where(documents.c.document_id == document_id)
             .with_for_update()
@@ -550,6 +577,9 @@ def _head(r: DocumentRecord) -> dict[str, Any]:
         "verified_at": r.verified_at,
         "masked_statement": r.masked_statement,
         "pages": r.pages,
+        # A new document is bound to its keyed digest (a record read back from before keeps
+        # its own binding, and is never inserted again).
+        "binding": KEYED,
     }
 
 
@@ -580,7 +610,9 @@ def _variant(v: Any) -> VariantRecord:
     )
 
 
-def _record(h: Any, variants: list[VariantRecord], holds: list[Hold]) -> DocumentRecord:
+def _record(
+    h: Any, variants: list[VariantRecord], holds: list[Hold], bound_digest: str | None
+) -> DocumentRecord:
     return DocumentRecord(
         document_id=DocumentId(h.document_id),
         subject=SubjectId(h.subject_id) if h.subject_id is not None else None,
@@ -597,6 +629,7 @@ def _record(h: Any, variants: list[VariantRecord], holds: list[Hold]) -> Documen
         holds=tuple(holds),
         variants=tuple(variants),
         pages=h.pages,
+        bound_digest=bound_digest,
     )
 
 

@@ -12,7 +12,8 @@ The marker also keeps the fingerprint of the naming secret: a start with another
 (a new key file, another Transit key) would no longer recognise any shredded subject, and is
 refused instead.
 
-Documents keep their unkeyed `subject_digest` (it is sealed into their associated data).
+Documents and their tombstones are converted by `convert_document_digests`, after the
+subjects (a tombstone's digest is told keyed or not by `shredded_subjects`, keyed by then).
 """
 
 from __future__ import annotations
@@ -20,17 +21,43 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from vault.domain.naming import NAMING_SCHEME
 from vault.errors import ConfigurationError
 from vault.storage.sql.database import Database
-from vault.storage.tables import approval_requests, service_state, shredded_subjects, subjects
+from vault.storage.sql.documents import KEYED, LEGACY_BINDING
+from vault.storage.tables import (
+    approval_requests,
+    document_tombstones,
+    documents,
+    service_state,
+    shredded_subjects,
+    subjects,
+)
 
-__all__ = ["MARKER", "convert_subject_digests"]
+__all__ = ["DOCUMENTS_MARKER", "MARKER", "convert_document_digests", "convert_subject_digests"]
 
 MARKER = "subject_names"
+DOCUMENTS_MARKER = "document_names"
 _PENDING = "converting"
+_ANOTHER_NAMING_KEY = (
+    "the database's subject digests were keyed by another naming secret than the key "
+    "provider's (a replaced key file or naming key?): restore the one it was made with, or no "
+    "shredded subject would be recognised any more"
+)
+
+
+def _lock_marker(conn: Connection, db: Database, name: str, done: str, now: datetime) -> str:
+    """Insert the marker row if missing, then lock it (replicas starting together wait here);
+    its value. Refuses a marker left by another naming secret."""
+    conn.execute(db.insert_ignore(service_state).values(name=name, value=_PENDING, changed_at=now))
+    value: str = conn.execute(
+        select(service_state.c.value).where(service_state.c.name == name).with_for_update()
+    ).scalar_one()
+    if value not in (done, _PENDING):
+        raise ConfigurationError(_ANOTHER_NAMING_KEY)
+    return value
 
 
 def convert_subject_digests(db: Database, now: datetime) -> int:
@@ -40,20 +67,8 @@ def convert_subject_digests(db: Database, now: datetime) -> int:
     done = f"{NAMING_SCHEME}:{names.fingerprint()}"
 
     def body(conn: Connection) -> int:
-        conn.execute(
-            db.insert_ignore(service_state).values(name=MARKER, value=_PENDING, changed_at=now)
-        )
-        value = conn.execute(
-            select(service_state.c.value).where(service_state.c.name == MARKER).with_for_update()
-        ).scalar_one()
-        if value == done:
+        if _lock_marker(conn, db, MARKER, done, now) == done:
             return 0
-        if value != _PENDING:
-            raise ConfigurationError(
-                "the database's subject digests were keyed by another naming secret than the key "
-                "provider's (a replaced key file or naming key?): restore the one it was made "
-                "with, or no shredded subject would be recognised any more"
-            )
         changed = 0
         for subject_id, digest in conn.execute(
             select(subjects.c.subject_id, subjects.c.subject_digest)
@@ -87,5 +102,85 @@ def convert_subject_digests(db: Database, now: datetime) -> int:
             {"value": done, "changed_at": now},
         )
         return changed
+
+    return db.write(body)
+
+
+def convert_document_digests(db: Database, now: datetime) -> int:
+    """Convert documents and tombstones that name their subject by the unkeyed digest (rows
+    with NULL `binding` / `naming`: stored before 0012, or by an older version during a
+    rollout) to the keyed digest; how many rows changed (0 when there are none). Run after
+    `convert_subject_digests`. Raises ConfigurationError for another naming secret.
+
+    Each legacy document keeps what its content is bound to (the unkeyed digest) only sealed
+    under a key derived from the naming secret (vault.crypto.bindings), in the same UPDATE
+    that replaces its digest: in one transaction, so a process killed in the middle leaves
+    every row as it was, and each row, before or after, says how to open it."""
+    names, seal = db.names, db.bindings
+    done = f"{NAMING_SCHEME}:{names.fingerprint()}"
+
+    def body(conn: Connection) -> int:
+        marked = _lock_marker(conn, db, DOCUMENTS_MARKER, done, now)
+        legacy = conn.execute(
+            select(documents.c.document_id, documents.c.subject_digest).where(
+                documents.c.binding.is_(None)
+            )
+        ).all()
+        if legacy:
+            conn.execute(
+                update(documents)
+                .where(documents.c.document_id == bindparam("d"))
+                .values(
+                    subject_digest=bindparam("k"),
+                    binding=LEGACY_BINDING,
+                    sealed_binding=bindparam("s"),
+                ),
+                [
+                    {
+                        "d": d.document_id,
+                        "k": names.from_unkeyed(d.subject_digest),
+                        "s": seal.seal(d.document_id, d.subject_digest),
+                    }
+                    for d in legacy
+                ],
+            )
+        # A tombstone of a shred made since keyed digests already holds the receipt's keyed
+        # digest, which `shredded_subjects` holds too (rows that are never deleted); every
+        # other one holds the unkeyed digest.
+        shred = shredded_subjects.alias("shred")
+        tombs = conn.execute(
+            select(
+                document_tombstones.c.document_id,
+                document_tombstones.c.subject_digest,
+                shred.c.subject_digest.label("keyed"),
+            )
+            .select_from(
+                document_tombstones.outerjoin(
+                    shred, shred.c.subject_digest == document_tombstones.c.subject_digest
+                )
+            )
+            .where(document_tombstones.c.naming.is_(None))
+        ).all()
+        if tombs:
+            conn.execute(
+                update(document_tombstones)
+                .where(document_tombstones.c.document_id == bindparam("d"))
+                .values(subject_digest=bindparam("k"), naming=KEYED),
+                [
+                    {
+                        "d": t.document_id,
+                        "k": t.subject_digest
+                        if t.keyed is not None
+                        else names.from_unkeyed(t.subject_digest),
+                    }
+                    for t in tombs
+                ],
+            )
+        if marked != done:
+            conn.execute(
+                update(service_state).where(service_state.c.name == DOCUMENTS_MARKER),
+                {"value": done, "changed_at": now},
+            )
+        return len(legacy) + len(tombs)
 
     return db.write(body)

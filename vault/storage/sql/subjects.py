@@ -14,6 +14,7 @@ from vault.domain.stores import ShreddedRecord, ShredResult, WriteOutcome
 from vault.domain.types import AuditEvent, Purpose, SubjectId, SubjectRecord, SubjectState
 from vault.storage.sql import rows
 from vault.storage.sql.database import Answer, Database
+from vault.storage.sql.documents import KEYED
 from vault.storage.sql.notices import publish
 from vault.storage.tables import (
     consents,
@@ -194,6 +195,7 @@ class SqlSubjectStore:
                             "subject_digest": digest,
                             "destroyed_at": receipt.shredded_at,
                             "cause": "shred",
+                            "naming": KEYED,  # the receipt's digest
                         }
                         for d in docs
                     ],

@@ -276,7 +276,12 @@ class Document(_message.Message):
     subject: _builtins.str
     """The subject's id; empty for a document kept after its subject's deletion."""
     subject_digest: _builtins.str
-    """SHA-256 of "pdvault.v1.subject\\0" followed by the subject's id, in hex."""
+    """The subject's keyed digest, in hex (64 characters), as in ErasureReceipt: a
+    document kept after its subject's deletion still names it by this digest, which
+    a dictionary of subject ids does not reproduce without the service-wide naming
+    secret. Documents stored before keyed digests carried the unkeyed SHA-256 here
+    until the first start that converted them.
+    """
     document_type: Global___DocumentType.ValueType
     """The kind of document."""
     media_type: _builtins.str

@@ -148,7 +148,13 @@ export interface Document {
   documentId: string;
   /** The subject's id; empty for a document kept after its subject's deletion. */
   subject: string;
-  /** SHA-256 of "pdvault.v1.subject\0" followed by the subject's id, in hex. */
+  /**
+   * The subject's keyed digest, in hex (64 characters), as in ErasureReceipt: a
+   * document kept after its subject's deletion still names it by this digest, which
+   * a dictionary of subject ids does not reproduce without the service-wide naming
+   * secret. Documents stored before keyed digests carried the unkeyed SHA-256 here
+   * until the first start that converted them.
+   */
   subjectDigest: string;
   /** The kind of document. */
   documentType: DocumentType;
