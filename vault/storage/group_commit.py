@@ -35,6 +35,9 @@ class _Request:
     events: Sequence[AuditEvent] = field(repr=False)
     done: bool = False
     error: BaseException | None = None
+    # Set when this request's events are committed (or failed), or when it is to lead the
+    # next commit: each waiting request is woken for itself alone, never all at once.
+    wake: threading.Event = field(default_factory=threading.Event, repr=False)
 
 
 class GroupCommit:
@@ -42,7 +45,7 @@ class GroupCommit:
 
     def __init__(self, commit: Commit) -> None:
         self._commit = commit
-        self._cv = threading.Condition()
+        self._lock = threading.Lock()
         self._queue: list[_Request] = []
         self._leading = False  # a commit is under way
         self._stopping = False
@@ -54,18 +57,27 @@ class GroupCommit:
         """Durable when it returns; raises StorageUnavailable if it could not be made so (or
         the error that made this request's own events fail)."""
         mine = _Request(events)
-        with self._cv:
+        with self._lock:
             if self._stopping:
                 raise StorageUnavailable("the server is shutting down; retry")
             self._queue.append(mine)
         while True:
-            with self._cv:
-                while not mine.done and self._leading:
-                    self._cv.wait()
-                if mine.done:
-                    if mine.error is not None:
-                        raise mine.error
-                    return
+            with self._lock:
+                if not mine.done and self._leading:
+                    mine.wake.clear()
+                    waiting = True
+                else:
+                    waiting = False
+            if waiting:
+                mine.wake.wait()
+                continue
+            if mine.done:
+                if mine.error is not None:
+                    raise mine.error
+                return
+            with self._lock:
+                if self._leading or mine.done:  # another request led meanwhile: look again
+                    continue
                 self._leading = True
                 batch = self._take()
             try:
@@ -73,13 +85,17 @@ class GroupCommit:
                 # none of them (as they did on the writer thread this replaced).
                 contextvars.Context().run(self._commit_batch, batch)
             finally:
-                with self._cv:
+                with self._lock:
                     for r in batch:  # only if the commit itself was interrupted
                         if not r.done:
                             r.done = True
                             r.error = StorageUnavailable("the audit commit did not complete; retry")
                     self._leading = False
-                    self._cv.notify_all()
+                    successor = self._queue[0] if self._queue else None
+                for r in batch:
+                    r.wake.set()
+                if successor is not None:  # the oldest still waiting leads the next commit
+                    successor.wake.set()
 
     def _take(self) -> list[_Request]:
         """The queue's head, up to MAX_EVENTS events (at least one request). Under the lock."""
@@ -93,7 +109,7 @@ class GroupCommit:
 
     def stop(self) -> None:
         """Refuse new appends; those already queued are committed by their own requests."""
-        with self._cv:
+        with self._lock:
             self._stopping = True
 
     def _commit_batch(self, batch: list[_Request]) -> None:
@@ -114,7 +130,7 @@ class GroupCommit:
         self._finish(batch, None)
 
     def _finish(self, batch: list[_Request], error: BaseException | None) -> None:
-        with self._cv:
+        with self._lock:
             for r in batch:
                 r.done = True
                 r.error = error

@@ -192,30 +192,39 @@ class DocumentServicer:
     async def _receive(self, stream: Stream, content: bytearray) -> int:
         received = 0
         limit = self._archive.limits.max_chunk_bytes
+        # The upload's deadline is checked before each read and bounds each read: no timer
+        # cancels the loop from outside. (It did, with asyncio.timeout around reads that each
+        # ran under wait_for: on Python 3.11 a message arriving just as the outer timer fired
+        # could swallow its cancellation, and a trickle sent on past PDV_UPLOAD_TIMEOUT until
+        # the client gave up: a CI run caught it.)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._upload_timeout
         try:
-            async with asyncio.timeout(self._upload_timeout):
-                while True:
-                    message = await stream.next(pb.UploadDocumentRequest)
-                    if message is None:
-                        return received
-                    part = message.WhichOneof("part")
-                    if part == "header":
-                        raise InvalidArgument.one(
-                            "header", "upload.header_twice", "the header must be sent once, first"
-                        )
-                    chunk = message.chunk
-                    if not 1 <= len(chunk) <= limit:
-                        raise InvalidArgument.one(
-                            "chunk", "upload.chunk_size", f"must be 1 to {limit} bytes"
-                        )
-                    if received + len(chunk) > len(content):
-                        raise InvalidArgument.one(
-                            "header.size",
-                            "document.size_mismatch",
-                            f"more bytes were sent than the {len(content)} declared",
-                        )
-                    content[received : received + len(chunk)] = chunk
-                    received += len(chunk)
+            while True:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise TimeoutError
+                message = await stream.next(pb.UploadDocumentRequest, within=left)
+                if message is None:
+                    return received
+                part = message.WhichOneof("part")
+                if part == "header":
+                    raise InvalidArgument.one(
+                        "header", "upload.header_twice", "the header must be sent once, first"
+                    )
+                chunk = message.chunk
+                if not 1 <= len(chunk) <= limit:
+                    raise InvalidArgument.one(
+                        "chunk", "upload.chunk_size", f"must be 1 to {limit} bytes"
+                    )
+                if received + len(chunk) > len(content):
+                    raise InvalidArgument.one(
+                        "header.size",
+                        "document.size_mismatch",
+                        f"more bytes were sent than the {len(content)} declared",
+                    )
+                content[received : received + len(chunk)] = chunk
+                received += len(chunk)
         except TimeoutError:
             raise DeadlineExceeded(
                 f"the upload did not finish within {self._upload_timeout:g} s (PDV_UPLOAD_TIMEOUT)",

@@ -111,11 +111,17 @@ class Stream:
         self._executor = executor
         self._context = context or contextvars.copy_context()
 
-    async def next(self, request_type: type[Req]) -> Req | None:
-        """The next message, parsed; None when the client has sent its last."""
+    async def next(self, request_type: type[Req], within: float | None = None) -> Req | None:
+        """The next message, parsed; None when the client has sent its last. It must arrive
+        within the read timeout, and within `within` seconds when given (then a `TimeoutError`
+        says that this shorter limit, the caller's own, ran out)."""
+        limit = self._timeout if within is None else min(self._timeout, within)
         try:
-            raw = await asyncio.wait_for(anext(self._requests), self._timeout)
+            async with asyncio.timeout(limit):
+                raw = await anext(self._requests)
         except TimeoutError:
+            if within is not None and within < self._timeout:
+                raise
             raise _slow(self._timeout) from None
         except StopAsyncIteration:
             return None
@@ -614,8 +620,11 @@ def _serve(
 
 
 async def _read_one(requests: AsyncIterator[bytes], timeout: float) -> bytes:
+    # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps the read in a task of its
+    # own (a task per call on the hot path).
     try:
-        return await asyncio.wait_for(anext(requests), timeout)
+        async with asyncio.timeout(timeout):
+            return await anext(requests)
     except TimeoutError:
         raise _slow(timeout) from None
     except StopAsyncIteration:
