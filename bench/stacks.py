@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -516,23 +516,36 @@ def finish_recording(proc: subprocess.Popen[bytes], out: Path, timeout: float) -
     return parse_collapsed(out.read_text(encoding="utf-8", errors="replace").splitlines())
 
 
-def thread_cpu(pids: Iterable[int]) -> dict[tuple[int, int], tuple[str, float]]:
-    """(pid, thread id) -> (thread name, CPU seconds so far), from /proc/<pid>/task/*/stat."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out: dict[tuple[int, int], tuple[str, float]] = {}
+def _threads(pids: Iterable[int]) -> Iterator[tuple[tuple[int, int], Path, str]]:
+    """Each thread of `pids` as ((pid, thread id), its /proc directory, its `stat` line);
+    threads and processes that end meanwhile are skipped."""
     for pid in pids:
         try:
             tids = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()]
         except OSError:
             continue
         for tid in tids:
+            where = Path(f"/proc/{pid}/task/{tid}")
             try:
-                text = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+                yield (pid, tid), where, (where / "stat").read_text()
             except OSError:
                 continue
-            name = text[text.find("(") + 1 : text.rfind(")")]
-            rest = text[text.rfind(")") + 2 :].split()
-            out[(pid, tid)] = (name, (int(rest[11]) + int(rest[12])) / tick)
+
+
+def _stat_fields(stat: str) -> list[str]:
+    """The fields of a `stat` line after the command name (which may hold spaces): index 11
+    is utime, 12 stime, in clock ticks."""
+    return stat[stat.rfind(")") + 2 :].split()
+
+
+def thread_cpu(pids: Iterable[int]) -> dict[tuple[int, int], tuple[str, float]]:
+    """(pid, thread id) -> (thread name, CPU seconds so far), from /proc/<pid>/task/*/stat."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[tuple[int, int], tuple[str, float]] = {}
+    for key, _where, stat in _threads(pids):
+        name = stat[stat.find("(") + 1 : stat.rfind(")")]
+        fields = _stat_fields(stat)
+        out[key] = (name, (int(fields[11]) + int(fields[12])) / tick)
     return out
 
 
@@ -546,24 +559,17 @@ def kernel_counters(pids: Iterable[int]) -> dict[tuple[int, int], tuple[float, i
     """(pid, thread id) -> (system CPU seconds, context switches so far), from /proc."""
     tick = os.sysconf("SC_CLK_TCK")
     out: dict[tuple[int, int], tuple[float, int]] = {}
-    for pid in pids:
+    for key, where, stat in _threads(pids):
         try:
-            tids = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()]
+            status = (where / "status").read_text()
         except OSError:
             continue
-        for tid in tids:
-            try:
-                stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-                status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
-            except OSError:
-                continue
-            system = int(stat[stat.rfind(")") + 2 :].split()[12]) / tick
-            switches = sum(
-                int(line.split()[1])
-                for line in status.splitlines()
-                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"))
-            )
-            out[(pid, tid)] = (system, switches)
+        switches = sum(
+            int(line.split()[1])
+            for line in status.splitlines()
+            if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"))
+        )
+        out[key] = (int(_stat_fields(stat)[12]) / tick, switches)
     return out
 
 

@@ -68,13 +68,18 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
         state = MemoryState()
         yield Harness("memory", memory_stores(state), memory=state)
         return
-    url: str = request.getfixturevalue("database_url_" + request.param)
+    yield from sql_harness(request, request.param)
+
+
+def sql_harness(request: pytest.FixtureRequest, kind: str) -> Iterator[Harness]:
+    """The SQL adapters' harness on a migrated scratch database of `kind`."""
+    url: str = request.getfixturevalue("database_url_" + kind)
     engine = make_engine(url)
     migrate.upgrade(engine)
     db = Database(engine, names=MEMORY_NAMES)
     stores = sql_stores(db)
     try:
-        yield Harness(request.param, stores, database=db)
+        yield Harness(kind, stores, database=db)
     finally:
         stores.audit.close()
         engine.dispose()

@@ -9,11 +9,9 @@ import pytest
 from sqlalchemy import Connection, select
 from sqlalchemy import exc as sa_exc
 
-from tests.contract.conftest import NOW, Harness, S, event, value
+from tests.contract.conftest import NOW, Harness, S, event, sql_harness, value
 from vault.domain.types import CallerName, Category, IdempotencyRecord, SubjectId, Token
-from vault.storage import migrate
-from vault.storage.memory import MEMORY_NAMES
-from vault.storage.sql import Database, make_engine, rows, sql_stores
+from vault.storage.sql import Database, rows
 from vault.storage.sql.prepared import Prepared, PreparedIn, prepared
 from vault.storage.tables import audit_events, audit_head, idempotency_keys, token_values
 
@@ -21,16 +19,7 @@ from vault.storage.tables import audit_events, audit_head, idempotency_keys, tok
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def sql(request: pytest.FixtureRequest) -> Iterator[Harness]:
     """The SQL adapters only (the memory adapter runs no statement)."""
-    url: str = request.getfixturevalue("database_url_" + request.param)
-    engine = make_engine(url)
-    migrate.upgrade(engine)
-    db = Database(engine, names=MEMORY_NAMES)
-    stores = sql_stores(db)
-    try:
-        yield Harness(request.param, stores, database=db)
-    finally:
-        stores.audit.close()
-        engine.dispose()
+    yield from sql_harness(request, request.param)
 
 
 def _db(h: Harness) -> Database:
