@@ -92,7 +92,9 @@ class Prepared:
             results.append(column.type.dialect_impl(dialect).result_processor(dialect, None))
         self._results = results if any(results) else None
         # Rows read by attribute, like SQLAlchemy's.
-        self.Row: Callable[..., Any] = namedtuple("Row", self._columns) if self._columns else tuple
+        self.Row: Callable[..., Any] = (
+            namedtuple("Row", self._columns, rename=True) if self._columns else tuple
+        )
 
     def __repr__(self) -> str:
         return f"Prepared({self.sql[:40]!r}...)"
