@@ -198,3 +198,63 @@ def test_an_interrupted_commit_fails_its_requests_and_frees_the_next(
         audit.append([event("tok_a")])
     audit.append([event("tok_b")])
     assert audit.head().size == 1
+
+
+def test_sqlite_writers_of_a_process_queue_at_the_gate(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite each write transaction holds the process's write gate: no two bodies run at
+    once, a nested write of the same thread passes, and a writer that cannot get the gate in
+    time gets StorageUnavailable (retryable) instead of waiting for ever. On PostgreSQL the
+    gate is not there."""
+    from vault.storage.sql import database as database_module
+
+    db = Database(engine)
+    if db.dialect != "sqlite":
+        with db.writing():  # nothing to hold
+            pass
+        return
+    inside = 0
+    most = 0
+    lock = threading.Lock()
+
+    def body(_conn: object) -> None:
+        nonlocal inside, most
+        with lock:
+            inside += 1
+            most = max(most, inside)
+        time.sleep(0.001)
+        with lock:
+            inside -= 1
+
+    def writer() -> None:
+        for _ in range(10):
+            db.write(body)
+
+    threads = [threading.Thread(target=writer) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert most == 1
+    with db.writing(), db.writing():  # reentrant in one thread
+        pass
+
+    monkeypatch.setattr(database_module, "_GATE_TIMEOUT", 0.05)
+    held = threading.Event()
+    release = threading.Event()
+
+    def holder() -> None:
+        with db.writing():
+            held.set()
+            release.wait(5)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    held.wait(5)
+    try:
+        with pytest.raises(StorageUnavailable, match="busy"):
+            db.write(body)
+    finally:
+        release.set()
+        t.join(5)

@@ -84,8 +84,9 @@ class SqlQuotaStore:
             "limit": limit,
         }
         args: Any = tuple(params[p] for p in self._order) if self._order else params
-        # Autocommit: the one statement is the transaction (one round trip on PostgreSQL).
-        with self._db.read() as conn:
+        # Autocommit: the one statement is the transaction (one round trip on PostgreSQL). On
+        # SQLite it is a write: it queues with this process's other writers.
+        with self._db.writing(), self._db.read() as conn:
             driver: Any = conn.connection.driver_connection
             try:
                 cursor = driver.cursor()
