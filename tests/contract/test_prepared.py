@@ -109,7 +109,6 @@ def test_a_failed_append_leaves_nothing(sql: Harness) -> None:
 
 def test_driver_errors_are_sqlalchemys_with_parameters_hidden(sql: Harness) -> None:
     db = _db(sql)
-    insert_values = prepared(db.engine.dialect, rows.INSERT_VALUES, rows.VALUE_COLUMNS)
     row = {
         "token": "t-1",
         "subject_id": "no-such-subject",
@@ -118,6 +117,7 @@ def test_driver_errors_are_sqlalchemys_with_parameters_hidden(sql: Harness) -> N
         "ciphertext": b"secret-ciphertext",
         "created_at": NOW,
     }
+    insert_values = prepared(db.engine.dialect, rows.INSERT_VALUES, tuple(row))
     with pytest.raises(sa_exc.IntegrityError) as raised:
         db.write(lambda conn: insert_values.run_many(conn, [row]))
     # Hidden as SQLAlchemy hides them (PostgreSQL's own DETAIL may still name a key, as it does

@@ -129,7 +129,6 @@ COUNT_ENCRYPTIONS = (
     .values(encryptions=data_keys.c.encryptions + bindparam("n"))
 )
 INSERT_VALUES = insert(token_values)
-VALUE_COLUMNS = ("token", "subject_id", "category", "token_format", "ciphertext", "created_at")
 _INSERT_AUDIT = insert(audit_events)
 # The audit head's row, locked for the append (appends are serialized on it), and its move: built
 # once like the rest of the hot path (issue 14's profile: rebuilding these two on every call was
@@ -146,27 +145,6 @@ _MOVE_AUDIT_HEAD = (
         root=bindparam("new_root", type_=audit_head.c.root.type),
         updated_at=bindparam("new_updated_at", type_=audit_head.c.updated_at.type),
     )
-)
-
-
-_AUDIT_COLUMNS = (
-    "occurred_at",
-    "caller",
-    "action",
-    "outcome",
-    "rule",
-    "token",
-    "subject_id",
-    "category",
-    "purpose",
-    "view",
-    "justification",
-    "request_id",
-    "detail",
-    "legal_basis",
-    "seq",
-    "leaf_hash",
-    "policy_version",
 )
 
 
@@ -302,7 +280,8 @@ def insert_audit(conn: Connection, events: Sequence[AuditEvent]) -> None:
                 "policy_version": decided_by,
             }
         )
-    prepared(conn.dialect, _INSERT_AUDIT, _AUDIT_COLUMNS).run_many(conn, new_rows)
+    # The INSERT names the columns the rows carry (the keys of the first: all are alike).
+    prepared(conn.dialect, _INSERT_AUDIT, tuple(new_rows[0])).run_many(conn, new_rows)
     prepared(conn.dialect, _MOVE_AUDIT_HEAD).run(
         conn,
         {

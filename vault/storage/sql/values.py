@@ -70,11 +70,11 @@ class SqlValueStore:
     def lookup(self, tokens: Collection[Token], purpose: Purpose | None = None) -> Lookup:
         wanted = list(tokens)
         params = {"tokens": wanted, "purpose": purpose or ""}
-        prepared = self._lookup.get(len(wanted))
+        statement = self._lookup.get(len(wanted))
         with self._db.read() as conn:
             found = (
-                prepared.all(conn, params)
-                if prepared is not None
+                statement.all(conn, params)
+                if statement is not None
                 else conn.execute(rows.LOOKUP, params).all()
             )
         out = Lookup({}, {}, {}, {})
@@ -154,9 +154,10 @@ class SqlValueStore:
             else:
                 count_under_lock(self._db, conn, subject, len(values), encryption_limit)
             try:
-                prepared(conn.dialect, rows.INSERT_VALUES, rows.VALUE_COLUMNS).run_many(
-                    conn, new_rows
-                )
+                if new_rows:  # the INSERT names the columns the rows carry
+                    prepared(conn.dialect, rows.INSERT_VALUES, tuple(new_rows[0])).run_many(
+                        conn, new_rows
+                    )
             except sa_exc.IntegrityError:
                 raise Answer(WriteOutcome.TOKEN_COLLISION) from None  # a token drawn twice
             rows.insert_audit(conn, audit)
