@@ -28,7 +28,9 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 @pytest.fixture
 def audit(engine: Engine) -> Iterator[SqlAuditLog]:
-    log = SqlAuditLog(Database(engine))
+    db = Database(engine)
+    db.use_group_commit()
+    log = SqlAuditLog(db)
     yield log
     log.close()
 
@@ -71,7 +73,7 @@ def test_audit_rows_hold_no_subject_id(engine: Engine, audit: SqlAuditLog) -> No
 def test_a_failed_audit_commit_fails_its_requests(
     audit: SqlAuditLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def down(_events: object) -> None:
+    def down(_jobs: object) -> None:
         raise StorageUnavailable("the database is unavailable; retry later")
 
     assert audit.group is not None
@@ -93,14 +95,15 @@ def test_a_bad_audit_event_fails_only_its_own_request(
     held = threading.Event()
     seen: list[list[str | None]] = []
 
-    def picky(events: object) -> None:
-        assert isinstance(events, list)
+    def picky(jobs: object) -> None:
+        assert isinstance(jobs, list)
+        events = [e for j in jobs for e in j.events]
         seen.append([e.token for e in events])
         if len(seen) == 1:
             held.wait(timeout=10)
         if any(e.token == "tok_bad" for e in events):
             raise ValueError("a column refused a value")
-        real(events)
+        real(jobs)
 
     monkeypatch.setattr(group, "_commit", picky)
     outcomes: dict[str, BaseException | None] = {}
@@ -148,10 +151,10 @@ def test_many_concurrent_requests_all_land_in_fewer_commits(
     real = group._commit
     commits: list[int] = []
 
-    def counting(events: object) -> None:
-        assert isinstance(events, list)
-        commits.append(len(events))
-        real(events)
+    def counting(jobs: object) -> None:
+        assert isinstance(jobs, list)
+        commits.append(sum(len(j.events) for j in jobs))
+        real(jobs)
 
     monkeypatch.setattr(group, "_commit", counting)
     threads = [
@@ -187,11 +190,11 @@ def test_an_interrupted_commit_fails_its_requests_and_frees_the_next(
     real = group._commit
     calls: list[int] = []
 
-    def cut(events: object) -> None:
+    def cut(jobs: object) -> None:
         calls.append(1)
         if len(calls) == 1:
             raise KeyboardInterrupt
-        real(events)  # type: ignore[arg-type]
+        real(jobs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(group, "_commit", cut)
     with pytest.raises(KeyboardInterrupt):
@@ -258,3 +261,53 @@ def test_sqlite_writers_of_a_process_queue_at_the_gate(
     finally:
         release.set()
         t.join(5)
+
+
+_HOLD_THE_FILE_LOCK = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+except BlockingIOError:
+    print("taken")
+else:
+    print("free")
+"""
+
+
+def test_the_sqlite_write_gate_orders_the_processes_sharing_the_file_too(
+    engine: Engine,
+) -> None:
+    """Issue 14: the writers of two processes met at SQLite's busy handler, which sleeps up to
+    100 ms a retry; a `flock` beside the database file wakes the next one at once. The lock is
+    held for the outermost write only, and by no reader."""
+    import subprocess
+    import sys
+
+    db = Database(engine)
+    if db.dialect != "sqlite":
+        return
+    lock_file = f"{engine.url.database}.write-lock"
+
+    def other_process_sees() -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", _HOLD_THE_FILE_LOCK, lock_file],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        return done.stdout.strip()
+
+    def body(_conn: object) -> str:
+        return other_process_sees()
+
+    assert db.write(body) == "taken"
+    with db.writing():
+        with db.writing():
+            pass
+        assert other_process_sees() == "taken"  # still the outer write's
+    assert other_process_sees() == "free"
+    with db.read() as conn:
+        conn.execute(select(audit_events.c.id)).all()
+        assert other_process_sees() == "free"

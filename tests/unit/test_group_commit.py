@@ -14,7 +14,7 @@ import pytest
 
 from vault.domain.types import Action, AuditEvent, CallerName, Outcome, Token
 from vault.errors import StorageUnavailable
-from vault.storage.group_commit import GroupCommit
+from vault.storage.group_commit import GroupCommit, Job
 
 NOW = datetime(2026, 11, 29, tzinfo=UTC)
 
@@ -40,7 +40,8 @@ class FakeLog:
         self._lock = threading.Lock()
         self._rng = random.Random(7)
 
-    def commit(self, events: Sequence[AuditEvent]) -> None:
+    def commit(self, jobs: Sequence[Job]) -> None:
+        events = [e for j in jobs for e in j.events]
         time.sleep(self._rng.uniform(0, 0.002))
         if any(e.token and e.token.startswith("bad") for e in events):
             raise ValueError("a column refused a value")
@@ -83,7 +84,7 @@ def test_many_threads_every_event_once_and_bad_ones_alone() -> None:
 
 def test_a_lone_request_commits_itself_without_another_thread() -> None:
     seen: list[str] = []
-    group = GroupCommit(lambda events: seen.append(threading.current_thread().name))
+    group = GroupCommit(lambda jobs: seen.append(threading.current_thread().name))
     group.append([ev("a")])
     assert seen == [threading.current_thread().name]
 
@@ -91,8 +92,8 @@ def test_a_lone_request_commits_itself_without_another_thread() -> None:
 def test_unavailable_fails_the_whole_batch_and_the_next_request_proceeds() -> None:
     calls: list[int] = []
 
-    def flaky(events: Sequence[AuditEvent]) -> None:
-        calls.append(len(events))
+    def flaky(jobs: Sequence[Job]) -> None:
+        calls.append(len(jobs))
         if len(calls) == 1:
             raise StorageUnavailable("the database is unavailable; retry later")
 
@@ -101,3 +102,83 @@ def test_unavailable_fails_the_whole_batch_and_the_next_request_proceeds() -> No
         group.append([ev("a")])
     group.append([ev("b")])
     assert calls == [1, 1]
+
+
+class FakeDatabase:
+    """Runs each job's write as `Database.commit_jobs` does: in the jobs' order, a job whose
+    write raises keeps its error alone; the batch itself fails when asked to."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.fail_next = False
+
+    def commit(self, jobs: Sequence[Job]) -> None:
+        ordered = sorted(jobs, key=lambda j: j.order)
+        self.batches.append([j.order for j in ordered])
+        if self.fail_next:
+            self.fail_next = False
+            raise ValueError("an event a column refused")
+        for job in ordered:
+            if job.write is None:
+                continue
+            try:
+                job.result = job.write(None)
+            except Exception as exc:  # the job's own, as in a savepoint
+                job.error = exc
+
+
+def test_a_write_job_returns_its_result_and_a_failing_one_fails_alone() -> None:
+    db = FakeDatabase()
+    group = GroupCommit(db.commit)
+    assert group.run(Job((), lambda _conn: "tokens", "s1")) == "tokens"
+
+    def refused(_conn: object) -> object:
+        raise LookupError("this request's own")
+
+    with pytest.raises(LookupError):
+        group.run(Job((), refused, "s2"))
+    assert group.run(Job([ev("a")], lambda _conn: 7, "s3")) == 7
+
+
+def test_concurrent_write_jobs_share_batches_in_subject_order_and_fail_alone() -> None:
+    db = FakeDatabase()
+    group = GroupCommit(db.commit)
+    results: dict[int, object] = {}
+    lock = threading.Lock()
+
+    def write(n: int) -> object:
+        if n % 7 == 3:
+            raise LookupError(n)
+        return n * 10
+
+    def client(n: int) -> None:
+        try:
+            got = group.run(Job([ev(f"t{n}")], lambda _conn: write(n), f"s{n % 5}"))
+        except LookupError as exc:
+            got = exc
+        with lock:
+            results[n] = got
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(60)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(results) == 60
+    for n, got in results.items():
+        if n % 7 == 3:
+            assert isinstance(got, LookupError)
+        else:
+            assert got == n * 10
+    for batch in db.batches:
+        assert batch == sorted(batch)  # one lock order in every batch
+
+
+def test_a_batch_that_fails_is_committed_again_job_by_job_with_fresh_results() -> None:
+    db = FakeDatabase()
+    group = GroupCommit(db.commit)
+    db.fail_next = True
+    # A lone job: the batch's failure is its own.
+    with pytest.raises(ValueError, match="refused"):
+        group.run(Job((), lambda _conn: 1, "s1"))
+    assert group.run(Job((), lambda _conn: 2, "s1")) == 2

@@ -1,17 +1,24 @@
-"""Group commit of audit events: the events of every waiting request are committed in one
-transaction, so a burst of requests pays for one fsync and one turn of the log's head lock, not
-one each.
+"""Group commit: the writes and audit events of every waiting request are committed in one
+transaction, so a burst of requests pays for one fsync and one turn of the audit log's head
+lock, not one each.
 
-Leader and followers, no writer thread: a request whose events are queued while no commit is
-under way commits the queue itself (it leads); requests that arrive meanwhile queue and wait,
-and when the commit ends the next one still waiting leads the next commit, which takes them
-all. No artificial delay. A lone request commits on its own thread without waking any other:
-issue 14's budget counted the hand-offs to and from a writer thread among the context switches
-that cost a single call as much as its own work.
+A request brings a `Job`: audit events to append (a detokenize, a refusal), and/or writes to run
+in the shared transaction (a tokenize's value rows, its subject's counter, its request id). The
+committer (`Database.commit_jobs`) runs each job's writes in a savepoint of its own, in the
+jobs' `order` (the lock order every batch shares, so two batches never wait for each other in a
+circle), then appends every job's audit events to the log at once, then commits.
 
-A commit that fails for a reason other than an unavailable database (an event a column refuses,
-say) is retried request by request, so only the request that brought the bad event fails: one
-caller's bad request never fails another's.
+Leader and followers, no writer thread: a request whose job is queued while no commit is under
+way commits the queue itself (it leads); requests that arrive meanwhile queue and wait, and when
+the commit ends the next one still waiting leads the next commit, which takes them all. No
+artificial delay. A lone request commits on its own thread without waking any other: issue 14's
+budget counted the hand-offs to and from a writer thread among the context switches that cost a
+single call as much as its own work.
+
+One caller's bad request never fails another's: a job whose writes fail is rolled back to its
+savepoint and fails alone (the others commit); a commit that fails for a reason other than an
+unavailable database (an event a column refuses, say) is retried job by job, so only the request
+that brought the bad event fails.
 """
 
 from __future__ import annotations
@@ -20,24 +27,39 @@ import contextvars
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from vault.domain.types import AuditEvent
 from vault.errors import StorageUnavailable
 
-__all__ = ["GroupCommit"]
-
-
-Commit = Callable[[Sequence[AuditEvent]], None]
+__all__ = ["GroupCommit", "Job"]
 
 
 @dataclass(eq=False, slots=True)
-class _Request:
-    events: Sequence[AuditEvent] = field(repr=False)
-    done: bool = False
+class Job:
+    """One request's share of a group commit."""
+
+    events: Sequence[AuditEvent] = field(default=(), repr=False)
+    # Run in the batch's transaction with its connection; what it returns is the request's.
+    write: Callable[[Any], object] | None = field(default=None, repr=False)
+    # Jobs run in this order within a batch (a subject id: the order its lock is taken in).
+    order: str = field(default="", repr=False)
+    result: object = field(default=None, repr=False)
     error: BaseException | None = None
-    # Set when this request's events are committed (or failed), or when it is to lead the
-    # next commit: each waiting request is woken for itself alone, never all at once.
+    done: bool = False
+    # Set when this job is committed (or failed), or when its request is to lead the next
+    # commit: each waiting request is woken for itself alone, never all at once.
     wake: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def size(self) -> int:
+        return len(self.events) + (0 if self.write is None else 1)
+
+
+# Commits a batch in one transaction. Sets `result` of each job, or `error` of a job that failed
+# alone; raises for the whole batch: StorageUnavailable fails every job, anything else has the
+# jobs committed again one by one.
+Commit = Callable[[Sequence[Job]], None]
 
 
 class GroupCommit:
@@ -46,7 +68,7 @@ class GroupCommit:
     def __init__(self, commit: Commit) -> None:
         self._commit = commit
         self._lock = threading.Lock()
-        self._queue: list[_Request] = []
+        self._queue: list[Job] = []
         self._leading = False  # a commit is under way
         self._stopping = False
 
@@ -56,7 +78,10 @@ class GroupCommit:
     def append(self, events: Sequence[AuditEvent]) -> None:
         """Durable when it returns; raises StorageUnavailable if it could not be made so (or
         the error that made this request's own events fail)."""
-        mine = _Request(events)
+        self.run(Job(events))
+
+    def run(self, mine: Job) -> object:
+        """Commit `mine` (with whatever else is waiting); its write's result, or its error."""
         with self._lock:
             if self._stopping:
                 raise StorageUnavailable("the server is shutting down; retry")
@@ -74,7 +99,7 @@ class GroupCommit:
             if mine.done:
                 if mine.error is not None:
                     raise mine.error
-                return
+                return mine.result
             with self._lock:
                 if self._leading or mine.done:  # another request led meanwhile: look again
                     continue
@@ -97,31 +122,34 @@ class GroupCommit:
                 if successor is not None:  # the oldest still waiting leads the next commit
                     successor.wake.set()
 
-    def _take(self) -> list[_Request]:
-        """The queue's head, up to MAX_EVENTS events (at least one request). Under the lock."""
-        batch: list[_Request] = []
+    def _take(self) -> list[Job]:
+        """The queue's head, up to MAX_EVENTS events (at least one job). Under the lock."""
+        batch: list[Job] = []
         size = 0
-        while self._queue and (not batch or size + len(self._queue[0].events) <= self.MAX_EVENTS):
+        while self._queue and (not batch or size + self._queue[0].size <= self.MAX_EVENTS):
             item = self._queue.pop(0)
             batch.append(item)
-            size += len(item.events)
+            size += item.size
         return batch
 
     def stop(self) -> None:
-        """Refuse new appends; those already queued are committed by their own requests."""
+        """Refuse new jobs; those already queued are committed by their own requests."""
         with self._lock:
             self._stopping = True
 
-    def _commit_batch(self, batch: list[_Request]) -> None:
+    def _commit_batch(self, batch: list[Job]) -> None:
+        for job in batch:
+            job.result, job.error = None, None
         try:
-            self._commit([e for r in batch for e in r.events])
+            self._commit(batch)
         except StorageUnavailable as exc:
             self._finish(batch, exc)
             return
-        except Exception as exc:  # noqa: BLE001  (isolated below, request by request)
+        except Exception as exc:  # noqa: BLE001  (isolated below, job by job)
             if len(batch) == 1:
-                # Not the database's fault: this request's events. It fails alone, as an
-                # internal error (the transport logs it with an id; its text is never sent).
+                # Not the database's fault: this request's. It fails alone, as an internal
+                # error (the transport logs it with an id; its text is never sent) or as what
+                # its write raised.
                 self._finish(batch, exc)
                 return
             for item in batch:
@@ -129,8 +157,9 @@ class GroupCommit:
             return
         self._finish(batch, None)
 
-    def _finish(self, batch: list[_Request], error: BaseException | None) -> None:
+    def _finish(self, batch: list[Job], error: BaseException | None) -> None:
         with self._lock:
             for r in batch:
                 r.done = True
-                r.error = error
+                if error is not None:
+                    r.result, r.error = None, error

@@ -37,11 +37,15 @@ __all__ = [
 
 
 def sql_stores(db: Database, group_commit: bool = True) -> Stores:
+    """The stores of a serving process (`group_commit`: concurrent requests' writes and audit
+    events share transactions), or of a one-shot command (without)."""
+    if group_commit:
+        db.use_group_commit()
     return Stores(
         values=SqlValueStore(db),
         subjects=SqlSubjectStore(db),
         idempotency=SqlIdempotencyStore(db),
-        audit=SqlAuditLog(db, group_commit),
+        audit=SqlAuditLog(db),
         credentials=SqlCredentialStore(db),
         keys=SqlKeyInventory(db),
         documents=SqlDocumentStore(db),

@@ -1,11 +1,10 @@
 """`AuditLog` over SQL: the Merkle log's appends (`rows.insert_audit`, also called inside other
-stores' transactions), reads for exports, verification and proofs, and checkpoints. It owns the
-group commit: the events of all waiting requests are committed together, by the first of them
-(`vault.storage.group_commit`)."""
+stores' transactions), reads for exports, verification and proofs, and checkpoints. Appends go
+through the database's group commit where it has one: the events and writes of all waiting
+requests are committed together, by the first of them (`vault.storage.group_commit`)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Collection, Sequence
 
 from sqlalchemy import Connection, or_, select, update
@@ -26,16 +25,15 @@ _SEAL_BATCH = 1000
 
 
 class SqlAuditLog:
-    def __init__(self, db: Database, group_commit: bool = True) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
-        self._group = GroupCommit(self._commit) if group_commit else None
 
     def __repr__(self) -> str:
         return f"SqlAuditLog({self._db.dialect})"
 
     @property
     def group(self) -> GroupCommit | None:
-        return self._group
+        return self._db.group
 
     def append(self, events: Sequence[AuditEvent]) -> None:
         """Durable when it returns. Concurrent calls share one commit (group commit): the
@@ -44,16 +42,7 @@ class SqlAuditLog:
         if not events:
             return
         with self._db.telemetry.span("audit.commit"):
-            if self._group is not None:
-                self._group.append(events)
-                return
-            self._commit(events)
-
-    def _commit(self, events: Sequence[AuditEvent]) -> None:
-        started = time.perf_counter()
-        self._db.write(lambda conn: rows.insert_audit(conn, events))
-        # One batch of the group commit, however many requests it serves.
-        self._db.telemetry.audit_commit(time.perf_counter() - started, len(events))
+            self._db.append_audit(events)
 
     def of_subject(self, names: Collection[str], items: Collection[str]) -> list[AuditEvent]:
         clauses = []
@@ -68,8 +57,8 @@ class SqlAuditLog:
             return [rows.audit_event(r) for r in conn.execute(stmt)]
 
     def close(self) -> None:
-        if self._group is not None:
-            self._group.stop()
+        if self._db.group is not None:
+            self._db.group.stop()
 
     # -- the Merkle log -------------------------------------------------------------------------
 
