@@ -175,3 +175,51 @@ def test_without_a_group_the_write_appends_its_events_in_its_own_transaction(
     assert alone.write(note("x", lambda: 5), events=[event("tok_x")], order="s1") == 5
     assert keys(engine) == {"x"}
     assert audited(engine) == {"tok_x"}
+
+
+def test_a_job_held_by_a_lock_outside_the_batch_does_not_hold_up_the_others(
+    engine: Engine, db: Database
+) -> None:
+    """PostgreSQL: a job whose row is locked by another transaction (a twin request elsewhere,
+    a shred) waits 50 ms inside the batch at most, then is set aside and committed alone by its
+    own request: the next requests' writes commit meanwhile. (SQLite has no row locks: a
+    batch waits for the database's write lock as a whole.)"""
+    if db.dialect != "postgresql":
+        return
+    import psycopg
+
+    url = engine.url
+    conninfo = f"host={url.host} port={url.port or 5432} dbname={url.database} user={url.username}"
+    outcome: list[object] = []
+    with psycopg.connect(conninfo) as blocker:
+        blocker.execute(
+            "INSERT INTO idempotency_keys (caller, request_id, subject_id, fingerprint, response,"
+            " created_at) VALUES ('kyc', 'r-held', 'blocker', %s, '[]', now())",
+            (b"\0",),
+        )
+
+        def held() -> None:
+            try:
+                outcome.append(db.write(remember("r-held"), events=[event("tok_h")], order="s1"))
+            except Exception as exc:  # asserted below
+                outcome.append(exc)
+
+        thread = threading.Thread(target=held, daemon=True)
+        thread.start()
+        with psycopg.connect(conninfo, autocommit=True) as watch:
+            for _ in range(200):
+                row = watch.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                    (blocker.info.backend_pid,),
+                ).fetchone()
+                if row and row[0]:
+                    break
+                threading.Event().wait(0.05)
+        # While the held job waits for the blocker, others commit.
+        assert db.write(note("after"), events=[event("tok_after")], order="s2") is None
+        assert keys(engine) == {"after"}
+        assert thread.is_alive()
+        blocker.rollback()
+    thread.join(30)
+    assert outcome == ["r-held"]
+    assert audited(engine) == {"tok_after", "tok_h"}

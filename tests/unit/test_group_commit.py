@@ -14,7 +14,7 @@ import pytest
 
 from vault.domain.types import Action, AuditEvent, CallerName, Outcome, Token
 from vault.errors import StorageUnavailable
-from vault.storage.group_commit import GroupCommit, Job
+from vault.storage.group_commit import GroupCommit, Job, RunAlone
 
 NOW = datetime(2026, 11, 29, tzinfo=UTC)
 
@@ -182,3 +182,22 @@ def test_a_batch_that_fails_is_committed_again_job_by_job_with_fresh_results() -
     with pytest.raises(ValueError, match="refused"):
         group.run(Job((), lambda _conn: 1, "s1"))
     assert group.run(Job((), lambda _conn: 2, "s1")) == 2
+
+
+def test_a_job_set_aside_is_committed_again_alone_by_its_own_request() -> None:
+    """`RunAlone`: a job that met a lock held outside its batch is committed again by its own
+    request, outside the queue (`alone`), where it may wait as long as the lock is held."""
+    calls: list[tuple[str, bool]] = []
+
+    def commit(jobs: Sequence[Job]) -> None:
+        for job in jobs:
+            calls.append((job.order, job.alone))
+            if job.order == "held" and not job.alone:
+                job.error = RunAlone()
+            else:
+                job.result = job.order
+
+    group = GroupCommit(commit)
+    assert group.run(Job((), lambda _conn: None, "held")) == "held"
+    assert group.run(Job((), lambda _conn: None, "next")) == "next"
+    assert calls == [("held", False), ("held", True), ("next", False)]

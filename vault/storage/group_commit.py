@@ -32,7 +32,14 @@ from typing import Any
 from vault.domain.types import AuditEvent
 from vault.errors import StorageUnavailable
 
-__all__ = ["GroupCommit", "Job"]
+__all__ = ["GroupCommit", "Job", "RunAlone"]
+
+
+class RunAlone(Exception):
+    """Set as a job's error by the committer when its writes met a lock held outside the batch
+    (another process's transaction, a shred): it was rolled back to its savepoint, the batch
+    went on without it, and its own request commits it in a transaction of its own, waiting for
+    that lock without holding up anyone else's."""
 
 
 @dataclass(eq=False, slots=True)
@@ -46,6 +53,8 @@ class Job:
     order: str = field(default="", repr=False)
     result: object = field(default=None, repr=False)
     error: BaseException | None = None
+    # Committed by its own request, outside the queue: it may wait for any lock (`RunAlone`).
+    alone: bool = False
     done: bool = False
     # Set when this job is committed (or failed), or when its request is to lead the next
     # commit: each waiting request is woken for itself alone, never all at once.
@@ -97,6 +106,10 @@ class GroupCommit:
                 mine.wake.wait()
                 continue
             if mine.done:
+                if isinstance(mine.error, RunAlone):
+                    # On this request's own thread, not as a leader: the queue moves on.
+                    mine.done, mine.alone = False, True
+                    self._commit_batch([mine])
                 if mine.error is not None:
                     raise mine.error
                 return mine.result

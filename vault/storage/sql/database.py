@@ -45,7 +45,7 @@ from vault.domain.ports import NO_TELEMETRY, Telemetry
 from vault.domain.stores import WriteOutcome
 from vault.domain.types import AuditEvent, SubjectId
 from vault.errors import ConfigurationError, StorageUnavailable
-from vault.storage.group_commit import GroupCommit, Job
+from vault.storage.group_commit import GroupCommit, Job, RunAlone
 from vault.storage.sql import rows
 from vault.storage.sql.prepared import prepared
 from vault.storage.tables import subjects
@@ -86,6 +86,13 @@ _RELEASE = text("RELEASE SAVEPOINT pdvault_job")
 _ROLLBACK_TO = text("ROLLBACK TO SAVEPOINT pdvault_job")
 # Errors of the batch, not of a job: the transaction is retried whole, or every job fails.
 _BATCH_ERRORS = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
+# PostgreSQL: how long a job of a batch waits for a row lock held outside the batch before it
+# is set aside to run alone (`RunAlone`). Longer than another process's batch holds its locks
+# (a few ms), short enough that a held lock (a shred, a twin request's transaction) never
+# holds up a whole process's writes. The audit head is waited for as long as it takes.
+_JOB_LOCK_WAIT = text("SET LOCAL lock_timeout = '50ms'")
+_ANY_LOCK_WAIT = text("SET LOCAL lock_timeout TO DEFAULT")
+_LOCK_NOT_AVAILABLE = "55P03"
 
 
 def make_engine(url: str, pool_size: int = 16) -> Engine:
@@ -268,9 +275,9 @@ class Database:
         and return an outcome. With an `order` (the subject whose lock `body` takes) it joins
         the group commit, where there is one: its transaction is shared with other requests'
         (each `body` in a savepoint of its own) and so are the commit and the audit head."""
-        if order is not None and self._group is not None:
-            return cast(T, self._group.run(Job(events, body, order)))
-        with self.telemetry.span("db.write"):
+        with self.telemetry.span("db.write"):  # in the call's trace: its wait and its commit
+            if order is not None and self._group is not None:
+                return cast(T, self._group.run(Job(events, body, order)))
             if not events:
                 return self._write(body)
 
@@ -296,27 +303,45 @@ class Database:
         ordered = sorted(jobs, key=attrgetter("order"))
         alone = len(ordered) == 1
         appended = 0
+        # A leader's batch waits for a lock held outside it only so long (PostgreSQL).
+        bounded = (
+            self.dialect == "postgresql"
+            and not (alone and ordered[0].alone)
+            and any(j.write is not None for j in ordered)
+        )
 
         def batch(conn: Connection) -> None:
             nonlocal appended
             events: list[AuditEvent] = []
+            if bounded:
+                prepared(conn.dialect, _JOB_LOCK_WAIT).run(conn, {})
             for job in ordered:
                 job.result, job.error = None, None
                 if job.write is not None:
                     if alone:  # nothing to keep apart: its error fails the transaction
-                        job.result = job.write(conn)
+                        job.result = self._lone(conn, job.write, bounded)
                     elif not self._in_savepoint(conn, job, job.write):
                         continue
                 events.extend(job.events)
+            if bounded:
+                prepared(conn.dialect, _ANY_LOCK_WAIT).run(conn, {})
             rows.insert_audit(conn, events)
             appended = len(events)
 
         started = time.perf_counter()
-        with self.telemetry.span("db.write"):
-            self._write(batch)
+        self._write(batch)  # (on the leader, in no call's trace: the batch serves many)
         if appended:
             # One batch of the group commit, however many requests it serves.
             self.telemetry.audit_commit(time.perf_counter() - started, appended)
+
+    @staticmethod
+    def _lone(conn: Connection, write: Callable[[Connection], object], bounded: bool) -> object:
+        try:
+            return write(conn)
+        except sa_exc.OperationalError as exc:
+            if bounded and sqlstate(exc) == _LOCK_NOT_AVAILABLE:
+                raise RunAlone from None  # rolled back: its request commits it, waiting
+            raise
 
     @staticmethod
     def _in_savepoint(conn: Connection, job: Job, write: Callable[[Connection], object]) -> bool:
@@ -325,15 +350,21 @@ class Database:
         prepared(conn.dialect, _SAVEPOINT).run(conn, {})
         try:
             job.result = write(conn)
+        except sa_exc.OperationalError as exc:
+            if sqlstate(exc) != _LOCK_NOT_AVAILABLE:
+                raise
+            error: BaseException = RunAlone()  # a lock held outside the batch: not in line here
         except _BATCH_ERRORS:
             raise
         except Exception as exc:  # noqa: BLE001  (this job's alone: Answer, a refused row)
-            prepared(conn.dialect, _ROLLBACK_TO).run(conn, {})
+            error = exc
+        else:
             prepared(conn.dialect, _RELEASE).run(conn, {})
-            job.error = exc
-            return False
+            return True
+        prepared(conn.dialect, _ROLLBACK_TO).run(conn, {})
         prepared(conn.dialect, _RELEASE).run(conn, {})
-        return True
+        job.result, job.error = None, error
+        return False
 
     @contextmanager
     def writing(self) -> Iterator[None]:
