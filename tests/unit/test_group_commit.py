@@ -201,3 +201,14 @@ def test_a_job_set_aside_is_committed_again_alone_by_its_own_request() -> None:
     assert group.run(Job((), lambda _conn: None, "held")) == "held"
     assert group.run(Job((), lambda _conn: None, "next")) == "next"
     assert calls == [("held", False), ("held", True), ("next", False)]
+
+
+def test_a_batch_takes_at_most_max_writes_jobs_with_writes() -> None:
+    """Each write is a savepoint: PostgreSQL's subtransaction cache holds 64 per transaction."""
+    group = GroupCommit(lambda jobs: None)
+    group._queue = [Job((), lambda _conn: None, f"s{i}") for i in range(GroupCommit.MAX_WRITES + 5)]
+    group._queue.insert(3, Job([ev("a")]))  # events alone take no savepoint
+    batch = group._take()
+    assert sum(j.write is not None for j in batch) == GroupCommit.MAX_WRITES
+    assert len(batch) == GroupCommit.MAX_WRITES + 1
+    assert len(group._queue) == 5

@@ -73,6 +73,10 @@ Commit = Callable[[Sequence[Job]], None]
 
 class GroupCommit:
     MAX_EVENTS = 5000
+    # Jobs with writes per batch, each a savepoint: PostgreSQL keeps a transaction's first 64
+    # subtransactions in shared memory, and past that every snapshot taken on the server reads
+    # them from pg_subtrans (the "subtransaction overflow" that slows every session).
+    MAX_WRITES = 48
 
     def __init__(self, commit: Commit) -> None:
         self._commit = commit
@@ -136,13 +140,18 @@ class GroupCommit:
                     successor.wake.set()
 
     def _take(self) -> list[Job]:
-        """The queue's head, up to MAX_EVENTS events (at least one job). Under the lock."""
+        """The queue's head, up to MAX_EVENTS events and MAX_WRITES writes (at least one job).
+        Under the lock."""
         batch: list[Job] = []
-        size = 0
-        while self._queue and (not batch or size + self._queue[0].size <= self.MAX_EVENTS):
-            item = self._queue.pop(0)
-            batch.append(item)
+        size = writes = 0
+        while self._queue:
+            item = self._queue[0]
+            writing = item.write is not None
+            if batch and (size + item.size > self.MAX_EVENTS or writes + writing > self.MAX_WRITES):
+                break
+            batch.append(self._queue.pop(0))
             size += item.size
+            writes += writing
         return batch
 
     def stop(self) -> None:
