@@ -91,11 +91,10 @@ PER: dict[str, str] = {
     "audit: head locked, read and moved (database)": "head move",
 }
 ONLY: dict[str, tuple[str, ...]] = {"quota: items counted in the database": ("detokenize_1",)}
-# Head moves of a request in its own transaction: a tokenize appends its entry in the
-# transaction that stores its values (rows.insert_audit in vault/storage/sql/values.py), one
-# head move each; a detokenize's entries go through the group commit (SqlAuditLog.append), whose
-# commits the metrics count.
-OWN_TX_HEAD_MOVES = {"tokenize_1": 1.0, "detokenize_1": 0.0}
+# Head moves of a request outside the group commit. None since 2662d49: a tokenize's writes
+# and entries go through the group commit too (Database.write with an order), and a
+# detokenize's entries (SqlAuditLog.append); the metrics count every batch's commit.
+OWN_TX_HEAD_MOVES = {"tokenize_1": 0.0, "detokenize_1": 0.0}
 
 
 @dataclass(frozen=True)

@@ -95,11 +95,12 @@ def test_the_group_commits_batches_are_read_from_the_metrics_endpoint() -> None:
     assert batches["head_moves_per_request"] == batches["group_commits_per_request"] == 0.5
 
 
-def test_a_tokenize_moves_the_head_in_its_own_transaction_too() -> None:
+def test_a_tokenize_moves_the_head_only_in_the_group_commit() -> None:
+    """Its values and entries are a job of the group commit: the metrics count its moves."""
     before = {"requests": 0.0, "commits": 0.0, "entries": 0.0}
-    after = {"requests": 10.0, "commits": 0.0, "entries": 0.0}
+    after = {"requests": 10.0, "commits": 4.0, "entries": 10.0}
     batches = audit_batches("tokenize_1", before, after)
-    assert batches["head_moves_per_request"] == 1.0  # rows.insert_audit with its values
+    assert batches["head_moves_per_request"] == 0.4
 
 
 def test_the_runner_turns_the_metrics_on_and_reads_them_around_closed_loops(

@@ -8,6 +8,8 @@ Concurrency, in one place:
   reports a deadlock or a serialization failure;
 - SQLite write transactions start with BEGIN IMMEDIATE: they take the database's single write
   lock before their first read, so a check inside them cannot be overtaken by another writer;
+  before that they queue at the `WriteGate` (a lock in the process, a `flock` between processes),
+  which wakes the next writer at once where SQLite's busy handler would sleep;
 - on PostgreSQL every write under a subject locks the subject's row first (FOR SHARE to add or
   change values, FOR UPDATE to shred): one lock order, so shred and tokenize never deadlock,
   and a shred waits for the writes already under way and is never undone by them;
