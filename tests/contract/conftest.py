@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import Engine, insert
 
 from vault.domain.stores import Stores
 from vault.domain.types import (
@@ -83,6 +83,15 @@ def sql_harness(request: pytest.FixtureRequest, kind: str) -> Iterator[Harness]:
     finally:
         stores.audit.close()
         engine.dispose()
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """An empty database at the head migration (SQLite file or PostgreSQL)."""
+    eng = make_engine(database_url)
+    migrate.upgrade(eng)
+    yield eng
+    eng.dispose()
 
 
 @pytest.fixture

@@ -49,14 +49,6 @@ class Heard:
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    eng = make_engine(database_url)
-    migrate.upgrade(eng)
-    yield eng
-    eng.dispose()
-
-
-@pytest.fixture
 def feed(engine: Engine, database_url: str) -> Iterator[tuple[NoticeFeed, Heard]]:
     adapter: NoticeFeed = (
         PolledNoticeFeed(engine, interval=0.05)

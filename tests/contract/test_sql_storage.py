@@ -19,14 +19,6 @@ from vault.storage.tables import audit_events, metadata
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    eng = make_engine(database_url)
-    migrate.upgrade(eng)
-    yield eng
-    eng.dispose()
-
-
-@pytest.fixture
 def audit(engine: Engine) -> Iterator[SqlAuditLog]:
     db = Database(engine)
     db.use_group_commit()

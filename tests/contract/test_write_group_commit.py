@@ -6,7 +6,7 @@ it is rolled back to the savepoint); an error of the database fails the batch wh
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -15,20 +15,11 @@ from sqlalchemy import exc as sa_exc
 
 from tests.contract.conftest import event
 from vault.errors import StorageUnavailable
-from vault.storage import migrate
 from vault.storage.group_commit import Job
-from vault.storage.sql import Database, SqlAuditLog, make_engine
+from vault.storage.sql import Database, SqlAuditLog
 from vault.storage.tables import audit_events, idempotency_keys, notices
 
 NOW = datetime(2026, 11, 29, tzinfo=UTC)
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    eng = make_engine(database_url)
-    migrate.upgrade(eng)
-    yield eng
-    eng.dispose()
 
 
 @pytest.fixture

@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import uuid
 from contextlib import closing
@@ -23,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from pdvault_client import Field, PdvaultError
-from tests.conftest import ROOT
 from tests.integration.attack_support import one_shot, spawn
+from tests.integration.test_audit_settings import pdv
 
 WRITERS = 6
 SUBJECTS = ("gc-a", "gc-b", "gc-c")
@@ -76,21 +74,6 @@ def writer(addr: str, key: str, n: int, book: Book, stop: threading.Event) -> No
             if book.count() >= ANSWERS_BEFORE_THE_KILL:
                 book.answered.set()
             i += 1
-
-
-def pdv(cwd: Path, data: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PDV_", "VAULT_"))}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "clients" / "python")])
-    env["PDV_DATA_DIR"] = str(data)
-    return subprocess.run(
-        [sys.executable, "-m", "pdvault_client.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 @pytest.mark.slow
@@ -149,5 +132,5 @@ def test_kill_9_mid_batch_leaves_every_request_whole_or_absent(tmp_path: Path) -
         }
     assert stored == audited  # rows and entries committed together, or not at all
     assert {t for s in book.sent for t in s.tokens or []} <= stored
-    checked = pdv(tmp_path, data, "audit", "verify")
+    checked = pdv(tmp_path, "audit", "verify", PDV_DATA_DIR=str(data))
     assert checked.returncode == 0, checked.stdout + checked.stderr
