@@ -131,6 +131,8 @@ def test_kill_9_mid_batch_leaves_every_request_whole_or_absent(tmp_path: Path) -
             )
         }
     assert stored == audited  # rows and entries committed together, or not at all
+    # The writers of both processes queued at this file's lock (README: PDV_DATA_DIR).
+    assert (data / "pdvault.db.write-lock").stat().st_size == 0
     assert {t for s in book.sent for t in s.tokens or []} <= stored
     checked = pdv(tmp_path, "audit", "verify", PDV_DATA_DIR=str(data))
     assert checked.returncode == 0, checked.stdout + checked.stderr
