@@ -303,12 +303,12 @@ class Database:
         then every remaining job's events, appended at once; then the commit. An error of the
         database itself fails (or retries) the whole batch."""
         ordered = sorted(jobs, key=attrgetter("order"))
-        alone = len(ordered) == 1
+        single = len(ordered) == 1
         appended = 0
         # A leader's batch waits for a lock held outside it only so long (PostgreSQL).
         bounded = (
             self.dialect == "postgresql"
-            and not (alone and ordered[0].alone)
+            and not (single and ordered[0].alone)
             and any(j.write is not None for j in ordered)
         )
 
@@ -320,9 +320,9 @@ class Database:
             for job in ordered:
                 job.result, job.error = None, None
                 if job.write is not None:
-                    if alone:  # nothing to keep apart: its error fails the transaction
-                        job.result = self._lone(conn, job.write, bounded)
-                    elif not self._in_savepoint(conn, job, job.write):
+                    if single:  # nothing to keep apart: its error fails the transaction
+                        job.result = self._run_write(conn, job.write, bounded)
+                    elif not self._in_savepoint(conn, job, job.write, bounded):
                         continue
                 events.extend(job.events)
             if bounded:
@@ -337,7 +337,10 @@ class Database:
             self.telemetry.audit_commit(time.perf_counter() - started, appended)
 
     @staticmethod
-    def _lone(conn: Connection, write: Callable[[Connection], object], bounded: bool) -> object:
+    def _run_write(
+        conn: Connection, write: Callable[[Connection], object], bounded: bool
+    ) -> object:
+        """A job's writes; `RunAlone` if a bounded wait for a row lock ran out."""
         try:
             return write(conn)
         except sa_exc.OperationalError as exc:
@@ -345,28 +348,25 @@ class Database:
                 raise RunAlone from None  # rolled back: its request commits it, waiting
             raise
 
-    @staticmethod
-    def _in_savepoint(conn: Connection, job: Job, write: Callable[[Connection], object]) -> bool:
-        """Run the job's writes in a savepoint; False (rolled back, its error kept) if they
-        raised. The database's own errors are the batch's: raised on."""
+    @classmethod
+    def _in_savepoint(
+        cls, conn: Connection, job: Job, write: Callable[[Connection], object], bounded: bool
+    ) -> bool:
+        """Run the job's writes in a savepoint; False (rolled back, its error kept: `RunAlone`
+        for a lock held outside the batch) if they raised. The database's own errors are the
+        batch's: raised on."""
         prepared(conn.dialect, _SAVEPOINT).run(conn, {})
         try:
-            job.result = write(conn)
-        except sa_exc.OperationalError as exc:
-            if sqlstate(exc) != _LOCK_NOT_AVAILABLE:
-                raise
-            error: BaseException = RunAlone()  # a lock held outside the batch: not in line here
+            job.result = cls._run_write(conn, write, bounded)
         except _BATCH_ERRORS:
             raise
         except Exception as exc:  # noqa: BLE001  (this job's alone: Answer, a refused row)
-            error = exc
-        else:
+            prepared(conn.dialect, _ROLLBACK_TO).run(conn, {})
             prepared(conn.dialect, _RELEASE).run(conn, {})
-            return True
-        prepared(conn.dialect, _ROLLBACK_TO).run(conn, {})
+            job.result, job.error = None, exc
+            return False
         prepared(conn.dialect, _RELEASE).run(conn, {})
-        job.result, job.error = None, error
-        return False
+        return True
 
     @contextmanager
     def writing(self) -> Iterator[None]:
